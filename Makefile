@@ -1,0 +1,56 @@
+# Mamoru: `make run` starts the whole system, `make test` proves it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := $(VENV)/bin/buf
+STAMP := $(VENV)/.installed
+GEN := gen
+PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
+
+.PHONY: venv protos lint buf-lint buf-breaking typecheck test run clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# Generated protobuf modules import each other as top-level `mamoru.*`.
+	$(PY) -c 'import site, os; open(os.path.join(site.getsitepackages()[0], "mamoru_gen.pth"), "w").write(os.path.abspath("$(GEN)") + "\n")'
+	touch $@
+
+protos: $(GEN)/.stamp
+
+$(GEN)/.stamp: $(STAMP) $(PROTO_FILES)
+	rm -rf $(GEN)
+	mkdir -p $(GEN)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=$(GEN) --grpc_python_out=$(GEN) \
+		--mypy_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTO_FILES)
+	find $(GEN)/mamoru -type d -exec touch {}/__init__.py \;
+	touch $@
+
+buf-lint: $(STAMP)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+# FILE-level breaking-change check against main, once main carries protos.
+buf-breaking: $(STAMP)
+	@if git cat-file -e main:buf.yaml 2>/dev/null; then \
+		$(BUF) breaking --against '.git#branch=main'; \
+	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
+
+lint: protos buf-lint buf-breaking
+	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: protos
+	$(PY) -m services.devstack
+
+clean:
+	rm -rf $(GEN) var .pytest_cache .mypy_cache .ruff_cache
