@@ -1,0 +1,292 @@
+"""Per-RPC context: a request id that follows a call across services, one line per RPC.
+
+Server side, ``RpcLogInterceptor`` binds ``rpc_method`` and ``request_id`` as
+structlog context variables for the duration of each RPC, so every line the
+handler writes carries them, and writes the canonical summary line
+(``event="rpc"``) with the final status code, duration and caller.
+
+Client side, ``request_id_client_interceptors()`` sends the current request
+id as ``x-request-id`` metadata, so the services a request passes through all log
+the same id.
+
+Server interceptor order: ``[*server_interceptors(), RpcLogInterceptor()]``, the
+tracing interceptor outside, so the summary line is written inside the RPC's span
+and carries its trace id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextvars import Token
+from typing import Any
+
+import grpc
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from services.runtime.logging import get_logger
+
+REQUEST_ID_METADATA_KEY = "x-request-id"
+
+# Letters, digits and a few separators, at most 64 characters: enough for a UUID,
+# ULID or a proxy's trace token, and nothing that could forge or break a log line.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNAVAILABLE,
+    }
+)
+
+# Kubernetes probes call these every few seconds; a healthy answer is logged at
+# debug so it does not bury real traffic (a failing one is still logged normally).
+QUIET_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+
+# OpenTelemetry's semantic-convention attribute for the numeric gRPC status.
+_STATUS_CODE_ATTRIBUTE = "rpc.grpc.status_code"
+
+_log = get_logger("mamoru.rpc")
+
+Behavior = Callable[[Any, Any], Any]
+
+
+def current_request_id() -> str | None:
+    """The request id of the RPC being served in this task, if any."""
+    value = structlog.contextvars.get_contextvars().get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def request_id_from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The caller's ``x-request-id`` when it is a sane short token, else a new UUID."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_METADATA_KEY:
+            if isinstance(value, str) and _SANE_REQUEST_ID.fullmatch(value):
+                return value
+            break
+    return str(uuid.uuid4())
+
+
+class RpcLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Binds the RPC's log context and writes one summary line per RPC.
+
+    grpc.aio runs ``intercept_service`` before the call exists, so the handler's
+    behaviour is wrapped instead: only there are the servicer context (status,
+    peer) and the outcome visible.
+    """
+
+    def __init__(self, *, quiet_method_prefixes: tuple[str, ...] = QUIET_METHOD_PREFIXES) -> None:
+        self._quiet_method_prefixes = quiet_method_prefixes
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None:
+            # grpc answers UNIMPLEMENTED without running anything; a call to an
+            # unknown method is worth a line (probing, a client built on a newer
+            # contract), and there is no call context to wrap.
+            request_id = request_id_from_metadata(handler_call_details.invocation_metadata)
+            with structlog.contextvars.bound_contextvars(rpc_method=method, request_id=request_id):
+                _log.info("rpc", code=grpc.StatusCode.UNIMPLEMENTED.name, duration_ms=0.0)
+            return None
+        return _wrap_behavior(handler, functools.partial(self._observe, method))
+
+    def _observe(self, method: str, behavior: Behavior, response_streaming: bool) -> Behavior:
+        quiet = method.startswith(self._quiet_method_prefixes)
+
+        async def unary_response(request: Any, context: Any) -> Any:
+            tokens = _bind_rpc_context(method, context)
+            started = time.perf_counter()
+            try:
+                response = await behavior(request, context)
+            except BaseException as error:
+                _finish(context, started, quiet, error)
+                raise
+            else:
+                _finish(context, started, quiet, None)
+                return response
+            finally:
+                _unbind(tokens)
+
+        async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+            tokens = _bind_rpc_context(method, context)
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                responses = behavior(request, context)
+                if inspect.isasyncgen(responses):
+                    async with contextlib.aclosing(responses):
+                        async for response in responses:
+                            yield response
+                elif hasattr(responses, "__aiter__"):
+                    async for response in responses:
+                        yield response
+                else:
+                    # A handler that sends with context.write() and returns None.
+                    await responses
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                _finish(context, started, quiet, error)
+                _unbind(tokens)
+
+        return stream_response if response_streaming else unary_response
+
+
+def _wrap_behavior(handler: Any, wrap: Callable[[Behavior, bool], Behavior]) -> Any:
+    """Rebuild ``handler`` with its behaviour wrapped, keeping its (de)serializers."""
+    if handler.request_streaming and handler.response_streaming:
+        behavior, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+    elif handler.request_streaming:
+        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    elif handler.response_streaming:
+        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    else:
+        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    return factory(
+        wrap(behavior, handler.response_streaming),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _bind_rpc_context(method: str, context: Any) -> Mapping[str, Token[Any]]:
+    request_id = request_id_from_metadata(context.invocation_metadata())
+    return structlog.contextvars.bind_contextvars(rpc_method=method, request_id=request_id)
+
+
+def _unbind(tokens: Mapping[str, Token[Any]]) -> None:
+    # A streaming handler's generator can be finalised from another context after
+    # its RPC task ended; nothing of this RPC is bound there, so there is nothing to undo.
+    with contextlib.suppress(ValueError):
+        structlog.contextvars.reset_contextvars(**tokens)
+
+
+def _finish(context: Any, started: float, quiet: bool, error: BaseException | None) -> None:
+    code = _final_status(context, error)
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    unexpected = error is not None and not isinstance(
+        error, grpc.aio.AbortError | asyncio.CancelledError | GeneratorExit
+    )
+    if unexpected:
+        # OpenTelemetry's aio server interceptor records the exception but leaves
+        # the span's status unset and its status code attribute at OK; this is
+        # the only place that knows the status grpc will send.
+        span = trace.get_current_span()
+        span.set_attribute(_STATUS_CODE_ATTRIBUTE, code.value[0])
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    fields: dict[str, Any] = {
+        "code": code.name,
+        "duration_ms": duration_ms,
+        "peer": context.peer(),
+    }
+    if unexpected:
+        fields["exc_info"] = error
+    if code in SERVER_ERROR_CODES:
+        _log.warning("rpc", **fields)
+    elif quiet and code is grpc.StatusCode.OK:
+        _log.debug("rpc", **fields)
+    else:
+        _log.info("rpc", **fields)
+
+
+def _final_status(context: Any, error: BaseException | None) -> grpc.StatusCode:
+    """The status grpc sends for this outcome: set or aborted code, else OK or UNKNOWN."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if error is None:
+        return grpc.StatusCode.OK if code is None else code
+    # grpc keeps a failure code set before the exception, but turns OK into UNKNOWN.
+    if code is None or code is grpc.StatusCode.OK:
+        return grpc.StatusCode.UNKNOWN
+    return code
+
+
+class _RequestIdForwarding:
+    @staticmethod
+    def with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        """``details`` with the current request id added, unless the caller set one."""
+        request_id = current_request_id()
+        if request_id is None:
+            return details
+        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+        if REQUEST_ID_METADATA_KEY in metadata:
+            return details
+        metadata.add(REQUEST_ID_METADATA_KEY, request_id)
+        return details._replace(metadata=metadata)
+
+
+class RequestIdClientInterceptor(
+    _RequestIdForwarding,
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+):
+    """Sends the current request id as ``x-request-id`` on unary-unary calls.
+
+    grpc.aio files each interceptor object under the first call kind it
+    implements, so one object cannot serve every kind: give a channel
+    ``request_id_client_interceptors()``, which adds the streaming kinds.
+    """
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(self.with_request_id(client_call_details), request)
+
+
+class RequestIdUnaryStreamClientInterceptor(
+    _RequestIdForwarding,
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+):
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(self.with_request_id(client_call_details), request)
+
+
+class RequestIdStreamUnaryClientInterceptor(
+    _RequestIdForwarding,
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
+):
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any
+    ) -> Any:
+        return await continuation(self.with_request_id(client_call_details), requests)
+
+
+class RequestIdStreamStreamClientInterceptor(
+    _RequestIdForwarding,
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any
+    ) -> Any:
+        return await continuation(self.with_request_id(client_call_details), requests)
+
+
+def request_id_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """One request-id interceptor per call kind, to pass to a channel."""
+    return [
+        RequestIdClientInterceptor(),
+        RequestIdUnaryStreamClientInterceptor(),
+        RequestIdStreamUnaryClientInterceptor(),
+        RequestIdStreamStreamClientInterceptor(),
+    ]

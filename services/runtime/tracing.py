@@ -1,0 +1,101 @@
+"""OpenTelemetry traces across every gRPC hop and database call.
+
+``configure_tracing`` builds the process's tracer provider; the gRPC server and
+channel builders pass ``server_interceptors()`` / ``client_interceptors()`` in,
+which come from ``opentelemetry-instrumentation-grpc``, so W3C trace context
+travels in the call metadata and one trace spans every service a request touches.
+Spans are exported over OTLP/gRPC only when an endpoint is configured.
+"""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import health_check, negate
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+# The provider the interceptor factories hand to OpenTelemetry, and every provider
+# made in this process so shutdown_tracing flushes them all.
+_current: TracerProvider | None = None
+_providers: list[TracerProvider] = []
+_global_provider_set = False
+_asyncpg = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+
+
+def configure_tracing(
+    service: str,
+    otlp_endpoint: str = "",
+    *,
+    exporter: SpanExporter | None = None,
+) -> TracerProvider:
+    """Create the tracer provider for ``mamoru-<service>`` and instrument asyncpg.
+
+    ``otlp_endpoint`` is an OTLP/gRPC collector address; an ``http://`` scheme
+    means plaintext, anything else TLS (or ``OTEL_EXPORTER_OTLP_INSECURE``). With
+    no endpoint nothing is exported. ``exporter`` receives every span as it ends
+    (tests pass an ``InMemorySpanExporter``).
+    """
+    global _current, _global_provider_set
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"mamoru-{service}"}))
+    if otlp_endpoint:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    # The global provider can be set once per process (later calls only log a
+    # warning), so the interceptors below take the provider explicitly instead of
+    # relying on the global; the global serves spans started by hand.
+    if not _global_provider_set:
+        trace.set_tracer_provider(provider)
+        _global_provider_set = True
+    # asyncpg is patched process-wide, so it reports to the first provider until
+    # shutdown_tracing. Query parameters stay out of spans (capture_parameters
+    # defaults to False): they hold personal data and secrets.
+    if not _asyncpg.is_instrumented_by_opentelemetry:
+        _asyncpg.instrument(tracer_provider=provider)
+
+    _providers.append(provider)
+    _current = provider
+    return provider
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """Interceptors that open a server span per RPC, continuing the caller's trace.
+
+    Health checks are not traced: probes every few seconds would bury real traffic.
+    """
+    return [
+        aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=_current, filter_=negate(health_check())
+        )
+    ]
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that open a client span per call and send its trace context.
+
+    One per call kind, because a grpc.aio channel files each interceptor object
+    under the first kind it implements and ignores it for the others.
+    """
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
+        tracer_provider=_current, filter_=negate(health_check())
+    )
+    return interceptors
+
+
+def shutdown_tracing() -> None:
+    """Export what is still buffered and stop every provider made by configure_tracing."""
+    global _current
+    for provider in _providers:
+        provider.force_flush()
+        provider.shutdown()
+    _providers.clear()
+    _current = None
+    if _asyncpg.is_instrumented_by_opentelemetry:
+        # Unpatched, so the next configure_tracing reports to its own provider.
+        _asyncpg.uninstrument()
