@@ -72,7 +72,7 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AccessInterceptor(grpc.aio.ServerInterceptor):
     """Admits each RPC only for a caller on its allow-list, with a valid token where required."""
 
     def __init__(self, policy: Mapping[str, Access], verifier: TokenVerifier | None = None) -> None:

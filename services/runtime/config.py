@@ -145,9 +145,7 @@ class ServiceSettings:
     default_grpc_port: typing.ClassVar[int] = 0
     default_health_port: typing.ClassVar[int] = 0
 
-    database_url: Secret = env(
-        "DATABASE_URL", help="PostgreSQL URL of this service's own database"
-    )
+    database_url: Secret = env("DATABASE_URL", help="PostgreSQL URL of this service's own database")
     grpc_host: str = env("{PREFIX}_GRPC_HOST", default="127.0.0.1", help="interface to bind")
     grpc_port: int = env("{PREFIX}_GRPC_PORT", default=-1, help="mTLS gRPC port (0 = any free)")
     health_port: int = env(
@@ -169,6 +167,21 @@ class ServiceSettings:
         help="how long in-flight RPCs may run after SIGTERM",
     )
     db_pool_max: int = env("{PREFIX}_DB_POOL_MAX", default=10, help="asyncpg pool size")
+    identity_address: str = env(
+        "IDENTITY_ADDRESS", default="127.0.0.1:50051", help="host:port of identity (mTLS)"
+    )
+    wallet_address: str = env(
+        "WALLET_ADDRESS", default="127.0.0.1:50052", help="host:port of wallet (mTLS)"
+    )
+    risk_address: str = env(
+        "RISK_ADDRESS", default="127.0.0.1:50053", help="host:port of risk (mTLS)"
+    )
+    notify_address: str = env(
+        "NOTIFY_ADDRESS", default="127.0.0.1:50054", help="host:port of notify (mTLS)"
+    )
+
+    def peer_address(self, service: str) -> str:
+        return str(getattr(self, f"{service}_address"))
 
     def __post_init__(self) -> None:
         # -1 means "the service's documented default port".

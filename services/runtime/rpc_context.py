@@ -77,7 +77,7 @@ def request_id_from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str:
     return str(uuid.uuid4())
 
 
-class RpcLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RpcLogInterceptor(grpc.aio.ServerInterceptor):
     """Binds the RPC's log context and writes one summary line per RPC.
 
     grpc.aio runs ``intercept_service`` before the call exists, so the handler's
@@ -237,7 +237,7 @@ class _RequestIdForwarding:
 
 class RequestIdClientInterceptor(
     _RequestIdForwarding,
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryUnaryClientInterceptor,
 ):
     """Sends the current request id as ``x-request-id`` on unary-unary calls.
 
@@ -254,7 +254,7 @@ class RequestIdClientInterceptor(
 
 class RequestIdUnaryStreamClientInterceptor(
     _RequestIdForwarding,
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryStreamClientInterceptor,
 ):
     async def intercept_unary_stream(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
@@ -264,7 +264,7 @@ class RequestIdUnaryStreamClientInterceptor(
 
 class RequestIdStreamUnaryClientInterceptor(
     _RequestIdForwarding,
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamUnaryClientInterceptor,
 ):
     async def intercept_stream_unary(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any
@@ -274,7 +274,7 @@ class RequestIdStreamUnaryClientInterceptor(
 
 class RequestIdStreamStreamClientInterceptor(
     _RequestIdForwarding,
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamStreamClientInterceptor,
 ):
     async def intercept_stream_stream(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any

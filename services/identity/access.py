@@ -1,0 +1,56 @@
+"""Who may call each identity RPC: the calling service (its certificate) and,
+for a person's own data, an access token with audience ``group``."""
+
+from services.runtime.access import Access, allow
+
+PERSON = allow("gateway", audiences=["group"])
+PUBLIC = allow("gateway")
+OPERATOR = allow("operator")
+
+ACCESS: dict[str, Access] = {
+    "Register": PUBLIC,
+    "VerifyEmail": PUBLIC,
+    "Login": PUBLIC,
+    "SendSignInCode": PUBLIC,
+    "VerifySecondFactor": PUBLIC,
+    "BeginPasskeyLogin": PUBLIC,
+    "FinishPasskeyLogin": PUBLIC,
+    "RefreshSession": PUBLIC,
+    "Logout": PERSON,
+    "BeginStepUp": PERSON,
+    "StepUp": PERSON,
+    "ExchangeToken": PERSON,
+    "BeginPasskeyRegistration": PERSON,
+    "FinishPasskeyRegistration": PERSON,
+    "BeginTotpEnrollment": PERSON,
+    "ConfirmTotpEnrollment": PERSON,
+    "ListFactors": PERSON,
+    "RemoveFactor": PERSON,
+    "RegenerateRecoveryCodes": PERSON,
+    "ChangePassword": PERSON,
+    "RequestPasswordReset": PUBLIC,
+    "CompletePasswordReset": PUBLIC,
+    "GetProfile": PERSON,
+    "UpdateProfile": PERSON,
+    "ListContacts": PERSON,
+    "AddContact": PERSON,
+    "VerifyContact": PERSON,
+    "RemoveContact": PERSON,
+    "FreezeContactChange": PUBLIC,
+    "ListSessions": PERSON,
+    "RevokeSession": PERSON,
+    "ListDevices": PERSON,
+    "RevokeDevice": PERSON,
+    "BeginExternalLogin": PUBLIC,
+    "ExternalLogin": PUBLIC,
+    "LinkExternalIdentity": PERSON,
+    "UnlinkExternalIdentity": PERSON,
+    "CloseAccount": PERSON,
+    "GetJwks": allow("wallet", "risk", "notify", "gateway", "operator", "pos"),
+    "WatchRevocations": allow("wallet", "risk", "notify", "gateway"),
+    "GetRegisteredContacts": allow("notify"),
+    "ForceCredentialReset": OPERATOR,
+    "LockAccount": OPERATOR,
+    "UnlockAccount": OPERATOR,
+    "GetSecurityLog": OPERATOR,
+}

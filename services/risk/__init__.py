@@ -1,0 +1,3 @@
+"""Risk: real-time decisions, credential-stuffing detection, kill switches, alerts, cases and
+victim queries.
+"""

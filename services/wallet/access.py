@@ -1,0 +1,39 @@
+"""Who may call each wallet RPC. A person's calls need a token with audience
+``wallet`` (issued by identity's ExchangeToken after step-up); a group-ID token
+is refused."""
+
+from services.runtime.access import Access, allow
+
+PAYER = allow("gateway", audiences=["wallet"])
+STORE = allow("pos")
+OPERATOR = allow("operator")
+
+ACCESS: dict[str, Access] = {
+    "Enroll": PAYER,
+    "GetBalance": PAYER,
+    "ListTransactions": PAYER,
+    "RegisterFundingSource": PAYER,
+    "ListFundingSources": PAYER,
+    "RemoveFundingSource": PAYER,
+    "TopUpFromCard": PAYER,
+    "TopUpFromPoints": PAYER,
+    "IssueCashTopUpCode": PAYER,
+    "AcceptCashTopUp": STORE,
+    "IssuePaymentCode": PAYER,
+    "AuthorizePayment": STORE,
+    "CapturePayment": STORE,
+    "VoidAuthorization": STORE,
+    "RefundPayment": allow("pos", "operator"),
+    "RegisterMerchant": OPERATOR,
+    "RegisterStore": OPERATOR,
+    "ReportUnauthorized": PAYER,
+    "FreezeWallet": OPERATOR,
+    "UnfreezeWallet": OPERATOR,
+    "CompensateCase": OPERATOR,
+    "Reconcile": OPERATOR,
+    "NotifyBalanceHolders": OPERATOR,
+    "RegisterPayoutAccount": PAYER,
+    "ClaimPayout": PAYER,
+    "ListUnclaimedBalances": OPERATOR,
+    "CloseWallet": allow("identity"),
+}
