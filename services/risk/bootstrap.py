@@ -1,23 +1,55 @@
-"""Wires the risk service: storage, clients of other services, the gRPC API."""
+"""Wires the risk service: storage, the in-memory policy and rules, background jobs,
+the gRPC API."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
+from services.risk import storage
 from services.risk.access import ACCESS
+from services.risk.geo import country_lookup
+from services.risk.grpc_api import RiskApi
+from services.risk.settings import RiskSettings
+from services.risk.state import RiskState
 from services.runtime.server import Resources, ServiceApp, method_access
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = risk_pb2.DESCRIPTOR.services_by_name["RiskService"]
+_PURGE_INTERVAL_SECONDS = 300.0
 
 
 async def build(resources: Resources) -> ServiceApp:
-    # Every RPC answers UNIMPLEMENTED until the risk service is built on this shape.
-    servicer = risk_pb2_grpc.RiskServiceServicer()  # type: ignore[abstract]
+    settings = resources.settings
+    assert isinstance(settings, RiskSettings)
+    state = RiskState(resources.pool, poll_seconds=settings.policy_poll_seconds)
+    await state.load()
+    decisions = storage.DecisionLog(
+        resources.pool, interval_seconds=settings.decision_flush_seconds
+    )
+    api = RiskApi(
+        state=state,
+        pool=resources.pool,
+        decisions=decisions,
+        countries=country_lookup(settings.geoip_database),
+        stopping=resources.stopping,
+    )
+
+    async def purge_counters(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                await storage.purge_old_counters(resources.pool, datetime.now(UTC))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=_PURGE_INTERVAL_SECONDS)
+
     return ServiceApp(
-        servicers=[(risk_pb2_grpc.add_RiskServiceServicer_to_server, servicer)],
+        servicers=[(risk_pb2_grpc.add_RiskServiceServicer_to_server, api)],
         service_names=[SERVICE.full_name],
         access=method_access(SERVICE, ACCESS),
+        background=[state.run, decisions.run, purge_counters],
+        closers=[decisions.flush],
     )

@@ -1,0 +1,1 @@
+"""Risk rules, policies and decisions: pure Python, no I/O."""

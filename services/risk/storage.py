@@ -1,0 +1,564 @@
+"""All of risk's SQL: plain asyncpg, bound parameters, short explicit transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import structlog
+
+from services.risk.domain.assess import LoginSignals
+from services.risk.domain.decisions import Reason
+from services.risk.domain.policy import Policy, PolicyChange, apply_change
+from services.risk.domain.rules import Rule, Verdict
+
+log = structlog.get_logger(__name__)
+
+BUCKET_SECONDS = 10
+GLOBAL_SHARDS = 8
+# Counters older than the longest window any rule may use are deleted.
+COUNTER_RETENTION_SECONDS = 2 * 86400
+# A device first seen this recently is still "new" for the spend-after-top-up signal.
+NEW_DEVICE_DAYS = 7
+
+
+def bucket_of(moment: datetime) -> int:
+    return int(moment.timestamp()) // BUCKET_SECONDS
+
+
+def window_start(now: datetime, seconds: float) -> int:
+    """The first bucket inside a window ending now (the current bucket counts)."""
+    return bucket_of(now) - max(int(seconds) // BUCKET_SECONDS - 1, 0)
+
+
+# ---------------------------------------------------------------- policy and rules
+
+
+async def load_policy(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[Policy, int]:
+    """The stored policy and the revision of the rule overrides, in one read."""
+    row = await conn.fetchrow(
+        "select version, document, updated_at,"
+        " (select coalesce(max(revision), 0) from rules) as rules_revision"
+        " from policy where id = 1"
+    )
+    return Policy.from_document(row["version"], row["document"], row["updated_at"]), int(
+        row["rules_revision"]
+    )
+
+
+async def change_policy(
+    pool: asyncpg.Pool, change: PolicyChange, *, actor: str, reason: str
+) -> Policy:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "select version, document, updated_at from policy where id = 1 for update"
+        )
+        current = Policy.from_document(row["version"], row["document"], row["updated_at"])
+        changed = apply_change(current, change)
+        updated_at = await conn.fetchval(
+            "update policy set version = $1, document = $2, updated_at = now()"
+            " where id = 1 returning updated_at",
+            changed.version,
+            changed.to_document(),
+        )
+        await _audit(conn, actor, reason, {"policy": change.describe()}, changed.version)
+    return Policy.from_document(changed.version, changed.to_document(), updated_at)
+
+
+async def _audit(
+    conn: asyncpg.Connection, actor: str, reason: str, change: dict[str, Any], version: int
+) -> None:
+    await conn.execute(
+        "insert into policy_changes (change_id, actor, reason, change, policy_version)"
+        " values ($1, $2, $3, $4, $5)",
+        uuid.uuid4(),
+        actor,
+        reason,
+        change,
+        version,
+    )
+
+
+async def load_rule_overrides(pool: asyncpg.Pool) -> list[Rule]:
+    rows = await pool.fetch("select rule_id, enabled, thresholds, verdict, auto_action from rules")
+    return [
+        Rule(
+            rule_id=row["rule_id"],
+            description="",
+            enabled=row["enabled"],
+            thresholds={k: float(v) for k, v in row["thresholds"].items()},
+            verdict=Verdict[row["verdict"]],
+            auto_action=row["auto_action"],
+        )
+        for row in rows
+    ]
+
+
+async def save_rule(
+    pool: asyncpg.Pool, rule: Rule, *, actor: str, reason: str, change: dict[str, Any]
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """
+            insert into rules (rule_id, enabled, thresholds, verdict, auto_action)
+            values ($1, $2, $3, $4, $5)
+            on conflict (rule_id) do update set enabled = excluded.enabled,
+                thresholds = excluded.thresholds, verdict = excluded.verdict,
+                auto_action = excluded.auto_action, revision = nextval('rule_revisions'),
+                updated_at = now()
+            """,
+            rule.rule_id,
+            rule.enabled,
+            dict(rule.thresholds),
+            rule.verdict.name,
+            rule.auto_action,
+        )
+        await _audit(conn, actor, reason, {"rule": rule.rule_id, **change}, 0)
+
+
+async def list_policy_changes(pool: asyncpg.Pool, *, limit: int, offset: int) -> list[Any]:
+    return list(
+        await pool.fetch(
+            "select change_id, actor, reason, change, policy_version, changed_at"
+            " from policy_changes order by changed_at desc, change_id limit $1 offset $2",
+            limit,
+            offset,
+        )
+    )
+
+
+# ---------------------------------------------------------------- sign-in signals
+
+
+@dataclass(frozen=True)
+class LoginWindows:
+    """First bucket of each rule's window."""
+
+    ip: int
+    subnet: int
+    account: int
+    distinct: int
+    global_failures: int
+    unknown_share: int
+    bucket: int
+
+
+_LOGIN_SIGNALS = """
+with attempt as (
+    insert into counters (dimension, key, bucket, shard, attempts, unknown_attempts)
+    -- Rows in dimension order, as every writer takes them, so writers cannot deadlock.
+    values ('global', '', $7, $8, 1, $9), ('ip', $1, $7, 0, 1, $9),
+           ('subnet', $2, $7, 0, 1, $9)
+    on conflict (dimension, key, bucket, shard) do update
+        set attempts = counters.attempts + 1,
+            unknown_attempts = counters.unknown_attempts + excluded.unknown_attempts
+), tried as (
+    insert into ip_identifiers (ip, bucket, identifier) values ($1, $7, $4)
+    on conflict do nothing
+)
+select
+    (select coalesce(sum(failures), 0) from counters
+      where dimension = 'ip' and key = $1 and bucket >= $10) as ip_failures,
+    (select coalesce(sum(failures), 0) from counters
+      where dimension = 'subnet' and key = $2 and bucket >= $11) as subnet_failures,
+    (select coalesce(sum(failures), 0) from counters
+      where dimension = 'account' and key = $3 and bucket >= $12) as account_failures,
+    (select coalesce(sum(failures), 0) from counters
+      where dimension = 'global' and key = '' and bucket >= $13) as global_failures,
+    (select coalesce(sum(attempts), 0) from counters
+      where dimension = 'global' and key = '' and bucket >= $14) as global_attempts,
+    (select coalesce(sum(unknown_attempts), 0) from counters
+      where dimension = 'global' and key = '' and bucket >= $14) as global_unknown,
+    (select count(distinct identifier) from ip_identifiers
+      where ip = $1 and bucket >= $5 and identifier <> $4) as other_identifiers,
+    a.last_login_country, a.last_login_at
+from (select 1) as one
+left join account_state a on a.account_id = $3 and $6
+"""
+
+
+async def login_signals(
+    pool: asyncpg.Pool,
+    *,
+    ip: str,
+    subnet: str,
+    account_id: str,
+    identifier: str,
+    unknown: bool,
+    windows: LoginWindows,
+) -> LoginSignals:
+    """Count this attempt and read every window in one statement (one round trip).
+
+    The counts are as they stood before this attempt, except the distinct-identifier
+    count, which includes it: the attempt is what makes an IP cross the limit.
+    """
+    row = await pool.fetchrow(
+        _LOGIN_SIGNALS,
+        ip,
+        subnet,
+        account_id,
+        identifier,
+        windows.distinct,
+        bool(account_id),
+        windows.bucket,
+        random.randrange(GLOBAL_SHARDS),  # noqa: S311 - spreads writes, not a secret
+        1 if unknown else 0,
+        windows.ip,
+        windows.subnet,
+        windows.account,
+        windows.global_failures,
+        windows.unknown_share,
+    )
+    return LoginSignals(
+        ip_failures=int(row["ip_failures"]),
+        subnet_failures=int(row["subnet_failures"]),
+        account_failures=int(row["account_failures"]),
+        global_failures=int(row["global_failures"]),
+        global_attempts=int(row["global_attempts"]),
+        global_unknown_attempts=int(row["global_unknown"]),
+        ip_distinct_identifiers=int(row["other_identifiers"]) + (1 if identifier else 0),
+        previous_login_country=row["last_login_country"],
+        previous_login_at=row["last_login_at"],
+    )
+
+
+async def count_and_read(
+    pool: asyncpg.Pool, *, dimension: str, key: str, bucket: int, since_bucket: int
+) -> int:
+    """Count one event of ``dimension``/``key`` and return how many came before it in the window."""
+    value = await pool.fetchval(
+        """
+        with counted as (
+            insert into counters (dimension, key, bucket, attempts) values ($1, $2, $3, 1)
+            on conflict (dimension, key, bucket, shard) do update
+                set attempts = counters.attempts + 1
+        )
+        select coalesce(sum(attempts), 0) from counters
+        where dimension = $1 and key = $2 and bucket >= $4
+        """,
+        dimension,
+        key,
+        bucket,
+        since_bucket,
+    )
+    return int(value)
+
+
+async def top_up_signals(
+    pool: asyncpg.Pool, *, wallet_id: str, session_id: str, bucket: int, since_bucket: int
+) -> tuple[int, datetime | None]:
+    """Top-ups of the wallet before this one in the window, and the last credential
+    change of the account whose session asks."""
+    row = await pool.fetchrow(
+        """
+        with counted as (
+            insert into counters (dimension, key, bucket, attempts)
+            values ('wallet_top_up', $1, $3, 1)
+            on conflict (dimension, key, bucket, shard) do update
+                set attempts = counters.attempts + 1
+        )
+        select
+            (select coalesce(sum(attempts), 0) from counters
+              where dimension = 'wallet_top_up' and key = $1 and bucket >= $4) as recent,
+            (select a.last_credential_change_at from sessions s
+              join account_state a on a.account_id = s.account_id
+              where s.session_id = $2) as changed_at
+        """,
+        wallet_id,
+        session_id,
+        bucket,
+        since_bucket,
+    )
+    return int(row["recent"]), row["changed_at"]
+
+
+async def payment_signals(
+    pool: asyncpg.Pool, *, wallet_id: str, bucket: int, since_bucket: int
+) -> tuple[int, datetime | None, bool]:
+    row = await pool.fetchrow(
+        """
+        with counted as (
+            insert into counters (dimension, key, bucket, attempts)
+            values ('wallet_payment', $1, $2, 1)
+            on conflict (dimension, key, bucket, shard) do update
+                set attempts = counters.attempts + 1
+        )
+        select
+            (select coalesce(sum(attempts), 0) from counters
+              where dimension = 'wallet_payment' and key = $1 and bucket >= $3) as recent,
+            w.last_top_up_at, coalesce(w.last_top_up_from_new_device, false) as from_new_device
+        from (select 1) as one
+        left join wallet_state w on w.wallet_id = $1
+        """,
+        wallet_id,
+        bucket,
+        since_bucket,
+    )
+    return int(row["recent"]), row["last_top_up_at"], bool(row["from_new_device"])
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class OutcomeEvent:
+    outcome: str
+    decision_id: str
+    account_id: str
+    wallet_id: str
+    payer_id: str
+    session_id: str
+    ip: str
+    subnet: str
+    device_id: str
+    country: str
+    amount_minor: int
+    currency: str
+    movement_id: str
+    identifier_hash: str
+    occurred_at: datetime
+
+
+FAILURES = frozenset({"password_wrong", "second_factor_failed"})
+
+
+async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> None:
+    """Store the event and update the signals it feeds, in one transaction."""
+    bucket = bucket_of(event.occurred_at)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """
+            insert into outcomes (outcome_id, outcome, decision_id, account_id, wallet_id,
+                payer_id, session_id, ip, device_id, amount_minor, currency, movement_id,
+                identifier_hash, occurred_at)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            on conflict do nothing
+            """,
+            uuid.uuid4(),
+            event.outcome,
+            event.decision_id,
+            event.account_id,
+            event.wallet_id,
+            event.payer_id,
+            event.session_id,
+            event.ip,
+            event.device_id,
+            event.amount_minor,
+            event.currency,
+            event.movement_id,
+            event.identifier_hash,
+            event.occurred_at,
+        )
+        if event.outcome in FAILURES:
+            rows: list[tuple[str, str, int]] = [
+                ("global", "", random.randrange(GLOBAL_SHARDS))  # noqa: S311
+            ]
+            if event.ip:
+                rows += [("ip", event.ip, 0), ("subnet", event.subnet, 0)]
+            if event.account_id:
+                rows.append(("account", event.account_id, 0))
+            await conn.executemany(
+                """
+                insert into counters (dimension, key, bucket, shard, failures)
+                values ($1, $2, $3, $4, 1)
+                on conflict (dimension, key, bucket, shard) do update
+                    set failures = counters.failures + 1
+                """,
+                # One order for every writer, so concurrent transactions cannot deadlock.
+                sorted((dim, key, bucket, shard) for dim, key, shard in rows),
+            )
+        elif event.outcome == "login_succeeded" and event.account_id:
+            await conn.execute(
+                """
+                insert into account_state (account_id, last_login_at, last_login_ip,
+                    last_login_country)
+                values ($1, $2, $3, nullif($4, ''))
+                on conflict (account_id) do update set last_login_at = excluded.last_login_at,
+                    last_login_ip = excluded.last_login_ip,
+                    last_login_country = excluded.last_login_country
+                where account_state.last_login_at is null
+                   or account_state.last_login_at <= excluded.last_login_at
+                """,
+                event.account_id,
+                event.occurred_at,
+                event.ip,
+                event.country,
+            )
+            if event.device_id:
+                await conn.execute(
+                    "insert into account_devices (account_id, device_id, first_seen_at)"
+                    " values ($1, $2, $3) on conflict do nothing",
+                    event.account_id,
+                    event.device_id,
+                    event.occurred_at,
+                )
+            if event.session_id:
+                await conn.execute(
+                    "insert into sessions (session_id, account_id, ip, device_id, started_at)"
+                    " values ($1, $2, $3, $4, $5) on conflict do nothing",
+                    event.session_id,
+                    event.account_id,
+                    event.ip,
+                    event.device_id,
+                    event.occurred_at,
+                )
+        elif event.outcome == "credential_changed" and event.account_id:
+            await conn.execute(
+                """
+                insert into account_state (account_id, last_credential_change_at)
+                values ($1, $2)
+                on conflict (account_id) do update
+                    set last_credential_change_at = greatest(
+                        account_state.last_credential_change_at, excluded.last_credential_change_at)
+                """,
+                event.account_id,
+                event.occurred_at,
+            )
+        elif event.outcome == "top_up_completed" and event.wallet_id:
+            await conn.execute(
+                """
+                insert into wallet_state (wallet_id, last_top_up_at, last_top_up_from_new_device)
+                select $1, $2, exists (
+                    select 1 from sessions s
+                    join account_devices d on d.account_id = s.account_id
+                     and d.device_id = coalesce(nullif($4, ''), s.device_id)
+                    where s.session_id = $3 and d.first_seen_at > $2 - make_interval(days => $5))
+                on conflict (wallet_id) do update
+                    set last_top_up_at = excluded.last_top_up_at,
+                        last_top_up_from_new_device = excluded.last_top_up_from_new_device
+                where wallet_state.last_top_up_at <= excluded.last_top_up_at
+                """,
+                event.wallet_id,
+                event.occurred_at,
+                event.session_id,
+                event.device_id,
+                NEW_DEVICE_DAYS,
+            )
+
+
+async def purge_old_counters(pool: asyncpg.Pool, now: datetime) -> None:
+    oldest = bucket_of(now - timedelta(seconds=COUNTER_RETENTION_SECONDS))
+    await pool.execute("delete from counters where bucket < $1", oldest)
+    await pool.execute("delete from ip_identifiers where bucket < $1", oldest)
+
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    decision_id: uuid.UUID
+    kind: str
+    verdict: Verdict
+    score: int
+    reasons: Sequence[Reason]
+    inputs: dict[str, Any]
+    country_code: str
+    account_id: str
+    ip: str
+    decided_at: datetime
+
+
+class DecisionLog:
+    """Stores decisions in batches off the request path.
+
+    An assessment returns as soon as its verdict is known; a writer inserts the
+    queued decisions every few milliseconds in one statement. Shutdown flushes
+    what is queued. If the queue grows past ``max_queued`` (the database is
+    stuck), callers wait for the writer instead of growing memory without bound.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, *, interval_seconds: float, max_queued: int = 20_000
+    ) -> None:
+        self._pool = pool
+        self._interval = interval_seconds
+        self._max_queued = max_queued
+        self._queue: list[StoredDecision] = []
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    async def add(self, decision: StoredDecision) -> None:
+        self._queue.append(decision)
+        if len(self._queue) >= self._max_queued:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._queue:
+                batch, self._queue = self._queue[:1000], self._queue[1000:]
+                try:
+                    await _insert_decisions(self._pool, batch)
+                except Exception:
+                    self._queue[:0] = batch
+                    raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+            try:
+                await self.flush()
+            except Exception as error:
+                log.warning("decisions.flush_failed", error=str(error), queued=len(self._queue))
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+
+async def _insert_decisions(pool: asyncpg.Pool, batch: Sequence[StoredDecision]) -> None:
+    await pool.execute(
+        """
+        insert into decisions (decision_id, kind, verdict, score, reasons, inputs,
+            country_code, account_id, ip, decided_at)
+        select d, k, v, s, r::jsonb, i::jsonb, c, a, ip, t
+        from unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[],
+                    $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+             as x(d, k, v, s, r, i, c, a, ip, t)
+        on conflict do nothing
+        """,
+        [d.decision_id for d in batch],
+        [d.kind for d in batch],
+        [d.verdict.name for d in batch],
+        [d.score for d in batch],
+        [json.dumps([r.to_dict() for r in d.reasons]) for d in batch],
+        [json.dumps(d.inputs) for d in batch],
+        [d.country_code for d in batch],
+        [d.account_id for d in batch],
+        [d.ip for d in batch],
+        [d.decided_at for d in batch],
+    )
+
+
+async def list_decisions(
+    pool: asyncpg.Pool,
+    *,
+    account_id: str,
+    ip: str,
+    since: datetime | None,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    return list(
+        await pool.fetch(
+            """
+            select decision_id, kind, verdict, score, reasons, inputs, country_code, decided_at
+            from decisions
+            where ($1 = '' or account_id = $1) and ($2 = '' or ip = $2)
+              and ($3::timestamptz is null or decided_at >= $3)
+            order by decided_at desc, decision_id limit $4 offset $5
+            """,
+            account_id,
+            ip,
+            since,
+            limit,
+            offset,
+        )
+    )
