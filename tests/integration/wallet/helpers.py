@@ -1,0 +1,61 @@
+"""Small set-ups shared by the wallet's integration tests (real database, real store)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from services.wallet.domain.codes import fingerprint
+from services.wallet.storage import StoreRow, WalletRow, WalletStore
+
+
+async def funded_wallet(store: WalletStore, amount: int, payer: str | None = None) -> WalletRow:
+    wallet = await store.enroll(payer or f"payer-{uuid.uuid4()}")
+    if amount:
+        await points_top_up(store, wallet.id, amount)
+    return await store.wallet_by_id(wallet.id)
+
+
+async def points_top_up(
+    store: WalletStore, wallet_id: uuid.UUID, amount: int, key: str | None = None
+) -> dict[str, Any]:
+    key = key or str(uuid.uuid4())
+    return await store.top_up(
+        wallet_id=wallet_id,
+        channel="points",
+        amount=amount,
+        idempotency_key=key,
+        request_hash=fingerprint({"amount": amount}),
+        counterparty="points",
+    )
+
+
+async def a_store(store: WalletStore, name: str = "Lawson") -> StoreRow:
+    merchant, _ = await store.register_merchant(name, "5411")
+    store_id = await store.register_store(merchant.id, f"s-{uuid.uuid4().hex[:8]}", f"{name} 1")
+    return await store.store_of(merchant.id, store_id)
+
+
+async def payment_code(store: WalletStore, wallet_id: uuid.UUID) -> str:
+    code, _ = await store.issue_code(
+        wallet_id=wallet_id,
+        purpose="payment",
+        device_id="device-1",
+        session_id="session-1",
+        lifetime=timedelta(minutes=2),
+    )
+    return code
+
+
+async def capture(
+    store: WalletStore, shop: StoreRow, code: str, amount: int, key: str | None = None
+) -> dict[str, Any]:
+    return await store.capture_by_code(
+        code=code,
+        amount=amount,
+        store=shop,
+        merchant_name="Lawson",
+        idempotency_key=key or str(uuid.uuid4()),
+        request_hash=fingerprint({"code": code, "amount": amount, "store": str(shop.id)}),
+    )
