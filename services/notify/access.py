@@ -1,5 +1,6 @@
 """Who may call each notify RPC. Which notice kinds a caller may send is
-checked per kind in the handler (only identity sends security kinds)."""
+checked per kind in the handler: only identity sends security kinds, identity
+and wallet money kinds, operators marketing news."""
 
 from services.runtime.access import Access, allow
 
@@ -7,7 +8,7 @@ PERSON = allow("gateway", audiences=["group"])
 OPERATOR = allow("operator")
 
 ACCESS: dict[str, Access] = {
-    "SendNotice": allow("identity", "wallet"),
+    "SendNotice": allow("identity", "wallet", "operator"),
     "SendOperatorAlert": allow("risk"),
     "ListInbox": PERSON,
     "MarkRead": PERSON,

@@ -1,4 +1,5 @@
-"""Wires the notify service: storage, clients of other services, the gRPC API."""
+"""Wires the notify service: storage, identity's contact directory, channel
+providers, the delivery worker and the gRPC API."""
 
 from __future__ import annotations
 
@@ -7,23 +8,93 @@ from pathlib import Path
 from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from services.notify.access import ACCESS
+from services.notify.channels import HttpProvider, Provider, ProviderChain, SmtpProvider
+from services.notify.contacts import IdentityContactDirectory
+from services.notify.domain.kinds import Channel
+from services.notify.grpc_api import NotifyApi
+from services.notify.settings import NotifySettings
+from services.notify.storage import NoticeStore, RateLimit
+from services.notify.worker import DeliveryWorker, RetryPolicy
+from services.runtime.config import Secret
 from services.runtime.peers import follow_revocations, identity_token_verifier
-from services.runtime.server import Resources, ServiceApp, method_access
+from services.runtime.server import Closer, Resources, ServiceApp, method_access
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = notify_pb2.DESCRIPTOR.services_by_name["NotifyService"]
 
 
+def email_providers(settings: NotifySettings) -> list[SmtpProvider]:
+    """The main relay first, then each fallback relay, with the same TLS and AUTH."""
+    relays = [(settings.smtp_host, settings.smtp_port)]
+    for relay in settings.smtp_fallback_relays:
+        host, _, port = relay.rpartition(":")
+        relays.append((host, int(port)))
+    return [
+        SmtpProvider(
+            f"smtp:{host}:{port}",
+            host=host,
+            port=port,
+            mail_from=settings.mail_from,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            timeout_seconds=settings.smtp_timeout_seconds,
+        )
+        for host, port in relays
+    ]
+
+
+def http_providers(
+    channel: str, endpoints: tuple[str, ...], key: Secret | None
+) -> list[HttpProvider]:
+    if key is None:
+        return []
+    return [
+        HttpProvider(f"{channel}:{index}", endpoint=url, api_key=key)
+        for index, url in enumerate(endpoints, start=1)
+    ]
+
+
 async def build(resources: Resources) -> ServiceApp:
-    # Every RPC answers UNIMPLEMENTED until the notify service is built on this shape.
-    servicer = notify_pb2_grpc.NotifyServiceServicer()  # type: ignore[abstract]
+    settings = resources.settings
+    assert isinstance(settings, NotifySettings)
     identity = resources.connect("identity")
     verifier, revocations = identity_token_verifier(identity)
+    store = NoticeStore(resources.pool)
+    sms = http_providers("sms", settings.sms_endpoints, settings.sms_api_key)
+    push = http_providers("push", settings.push_endpoints, settings.push_api_key)
+    providers: dict[Channel, ProviderChain] = {
+        Channel.EMAIL: ProviderChain(list[Provider](email_providers(settings))),
+        Channel.SMS: ProviderChain(sms),
+        Channel.PUSH: ProviderChain(push),
+    }
+    worker = DeliveryWorker(
+        store,
+        IdentityContactDirectory(identity),
+        providers,
+        link_base_url=settings.link_base_url,
+        operator_emails=settings.operator_emails,
+        retry=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_seconds=settings.retry_base_seconds,
+            max_seconds=settings.retry_max_seconds,
+            lease_seconds=settings.lease_seconds,
+        ),
+        poll_seconds=settings.poll_seconds,
+    )
+    api = NotifyApi(
+        store,
+        rate_limit=RateLimit(
+            limit=settings.coalesce_limit, window_seconds=settings.coalesce_window_seconds
+        ),
+        on_accepted=worker.wake,
+    )
+    closers: list[Closer] = [identity.close, *(provider.close for provider in [*sms, *push])]
     return ServiceApp(
-        servicers=[(notify_pb2_grpc.add_NotifyServiceServicer_to_server, servicer)],
+        servicers=[(notify_pb2_grpc.add_NotifyServiceServicer_to_server, api)],
         service_names=[SERVICE.full_name],
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
-        background=[follow_revocations(identity, revocations)],
-        closers=[identity.close],
+        background=[follow_revocations(identity, revocations), worker.run],
+        closers=closers,
     )
