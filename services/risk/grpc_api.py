@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -13,15 +16,15 @@ from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from services.risk import storage
-from services.risk.domain import assess
+from services.risk.domain import assess, victims
 from services.risk.domain.decisions import Assessment
 from services.risk.domain.network import normalised, subnet_of
-from services.risk.domain.policy import Policy, PolicyChange
+from services.risk.domain.policy import DEFAULT_CURRENCY, Policy, PolicyChange
 from services.risk.domain.rules import Verdict
 from services.risk.geo import CountryLookup
 from services.risk.state import RiskState
 from services.runtime.access import current_caller
-from services.runtime.errors import invalid
+from services.runtime.errors import FailedPrecondition, NotFound, invalid
 from services.runtime.validation import Violations
 
 _OPERATOR_NAME = re.compile(r"^[\w.@+-]{1,64}$")
@@ -622,37 +625,274 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def OpenCase(
         self, request: risk_pb2.OpenCaseRequest, context: Context
     ) -> risk_pb2.OpenCaseResponse:
-        raise NotImplementedError("OpenCase is not built yet")
+        check = Violations()
+        check.require(
+            request.source != risk_pb2.CASE_SOURCE_UNSPECIFIED
+            and request.source in risk_pb2.CaseSource.values(),
+            "source",
+            "must be a case source",
+        )
+        check.uuid("account_id", request.account_id, required=False)
+        check.uuid("wallet_id", request.wallet_id, required=False)
+        check.uuid("alert_id", request.alert_id, required=False)
+        check.text("movement_id", request.movement_id, max_length=128, single_line=True)
+        check.text("description", request.description, max_length=10_000)
+        check.idempotency_key("idempotency_key", request.idempotency_key)
+        if request.source == risk_pb2.CASE_SOURCE_ALERT:
+            check.require(bool(request.alert_id), "alert_id", "is required for alert cases")
+        check.raise_if_any()
+        row = await storage.open_case(
+            self._pool,
+            # Callers' keys live in one space per caller, so two services cannot collide.
+            idempotency_key=f"{current_caller()}:{request.idempotency_key}",
+            source=risk_pb2.CaseSource.Name(request.source).removeprefix("CASE_SOURCE_").lower(),
+            account_id=request.account_id,
+            wallet_id=request.wallet_id,
+            alert_id=request.alert_id,
+            movement_id=request.movement_id,
+            description=request.description,
+        )
+        return risk_pb2.OpenCaseResponse(case=_case_to_proto(row))
 
     async def GetCase(
         self, request: risk_pb2.GetCaseRequest, context: Context
     ) -> risk_pb2.GetCaseResponse:
-        raise NotImplementedError("GetCase is not built yet")
+        return risk_pb2.GetCaseResponse(case=_case_to_proto(await self._case(request.case_id)))
+
+    async def _case(self, case_id: str) -> Any:
+        check = Violations()
+        parsed = check.uuid("case_id", case_id)
+        check.raise_if_any()
+        assert parsed is not None
+        row = await storage.get_case(self._pool, parsed)
+        if row is None:
+            raise NotFound("CASE_NOT_FOUND", "no such case")
+        return row
 
     async def ListCases(
         self, request: risk_pb2.ListCasesRequest, context: Context
     ) -> risk_pb2.ListCasesResponse:
-        raise NotImplementedError("ListCases is not built yet")
+        check = Violations()
+        check.require(
+            request.status in risk_pb2.CaseStatus.values(), "status", "must be a case status"
+        )
+        limit, offset = page_of(check, request.page)
+        check.raise_if_any()
+        status = (
+            _case_status(request.status)
+            if request.status != risk_pb2.CASE_STATUS_UNSPECIFIED
+            else ""
+        )
+        rows = await storage.list_cases(self._pool, status=status, limit=limit, offset=offset)
+        return risk_pb2.ListCasesResponse(
+            cases=[_case_to_proto(row) for row in rows],
+            next_page_token=next_token(len(rows), limit, offset),
+        )
 
     async def UpdateCase(
         self, request: risk_pb2.UpdateCaseRequest, context: Context
     ) -> risk_pb2.UpdateCaseResponse:
-        raise NotImplementedError("UpdateCase is not built yet")
+        check = Violations()
+        case_id = check.uuid("case_id", request.case_id)
+        check.require(
+            request.status in risk_pb2.CaseStatus.values()
+            and request.status != risk_pb2.CASE_STATUS_CONFIRMED_FRAUD,
+            "status",
+            "must be a case status other than CONFIRMED_FRAUD (use ConfirmFraud)",
+        )
+        if request.HasField("assignee"):
+            check.text("assignee", request.assignee, max_length=200, single_line=True)
+        if request.HasField("note"):
+            check.text("note", request.note, max_length=10_000, required=True)
+        check.raise_if_any()
+        assert case_id is not None
+        note = f"{actor_of(context)}: {request.note}" if request.HasField("note") else None
+        row = await storage.update_case(
+            self._pool,
+            case_id,
+            status=_case_status(request.status)
+            if request.status != risk_pb2.CASE_STATUS_UNSPECIFIED
+            else None,
+            assignee=request.assignee if request.HasField("assignee") else None,
+            note=note,
+        )
+        if row is None:
+            raise NotFound("CASE_NOT_FOUND", "no such case")
+        return risk_pb2.UpdateCaseResponse(case=_case_to_proto(row))
 
     async def ConfirmFraud(
         self, request: risk_pb2.ConfirmFraudRequest, context: Context
     ) -> risk_pb2.ConfirmFraudResponse:
-        raise NotImplementedError("ConfirmFraud is not built yet")
+        check = Violations()
+        case_id = check.uuid("case_id", request.case_id)
+        reason = _reason_text(check, request.reason)
+        check.require(request.HasField("indicators"), "indicators", "is required")
+        indicators = _indicators(check, "indicators", request.indicators)
+        check.raise_if_any()
+        assert case_id is not None
+        # An open-ended window is closed now, so the case's victim query gives the
+        # same answer on every later run.
+        if indicators["window_end"] is None:
+            indicators["window_end"] = datetime.now(UTC).isoformat()
+        row = await storage.update_case(
+            self._pool,
+            case_id,
+            status="confirmed_fraud",
+            assignee=None,
+            note=f"{actor_of(context)}: fraud confirmed: {reason}",
+            indicators=indicators,
+        )
+        if row is None:
+            raise NotFound("CASE_NOT_FOUND", "no such case")
+        return risk_pb2.ConfirmFraudResponse(case=_case_to_proto(row))
 
     async def FindAffectedAccounts(
         self, request: risk_pb2.FindAffectedAccountsRequest, context: Context
     ) -> risk_pb2.FindAffectedAccountsResponse:
-        raise NotImplementedError("FindAffectedAccounts is not built yet")
+        check = Violations()
+        which = request.WhichOneof("query")
+        check.require(which is not None, "query", "a case_id or indicators is required")
+        indicators: dict[str, Any] = {}
+        if which == "indicators":
+            indicators = _indicators(check, "indicators", request.indicators)
+        check.raise_if_any()
+        if which == "case_id":
+            row = await self._case(request.case_id)
+            if row["indicators"] is None:
+                raise FailedPrecondition(
+                    "CASE_NOT_CONFIRMED", "confirm the case with its indicators first"
+                )
+            indicators = row["indicators"]
+        end = (
+            datetime.fromisoformat(indicators["window_end"])
+            if indicators["window_end"]
+            else datetime.now(UTC)
+        )
+        rows = await storage.find_affected(
+            self._pool,
+            ips=indicators["ip_addresses"],
+            subnets=indicators["subnets"],
+            devices=indicators["device_ids"],
+            start=datetime.fromisoformat(indicators["window_start"]),
+            end=end,
+        )
+        accounts = victims.affected_accounts(
+            (
+                row.account_id,
+                row.session_id,
+                None
+                if row.movement_id is None
+                else victims.Movement(
+                    movement_id=row.movement_id,
+                    wallet_id=row.wallet_id or "",
+                    kind=row.kind or "",
+                    amount_minor=row.amount_minor or 0,
+                    currency=row.currency or "",
+                    occurred_at=row.occurred_at or end,
+                    session_id=row.session_id,
+                ),
+            )
+            for row in rows
+        )
+        currency = DEFAULT_CURRENCY
+        return risk_pb2.FindAffectedAccountsResponse(
+            accounts=[
+                risk_pb2.AffectedAccount(
+                    account_id=account.account_id,
+                    session_ids=account.session_ids,
+                    movements=[
+                        risk_pb2.AffectedMovement(
+                            movement_id=m.movement_id,
+                            wallet_id=m.wallet_id,
+                            kind=m.kind,
+                            amount=common_pb2.Money(
+                                amount_minor=m.amount_minor, currency=m.currency
+                            ),
+                            occurred_at=timestamp(m.occurred_at),
+                            session_id=m.session_id,
+                        )
+                        for m in account.movements
+                    ],
+                    total=common_pb2.Money(amount_minor=account.total_minor, currency=currency),
+                )
+                for account in accounts
+            ],
+            total=common_pb2.Money(
+                amount_minor=sum(a.total_minor for a in accounts), currency=currency
+            ),
+        )
+
+
+def _case_status(status: risk_pb2.CaseStatus.ValueType) -> str:
+    return risk_pb2.CaseStatus.Name(status).removeprefix("CASE_STATUS_").lower()
+
+
+def _indicators(check: Violations, field: str, given: risk_pb2.Indicators) -> dict[str, Any]:
+    """Validated indicators in their stored form; IPs in one spelling, subnets as networks."""
+    ips = []
+    for index, ip in enumerate(given.ip_addresses):
+        check.ip_address(f"{field}.ip_addresses[{index}]", ip)
+        with contextlib.suppress(ValueError):
+            ips.append(normalised(ip))
+    subnets = []
+    for index, subnet in enumerate(given.subnets):
+        try:
+            subnets.append(str(ipaddress.ip_network(subnet, strict=False)))
+        except ValueError:
+            check.add(f"{field}.subnets[{index}]", "must be a subnet in CIDR form")
+    for index, device in enumerate(given.device_ids):
+        check.text(
+            f"{field}.device_ids[{index}]", device, max_length=128, single_line=True, required=True
+        )
+    check.require(
+        bool(ips or subnets or given.device_ids),
+        field,
+        "at least one IP, subnet or device is required",
+    )
+    check.require(given.HasField("window_start"), f"{field}.window_start", "is required")
+    start = given.window_start.ToDatetime(tzinfo=UTC)
+    end = given.window_end.ToDatetime(tzinfo=UTC) if given.HasField("window_end") else None
+    if end is not None:
+        check.require(end > start, f"{field}.window_end", "must be after window_start")
+    return {
+        "ip_addresses": sorted(set(ips)),
+        "subnets": sorted(set(subnets)),
+        "device_ids": sorted(set(given.device_ids)),
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat() if end is not None else None,
+    }
+
+
+def _case_to_proto(row: Any) -> risk_pb2.Case:
+    indicators = None
+    if row["indicators"] is not None:
+        stored = row["indicators"]
+        indicators = risk_pb2.Indicators(
+            ip_addresses=stored["ip_addresses"],
+            subnets=stored["subnets"],
+            device_ids=stored["device_ids"],
+            window_start=timestamp(datetime.fromisoformat(stored["window_start"])),
+            window_end=timestamp(datetime.fromisoformat(stored["window_end"]))
+            if stored["window_end"]
+            else None,
+        )
+    return risk_pb2.Case(
+        case_id=str(row["case_id"]),
+        status=risk_pb2.CaseStatus.Value(f"CASE_STATUS_{row['status'].upper()}"),
+        source=risk_pb2.CaseSource.Value(f"CASE_SOURCE_{row['source'].upper()}"),
+        account_id=row["account_id"],
+        wallet_id=row["wallet_id"],
+        alert_id=row["alert_id"],
+        assignee=row["assignee"],
+        notes=list(row["notes"]),
+        indicators=indicators,
+        opened_at=timestamp(row["opened_at"]),
+        updated_at=timestamp(row["updated_at"]),
+        movement_id=row["movement_id"],
+    )
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 

@@ -430,7 +430,8 @@ async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> None:
                     select 1 from sessions s
                     join account_devices d on d.account_id = s.account_id
                      and d.device_id = coalesce(nullif($4, ''), s.device_id)
-                    where s.session_id = $3 and d.first_seen_at > $2 - make_interval(days => $5))
+                    where s.session_id = $3
+                      and d.first_seen_at > $2::timestamptz - make_interval(days => $5::int))
                 on conflict (wallet_id) do update
                     set last_top_up_at = excluded.last_top_up_at,
                         last_top_up_from_new_device = excluded.last_top_up_from_new_device
@@ -562,3 +563,149 @@ async def list_decisions(
             offset,
         )
     )
+
+
+# ---------------------------------------------------------------- cases and victims
+
+
+async def open_case(
+    pool: asyncpg.Pool,
+    *,
+    idempotency_key: str,
+    source: str,
+    account_id: str,
+    wallet_id: str,
+    alert_id: str,
+    movement_id: str,
+    description: str,
+) -> Any:
+    """Open a case once per idempotency key; a retry returns the first case."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """
+            insert into cases (case_id, idempotency_key, source, account_id, wallet_id,
+                alert_id, movement_id, notes)
+            values ($1, $2, $3, $4, $5, $6, $7, $8)
+            on conflict (idempotency_key) do nothing
+            returning *
+            """,
+            uuid.uuid4(),
+            idempotency_key,
+            source,
+            account_id,
+            wallet_id,
+            alert_id,
+            movement_id,
+            [description] if description else [],
+        )
+        if row is None:
+            row = await conn.fetchrow(
+                "select * from cases where idempotency_key = $1", idempotency_key
+            )
+    return row
+
+
+async def get_case(pool: asyncpg.Pool, case_id: uuid.UUID) -> Any:
+    return await pool.fetchrow("select * from cases where case_id = $1", case_id)
+
+
+async def list_cases(pool: asyncpg.Pool, *, status: str, limit: int, offset: int) -> list[Any]:
+    return list(
+        await pool.fetch(
+            "select * from cases where ($1 = '' or status = $1)"
+            " order by opened_at desc, case_id limit $2 offset $3",
+            status,
+            limit,
+            offset,
+        )
+    )
+
+
+async def update_case(
+    pool: asyncpg.Pool,
+    case_id: uuid.UUID,
+    *,
+    status: str | None,
+    assignee: str | None,
+    note: str | None,
+    indicators: dict[str, Any] | None = None,
+) -> Any:
+    return await pool.fetchrow(
+        """
+        update cases set status = coalesce($2, status), assignee = coalesce($3, assignee),
+            notes = case when $4::text is null then notes else notes || to_jsonb($4::text) end,
+            indicators = coalesce($5, indicators), updated_at = now()
+        where case_id = $1
+        returning *
+        """,
+        case_id,
+        status,
+        assignee,
+        note,
+        indicators,
+    )
+
+
+@dataclass(frozen=True)
+class AffectedRow:
+    account_id: str
+    session_id: str
+    movement_id: str | None
+    wallet_id: str | None
+    kind: str | None
+    amount_minor: int | None
+    currency: str | None
+    occurred_at: datetime | None
+
+
+async def find_affected(
+    pool: asyncpg.Pool,
+    *,
+    ips: Sequence[str],
+    subnets: Sequence[str],
+    devices: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> list[AffectedRow]:
+    """Sessions from the indicators in the window and the money movements made in them.
+
+    Ordered on every column, so the same stored events always give the same answer.
+    """
+    rows = await pool.fetch(
+        """
+        with attacker_sessions as (
+            select distinct account_id, session_id from outcomes
+            where outcome = 'login_succeeded' and account_id <> ''
+              and occurred_at >= $4 and occurred_at < $5
+              and (ip = any($1::text[]) or (device_id <> '' and device_id = any($3::text[]))
+                   or (ip <> '' and ip::inet <<= any($2::inet[])))
+        )
+        select s.account_id, s.session_id, m.movement_id, m.wallet_id, m.outcome,
+               m.amount_minor, m.currency, m.occurred_at
+        from attacker_sessions s
+        left join outcomes m on s.session_id <> '' and m.session_id = s.session_id
+             and m.outcome in ('top_up_completed', 'payment_captured')
+             and m.occurred_at >= $4
+        order by s.account_id, s.session_id, m.occurred_at, m.movement_id
+        """,
+        list(ips),
+        list(subnets),
+        list(devices),
+        start,
+        end,
+    )
+    return [
+        AffectedRow(
+            account_id=row["account_id"],
+            session_id=row["session_id"],
+            movement_id=row["movement_id"],
+            wallet_id=row["wallet_id"],
+            kind={"top_up_completed": "top_up", "payment_captured": "payment"}.get(
+                row["outcome"] or ""
+            ),
+            amount_minor=row["amount_minor"],
+            currency=row["currency"],
+            occurred_at=row["occurred_at"],
+        )
+        for row in rows
+    ]
