@@ -12,10 +12,12 @@ from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from services.risk import storage
 from services.risk.access import ACCESS
+from services.risk.alerts import AlertJob, notify_operators
 from services.risk.geo import country_lookup
 from services.risk.grpc_api import RiskApi
 from services.risk.settings import RiskSettings
 from services.risk.state import RiskState
+from services.runtime.outbox import OutboxRelay
 from services.runtime.server import Resources, ServiceApp, method_access
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -39,6 +41,15 @@ async def build(resources: Resources) -> ServiceApp:
         stopping=resources.stopping,
     )
 
+    alerts = AlertJob(
+        resources.pool,
+        state,
+        interval_seconds=settings.alert_interval_seconds,
+        home_countries=settings.home_countries,
+    )
+    notify = resources.connect("notify")
+    relay = OutboxRelay(resources.pool, notify_operators(notify))
+
     async def purge_counters(stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(Exception):
@@ -50,6 +61,6 @@ async def build(resources: Resources) -> ServiceApp:
         servicers=[(risk_pb2_grpc.add_RiskServiceServicer_to_server, api)],
         service_names=[SERVICE.full_name],
         access=method_access(SERVICE, ACCESS),
-        background=[state.run, decisions.run, purge_counters],
-        closers=[decisions.flush],
+        background=[state.run, decisions.run, purge_counters, alerts.run, relay.run],
+        closers=[decisions.flush, notify.close],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import re
@@ -19,7 +20,7 @@ from services.risk import storage
 from services.risk.domain import assess, victims
 from services.risk.domain.decisions import Assessment
 from services.risk.domain.network import normalised, subnet_of
-from services.risk.domain.policy import DEFAULT_CURRENCY, Policy, PolicyChange
+from services.risk.domain.policy import DEFAULT_CURRENCY, Policy, PolicyChange, parse_switch
 from services.risk.domain.rules import Verdict
 from services.risk.geo import CountryLookup
 from services.risk.state import RiskState
@@ -533,6 +534,16 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
                 check.add(f"thresholds[{name}]", "is not a threshold of this rule")
             elif not (value >= 0 and value < 1e12):
                 check.add(f"thresholds[{name}]", "must be a number from 0 to 1e12")
+        if request.HasField("auto_action") and request.auto_action:
+            check.require(
+                request.rule_id.startswith("alert."),
+                "auto_action",
+                "only alert rules flip switches",
+            )
+            try:
+                parse_switch(request.auto_action)
+            except ValueError:
+                check.add("auto_action", "must name a switch, for example top_up_channel:card")
         check.raise_if_any()
         assert rule is not None
         verdict = (
@@ -545,7 +556,11 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
             thresholds=dict(request.thresholds),
             verdict=verdict,
         )
+        if request.HasField("auto_action"):
+            changed = dataclasses.replace(changed, auto_action=request.auto_action)
         change: dict[str, Any] = {"thresholds": dict(request.thresholds)}
+        if request.HasField("auto_action"):
+            change["auto_action"] = request.auto_action
         if request.HasField("enabled"):
             change["enabled"] = request.enabled
         if verdict is not None:
@@ -615,12 +630,45 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def ListAlerts(
         self, request: risk_pb2.ListAlertsRequest, context: Context
     ) -> risk_pb2.ListAlertsResponse:
-        raise NotImplementedError("ListAlerts is not built yet")
+        check = Violations()
+        check.require(
+            request.status in risk_pb2.AlertStatus.values(), "status", "must be an alert status"
+        )
+        limit, offset = page_of(check, request.page)
+        check.raise_if_any()
+        status = (
+            risk_pb2.AlertStatus.Name(request.status).removeprefix("ALERT_STATUS_").lower()
+            if request.status != risk_pb2.ALERT_STATUS_UNSPECIFIED
+            else ""
+        )
+        rows = await storage.list_alerts(self._pool, status=status, limit=limit, offset=offset)
+        return risk_pb2.ListAlertsResponse(
+            alerts=[_alert_to_proto(row) for row in rows],
+            next_page_token=next_token(len(rows), limit, offset),
+        )
 
     async def UpdateAlert(
         self, request: risk_pb2.UpdateAlertRequest, context: Context
     ) -> risk_pb2.UpdateAlertResponse:
-        raise NotImplementedError("UpdateAlert is not built yet")
+        check = Violations()
+        alert_id = check.uuid("alert_id", request.alert_id)
+        check.require(
+            request.status in (risk_pb2.ALERT_STATUS_ACKNOWLEDGED, risk_pb2.ALERT_STATUS_RESOLVED),
+            "status",
+            "must be ACKNOWLEDGED or RESOLVED",
+        )
+        check.text("note", request.note, max_length=10_000)
+        check.raise_if_any()
+        assert alert_id is not None
+        row = await storage.update_alert(
+            self._pool,
+            alert_id,
+            status=risk_pb2.AlertStatus.Name(request.status).removeprefix("ALERT_STATUS_").lower(),
+            note=f"{actor_of(context)}: {request.note}" if request.note else None,
+        )
+        if row is None:
+            raise NotFound("ALERT_NOT_FOUND", "no such alert")
+        return risk_pb2.UpdateAlertResponse(alert=_alert_to_proto(row))
 
     async def OpenCase(
         self, request: risk_pb2.OpenCaseRequest, context: Context
@@ -821,6 +869,17 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
                 amount_minor=sum(a.total_minor for a in accounts), currency=currency
             ),
         )
+
+
+def _alert_to_proto(row: Any) -> risk_pb2.Alert:
+    return risk_pb2.Alert(
+        alert_id=str(row["alert_id"]),
+        rule_id=row["rule_id"],
+        status=risk_pb2.AlertStatus.Value(f"ALERT_STATUS_{row['status'].upper()}"),
+        raised_at=timestamp(row["raised_at"]),
+        evidence_json=_json(row["evidence"]),
+        auto_action_taken=row["auto_action_taken"],
+    )
 
 
 def _case_status(status: risk_pb2.CaseStatus.ValueType) -> str:

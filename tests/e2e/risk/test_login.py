@@ -43,7 +43,7 @@ def wrong_password(request: risk_pb2.AssessLoginRequest, decision_id: str):
 
 async def attempt_and_fail(risk, request) -> risk_pb2.Decision:
     """What identity does: assess, and report the wrong password unless refused outright."""
-    decision = (await risk.AssessLogin(request, timeout=TIMEOUT)).decision
+    decision: risk_pb2.Decision = (await risk.AssessLogin(request, timeout=TIMEOUT)).decision
     if decision.verdict != risk_pb2.VERDICT_THROTTLE:
         await risk.RecordOutcome(wrong_password(request, decision.decision_id), timeout=TIMEOUT)
     return decision
