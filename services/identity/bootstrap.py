@@ -2,28 +2,73 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.identity.access import ACCESS
-from services.runtime.peers import follow_revocations, identity_token_verifier
+from services.identity.core import Identity
+from services.identity.grpc_api import IdentityApi
+from services.identity.keys import KeyRing
+from services.identity.notices import Deliverer
+from services.identity.passwords import PasswordHasher
+from services.identity.revocations import RevocationFeed
+from services.identity.risk import RiskClient
+from services.identity.sealing import Pseudonyms, SecretBox
+from services.identity.settings import IdentitySettings
+from services.runtime.outbox import OutboxRelay
+from services.runtime.peers import TOKEN_ISSUER, PolicyView, follow_policies
 from services.runtime.server import Resources, ServiceApp, method_access
+from services.runtime.tokens import JwksCache, RevocationList, TokenVerifier
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
 
 
 async def build(resources: Resources) -> ServiceApp:
-    # Every RPC answers UNIMPLEMENTED until the identity service is built on this shape.
-    servicer = identity_pb2_grpc.IdentityServiceServicer()  # type: ignore[abstract]
-    identity = resources.connect("identity")
-    verifier, revocations = identity_token_verifier(identity)
+    settings = resources.settings
+    assert isinstance(settings, IdentitySettings)
+    sealing_key = settings.sealing_key()
+    box = SecretBox(sealing_key)
+    keys = KeyRing(resources.pool, box, rotate_every=timedelta(hours=settings.key_rotation_hours))
+    await keys.start()
+
+    risk_channel = resources.connect("risk")
+    notify_channel = resources.connect("notify")
+    wallet_channel = resources.connect("wallet")
+    risk = RiskClient(risk_channel, timeout_seconds=settings.risk_timeout_seconds)
+    policies = PolicyView()
+    identity = Identity(
+        pool=resources.pool,
+        settings=settings,
+        keys=keys,
+        risk=risk,
+        hasher=PasswordHasher(),
+        box=box,
+        pseudonyms=Pseudonyms(settings.pseudonym_key_bytes() or sealing_key),
+        policies=policies,
+    )
+    feed = RevocationFeed(resources.pool)
+    # Identity verifies its own person tokens from its own key store, never by calling itself.
+    own_revocations = RevocationList()
+    verifier = TokenVerifier(
+        JwksCache(keys.jwks_fresh), issuer=TOKEN_ISSUER, revocations=own_revocations
+    )
+    relay = OutboxRelay(resources.pool, Deliverer(notify_channel, wallet_channel))
+
+    servicer = IdentityApi(identity, feed, resources.stopping)
     return ServiceApp(
         servicers=[(identity_pb2_grpc.add_IdentityServiceServicer_to_server, servicer)],
         service_names=[SERVICE.full_name],
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
-        background=[follow_revocations(identity, revocations)],
-        closers=[identity.close],
+        background=[
+            keys.follow,
+            feed.listen,
+            lambda stop: feed.follow_into(own_revocations, stop),
+            relay.run,
+            follow_policies(risk_channel, policies, subscriber="identity"),
+        ],
+        closers=[risk.drain, risk_channel.close, notify_channel.close, wallet_channel.close],
     )

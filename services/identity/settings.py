@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 from typing import ClassVar
 
-from services.runtime.config import ServiceSettings
+from services.runtime.config import ConfigError, Secret, ServiceSettings, env
+
+# The longest an access token may live: a stolen one is useless within minutes.
+MAX_ACCESS_TOKEN_SECONDS = 600
+
+
+def decode_key(name: str, secret: Secret) -> bytes:
+    """A 32-byte key given as base64 (standard or URL-safe, padding optional)."""
+    text = secret.reveal().strip()
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{name} must be 32 random bytes in base64") from None
+    if len(raw) != 32:
+        raise ConfigError(f"{name} must be 32 random bytes in base64, got {len(raw)} bytes")
+    return raw
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -13,3 +31,84 @@ class IdentitySettings(ServiceSettings):
     env_prefix: ClassVar[str] = "IDENTITY"
     default_grpc_port: ClassVar[int] = 50051
     default_health_port: ClassVar[int] = 50061
+
+    secrets_key: Secret | None = env(
+        "IDENTITY_SECRETS_KEY",
+        default=None,
+        help="32 random bytes in base64 (openssl rand -base64 32); seals signing keys and "
+        "TOTP seeds at rest. Required.",
+    )
+    pseudonym_key: Secret | None = env(
+        "IDENTITY_PSEUDONYM_KEY",
+        default=None,
+        help="32 random bytes in base64 keying payer IDs and identifier hashes; derived from "
+        "IDENTITY_SECRETS_KEY when unset (set it before ever rotating that key)",
+    )
+    access_token_seconds: int = env(
+        "IDENTITY_ACCESS_TOKEN_SECONDS", default=600, help="access token lifetime (at most 600)"
+    )
+    refresh_token_days: int = env(
+        "IDENTITY_REFRESH_TOKEN_DAYS", default=30, help="how long a session may be refreshed"
+    )
+    cooloff_hours: float = env(
+        "IDENTITY_COOLOFF_HOURS",
+        default=24.0,
+        help="after a credential or contact change, wallet tokens need a prior passkey this long",
+    )
+    key_rotation_hours: float = env(
+        "IDENTITY_KEY_ROTATION_HOURS", default=720.0, help="how often the signing key rotates"
+    )
+    risk_timeout_seconds: float = env(
+        "IDENTITY_RISK_TIMEOUT_SECONDS",
+        default=0.5,
+        help="how long a sign-in waits for risk before requiring a second factor",
+    )
+    webauthn_rp_id: str = env(
+        "IDENTITY_WEBAUTHN_RP_ID", default="localhost", help="WebAuthn relying party ID (domain)"
+    )
+    webauthn_origins: tuple[str, ...] = env(
+        "IDENTITY_WEBAUTHN_ORIGINS",
+        default=("https://localhost",),
+        help="comma-separated origins passkey ceremonies may come from",
+    )
+    pwned_range_url: str = env(
+        "IDENTITY_PWNED_RANGE_URL",
+        default="",
+        help="Pwned Passwords range API base (https://api.pwnedpasswords.com/range/); "
+        "unset = offline list only",
+    )
+
+    def sealing_key(self) -> bytes:
+        if self.secrets_key is None:
+            raise ConfigError("IDENTITY_SECRETS_KEY is required")
+        return decode_key("IDENTITY_SECRETS_KEY", self.secrets_key)
+
+    def pseudonym_key_bytes(self) -> bytes | None:
+        if self.pseudonym_key is None:
+            return None
+        return decode_key("IDENTITY_PSEUDONYM_KEY", self.pseudonym_key)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.secrets_key is None:
+            raise ConfigError(
+                "IDENTITY_SECRETS_KEY is required: 32 random bytes in base64 "
+                "(openssl rand -base64 32)"
+            )
+        decode_key("IDENTITY_SECRETS_KEY", self.secrets_key)
+        if self.pseudonym_key is not None:
+            decode_key("IDENTITY_PSEUDONYM_KEY", self.pseudonym_key)
+        if not 30 <= self.access_token_seconds <= MAX_ACCESS_TOKEN_SECONDS:
+            raise ConfigError("IDENTITY_ACCESS_TOKEN_SECONDS must be between 30 and 600")
+        if self.refresh_token_days < 1:
+            raise ConfigError("IDENTITY_REFRESH_TOKEN_DAYS must be at least 1")
+        if self.cooloff_hours < 0:
+            raise ConfigError("IDENTITY_COOLOFF_HOURS must not be negative")
+        if self.key_rotation_hours <= 0:
+            raise ConfigError("IDENTITY_KEY_ROTATION_HOURS must be positive")
+        if self.risk_timeout_seconds <= 0:
+            raise ConfigError("IDENTITY_RISK_TIMEOUT_SECONDS must be positive")
+        if not self.webauthn_rp_id or not self.webauthn_origins:
+            raise ConfigError("IDENTITY_WEBAUTHN_RP_ID and IDENTITY_WEBAUTHN_ORIGINS are required")
+        if self.pwned_range_url and not self.pwned_range_url.startswith(("http://", "https://")):
+            raise ConfigError("IDENTITY_PWNED_RANGE_URL must be an http(s) URL")

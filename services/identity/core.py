@@ -1,0 +1,1747 @@
+"""Identity's use cases: each one a short transaction over storage, plus the calls it owes risk,
+notify (through the outbox) and the token signer.
+
+Every sign-in failure, whatever its cause, is the same ``Unauthenticated("INVALID_CREDENTIALS")``
+so that no answer tells an attacker whether an account exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pyotp
+import structlog
+import webauthn
+from mamoru.common.v1 import common_pb2
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from services.identity import storage
+from services.identity.domain import credentials as cred
+from services.identity.domain.login import (
+    CHALLENGE_ATTEMPTS,
+    RiskVerdict,
+    challenge_methods,
+    refuse_before_hashing,
+    second_factor_need,
+)
+from services.identity.keys import KeyRing
+from services.identity.notices import (
+    Kind,
+    close_wallet,
+    send_code_notice,
+    send_event_notice,
+)
+from services.identity.passwords import PasswordHasher, PwnedRange, common_passwords
+from services.identity.risk import Outcome, RiskClient
+from services.identity.sealing import (
+    Pseudonyms,
+    SecretBox,
+    new_code,
+    new_link_token,
+    new_recovery_code,
+    normalise_recovery_code,
+    token_hash,
+)
+from services.identity.settings import IdentitySettings
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from services.runtime.peers import TOKEN_ISSUER, PolicyView
+from services.runtime.tokens import TokenClaims, sign_token
+
+log = structlog.get_logger(__name__)
+
+GROUP_AUDIENCE = "group"
+WALLET_AUDIENCE = "wallet"
+CODE_LIFETIME = timedelta(minutes=15)
+CHALLENGE_LIFETIME = timedelta(minutes=5)
+RESET_LIFETIME = timedelta(minutes=30)
+FREEZE_LIFETIME = timedelta(days=7)
+# Sensitive actions need an authentication at most this old.
+STEP_UP_WINDOW = timedelta(minutes=10)
+CODE_ATTEMPTS = 5
+RECOVERY_CODE_COUNT = 10
+TOTP_STEP_SECONDS = 30
+
+
+def invalid_credentials() -> Unauthenticated:
+    return Unauthenticated("INVALID_CREDENTIALS", "invalid credentials")
+
+
+def session_ended() -> Unauthenticated:
+    return Unauthenticated("SESSION_ENDED", "the session has ended; sign in again")
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    access_token: str
+    access_expires_at: datetime
+    refresh_token: str
+    session_id: uuid.UUID
+    assurance_level: int
+
+
+@dataclass(frozen=True)
+class PendingChallenge:
+    challenge_id: uuid.UUID
+    methods: tuple[str, ...]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Identity:
+    """The use cases behind IdentityService."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: IdentitySettings,
+        keys: KeyRing,
+        risk: RiskClient,
+        hasher: PasswordHasher,
+        box: SecretBox,
+        pseudonyms: Pseudonyms,
+        policies: PolicyView | None = None,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.keys = keys
+        self.risk = risk
+        self.hasher = hasher
+        self.box = box
+        self.pseudonyms = pseudonyms
+        self.policies = policies
+        self.pwned = PwnedRange(settings.pwned_range_url) if settings.pwned_range_url else None
+        self.token_lifetime = timedelta(seconds=settings.access_token_seconds)
+        self.cooloff = timedelta(hours=settings.cooloff_hours)
+        # How long a revocation must be remembered: the last token of the session expires by then.
+        self.revocation_lifetime = self.token_lifetime + timedelta(minutes=1)
+
+    # Tokens -------------------------------------------------------------------
+
+    def _sign(
+        self,
+        *,
+        subject: str,
+        audience: str,
+        session: Any,
+        device_id: str,
+    ) -> tuple[str, datetime]:
+        now = int(time.time())
+        expires = now + self.settings.access_token_seconds
+        claims = {
+            "sub": subject,
+            "aud": audience,
+            "iss": TOKEN_ISSUER,
+            "sid": str(session["id"]),
+            "did": device_id,
+            "amr": list(session["methods"]),
+            "acr": str(session["assurance_level"]),
+            "auth_time": min(int(session["auth_time"].timestamp()), now),
+            "iat": now,
+            "exp": expires,
+            "jti": str(uuid.uuid4()),
+        }
+        return sign_token(self.keys.current, claims), datetime.fromtimestamp(expires, UTC)
+
+    def _issue(self, session: Any, refresh_token: str) -> IssuedSession:
+        token, expires_at = self._sign(
+            subject=str(session["account_id"]),
+            audience=GROUP_AUDIENCE,
+            session=session,
+            device_id=session["device_id"],
+        )
+        return IssuedSession(
+            access_token=token,
+            access_expires_at=expires_at,
+            refresh_token=refresh_token,
+            session_id=session["id"],
+            assurance_level=session["assurance_level"],
+        )
+
+    async def _open_session(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        account_id: uuid.UUID,
+        client: common_pb2.ClientContext,
+        methods: Sequence[str],
+    ) -> IssuedSession:
+        refresh = new_link_token()
+        session = await storage.open_session(
+            conn,
+            account_id=account_id,
+            device_id=client.device_id,
+            methods=methods,
+            assurance_level=cred.assurance_level(methods),
+            ip=client.ip_address,
+            lifetime=timedelta(days=self.settings.refresh_token_days),
+            refresh_hash=token_hash(refresh),
+        )
+        await storage.log_event(
+            conn,
+            account_id=account_id,
+            kind="session.opened",
+            ip=client.ip_address,
+            device_id=client.device_id,
+            session_id=session["id"],
+            details={"methods": list(methods)},
+        )
+        return self._issue(session, refresh)
+
+    async def live_session(self, claims: TokenClaims) -> Any:
+        """The caller's session as stored; a revoked or expired one ends the request."""
+        session = await storage.session(self.pool, uuid.UUID(claims.session_id))
+        if session is None or session["revoked_at"] is not None or session["expires_at"] < _now():
+            raise session_ended()
+        return session
+
+    async def _revoke_others(
+        self,
+        conn: asyncpg.Connection,
+        account_id: uuid.UUID,
+        *,
+        keep: uuid.UUID | None,
+        reason: str,
+    ) -> list[uuid.UUID]:
+        return await storage.revoke_sessions(
+            conn,
+            account_id=account_id,
+            reason=reason,
+            token_lifetime=self.revocation_lifetime,
+            keep=keep,
+        )
+
+    # Passwords ----------------------------------------------------------------
+
+    async def _check_new_password(
+        self, field: str, password: str, *, email: str, has_second_factor: bool
+    ) -> None:
+        problems = cred.password_problems(
+            password,
+            email=email,
+            has_second_factor=has_second_factor,
+            common_passwords=common_passwords(),
+        )
+        if not problems and self.pwned is not None and await self.pwned.is_breached(password):
+            problems.append("appears in a known data breach")
+        if problems:
+            raise InvalidArgument([(field, problem) for problem in problems])
+
+    # Registration -------------------------------------------------------------
+
+    async def register(
+        self,
+        *,
+        email: str,
+        password: str,
+        display_name: str | None,
+        language: int,
+        client: common_pb2.ClientContext,
+    ) -> datetime:
+        policy = self.policies.policy if self.policies is not None else None
+        if policy is not None and policy.registration_suspended:
+            raise FailedPrecondition(
+                "REGISTRATION_SUSPENDED", "registration is suspended; try again later"
+            )
+        key = cred.identifier_key(email)
+        await self._check_new_password("password", password, email=email, has_second_factor=False)
+        password_hash = await self.hasher.hash(password)
+        code = new_code()
+        expires_at = _now() + CODE_LIFETIME
+        code_hash = self.box.code_hash(code, purpose="contact")
+        async with self.pool.acquire() as conn, conn.transaction():
+            existing = await storage.account_by_login(conn, key)
+            if existing is not None:
+                # The same answer as a new address; only the owner learns someone tried.
+                await send_event_notice(
+                    conn,
+                    account_id=existing["id"],
+                    kind=Kind.NOTICE_KIND_REGISTRATION_ATTEMPT,
+                    occurred_at=_now(),
+                    ip_address=client.ip_address,
+                    device=client.user_agent,
+                )
+                await storage.log_event(
+                    conn,
+                    account_id=existing["id"],
+                    kind="registration.attempted",
+                    ip=client.ip_address,
+                    device_id=client.device_id,
+                )
+                return expires_at
+            pending = await storage.pending_registration(conn, key)
+            if pending is not None:
+                account_id, contact_id = pending["account_id"], pending["contact_id"]
+                await storage.restart_pending_account(
+                    conn,
+                    account_id=account_id,
+                    contact_id=contact_id,
+                    password_hash=password_hash,
+                    display_name=display_name,
+                    language=language,
+                    device_id=client.device_id,
+                    email=email,
+                    code_hash=code_hash,
+                    code_expires_at=expires_at,
+                )
+            else:
+                account_id = uuid.uuid4()
+                contact_id = await storage.create_pending_account(
+                    conn,
+                    account_id=account_id,
+                    payer_id=self.pseudonyms.payer_id(account_id),
+                    password_hash=password_hash,
+                    display_name=display_name,
+                    language=language,
+                    device_id=client.device_id,
+                    email=email,
+                    login_key=key,
+                    code_hash=code_hash,
+                    code_expires_at=expires_at,
+                )
+            await send_code_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_CONTACT_VERIFICATION,
+                secret=code,
+                expires_at=expires_at,
+                pending_contact_id=contact_id,
+                key=f"identity:contact-code:{uuid.uuid4()}",
+            )
+        return expires_at
+
+    async def verify_email(
+        self, *, email: str, code: str, client: common_pb2.ClientContext
+    ) -> uuid.UUID:
+        key = cred.identifier_key(email)
+        async with self.pool.acquire() as conn, conn.transaction():
+            pending = await storage.pending_registration(conn, key)
+            if (
+                pending is None
+                or pending["code_hash"] is None
+                or pending["code_attempts"] >= CODE_ATTEMPTS
+                or pending["code_expires_at"] < _now()
+            ):
+                raise invalid_code()
+            if pending["code_hash"] != self.box.code_hash(code, purpose="contact"):
+                await storage.count_code_attempt(conn, pending["contact_id"])
+                failed = True
+            else:
+                failed = False
+                account_id = pending["account_id"]
+                if not await storage.activate_account(
+                    conn, account_id=account_id, contact_id=pending["contact_id"], login_key=key
+                ):
+                    raise invalid_code()
+                await storage.remember_device(
+                    conn,
+                    account_id=account_id,
+                    device_id=client.device_id,
+                    user_agent=client.user_agent,
+                    ip=client.ip_address,
+                    country="",
+                )
+                await storage.log_event(
+                    conn,
+                    account_id=account_id,
+                    kind="account.registered",
+                    ip=client.ip_address,
+                    device_id=client.device_id,
+                )
+        if failed:
+            raise invalid_code()
+        self.risk.record_outcome(Outcome.OUTCOME_REGISTERED, account_id=account_id, client=client)
+        return uuid.UUID(str(account_id))
+
+    # Sign-in ------------------------------------------------------------------
+
+    async def login(
+        self, *, identifier: str, password: str, client: common_pb2.ClientContext
+    ) -> IssuedSession | PendingChallenge:
+        key = cred.identifier_key(identifier)
+        identifier_hash = self.pseudonyms.identifier_hash(key)
+        account = await storage.account_by_login(self.pool, key)
+        account_id = account["id"] if account is not None else None
+        known_device = False
+        if account is not None:
+            known_device = (
+                await storage.device(self.pool, account["id"], client.device_id) is not None
+            )
+        assessment = await self.risk.assess_login(
+            account_id=account_id,
+            identifier_hash=identifier_hash,
+            client=client,
+            known_device=known_device,
+            method="password",
+        )
+        if refuse_before_hashing(assessment.verdict):
+            raise invalid_credentials()
+        usable = account is not None and account["status"] == "active"
+        matches = await self.hasher.verify(
+            account["password_hash"] if usable and account is not None else None, password
+        )
+        if not (matches and usable and account is not None):
+            if account_id is not None:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await storage.record_failure(conn, account_id)
+                    await storage.log_event(
+                        conn,
+                        account_id=account_id,
+                        kind="login.password_failed",
+                        ip=client.ip_address,
+                        device_id=client.device_id,
+                    )
+            self.risk.record_outcome(
+                Outcome.OUTCOME_PASSWORD_WRONG,
+                decision_id=assessment.decision_id,
+                account_id=account_id,
+                client=client,
+                identifier_hash=identifier_hash,
+            )
+            raise invalid_credentials()
+        account_id = account["id"]
+        if account["password_expired"]:
+            raise FailedPrecondition(
+                "PASSWORD_EXPIRED", "the password has expired; reset it from the email link"
+            )
+        if self.hasher.needs_rehash(account["password_hash"]):
+            new_hash = await self.hasher.hash(password)
+            async with self.pool.acquire() as conn:
+                await storage.set_password(conn, account_id, new_hash)
+        need = second_factor_need(
+            verdict=assessment.verdict,
+            known_device=known_device,
+            recent_failures=account["recent_failures"],
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not need.required:
+                await storage.clear_failures(conn, account_id)
+                await storage.remember_device(
+                    conn,
+                    account_id=account_id,
+                    device_id=client.device_id,
+                    user_agent=client.user_agent,
+                    ip=client.ip_address,
+                    country=assessment.country_code,
+                )
+                issued = await self._open_session(
+                    conn, account_id=account_id, client=client, methods=[cred.PASSWORD]
+                )
+            else:
+                methods = await self._challenge_methods(conn, account_id)
+                challenge = await storage.create_challenge(
+                    conn,
+                    account_id=account_id,
+                    purpose="login",
+                    session_id=None,
+                    device_id=client.device_id,
+                    ip=client.ip_address,
+                    user_agent=client.user_agent,
+                    methods=methods,
+                    risk_decision_id=assessment.decision_id,
+                    known_device=known_device,
+                    lifetime=CHALLENGE_LIFETIME,
+                )
+                await storage.log_event(
+                    conn,
+                    account_id=account_id,
+                    kind="login.second_factor_required",
+                    ip=client.ip_address,
+                    device_id=client.device_id,
+                    details={"reasons": list(need.reasons)},
+                )
+        if not need.required:
+            self.risk.record_outcome(
+                Outcome.OUTCOME_LOGIN_SUCCEEDED,
+                decision_id=assessment.decision_id,
+                account_id=account_id,
+                session_id=issued.session_id,
+                client=client,
+            )
+            return issued
+        self.risk.record_outcome(
+            Outcome.OUTCOME_PASSWORD_OK,
+            decision_id=assessment.decision_id,
+            account_id=account_id,
+            client=client,
+        )
+        return PendingChallenge(challenge["id"], tuple(methods))
+
+    async def _challenge_methods(
+        self, conn: asyncpg.Connection, account_id: uuid.UUID
+    ) -> list[str]:
+        factors = await storage.factors(conn, account_id)
+        return challenge_methods(
+            has_passkey=any(f["kind"] == "passkey" and not f["suspended"] for f in factors),
+            has_totp=any(f["kind"] == "totp" for f in factors),
+            has_recovery_codes=await storage.has_recovery_codes(conn, account_id),
+            has_primary_email=await storage.primary_email(conn, account_id) is not None,
+        )
+
+    async def send_sign_in_code(self, challenge_id: uuid.UUID) -> datetime:
+        code = new_code()
+        expires_at = _now() + CODE_LIFETIME
+        async with self.pool.acquire() as conn, conn.transaction():
+            challenge = await storage.open_challenge(conn, challenge_id)
+            if challenge is None or cred.EMAIL_CODE not in challenge["methods"]:
+                raise invalid_credentials()
+            await storage.set_challenge_email_code(
+                conn, challenge_id, self.box.code_hash(code, purpose="sign-in"), expires_at
+            )
+            await send_code_notice(
+                conn,
+                account_id=challenge["account_id"],
+                kind=Kind.NOTICE_KIND_SIGN_IN_CODE,
+                secret=code,
+                expires_at=expires_at,
+                key=f"identity:sign-in-code:{uuid.uuid4()}",
+            )
+        return expires_at
+
+    async def verify_second_factor(
+        self,
+        *,
+        challenge_id: uuid.UUID,
+        answer: str,
+        value: str,
+        client: common_pb2.ClientContext,
+    ) -> IssuedSession:
+        async with self.pool.acquire() as conn, conn.transaction():
+            challenge = await storage.open_challenge(conn, challenge_id)
+            if (
+                challenge is None
+                or challenge["purpose"] != "login"
+                or challenge["device_id"] != client.device_id
+            ):
+                raise invalid_credentials()
+            account_id = challenge["account_id"]
+            method = await self._check_factor(conn, challenge, answer, value)
+            if method is None:
+                await storage.fail_challenge(conn, challenge_id, CHALLENGE_ATTEMPTS)
+                await storage.log_event(
+                    conn,
+                    account_id=account_id,
+                    kind="login.second_factor_failed",
+                    ip=client.ip_address,
+                    device_id=client.device_id,
+                    details={"method": answer},
+                )
+                # The password was right: the owner must hear that someone has it.
+                await send_event_notice(
+                    conn,
+                    account_id=account_id,
+                    kind=Kind.NOTICE_KIND_SECOND_FACTOR_FAILED,
+                    occurred_at=_now(),
+                    ip_address=client.ip_address,
+                    device=client.user_agent,
+                    key=f"identity:second-factor-failed:{challenge_id}",
+                )
+            else:
+                await storage.complete_challenge(conn, challenge_id)
+                await storage.clear_failures(conn, account_id)
+                new_device = await storage.remember_device(
+                    conn,
+                    account_id=account_id,
+                    device_id=client.device_id,
+                    user_agent=client.user_agent,
+                    ip=client.ip_address,
+                    country="",
+                )
+                if new_device:
+                    await send_event_notice(
+                        conn,
+                        account_id=account_id,
+                        kind=Kind.NOTICE_KIND_NEW_DEVICE_SIGN_IN,
+                        occurred_at=_now(),
+                        ip_address=client.ip_address,
+                        device=client.user_agent,
+                    )
+                    await storage.log_event(
+                        conn,
+                        account_id=account_id,
+                        kind="device.added",
+                        ip=client.ip_address,
+                        device_id=client.device_id,
+                    )
+                issued = await self._open_session(
+                    conn, account_id=account_id, client=client, methods=[cred.PASSWORD, method]
+                )
+        if method is None:
+            self.risk.record_outcome(
+                Outcome.OUTCOME_SECOND_FACTOR_FAILED,
+                decision_id=challenge["risk_decision_id"],
+                account_id=account_id,
+                client=client,
+            )
+            raise invalid_credentials()
+        self.risk.record_outcome(
+            Outcome.OUTCOME_LOGIN_SUCCEEDED,
+            decision_id=challenge["risk_decision_id"],
+            account_id=account_id,
+            session_id=issued.session_id,
+            client=client,
+        )
+        return issued
+
+    async def _check_factor(
+        self, conn: asyncpg.Connection, challenge: Any, answer: str, value: str
+    ) -> str | None:
+        """The method that answered the challenge correctly, or None."""
+        account_id = challenge["account_id"]
+        if answer not in challenge["methods"]:
+            return None
+        if answer == cred.TOTP:
+            return cred.TOTP if await self._check_totp(conn, account_id, value) else None
+        if answer == cred.EMAIL_CODE:
+            ok = (
+                challenge["email_code_hash"] is not None
+                and challenge["email_code_expires_at"] > _now()
+                and challenge["email_code_hash"] == self.box.code_hash(value, purpose="sign-in")
+            )
+            return cred.EMAIL_CODE if ok else None
+        if answer == cred.RECOVERY_CODE:
+            code_hash = self.box.code_hash(normalise_recovery_code(value), purpose="recovery")
+            used = await storage.use_recovery_code(conn, account_id, code_hash)
+            return cred.RECOVERY_CODE if used else None
+        if answer == cred.PASSKEY:
+            if challenge["webauthn_challenge"] is None:
+                return None
+            factor = await self._check_assertion(
+                conn, value, challenge["webauthn_challenge"], account_id=account_id
+            )
+            return cred.PASSKEY if factor is not None else None
+        return None
+
+    async def _check_totp(self, conn: asyncpg.Connection, account_id: uuid.UUID, code: str) -> bool:
+        for factor in await storage.factors(conn, account_id):
+            if factor["kind"] != "totp":
+                continue
+            step = self._totp_step(factor, code)
+            if step is not None and await storage.accept_totp_step(conn, factor["id"], step):
+                return True
+        return False
+
+    def _totp_step(self, factor: Any, code: str) -> int | None:
+        """The time step (now ±1, for clock drift) whose code matches, if any."""
+        secret = self.box.open(factor["sealed_totp_secret"], purpose="totp").decode()
+        totp = pyotp.TOTP(secret)
+        current = int(time.time()) // TOTP_STEP_SECONDS
+        for step in (current - 1, current, current + 1):
+            if pyotp.utils.strings_equal(totp.at(step * TOTP_STEP_SECONDS), code):
+                return step
+        return None
+
+    # Passkeys -----------------------------------------------------------------
+
+    def _origins(self) -> list[str]:
+        return list(self.settings.webauthn_origins)
+
+    async def _check_assertion(
+        self,
+        conn: asyncpg.Connection,
+        assertion_json: str,
+        expected_challenge: bytes,
+        *,
+        account_id: uuid.UUID | None,
+        enrolled_before: datetime | None = None,
+    ) -> Any:
+        """The passkey factor that produced a valid assertion, or None.
+
+        A signature counter that went backwards means a cloned authenticator:
+        the passkey is suspended and its owner told, even though the signature is valid.
+        """
+        try:
+            body = json.loads(assertion_json)
+            credential_id = base64url_to_bytes(body["rawId"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        factor = await storage.passkey_by_credential(conn, credential_id)
+        if factor is None or factor["suspended"]:
+            return None
+        if account_id is not None and factor["account_id"] != account_id:
+            return None
+        if enrolled_before is not None and factor["created_at"] >= enrolled_before:
+            return None
+        try:
+            # Sign count 0 here: the counter is compared below, after the signature holds.
+            verified = webauthn.verify_authentication_response(
+                credential=assertion_json,
+                expected_challenge=expected_challenge,
+                expected_rp_id=self.settings.webauthn_rp_id,
+                expected_origin=self._origins(),
+                credential_public_key=factor["public_key"],
+                credential_current_sign_count=0,
+                require_user_verification=True,
+            )
+        except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as error:
+            log.info("passkey.assertion_refused", error=str(error)[:200])
+            return None
+        stored, seen = factor["sign_count"] or 0, verified.new_sign_count
+        if (stored > 0 or seen > 0) and seen <= stored:
+            await storage.suspend_factor(conn, factor["id"])
+            await storage.log_event(
+                conn,
+                account_id=factor["account_id"],
+                kind="passkey.suspended_cloned",
+                details={"factor_id": str(factor["id"]), "stored": stored, "seen": seen},
+            )
+            await send_event_notice(
+                conn,
+                account_id=factor["account_id"],
+                kind=Kind.NOTICE_KIND_PASSKEY_CLONED,
+                occurred_at=_now(),
+                detail=f"passkey {factor['name']}"[:200],
+            )
+            return None
+        await storage.record_passkey_use(conn, factor["id"], seen)
+        return factor
+
+    def _authentication_options(self, challenge: bytes, allow: Sequence[bytes] = ()) -> str:
+        options = webauthn.generate_authentication_options(
+            rp_id=self.settings.webauthn_rp_id,
+            challenge=challenge,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=c) for c in allow] or None,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        )
+        return webauthn.options_to_json(options)
+
+    async def begin_passkey_login(
+        self, *, identifier: str, challenge_id: uuid.UUID | None, client: common_pb2.ClientContext
+    ) -> tuple[uuid.UUID, str]:
+        webauthn_challenge = webauthn.helpers.generate_challenge()
+        async with self.pool.acquire() as conn, conn.transaction():
+            if challenge_id is not None:
+                challenge = await storage.open_challenge(conn, challenge_id)
+                if (
+                    challenge is None
+                    or cred.PASSKEY not in challenge["methods"]
+                    or challenge["device_id"] != client.device_id
+                ):
+                    raise invalid_credentials()
+                await storage.set_challenge_webauthn(conn, challenge_id, webauthn_challenge)
+                allow = await self._passkey_ids(conn, challenge["account_id"])
+                return challenge_id, self._authentication_options(webauthn_challenge, allow)
+            # Usernameless even when an identifier is given: listing its credentials would
+            # tell anyone whether the account exists.
+            ceremony_id = await storage.create_ceremony(
+                conn,
+                purpose="login",
+                account_id=None,
+                session_id=None,
+                device_id=client.device_id,
+                webauthn_challenge=webauthn_challenge,
+                lifetime=CHALLENGE_LIFETIME,
+            )
+        return ceremony_id, self._authentication_options(webauthn_challenge)
+
+    async def _passkey_ids(self, conn: asyncpg.Connection, account_id: uuid.UUID) -> list[bytes]:
+        return [
+            bytes(f["credential_id"])
+            for f in await storage.factors(conn, account_id)
+            if f["kind"] == "passkey" and not f["suspended"]
+        ]
+
+    async def finish_passkey_login(
+        self, *, ceremony_id: uuid.UUID, assertion_json: str, client: common_pb2.ClientContext
+    ) -> IssuedSession:
+        async with self.pool.acquire() as conn, conn.transaction():
+            ceremony = await storage.take_ceremony(conn, ceremony_id, "login")
+            if ceremony is None or ceremony["device_id"] != client.device_id:
+                raise invalid_credentials()
+            factor = await self._check_assertion(
+                conn, assertion_json, bytes(ceremony["webauthn_challenge"]), account_id=None
+            )
+        if factor is None:
+            raise invalid_credentials()
+        account_id = factor["account_id"]
+        known = await storage.device(self.pool, account_id, client.device_id) is not None
+        assessment = await self.risk.assess_login(
+            account_id=account_id,
+            identifier_hash="",
+            client=client,
+            known_device=known,
+            method="passkey",
+        )
+        if refuse_before_hashing(assessment.verdict):
+            raise invalid_credentials()
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await storage.account(conn, account_id)
+            if account is None or account["status"] != "active":
+                raise invalid_credentials()
+            new_device = await storage.remember_device(
+                conn,
+                account_id=account_id,
+                device_id=client.device_id,
+                user_agent=client.user_agent,
+                ip=client.ip_address,
+                country=assessment.country_code,
+            )
+            if new_device:
+                await send_event_notice(
+                    conn,
+                    account_id=account_id,
+                    kind=Kind.NOTICE_KIND_NEW_DEVICE_SIGN_IN,
+                    occurred_at=_now(),
+                    ip_address=client.ip_address,
+                    device=client.user_agent,
+                )
+            issued = await self._open_session(
+                conn, account_id=account_id, client=client, methods=[cred.PASSKEY]
+            )
+        self.risk.record_outcome(
+            Outcome.OUTCOME_LOGIN_SUCCEEDED,
+            decision_id=assessment.decision_id,
+            account_id=account_id,
+            session_id=issued.session_id,
+            client=client,
+        )
+        return issued
+
+    async def begin_passkey_registration(
+        self, claims: TokenClaims, client: common_pb2.ClientContext
+    ) -> tuple[uuid.UUID, str]:
+        session = await self.live_session(claims)
+        account_id = session["account_id"]
+        primary = await storage.primary_email(self.pool, account_id)
+        existing = await self._passkey_ids_pool(account_id)
+        webauthn_challenge = webauthn.helpers.generate_challenge()
+        options = webauthn.generate_registration_options(
+            rp_id=self.settings.webauthn_rp_id,
+            rp_name="Mamoru",
+            user_name=primary["address"] if primary is not None else str(account_id),
+            user_id=account_id.bytes,
+            challenge=webauthn_challenge,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.REQUIRED,
+                require_resident_key=True,
+                user_verification=UserVerificationRequirement.REQUIRED,
+            ),
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=c) for c in existing],
+        )
+        async with self.pool.acquire() as conn:
+            ceremony_id = await storage.create_ceremony(
+                conn,
+                purpose="register",
+                account_id=account_id,
+                session_id=session["id"],
+                device_id=client.device_id,
+                webauthn_challenge=webauthn_challenge,
+                lifetime=CHALLENGE_LIFETIME,
+            )
+        return ceremony_id, webauthn.options_to_json(options)
+
+    async def _passkey_ids_pool(self, account_id: uuid.UUID) -> list[bytes]:
+        async with self.pool.acquire() as conn:
+            return await self._passkey_ids(conn, account_id)
+
+    async def finish_passkey_registration(
+        self,
+        claims: TokenClaims,
+        *,
+        ceremony_id: uuid.UUID,
+        attestation_json: str,
+        name: str,
+        client: common_pb2.ClientContext,
+    ) -> Any:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn, conn.transaction():
+            ceremony = await storage.take_ceremony(conn, ceremony_id, "register")
+            if ceremony is None or ceremony["session_id"] != session["id"]:
+                raise FailedPrecondition("CEREMONY_EXPIRED", "start the passkey registration again")
+            try:
+                verified = webauthn.verify_registration_response(
+                    credential=attestation_json,
+                    expected_challenge=bytes(ceremony["webauthn_challenge"]),
+                    expected_rp_id=self.settings.webauthn_rp_id,
+                    expected_origin=self._origins(),
+                    require_user_verification=True,
+                )
+            except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as error:
+                raise InvalidArgument(
+                    [("attestation_json", f"is not a valid attestation: {str(error)[:200]}")]
+                ) from None
+            account_id = session["account_id"]
+            first_factor = not await storage.factors(conn, account_id)
+            factor = await storage.add_passkey(
+                conn,
+                account_id=account_id,
+                name=name,
+                credential_id=verified.credential_id,
+                public_key=verified.credential_public_key,
+                sign_count=verified.sign_count,
+            )
+            await self._factor_changed(
+                conn, session, client, detail="passkey added", first_factor=first_factor
+            )
+        return factor
+
+    async def _factor_changed(
+        self,
+        conn: asyncpg.Connection,
+        session: Any,
+        client: common_pb2.ClientContext,
+        *,
+        detail: str,
+        first_factor: bool = False,
+    ) -> None:
+        """A factor was added or removed: other sessions end, the owner hears, cool-off starts.
+
+        The one exception: the first factor, enrolled on the device the account was
+        registered from, is how a new account becomes safe, not a takeover sign.
+        """
+        account_id = session["account_id"]
+        account = await storage.account(conn, account_id)
+        exempt = (
+            first_factor
+            and account is not None
+            and account["registration_device_id"] == session["device_id"]
+        )
+        await storage.log_event(
+            conn,
+            account_id=account_id,
+            kind="factor.changed",
+            ip=client.ip_address,
+            device_id=session["device_id"],
+            session_id=session["id"],
+            details={"detail": detail, "cooloff": not exempt},
+        )
+        await send_event_notice(
+            conn,
+            account_id=account_id,
+            kind=Kind.NOTICE_KIND_FACTOR_CHANGED,
+            occurred_at=_now(),
+            detail=detail,
+            ip_address=client.ip_address,
+            device=client.user_agent,
+        )
+        if not exempt:
+            await self._revoke_others(conn, account_id, keep=session["id"], reason=detail)
+            await storage.start_cooloff(conn, account_id, self.cooloff)
+            self.risk.record_outcome(
+                Outcome.OUTCOME_CREDENTIAL_CHANGED, account_id=account_id, client=client
+            )
+
+    # TOTP and recovery codes --------------------------------------------------
+
+    async def begin_totp(self, claims: TokenClaims) -> tuple[uuid.UUID, str, str]:
+        session = await self.live_session(claims)
+        secret = pyotp.random_base32()
+        async with self.pool.acquire() as conn:
+            factor_id = await storage.create_pending_totp(
+                conn, session["account_id"], self.box.seal(secret.encode(), purpose="totp")
+            )
+            primary = await storage.primary_email(conn, session["account_id"])
+        label = primary["address"] if primary is not None else str(session["account_id"])
+        uri = pyotp.TOTP(secret).provisioning_uri(name=label, issuer_name="Mamoru")
+        return factor_id, secret, uri
+
+    async def confirm_totp(
+        self,
+        claims: TokenClaims,
+        *,
+        enrollment_id: uuid.UUID,
+        code: str,
+        client: common_pb2.ClientContext,
+    ) -> tuple[Any, list[str]]:
+        session = await self.live_session(claims)
+        account_id = session["account_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            pending = await storage.pending_totp(conn, enrollment_id, account_id)
+            if pending is None:
+                raise FailedPrecondition("ENROLLMENT_EXPIRED", "start the TOTP enrolment again")
+            step = self._totp_step(pending, code)
+            if step is None:
+                raise InvalidArgument([("code", "does not match the authenticator")])
+            first_factor = not await storage.factors(conn, account_id)
+            factor = await storage.confirm_factor(conn, enrollment_id, step)
+            codes = await self._new_recovery_codes(conn, account_id)
+            await self._factor_changed(
+                conn, session, client, detail="authenticator app added", first_factor=first_factor
+            )
+        return factor, codes
+
+    async def _new_recovery_codes(
+        self, conn: asyncpg.Connection, account_id: uuid.UUID
+    ) -> list[str]:
+        codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
+        await storage.replace_recovery_codes(
+            conn,
+            account_id,
+            [
+                self.box.code_hash(normalise_recovery_code(code), purpose="recovery")
+                for code in codes
+            ],
+        )
+        return codes
+
+    async def regenerate_recovery_codes(self, claims: TokenClaims) -> list[str]:
+        session = await self.require_recent_auth(claims)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await storage.factors(conn, session["account_id"]):
+                raise FailedPrecondition("NO_SECOND_FACTOR", "enrol a second factor first")
+            codes = await self._new_recovery_codes(conn, session["account_id"])
+            await storage.log_event(
+                conn,
+                account_id=session["account_id"],
+                kind="recovery_codes.regenerated",
+                session_id=session["id"],
+            )
+        return codes
+
+    async def list_factors(self, claims: TokenClaims) -> list[Any]:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn:
+            return await storage.factors(conn, session["account_id"])
+
+    async def remove_factor(
+        self, claims: TokenClaims, factor_id: uuid.UUID, client: common_pb2.ClientContext
+    ) -> None:
+        session = await self.require_recent_auth(claims)
+        async with self.pool.acquire() as conn, conn.transaction():
+            factor = await storage.factor(conn, factor_id)
+            if factor is None or factor["account_id"] != session["account_id"]:
+                raise NotFound("FACTOR_NOT_FOUND", "no such factor")
+            await storage.remove_factor(conn, factor_id)
+            await self._factor_changed(conn, session, client, detail=f"{factor['kind']} removed")
+
+    # Sessions -----------------------------------------------------------------
+
+    async def refresh(
+        self, *, refresh_token: str, client: common_pb2.ClientContext
+    ) -> IssuedSession:
+        old_hash = token_hash(refresh_token)
+        new_refresh = new_link_token()
+        reused = False
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await storage.spend_refresh_token(conn, old_hash)
+            if row is None or row["revoked_at"] is not None or row["expires_at"] < _now():
+                raise session_ended()
+            if row["spent_at"] is not None or row["device_id"] != client.device_id:
+                # A spent token shown again means two holders: end the whole family.
+                await storage.revoke_sessions(
+                    conn,
+                    account_id=row["account_id"],
+                    reason="refresh token reused",
+                    token_lifetime=self.revocation_lifetime,
+                    only=row["id"],
+                )
+                await storage.log_event(
+                    conn,
+                    account_id=row["account_id"],
+                    kind="session.refresh_reused",
+                    ip=client.ip_address,
+                    device_id=client.device_id,
+                    session_id=row["id"],
+                )
+                reused = True
+            else:
+                await storage.rotate_refresh_token(
+                    conn, old_hash=old_hash, new_hash=token_hash(new_refresh), session_id=row["id"]
+                )
+        if reused:
+            raise session_ended()
+        return self._issue(row, new_refresh)
+
+    async def logout(self, claims: TokenClaims) -> None:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await storage.revoke_sessions(
+                conn,
+                account_id=session["account_id"],
+                reason="signed out",
+                token_lifetime=self.revocation_lifetime,
+                only=session["id"],
+            )
+
+    async def list_sessions(self, claims: TokenClaims) -> list[Any]:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn:
+            return await storage.live_sessions(conn, session["account_id"])
+
+    async def revoke_session(self, claims: TokenClaims, session_id: uuid.UUID) -> None:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn, conn.transaction():
+            revoked = await storage.revoke_sessions(
+                conn,
+                account_id=session["account_id"],
+                reason="revoked by owner",
+                token_lifetime=self.revocation_lifetime,
+                only=session_id,
+            )
+            if not revoked:
+                raise NotFound("SESSION_NOT_FOUND", "no such session")
+            await storage.log_event(
+                conn,
+                account_id=session["account_id"],
+                kind="session.revoked",
+                session_id=session_id,
+            )
+
+    async def list_devices(self, claims: TokenClaims) -> list[Any]:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn:
+            return await storage.devices(conn, session["account_id"])
+
+    async def revoke_device(self, claims: TokenClaims, device_id: str) -> None:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await storage.remove_device(conn, session["account_id"], device_id):
+                raise NotFound("DEVICE_NOT_FOUND", "no such device")
+            await storage.revoke_sessions(
+                conn,
+                account_id=session["account_id"],
+                reason="device removed",
+                token_lifetime=self.revocation_lifetime,
+                device_id=device_id,
+            )
+            await storage.log_event(
+                conn,
+                account_id=session["account_id"],
+                kind="device.removed",
+                device_id=device_id,
+                session_id=session["id"],
+            )
+
+    # Step-up and token exchange -----------------------------------------------
+
+    async def require_recent_auth(self, claims: TokenClaims) -> Any:
+        """The session, if its last authentication is recent enough for a sensitive action."""
+        session = await self.live_session(claims)
+        if session["auth_time"] < _now() - STEP_UP_WINDOW:
+            raise FailedPrecondition(
+                "STEP_UP_REQUIRED", "re-authenticate with BeginStepUp and StepUp first"
+            )
+        return session
+
+    async def begin_step_up(
+        self, claims: TokenClaims, client: common_pb2.ClientContext
+    ) -> tuple[uuid.UUID, list[str], str]:
+        session = await self.live_session(claims)
+        account_id = session["account_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            factors = await storage.factors(conn, account_id)
+            methods = challenge_methods(
+                has_passkey=any(f["kind"] == "passkey" and not f["suspended"] for f in factors),
+                has_totp=any(f["kind"] == "totp" for f in factors),
+                has_recovery_codes=False,
+                has_primary_email=False,
+            )
+            if not factors:
+                methods = [cred.PASSWORD]
+            challenge = await storage.create_challenge(
+                conn,
+                account_id=account_id,
+                purpose="step_up",
+                session_id=session["id"],
+                device_id=session["device_id"],
+                ip=client.ip_address,
+                user_agent=client.user_agent,
+                methods=methods,
+                risk_decision_id="",
+                known_device=True,
+                lifetime=CHALLENGE_LIFETIME,
+            )
+            options = ""
+            if cred.PASSKEY in methods:
+                webauthn_challenge = webauthn.helpers.generate_challenge()
+                await storage.set_challenge_webauthn(conn, challenge["id"], webauthn_challenge)
+                allow = await self._passkey_ids(conn, account_id)
+                options = self._authentication_options(webauthn_challenge, allow)
+        return challenge["id"], methods, options
+
+    async def step_up(
+        self, claims: TokenClaims, *, challenge_id: uuid.UUID, answer: str, value: str
+    ) -> IssuedSession:
+        session = await self.live_session(claims)
+        account_id = session["account_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            challenge = await storage.open_challenge(conn, challenge_id)
+            if (
+                challenge is None
+                or challenge["purpose"] != "step_up"
+                or challenge["session_id"] != session["id"]
+            ):
+                raise invalid_credentials()
+            if answer == cred.PASSWORD and cred.PASSWORD in challenge["methods"]:
+                account = await storage.account(conn, account_id)
+                ok = await self.hasher.verify(account["password_hash"] if account else None, value)
+                method: str | None = cred.PASSWORD if ok else None
+            else:
+                method = await self._check_factor(conn, challenge, answer, value)
+            if method is None:
+                await storage.fail_challenge(conn, challenge_id, CHALLENGE_ATTEMPTS)
+                await storage.log_event(
+                    conn, account_id=account_id, kind="step_up.failed", session_id=session["id"]
+                )
+            else:
+                await storage.complete_challenge(conn, challenge_id)
+                methods = sorted({*session["methods"], method})
+                raised = await storage.raise_session(
+                    conn, session["id"], methods, cred.assurance_level(methods)
+                )
+                refresh = new_link_token()
+                await storage.add_refresh_token(
+                    conn, session_id=session["id"], token_hash=token_hash(refresh)
+                )
+                await storage.log_event(
+                    conn,
+                    account_id=account_id,
+                    kind="step_up.succeeded",
+                    session_id=session["id"],
+                    details={"method": method},
+                )
+        if method is None:
+            raise invalid_credentials()
+        return self._issue(raised, refresh)
+
+    async def exchange_token(
+        self,
+        claims: TokenClaims,
+        *,
+        audience: str,
+        passkey_assertion_json: str,
+        challenge_id: uuid.UUID | None,
+        client: common_pb2.ClientContext,
+    ) -> tuple[str, datetime]:
+        if audience != WALLET_AUDIENCE:
+            raise InvalidArgument([("audience", "only 'wallet' is issued")])
+        session = await self.live_session(claims)
+        account_id = session["account_id"]
+        if not cred.may_open_wallet(session["methods"]):
+            raise PermissionDenied(
+                "ASSURANCE_TOO_LOW",
+                "the wallet needs a session from a passkey or a password with TOTP",
+            )
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await storage.account(conn, account_id)
+            if account is None or account["status"] != "active":
+                raise session_ended()
+            if session["device_id"] != client.device_id or (
+                await storage.device(conn, account_id, session["device_id"]) is None
+            ):
+                raise PermissionDenied(
+                    "DEVICE_NOT_REGISTERED", "the wallet is only opened from a registered device"
+                )
+            if account["cooloff_until"] is not None and account["cooloff_until"] > _now():
+                await self._pass_cooloff(
+                    conn, session, account, passkey_assertion_json, challenge_id
+                )
+        payer_id = str(account["payer_id"])
+        return self._sign(
+            subject=payer_id, audience=WALLET_AUDIENCE, session=session, device_id=client.device_id
+        )
+
+    async def _pass_cooloff(
+        self,
+        conn: asyncpg.Connection,
+        session: Any,
+        account: Any,
+        assertion_json: str,
+        challenge_id: uuid.UUID | None,
+    ) -> None:
+        """During a cool-off only a passkey older than the change opens the wallet."""
+        refusal = FailedPrecondition(
+            "COOLOFF",
+            "credentials changed recently; confirm with a passkey enrolled before the change",
+            metadata={"until": account["cooloff_until"].isoformat()},
+        )
+        if not assertion_json or challenge_id is None:
+            raise refusal
+        challenge = await storage.open_challenge(conn, challenge_id)
+        if (
+            challenge is None
+            or challenge["session_id"] != session["id"]
+            or challenge["webauthn_challenge"] is None
+        ):
+            raise refusal
+        factor = await self._check_assertion(
+            conn,
+            assertion_json,
+            bytes(challenge["webauthn_challenge"]),
+            account_id=account["id"],
+            enrolled_before=account["cooloff_started_at"],
+        )
+        if factor is None:
+            raise refusal
+        await storage.complete_challenge(conn, challenge_id)
+
+    # Password change and reset ------------------------------------------------
+
+    async def change_password(
+        self,
+        claims: TokenClaims,
+        *,
+        current_password: str,
+        new_password: str,
+        client: common_pb2.ClientContext,
+    ) -> IssuedSession:
+        session = await self.live_session(claims)
+        account_id = session["account_id"]
+        async with self.pool.acquire() as conn:
+            account = await storage.account(conn, account_id)
+            primary = await storage.primary_email(conn, account_id)
+            has_factor = bool(await storage.factors(conn, account_id))
+        if account is None or not await self.hasher.verify(
+            account["password_hash"], current_password
+        ):
+            raise InvalidArgument([("current_password", "is not the current password")])
+        await self._check_new_password(
+            "new_password",
+            new_password,
+            email=primary["address"] if primary is not None else "",
+            has_second_factor=has_factor,
+        )
+        new_hash = await self.hasher.hash(new_password)
+        refresh = new_link_token()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await storage.set_password(conn, account_id, new_hash)
+            await self._credential_changed(
+                conn, account_id, keep=session["id"], detail="password changed", client=client
+            )
+            await storage.add_refresh_token(
+                conn, session_id=session["id"], token_hash=token_hash(refresh)
+            )
+            current = await storage.session(conn, session["id"])
+        return self._issue(current, refresh)
+
+    async def _credential_changed(
+        self,
+        conn: asyncpg.Connection,
+        account_id: uuid.UUID,
+        *,
+        keep: uuid.UUID | None,
+        detail: str,
+        client: common_pb2.ClientContext,
+        kind: Any = Kind.NOTICE_KIND_PASSWORD_CHANGED,
+    ) -> None:
+        await self._revoke_others(conn, account_id, keep=keep, reason=detail)
+        await storage.start_cooloff(conn, account_id, self.cooloff)
+        await storage.log_event(
+            conn,
+            account_id=account_id,
+            kind=detail.replace(" ", "."),
+            ip=client.ip_address,
+            device_id=client.device_id,
+        )
+        await send_event_notice(
+            conn,
+            account_id=account_id,
+            kind=kind,
+            occurred_at=_now(),
+            detail=detail,
+            ip_address=client.ip_address,
+            device=client.user_agent,
+        )
+        self.risk.record_outcome(
+            Outcome.OUTCOME_CREDENTIAL_CHANGED, account_id=account_id, client=client
+        )
+
+    async def request_password_reset(
+        self, *, identifier: str, client: common_pb2.ClientContext
+    ) -> None:
+        key = cred.identifier_key(identifier)
+        token = new_link_token()
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await storage.account_by_login(conn, key)
+            if account is None or account["status"] not in ("active",):
+                # Nothing to send; the answer is the same as for a real account.
+                return
+            account_id = account["id"]
+            expires_at = await storage.create_reset(
+                conn, account_id=account_id, token_hash=token_hash(token), lifetime=RESET_LIFETIME
+            )
+            # Addressed to the account, not to anything in the request: notify sends
+            # the link to the registered primary email and tells the other channels.
+            await send_code_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_PASSWORD_RESET,
+                secret=token,
+                expires_at=expires_at,
+                key=f"identity:reset:{uuid.uuid4()}",
+            )
+            await send_event_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_RESET_REQUESTED,
+                occurred_at=_now(),
+                ip_address=client.ip_address,
+                device=client.user_agent,
+            )
+            await storage.log_event(
+                conn,
+                account_id=account_id,
+                kind="password.reset_requested",
+                ip=client.ip_address,
+                device_id=client.device_id,
+            )
+
+    async def complete_password_reset(
+        self, *, reset_token: str, new_password: str, client: common_pb2.ClientContext
+    ) -> None:
+        async with self.pool.acquire() as conn:
+            account_id = await conn.fetchval(
+                "select account_id from password_resets where token_hash = $1"
+                " and used_at is null and expires_at > now()",
+                token_hash(reset_token),
+            )
+            if account_id is None:
+                raise FailedPrecondition(
+                    "RESET_LINK_INVALID", "the reset link is invalid or has expired"
+                )
+            primary = await storage.primary_email(conn, account_id)
+            has_factor = bool(await storage.factors(conn, account_id))
+        await self._check_new_password(
+            "new_password",
+            new_password,
+            email=primary["address"] if primary is not None else "",
+            has_second_factor=has_factor,
+        )
+        new_hash = await self.hasher.hash(new_password)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await storage.use_reset(conn, token_hash(reset_token)) != account_id:
+                raise FailedPrecondition(
+                    "RESET_LINK_INVALID", "the reset link is invalid or has expired"
+                )
+            await storage.set_password(conn, account_id, new_hash)
+            await storage.clear_failures(conn, account_id)
+            await self._credential_changed(
+                conn, account_id, keep=None, detail="password reset", client=client
+            )
+
+    # Profile ------------------------------------------------------------------
+
+    async def profile(self, claims: TokenClaims) -> Any:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn:
+            return await storage.account(conn, session["account_id"])
+
+    async def update_profile(self, claims: TokenClaims, changes: dict[str, Any]) -> Any:
+        session = await self.live_session(claims)
+        if "birth_date" in changes and isinstance(changes["birth_date"], str):
+            changes["birth_date"] = date.fromisoformat(changes["birth_date"])
+        async with self.pool.acquire() as conn, conn.transaction():
+            await storage.update_profile(conn, session["account_id"], changes)
+            await storage.log_event(
+                conn,
+                account_id=session["account_id"],
+                kind="profile.updated",
+                session_id=session["id"],
+                details={"fields": sorted(changes)},
+            )
+            return await storage.account(conn, session["account_id"])
+
+    # Contacts -----------------------------------------------------------------
+
+    async def list_contacts(self, claims: TokenClaims) -> list[Any]:
+        session = await self.live_session(claims)
+        async with self.pool.acquire() as conn:
+            return await storage.contacts(conn, session["account_id"], verified_only=False)
+
+    async def add_contact(
+        self, claims: TokenClaims, *, kind: int, address: str, make_primary: bool
+    ) -> Any:
+        session = await self.require_recent_auth(claims)
+        code = new_code()
+        expires_at = _now() + CODE_LIFETIME
+        async with self.pool.acquire() as conn, conn.transaction():
+            contact = await storage.add_contact(
+                conn,
+                account_id=session["account_id"],
+                kind=kind,
+                address=address,
+                address_key=cred.identifier_key(address),
+                make_primary=make_primary and kind == storage.EMAIL,
+                code_hash=self.box.code_hash(code, purpose="contact"),
+                code_expires_at=expires_at,
+            )
+            await send_code_notice(
+                conn,
+                account_id=session["account_id"],
+                kind=Kind.NOTICE_KIND_CONTACT_VERIFICATION,
+                secret=code,
+                expires_at=expires_at,
+                pending_contact_id=contact["id"],
+                key=f"identity:contact-code:{uuid.uuid4()}",
+            )
+            await storage.log_event(
+                conn,
+                account_id=session["account_id"],
+                kind="contact.added",
+                session_id=session["id"],
+                details={"contact_id": str(contact["id"]), "kind": kind},
+            )
+        return contact
+
+    async def verify_contact(self, claims: TokenClaims, *, contact_id: uuid.UUID, code: str) -> Any:
+        session = await self.live_session(claims)
+        account_id = session["account_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            contact = await storage.contact(conn, contact_id)
+            if contact is None or contact["account_id"] != account_id or contact["verified"]:
+                raise NotFound("CONTACT_NOT_FOUND", "no such pending contact")
+            if (
+                contact["code_hash"] is None
+                or contact["code_attempts"] >= CODE_ATTEMPTS
+                or contact["code_expires_at"] < _now()
+            ):
+                raise invalid_code()
+            if contact["code_hash"] != self.box.code_hash(code, purpose="contact"):
+                await storage.count_code_attempt(conn, contact_id)
+                wrong = True
+            else:
+                wrong = False
+                old_primary = await storage.primary_email(conn, account_id)
+                verified = await storage.verify_contact(conn, contact)
+                if verified is None:
+                    raise FailedPrecondition(
+                        "ADDRESS_UNAVAILABLE", "this address cannot be added to the account"
+                    )
+                freeze = new_link_token()
+                await storage.create_freeze(
+                    conn,
+                    token_hash=token_hash(freeze),
+                    account_id=account_id,
+                    contact_id=contact_id,
+                    expires_at=_now() + FREEZE_LIFETIME,
+                )
+                if old_primary is not None and verified["is_primary"]:
+                    # The old address keeps getting this one notice, with the way to stop it.
+                    await storage.log_event(
+                        conn,
+                        account_id=account_id,
+                        kind="contact.primary_changed",
+                        details={"from": str(old_primary["id"]), "to": str(contact_id)},
+                    )
+                await send_event_notice(
+                    conn,
+                    account_id=account_id,
+                    kind=Kind.NOTICE_KIND_CONTACT_CHANGED,
+                    occurred_at=_now(),
+                    detail="contact added",
+                    freeze_token=freeze,
+                )
+                await self._revoke_others(
+                    conn, account_id, keep=session["id"], reason="contact changed"
+                )
+                await storage.start_cooloff(conn, account_id, self.cooloff)
+                await storage.log_event(
+                    conn,
+                    account_id=account_id,
+                    kind="contact.verified",
+                    session_id=session["id"],
+                    details={"contact_id": str(contact_id)},
+                )
+        if wrong:
+            raise invalid_code()
+        return verified
+
+    async def remove_contact(self, claims: TokenClaims, contact_id: uuid.UUID) -> None:
+        session = await self.require_recent_auth(claims)
+        account_id = session["account_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            contact = await storage.contact(conn, contact_id)
+            if contact is None or contact["account_id"] != account_id:
+                raise NotFound("CONTACT_NOT_FOUND", "no such contact")
+            if contact["is_primary"]:
+                raise FailedPrecondition(
+                    "PRIMARY_EMAIL", "make another verified email primary before removing this one"
+                )
+            await send_event_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_CONTACT_CHANGED,
+                occurred_at=_now(),
+                detail="contact removed",
+            )
+            await storage.remove_contact(conn, contact_id)
+            if contact["verified"]:
+                await self._revoke_others(
+                    conn, account_id, keep=session["id"], reason="contact removed"
+                )
+                await storage.start_cooloff(conn, account_id, self.cooloff)
+            await storage.log_event(
+                conn,
+                account_id=account_id,
+                kind="contact.removed",
+                session_id=session["id"],
+                details={"contact_id": str(contact_id)},
+            )
+
+    async def freeze_contact_change(self, freeze_token: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            freeze = await storage.use_freeze(conn, token_hash(freeze_token))
+            if freeze is None:
+                raise FailedPrecondition("FREEZE_LINK_INVALID", "the link is invalid or expired")
+            account_id = freeze["account_id"]
+            contact = await storage.contact(conn, freeze["contact_id"])
+            if contact is not None:
+                was_primary = contact["is_primary"]
+                await storage.remove_contact(conn, contact["id"])
+                if was_primary:
+                    # The previous primary email takes its place again.
+                    await conn.execute(
+                        "update contacts set is_primary = true where id = ("
+                        " select id from contacts where account_id = $1 and kind = 1"
+                        " and verified and removed_at is null order by verified_at limit 1)",
+                        account_id,
+                    )
+            await storage.revoke_sessions(
+                conn,
+                account_id=account_id,
+                reason="contact change frozen",
+                token_lifetime=self.revocation_lifetime,
+            )
+            await storage.log_event(
+                conn,
+                account_id=account_id,
+                kind="contact.change_frozen",
+                actor="self",
+                details={"contact_id": str(freeze["contact_id"])},
+            )
+
+    # Closing, locking, audit --------------------------------------------------
+
+    async def close_account(self, claims: TokenClaims, reason: str) -> None:
+        session = await self.require_recent_auth(claims)
+        account_id = session["account_id"]
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await storage.account_for_update(conn, account_id)
+            if account is None:
+                raise session_ended()
+            await storage.revoke_sessions(
+                conn,
+                account_id=account_id,
+                reason="account closed",
+                token_lifetime=self.revocation_lifetime,
+            )
+            await storage.set_status(conn, account_id, "closed")
+            await storage.log_event(
+                conn,
+                account_id=account_id,
+                kind="account.closed",
+                session_id=session["id"],
+                details={"reason": reason},
+            )
+            await send_event_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_ACCOUNT_STATUS,
+                occurred_at=_now(),
+                detail="account closed",
+            )
+            await storage.release_logins(conn, account_id)
+            await close_wallet(conn, payer_id=account["payer_id"])
+
+    async def set_locked(
+        self, account_id: uuid.UUID, *, locked: bool, reason: str, actor: str
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await storage.account_for_update(conn, account_id)
+            if account is None or account["status"] in ("closed", "pending"):
+                raise NotFound("ACCOUNT_NOT_FOUND", "no such open account")
+            await storage.set_status(conn, account_id, "locked" if locked else "active")
+            if locked:
+                await storage.revoke_sessions(
+                    conn,
+                    account_id=account_id,
+                    reason="account locked",
+                    token_lifetime=self.revocation_lifetime,
+                )
+            await storage.log_event(
+                conn,
+                account_id=account_id,
+                kind="account.locked" if locked else "account.unlocked",
+                actor=actor,
+                details={"reason": reason},
+            )
+            await send_event_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_ACCOUNT_STATUS,
+                occurred_at=_now(),
+                detail="account locked" if locked else "account unlocked",
+            )
+
+    async def security_log(
+        self, account_id: uuid.UUID, *, page_size: int, page_token: str
+    ) -> tuple[list[Any], str]:
+        before = decode_page_token(page_token) if page_token else None
+        async with self.pool.acquire() as conn:
+            if await storage.account(conn, account_id) is None:
+                raise NotFound("ACCOUNT_NOT_FOUND", "no such account")
+            rows = await storage.security_events(
+                conn, account_id, before=before, limit=page_size + 1
+            )
+        next_token = ""
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            last = rows[-1]
+            next_token = encode_page_token(last["occurred_at"], last["id"])
+        return rows, next_token
+
+    async def registered_contacts(
+        self,
+        *,
+        account_id: uuid.UUID | None,
+        payer_id: uuid.UUID | None,
+        pending_contact_id: uuid.UUID | None,
+    ) -> tuple[Any, list[Any]]:
+        async with self.pool.acquire() as conn:
+            if account_id is not None:
+                account = await storage.account(conn, account_id)
+            else:
+                assert payer_id is not None
+                account = await storage.account_by_payer(conn, payer_id)
+            if account is None:
+                raise NotFound("ACCOUNT_NOT_FOUND", "no such account")
+            contacts = list(await storage.contacts(conn, account["id"], verified_only=True))
+            if pending_contact_id is not None:
+                pending = await storage.contact(conn, pending_contact_id)
+                if pending is None or pending["account_id"] != account["id"] or pending["verified"]:
+                    raise NotFound("CONTACT_NOT_FOUND", "no such pending contact")
+                contacts.append(pending)
+        return account, contacts
+
+
+def invalid_code() -> FailedPrecondition:
+    return FailedPrecondition("CODE_INVALID", "the code is wrong or has expired")
+
+
+def encode_page_token(occurred_at: datetime, event_id: uuid.UUID) -> str:
+    raw = f"{occurred_at.isoformat()}|{event_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        stamp, _, event_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(event_id)
+    except ValueError:
+        raise InvalidArgument([("page.page_token", "is not a token from this list")]) from None
+
+
+__all__ = ["Identity", "IssuedSession", "PendingChallenge", "RiskVerdict", "bytes_to_base64url"]

@@ -1,0 +1,64 @@
+"""What a sign-in attempt needs, decided from risk's verdict and what identity knows."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class RiskVerdict(enum.Enum):
+    ALLOW = "allow"
+    CHALLENGE = "challenge"
+    THROTTLE = "throttle"
+    DENY = "deny"
+    # Risk did not answer (down, slow, or not serving the RPC).
+    UNAVAILABLE = "unavailable"
+
+
+# Wrong passwords on an account before its next sign-in needs a second factor.
+FAILURES_BEFORE_CHALLENGE = 3
+# Wrong answers a pending challenge takes before it is spent.
+CHALLENGE_ATTEMPTS = 5
+
+
+def refuse_before_hashing(verdict: RiskVerdict) -> bool:
+    """A deny or throttle ends the attempt before any password hash is computed."""
+    return verdict in (RiskVerdict.DENY, RiskVerdict.THROTTLE)
+
+
+@dataclass(frozen=True)
+class SecondFactorNeed:
+    required: bool
+    reasons: tuple[str, ...]
+
+
+def second_factor_need(
+    *, verdict: RiskVerdict, known_device: bool, recent_failures: int
+) -> SecondFactorNeed:
+    """After a correct password: does this sign-in need a second factor, and why."""
+    reasons = []
+    if verdict is RiskVerdict.UNAVAILABLE:
+        reasons.append("risk_unavailable")
+    if verdict is RiskVerdict.CHALLENGE:
+        reasons.append("risk_challenge")
+    if not known_device:
+        reasons.append("new_device")
+    if recent_failures >= FAILURES_BEFORE_CHALLENGE:
+        reasons.append("recent_failures")
+    return SecondFactorNeed(required=bool(reasons), reasons=tuple(reasons))
+
+
+def challenge_methods(
+    *, has_passkey: bool, has_totp: bool, has_recovery_codes: bool, has_primary_email: bool
+) -> list[str]:
+    """Factors a challenge accepts, strongest first."""
+    methods = []
+    if has_passkey:
+        methods.append("passkey")
+    if has_totp:
+        methods.append("totp")
+    if has_primary_email:
+        methods.append("email_code")
+    if has_recovery_codes:
+        methods.append("recovery_code")
+    return methods

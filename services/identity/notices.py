@@ -1,0 +1,102 @@
+"""Messages identity sends through the outbox: notices to notify, closures to wallet.
+
+A notice names only the account; notify resolves the address from identity's
+verified contacts at send time, so nothing a requester types can steer it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import grpc
+from google.protobuf import json_format
+from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
+from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
+from services.runtime.outbox import OutboxMessage, enqueue
+
+NOTICE_TOPIC = "notify.send_notice"
+CLOSE_WALLET_TOPIC = "wallet.close_wallet"
+
+Kind = notify_pb2.NoticeKind
+
+
+async def send_code_notice(
+    conn: asyncpg.Connection,
+    *,
+    account_id: uuid.UUID,
+    kind: notify_pb2.NoticeKind.ValueType,
+    secret: str,
+    expires_at: datetime,
+    pending_contact_id: uuid.UUID | None = None,
+    key: str,
+) -> None:
+    params = notify_pb2.CodeParams(secret=secret, pending_contact_id=str(pending_contact_id or ""))
+    params.expires_at.FromDatetime(expires_at)
+    request = notify_pb2.SendNoticeRequest(
+        account_id=str(account_id), kind=kind, code=params, idempotency_key=key
+    )
+    await _enqueue_notice(conn, request)
+
+
+async def send_event_notice(
+    conn: asyncpg.Connection,
+    *,
+    account_id: uuid.UUID,
+    kind: notify_pb2.NoticeKind.ValueType,
+    occurred_at: datetime,
+    detail: str = "",
+    ip_address: str = "",
+    device: str = "",
+    freeze_token: str = "",
+    key: str | None = None,
+) -> None:
+    params = notify_pb2.SecurityEventParams(
+        ip_address=ip_address, device=device[:200], detail=detail[:200], freeze_token=freeze_token
+    )
+    params.occurred_at.FromDatetime(occurred_at)
+    request = notify_pb2.SendNoticeRequest(
+        account_id=str(account_id),
+        kind=kind,
+        security_event=params,
+        idempotency_key=key or f"identity:{uuid.uuid4()}",
+    )
+    await _enqueue_notice(conn, request)
+
+
+async def close_wallet(conn: asyncpg.Connection, *, payer_id: uuid.UUID) -> None:
+    await enqueue(
+        conn,
+        topic=CLOSE_WALLET_TOPIC,
+        idempotency_key=f"identity:close-wallet:{payer_id}",
+        payload={"payer_id": str(payer_id)},
+    )
+
+
+async def _enqueue_notice(conn: asyncpg.Connection, request: notify_pb2.SendNoticeRequest) -> None:
+    payload: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    await enqueue(
+        conn, topic=NOTICE_TOPIC, idempotency_key=request.idempotency_key, payload=payload
+    )
+
+
+class Deliverer:
+    """The outbox relay's delivery: each topic goes to the service that acts on it."""
+
+    def __init__(self, notify: grpc.aio.Channel, wallet: grpc.aio.Channel) -> None:
+        self._notify = notify_pb2_grpc.NotifyServiceStub(notify)
+        self._wallet = wallet_pb2_grpc.WalletServiceStub(wallet)
+
+    async def __call__(self, message: OutboxMessage) -> None:
+        if message.topic == NOTICE_TOPIC:
+            request = json_format.ParseDict(message.payload, notify_pb2.SendNoticeRequest())
+            await self._notify.SendNotice(request, timeout=10)
+        elif message.topic == CLOSE_WALLET_TOPIC:
+            await self._wallet.CloseWallet(
+                wallet_pb2.CloseWalletRequest(payer_id=message.payload["payer_id"]), timeout=10
+            )
+        else:
+            raise ValueError(f"no receiver for topic {message.topic!r}")

@@ -1,0 +1,104 @@
+"""Password hashing (argon2id) and the breached-password checks."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+
+import aiohttp
+import argon2
+import structlog
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from services.identity.domain.credentials import identifier_key
+
+log = structlog.get_logger(__name__)
+
+# OWASP's minimum for argon2id: 19 MiB, 2 iterations, 1 lane.
+OWASP_MEMORY_KIB = 19 * 1024
+OWASP_TIME_COST = 2
+OWASP_PARALLELISM = 1
+
+
+class PasswordHasher:
+    """argon2id in a worker thread, counting every hash so tests can prove when none ran."""
+
+    def __init__(
+        self,
+        *,
+        memory_kib: int = OWASP_MEMORY_KIB,
+        time_cost: int = OWASP_TIME_COST,
+        parallelism: int = OWASP_PARALLELISM,
+    ) -> None:
+        self._argon = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_kib,
+            parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        self.computed = 0
+        # Unknown identifiers are checked against this, so they cost what a real account costs.
+        self._dummy = self._argon.hash("mamoru dummy password for unknown identifiers")
+
+    async def hash(self, password: str) -> str:
+        self.computed += 1
+        return await asyncio.to_thread(self._argon.hash, password)
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """True when ``password`` matches; an absent hash still costs one verification."""
+        self.computed += 1
+        return await asyncio.to_thread(self._verify, stored or self._dummy, password) and (
+            stored is not None
+        )
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self._argon.check_needs_rehash(stored)
+        except InvalidHashError:
+            return True
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self._argon.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """zxcvbn's list of the 30,000 most common leaked passwords, folded like identifiers."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(identifier_key(word) for word in FREQUENCY_LISTS["passwords"])
+
+
+class PwnedRange:
+    """Pwned Passwords k-anonymity range look-ups: only 5 hex digits of the SHA-1 leave us.
+
+    The check is an extra layer: when the service cannot be reached, the offline
+    list still applies and the password is not refused for that reason.
+    """
+
+    def __init__(self, base_url: str, *, timeout_seconds: float = 2.0) -> None:
+        self._base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def is_breached(self, password: str) -> bool:
+        digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
+        prefix, suffix = digest[:5], digest[5:]
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as session,
+                session.get(self._base_url + prefix, headers={"Add-Padding": "true"}) as reply,
+            ):
+                reply.raise_for_status()
+                body = await reply.text()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("pwned_range.unavailable", error=type(error).__name__)
+            return False
+        for line in body.splitlines():
+            candidate, _, count = line.strip().partition(":")
+            if candidate.upper() == suffix and count.strip() not in ("", "0"):
+                return True
+        return False

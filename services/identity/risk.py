@@ -1,0 +1,101 @@
+"""Identity's calls to risk: assess before hashing, report every outcome after.
+
+Risk being down, slow or not serving an RPC is an answer too: UNAVAILABLE,
+which makes every sign-in require a second factor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from mamoru.common.v1 import common_pb2
+from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
+
+from services.identity.domain.login import RiskVerdict
+
+log = structlog.get_logger(__name__)
+
+_VERDICTS = {
+    risk_pb2.VERDICT_ALLOW: RiskVerdict.ALLOW,
+    risk_pb2.VERDICT_CHALLENGE: RiskVerdict.CHALLENGE,
+    risk_pb2.VERDICT_THROTTLE: RiskVerdict.THROTTLE,
+    risk_pb2.VERDICT_DENY: RiskVerdict.DENY,
+}
+
+Outcome = risk_pb2.Outcome
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: RiskVerdict
+    decision_id: str = ""
+    country_code: str = ""
+
+
+class RiskClient:
+    def __init__(self, channel: grpc.aio.Channel, *, timeout_seconds: float) -> None:
+        self._stub = risk_pb2_grpc.RiskServiceStub(channel)
+        self._timeout = timeout_seconds
+        # Outcome reports run in the background; keep references so none is collected mid-flight.
+        self._reports: set[asyncio.Task[None]] = set()
+
+    async def assess_login(
+        self,
+        *,
+        account_id: uuid.UUID | None,
+        identifier_hash: str,
+        client: common_pb2.ClientContext,
+        known_device: bool,
+        method: str,
+    ) -> Assessment:
+        request = risk_pb2.AssessLoginRequest(
+            account_id=str(account_id or ""),
+            identifier_hash=identifier_hash,
+            client=client,
+            known_device=known_device,
+            method=method,
+        )
+        try:
+            reply = await self._stub.AssessLogin(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            log.warning("risk.assess_login_unavailable", code=error.code().name)
+            return Assessment(RiskVerdict.UNAVAILABLE)
+        verdict = _VERDICTS.get(reply.decision.verdict, RiskVerdict.UNAVAILABLE)
+        return Assessment(verdict, reply.decision.decision_id, reply.decision.country_code)
+
+    def record_outcome(
+        self,
+        outcome: risk_pb2.Outcome.ValueType,
+        *,
+        decision_id: str = "",
+        account_id: uuid.UUID | None = None,
+        session_id: uuid.UUID | None = None,
+        client: common_pb2.ClientContext | None = None,
+        identifier_hash: str = "",
+    ) -> None:
+        """Report without making the person wait; a lost report only weakens a signal."""
+        request = risk_pb2.RecordOutcomeRequest(
+            decision_id=decision_id,
+            outcome=outcome,
+            account_id=str(account_id or ""),
+            session_id=str(session_id or ""),
+            client=client,
+            identifier_hash=identifier_hash,
+        )
+        task = asyncio.create_task(self._report(request))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report(self, request: risk_pb2.RecordOutcomeRequest) -> None:
+        try:
+            await self._stub.RecordOutcome(request, timeout=5)
+        except grpc.aio.AioRpcError as error:
+            log.warning("risk.record_outcome_failed", code=error.code().name)
+
+    async def drain(self) -> None:
+        if self._reports:
+            await asyncio.wait(self._reports, timeout=5)
