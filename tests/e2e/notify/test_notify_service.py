@@ -386,3 +386,65 @@ async def test_inbox_and_preferences_belong_to_the_token_account(cluster: Cluste
         timeout=TIMEOUT,
     )
     assert list(muted.muted_kinds) == [notify_pb2.NOTICE_KIND_NEWS]
+
+
+@NEEDS_IDENTITY
+async def test_a_reset_goes_to_the_address_verified_at_send_time_not_at_request_time(
+    cluster: Cluster,
+) -> None:
+    await start(cluster, with_risk=True)
+    old, new = "old@example.jp", "new@example.jp"
+    account_id = await register(cluster, old)
+    login = await cluster.stub("identity", as_="gateway").Login(
+        identity_pb2.LoginRequest(
+            identifier=old,
+            password="correct horse battery staple",
+            client=common_pb2.ClientContext(ip_address="203.0.113.7", device_id="device-1"),
+        ),
+        timeout=TIMEOUT,
+    )
+    person = bearer_metadata(login.session.access_token)
+    # The reset is accepted while no relay is reachable, so it is dead-lettered
+    # after its only attempt and sent again by an operator after the change.
+    await cluster.restart("notify", env={**FAST, "SMTP_PORT": "1", "NOTIFY_MAX_ATTEMPTS": "1"})
+    await cluster.stub("notify", as_="identity").SendNotice(
+        reset_request(account_id, key="reset-before-change"), timeout=TIMEOUT
+    )
+    operator = cluster.stub("notify", as_="operator")
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            dead = await operator.ListDeadLetters(
+                notify_pb2.ListDeadLettersRequest(), timeout=TIMEOUT
+            )
+            if dead.deliveries:
+                break
+            await asyncio.sleep(0.1)
+
+    gateway = cluster.stub("identity", as_="gateway")
+    added = await gateway.AddContact(
+        identity_pb2.AddContactRequest(
+            kind=identity_pb2.CONTACT_KIND_EMAIL, address=new, make_primary=True
+        ),
+        metadata=person,
+        timeout=TIMEOUT,
+    )
+    await cluster.restart("notify", env=FAST)
+    (code_message,) = await cluster.smtp.wait_for(1, within=TIMEOUT, to=new)
+    code = re.search(r"\b(\d{6})\b", code_message.text())
+    assert code is not None
+    await gateway.VerifyContact(
+        identity_pb2.VerifyContactRequest(contact_id=added.contact.contact_id, code=code.group(1)),
+        metadata=person,
+        timeout=TIMEOUT,
+    )
+    operator = cluster.stub("notify", as_="operator")
+    await operator.RetryDeadLetter(
+        notify_pb2.RetryDeadLetterRequest(delivery_id=dead.deliveries[0].delivery_id),
+        timeout=TIMEOUT,
+    )
+
+    async with asyncio.timeout(TIMEOUT):
+        while not [m for m in cluster.smtp.messages if "reset-token" in m.text()]:
+            await cluster.smtp.wait_for(len(cluster.smtp.messages) + 1, within=TIMEOUT)
+    (reset,) = [m for m in cluster.smtp.messages if "reset-token" in m.text()]
+    assert reset.recipients == [new]

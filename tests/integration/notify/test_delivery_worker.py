@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope
 
 from services.devstack.smtp import LocalSmtpServer
+from services.devstack.stack import free_port
 from services.notify.bootstrap import MIGRATIONS
 from services.notify.channels import HttpProvider, ProviderChain, SmtpProvider
 from services.notify.contacts import AccountUnknown, DirectoryUnavailable
@@ -141,18 +144,23 @@ async def smtp() -> AsyncIterator[LocalSmtpServer]:
         await server.stop()
 
 
-@pytest.fixture
-def rig(pool, smtp) -> Rig:
-    store = NoticeStore(pool)
-    directory = InMemoryDirectory()
-    worker = DeliveryWorker(
+def make_worker(
+    store: NoticeStore, directory: InMemoryDirectory, providers: dict[Channel, ProviderChain]
+) -> DeliveryWorker:
+    return DeliveryWorker(
         store,
         directory,
-        {Channel.EMAIL: ProviderChain([smtp_provider(smtp)])},
+        providers,
         link_base_url=BASE_URL,
         operator_emails=["ops@mamoru.test"],
         retry=FAST_RETRY,
     )
+
+
+@pytest.fixture
+def rig(pool, smtp) -> Rig:
+    store, directory = NoticeStore(pool), InMemoryDirectory()
+    worker = make_worker(store, directory, {Channel.EMAIL: ProviderChain([smtp_provider(smtp)])})
     return Rig(store, directory, smtp, worker)
 
 
@@ -297,18 +305,8 @@ async def test_email_fails_over_to_the_next_relay(pool) -> None:
     try:
         broken.refuse_next(1000)
         store, directory = NoticeStore(pool), InMemoryDirectory()
-        worker = DeliveryWorker(
-            store,
-            directory,
-            {
-                Channel.EMAIL: ProviderChain(
-                    [smtp_provider(broken, "smtp-main"), smtp_provider(spare, "smtp-spare")]
-                )
-            },
-            link_base_url=BASE_URL,
-            operator_emails=["ops@mamoru.test"],
-            retry=FAST_RETRY,
-        )
+        relays = [smtp_provider(broken, "smtp-main"), smtp_provider(spare, "smtp-spare")]
+        worker = make_worker(store, directory, {Channel.EMAIL: ProviderChain(relays)})
         rig = Rig(store, directory, spare, worker)
         account = rig.account(email("p@example.jp", primary=True))
         await rig.send(account, NoticeKind.PASSWORD_RESET, RESET)
@@ -359,7 +357,11 @@ async def test_security_notice_reaches_every_verified_channel(
         HttpProvider("sms-a", endpoint=broken_url, api_key=Secret("sms-key")),
         HttpProvider("sms-b", endpoint=working_url, api_key=Secret("sms-key")),
     ]
-    rig.worker._providers = {**rig.worker._providers, Channel.SMS: ProviderChain(sms)}
+    rig.worker = make_worker(
+        rig.store,
+        rig.directory,
+        {Channel.EMAIL: ProviderChain([smtp_provider(rig.smtp)]), Channel.SMS: ProviderChain(sms)},
+    )
     account = rig.account(
         email("p@example.jp", primary=True),
         phone("+819011112222"),
@@ -396,3 +398,50 @@ async def test_unknown_account_is_recorded_without_sending(rig: Rig) -> None:
     assert rig.smtp.messages == []
     (delivery,) = await rig.deliveries(stranger)
     assert delivery.status is DeliveryStatus.NO_ADDRESS
+
+
+# The test relay has no certificate; production relays get AUTH over STARTTLS.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_smtp_authentication_uses_the_configured_credentials(rig: Rig) -> None:
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (auth_data.login, auth_data.password) == (b"mamoru", b"relay-secret")
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=ok)
+
+    received: list[Envelope] = []
+
+    class Keep:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(
+        Keep(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        relay = SmtpProvider(
+            "smtp-auth",
+            host="127.0.0.1",
+            port=port,
+            mail_from="no-reply@mamoru.test",
+            username="mamoru",
+            password=Secret("relay-secret"),
+        )
+        rig.worker = make_worker(rig.store, rig.directory, {Channel.EMAIL: ProviderChain([relay])})
+        account = rig.account(email("p@example.jp", primary=True))
+        await rig.send(account, NoticeKind.PASSWORD_RESET, RESET)
+        await rig.drain()
+    finally:
+        controller.stop()
+
+    assert logins == [(b"mamoru", b"relay-secret")]
+    assert [e.rcpt_tos for e in received] == [["p@example.jp"]]
