@@ -1,10 +1,12 @@
 """Who may call each wallet RPC. A person's calls need a token with audience
-``wallet`` (issued by identity's ExchangeToken after step-up); a group-ID token
-is refused."""
+``wallet`` (issued by identity's ExchangeToken after step-up). Group-ID tokens
+are admitted by the interceptor only so that the handler can refuse them with
+PERMISSION_DENIED and the reason WALLET_AUDIENCE_REQUIRED (see
+``grpc_api.payer_claims``) instead of an UNAUTHENTICATED that reads like a bad token."""
 
 from services.runtime.access import Access, allow
 
-PAYER = allow("gateway", audiences=["wallet"])
+PAYER = allow("gateway", audiences=["wallet", "group"])
 STORE = allow("pos")
 OPERATOR = allow("operator")
 

@@ -4,26 +4,56 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mamoru.notify.v1 import notify_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
-from services.runtime.peers import follow_revocations, identity_token_verifier
+from services.runtime.outbox import OutboxRelay
+from services.runtime.peers import (
+    PolicyView,
+    follow_policies,
+    follow_revocations,
+    identity_token_verifier,
+)
 from services.runtime.server import Resources, ServiceApp, method_access
 from services.wallet.access import ACCESS
+from services.wallet.app import outbox_delivery
+from services.wallet.grpc_api import WalletServicer
+from services.wallet.processor import CardProcessor
+from services.wallet.risk_gate import RiskGate
+from services.wallet.settings import WalletSettings
+from services.wallet.storage import WalletStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"]
 
 
 async def build(resources: Resources) -> ServiceApp:
-    # Every RPC answers UNIMPLEMENTED until the wallet service is built on this shape.
-    servicer = wallet_pb2_grpc.WalletServiceServicer()  # type: ignore[abstract]
+    settings = resources.settings
+    assert isinstance(settings, WalletSettings)
     identity = resources.connect("identity")
+    risk = resources.connect("risk")
+    notify = resources.connect("notify")
     verifier, revocations = identity_token_verifier(identity)
+    policies = PolicyView()
+    gate = RiskGate(risk, policies, timeout=settings.risk_timeout_seconds)
+    processor = CardProcessor(
+        settings.processor_url, timeout_seconds=settings.processor_timeout_seconds
+    )
+    store = WalletStore(resources.pool, settings.limits(), timezone=settings.timezone)
+    relay = OutboxRelay(
+        resources.pool,
+        outbox_delivery(notify_pb2_grpc.NotifyServiceStub(notify), gate.record_outcome, processor),
+    )
+    servicer = WalletServicer(store, processor, gate, settings)
     return ServiceApp(
         servicers=[(wallet_pb2_grpc.add_WalletServiceServicer_to_server, servicer)],
         service_names=[SERVICE.full_name],
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
-        background=[follow_revocations(identity, revocations)],
-        closers=[identity.close],
+        background=[
+            follow_revocations(identity, revocations),
+            follow_policies(risk, policies, subscriber=f"wallet@{resources.name}"),
+            relay.run,
+        ],
+        closers=[processor.close, identity.close, risk.close, notify.close],
     )

@@ -379,6 +379,27 @@ class WalletStore:
         result: dict[str, Any] = row["result"]
         return result
 
+    async def replay(self, scope: str, key: str, request_hash: str) -> dict[str, Any] | None:
+        """The first result of a finished request with this key, read before any new check.
+
+        A retry must get the first answer even when the code it spent is gone or
+        a switch has flipped since; the key is claimed later, in the money transaction.
+        """
+        row = await self.pool.fetchrow(
+            "select request_hash, result from idempotency_keys where scope = $1 and key = $2",
+            scope,
+            key,
+        )
+        if row is None or row["result"] is None:
+            return None
+        if row["request_hash"] != request_hash:
+            raise AlreadyExists(
+                "IDEMPOTENCY_KEY_REUSED",
+                "this idempotency key was used for a different request",
+            )
+        result: dict[str, Any] = row["result"]
+        return result
+
     async def _store_result(
         self, conn: asyncpg.Connection, scope: str, key: str, result: dict[str, Any]
     ) -> None:

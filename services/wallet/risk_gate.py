@@ -1,0 +1,151 @@
+"""The wallet's calls to risk, with the fallbacks the money path needs.
+
+Top-ups are refused when risk cannot answer (money in is never urgent); store
+payments fall back to risk's published ``payment_fallback_limit`` so a risk
+outage does not stop every register, while a large payment still waits.
+"""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+from mamoru.common.v1 import common_pb2
+from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
+
+from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.peers import PolicyView
+
+log = structlog.get_logger(__name__)
+
+CHANNEL_NAMES = {
+    risk_pb2.TOP_UP_CHANNEL_CARD: "card",
+    risk_pb2.TOP_UP_CHANNEL_CASH_REGISTER: "cash_register",
+    risk_pb2.TOP_UP_CHANNEL_ATM: "atm",
+    risk_pb2.TOP_UP_CHANNEL_POINTS: "points",
+}
+CHANNELS_BY_NAME = {name: channel for channel, name in CHANNEL_NAMES.items()}
+
+
+def _refusal(decision: risk_pb2.Decision) -> FailedPrecondition:
+    rules = ",".join(reason.rule_id for reason in decision.reasons)
+    metadata = {"decision_id": decision.decision_id, "rules": rules}
+    if decision.verdict == risk_pb2.VERDICT_CHALLENGE:
+        return FailedPrecondition(
+            "STEP_UP_REQUIRED", "confirm it is you, then try again", metadata=metadata
+        )
+    return FailedPrecondition("RISK_DENIED", "refused by risk checks", metadata=metadata)
+
+
+class RiskGate:
+    def __init__(self, channel: grpc.aio.Channel, policies: PolicyView, *, timeout: float) -> None:
+        self._stub = risk_pb2_grpc.RiskServiceStub(channel)
+        self.policies = policies
+        self._timeout = timeout
+
+    def require_top_ups_open(self, channel: risk_pb2.TopUpChannel.ValueType) -> None:
+        """The channel's kill switch and wind-down, from the last policy risk streamed."""
+        policy = self.policies.policy
+        if policy is None:
+            return
+        if policy.wind_down:
+            raise FailedPrecondition("WIND_DOWN", "top-ups have ended; balances are paid out")
+        if channel in policy.top_up_suspended_channels:
+            raise FailedPrecondition(
+                "CHANNEL_SUSPENDED",
+                "top-ups through this channel are suspended",
+                metadata={"channel": risk_pb2.TopUpChannel.Name(channel)},
+            )
+
+    def require_payments_open(self) -> None:
+        policy = self.policies.policy
+        if policy is not None and policy.payments_suspended:
+            raise FailedPrecondition("PAYMENTS_SUSPENDED", "store payments are suspended")
+
+    @property
+    def wind_down(self) -> bool:
+        return self.policies.policy is not None and self.policies.policy.wind_down
+
+    async def assess_top_up(self, request: risk_pb2.AssessTopUpRequest) -> str:
+        """The decision id when risk allows; otherwise a refusal (also when risk is away)."""
+        try:
+            reply = await self._stub.AssessTopUp(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            log.warning("risk.top_up_unassessed", code=error.code().name)
+            raise FailedPrecondition(
+                "RISK_UNAVAILABLE", "top-ups are paused while checks are unavailable"
+            ) from None
+        if reply.decision.verdict != risk_pb2.VERDICT_ALLOW:
+            raise _refusal(reply.decision)
+        return str(reply.decision.decision_id)
+
+    async def assess_payment(self, request: risk_pb2.AssessPaymentRequest) -> str:
+        try:
+            reply = await self._stub.AssessPayment(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            limit = (
+                self.policies.policy.payment_fallback_limit.amount_minor
+                if (self.policies.policy is not None)
+                else 0
+            )
+            log.warning("risk.payment_unassessed", code=error.code().name, fallback_limit=limit)
+            if request.amount.amount_minor <= limit:
+                return ""
+            raise FailedPrecondition(
+                "RISK_UNAVAILABLE",
+                "payments above the fallback limit wait until checks are back",
+                metadata={"fallback_limit_minor": str(limit)},
+            ) from None
+        if reply.decision.verdict != risk_pb2.VERDICT_ALLOW:
+            raise _refusal(reply.decision)
+        return str(reply.decision.decision_id)
+
+    async def record_outcome(self, request: risk_pb2.RecordOutcomeRequest) -> None:
+        await self._stub.RecordOutcome(request, timeout=5)
+
+    async def open_case(
+        self, *, wallet_id: str, movement_id: str, description: str, idempotency_key: str
+    ) -> str:
+        try:
+            reply = await self._stub.OpenCase(
+                risk_pb2.OpenCaseRequest(
+                    source=risk_pb2.CASE_SOURCE_USER_REPORT,
+                    wallet_id=wallet_id,
+                    movement_id=movement_id,
+                    description=description,
+                    idempotency_key=idempotency_key,
+                ),
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning("risk.open_case_failed", code=error.code().name)
+            raise Unavailable(
+                "RISK_UNAVAILABLE", "the wallet is frozen; retry to open the case"
+            ) from None
+        return str(reply.case.case_id)
+
+    async def confirmed_movements(self, case_id: str) -> list[str]:
+        """Movement ids risk links to a confirmed-fraud case."""
+        try:
+            case = await self._stub.GetCase(risk_pb2.GetCaseRequest(case_id=case_id), timeout=5)
+            if case.case.status not in (
+                risk_pb2.CASE_STATUS_CONFIRMED_FRAUD,
+                risk_pb2.CASE_STATUS_CLOSED,
+            ):
+                raise FailedPrecondition(
+                    "CASE_NOT_CONFIRMED", "only a confirmed-fraud case can be compensated"
+                )
+            affected = await self._stub.FindAffectedAccounts(
+                risk_pb2.FindAffectedAccountsRequest(case_id=case_id), timeout=30
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise FailedPrecondition("CASE_NOT_CONFIRMED", "no such case") from None
+            log.warning("risk.find_affected_failed", code=error.code().name)
+            raise Unavailable("RISK_UNAVAILABLE", "retry when risk is available") from None
+        return [
+            movement.movement_id for account in affected.accounts for movement in account.movements
+        ]
+
+
+def jpy(amount: int) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount, currency="JPY")
