@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zoneinfo
 from typing import ClassVar
 
 from services.runtime.config import ConfigError, ServiceSettings, env
@@ -111,3 +112,9 @@ class WalletSettings(ServiceSettings):
             raise ConfigError("WALLET_PROCESSOR_TIMEOUT_SECONDS must be greater than 0")
         if self.risk_timeout_seconds <= 0:
             raise ConfigError("WALLET_RISK_TIMEOUT_SECONDS must be greater than 0")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                "WALLET_TIMEZONE must be an IANA time zone such as Asia/Tokyo"
+            ) from None

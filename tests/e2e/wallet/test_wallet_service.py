@@ -26,6 +26,7 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from services.wallet.domain.codes import fingerprint
 from services.wallet.domain.limits import Limits
+from services.wallet.grpc_api import WalletServicer
 from services.wallet.sandbox_processor import SandboxProcessor
 from services.wallet.storage import WalletStore
 from tests.harness import Cluster
@@ -393,6 +394,41 @@ async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_and_reconci
     assert report.balanced
     assert report.ledger_sum_minor == 0
     assert not report.differences
+
+
+async def test_with_risk_away_only_payments_under_the_fallback_limit_go_through(
+    running: Cluster,
+) -> None:
+    pos, merchant_key, store_id = await merchant_with_store(running)
+    wallet_id, code = await funded_wallet_with_code(running, 20_000)
+    # The wallet keeps the last policy risk streamed; its fallback limit applies now.
+    servicer = running.running["wallet"].app.servicers[0][1]
+    assert isinstance(servicer, WalletServicer)
+    view = servicer._risk.policies
+    policy = await view.wait_for_version(0, timeout=TIMEOUT)
+    limit = policy.payment_fallback_limit.amount_minor
+    assert limit > 0
+    await running.stop("risk")
+
+    with pytest.raises(grpc.aio.AioRpcError) as large:
+        await pos.CapturePayment(
+            wallet_pb2.CapturePaymentRequest(
+                code=code, amount=jpy(limit + 1), store_id=store_id, idempotency_key="big"
+            ),
+            metadata=merchant_key,
+            timeout=TIMEOUT,
+        )
+    small = await pos.CapturePayment(
+        wallet_pb2.CapturePaymentRequest(
+            code=code, amount=jpy(limit), store_id=store_id, idempotency_key="small"
+        ),
+        metadata=merchant_key,
+        timeout=TIMEOUT,
+    )
+
+    assert reason_of(large.value) == "RISK_UNAVAILABLE"
+    assert small.payment.amount.amount_minor == limit
+    assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 20_000 - limit
 
 
 @pytest.mark.skip(reason="needs identity Login and ExchangeToken")

@@ -151,3 +151,15 @@ def test_an_old_sign_in_must_step_up_before_a_sensitive_operation() -> None:
         require_recent_auth(stale, 300)
     assert refused.value.reason == "STEP_UP_REQUIRED"
     require_recent_auth(claims(), 300)
+
+
+def test_settings_refuse_a_payment_code_living_longer_than_five_minutes() -> None:
+    from services.runtime.config import ConfigError, load_settings
+    from services.wallet.settings import WalletSettings
+
+    base = {"DATABASE_URL": "postgresql://localhost/wallet"}
+    assert load_settings(WalletSettings, base).payment_code_seconds <= 300
+    with pytest.raises(ConfigError, match="WALLET_PAYMENT_CODE_SECONDS"):
+        load_settings(WalletSettings, {**base, "WALLET_PAYMENT_CODE_SECONDS": "301"})
+    with pytest.raises(ConfigError, match="WALLET_TIMEZONE"):
+        load_settings(WalletSettings, {**base, "WALLET_TIMEZONE": "Mars/Olympus"})
