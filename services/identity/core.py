@@ -1721,9 +1721,12 @@ class Identity:
             contacts = list(await storage.contacts(conn, account["id"], verified_only=True))
             if pending_contact_id is not None:
                 pending = await storage.contact(conn, pending_contact_id)
-                if pending is None or pending["account_id"] != account["id"] or pending["verified"]:
+                if pending is None or pending["account_id"] != account["id"]:
                     raise NotFound("CONTACT_NOT_FOUND", "no such pending contact")
-                contacts.append(pending)
+                # A code notice delivered late, after the address was verified, still
+                # finds its contact (already among the verified ones).
+                if not pending["verified"]:
+                    contacts.append(pending)
         return account, contacts
 
 

@@ -49,6 +49,19 @@ async def latest_code(cluster: Cluster, kind: str) -> str:
     return codes[-1]
 
 
+async def reset_mail(cluster: Cluster, address: str, count: int = 1) -> list[str]:
+    """Texts of the reset mails delivered to ``address``, once ``count`` have arrived."""
+
+    def resets() -> list[str]:
+        texts = [m.text() for m in cluster.smtp.to(address)]
+        return [text for text in texts if "reset-password?token=" in text]
+
+    async with asyncio.timeout(TIMEOUT):
+        while len(resets()) < count:  # noqa: ASYNC110 - the SMTP server offers no event per kind
+            await asyncio.sleep(0.1)
+    return resets()
+
+
 def reset_token_in(text: str) -> str:
     match = re.search(r"reset-password\?token=([A-Za-z0-9_\-]+)", text)
     assert match, "no reset link in the message"
@@ -178,7 +191,8 @@ async def next_totp(secret: str) -> str:
 
 
 async def start_identity(cluster: Cluster, *extra: str, env: dict[str, str] | None = None) -> None:
-    await cluster.start("risk", "notify", *extra, "identity", env={**IDENTITY_ENV, **(env or {})})
+    # Identity before notify: notify fetches identity's keys at its first person call.
+    await cluster.start("risk", "identity", "notify", *extra, env={**IDENTITY_ENV, **(env or {})})
 
 
 @pytest_asyncio.fixture

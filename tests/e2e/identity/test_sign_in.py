@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import grpc
 import jwt
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.asyncio
 
 
 def hashes_computed(identity: IdentityDriver) -> int:
-    servicer = identity.cluster.running["identity"].app.servicers[0][1]
+    servicer: Any = identity.cluster.running["identity"].app.servicers[0][1]
     return int(servicer.identity.hasher.computed)
 
 

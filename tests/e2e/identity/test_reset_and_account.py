@@ -1,0 +1,176 @@
+"""Password reset reaches only the registered address; credential changes end every session."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from mamoru.identity.v1 import identity_pb2 as pb
+from mamoru.notify.v1 import notify_pb2
+
+from tests.e2e.identity.conftest import (
+    TIMEOUT,
+    IdentityDriver,
+    client,
+    reset_mail,
+    reset_token_in,
+)
+
+pytestmark = pytest.mark.asyncio
+
+RESET = "/mamoru.identity.v1.IdentityService/RequestPasswordReset"
+
+
+def with_unknown_fields(request: pb.RequestPasswordResetRequest, **fields: str) -> bytes:
+    """The request plus fields the contract does not have (a destination, a birth date...)."""
+    raw = request.SerializeToString()
+    for number, value in enumerate(fields.values(), start=3):
+        data = value.encode()
+        raw += bytes([(number << 3) | 2, len(data)]) + data
+    return raw
+
+
+async def test_a_reset_request_with_extra_or_altered_fields_only_reaches_the_registered_address(
+    identity: IdentityDriver,
+):
+    await identity.register("hanako@example.jp")
+    smtp = identity.cluster.smtp
+    # Let the verification mail arrive first, so only reset mail is counted below.
+    await smtp.wait_for(1, within=TIMEOUT, to="hanako@example.jp")
+    before = len(smtp.to("hanako@example.jp"))
+
+    raw_call = identity.cluster.channel("identity", as_="gateway").unary_unary(
+        RESET,
+        request_serializer=lambda raw: raw,
+        response_deserializer=pb.RequestPasswordResetResponse.FromString,
+    )
+    attempts = [
+        # Extra fields the contract does not have: a second address, a phone, a birth date.
+        with_unknown_fields(
+            pb.RequestPasswordResetRequest(identifier="hanako@example.jp", client=client()),
+            email="attacker@evil.example",
+            phone="+819012345678",
+            birth_date="1990-01-01",
+        ),
+        # Another case and another Unicode form of the registered address.
+        pb.RequestPasswordResetRequest(identifier="HANAKO@EXAMPLE.JP").SerializeToString(),
+        pb.RequestPasswordResetRequest(
+            identifier="".join(chr(ord(ch) + 0xFEE0) for ch in "hanako") + "@example.jp"
+        ).SerializeToString(),
+        # Two addresses in one identifier find no account at all.
+        pb.RequestPasswordResetRequest(
+            identifier="hanako@example.jp,attacker@evil.example"
+        ).SerializeToString(),
+    ]
+    for raw in attempts:
+        await raw_call(raw, timeout=TIMEOUT)
+
+    # Three links, each only to the registered address.
+    mails = await smtp.wait_for(before + 3, within=TIMEOUT, to="hanako@example.jp")
+    resets = [m for m in mails[before:] if "reset-password?token=" in m.text()]
+    assert len(resets) == 3
+    await asyncio.sleep(1)
+    assert all(
+        recipients == ["hanako@example.jp"] for recipients in (m.recipients for m in smtp.messages)
+    )
+    assert smtp.to("attacker@evil.example") == []
+
+
+async def test_after_a_reset_old_tokens_are_refused_by_another_service_within_seconds(
+    identity: IdentityDriver,
+):
+    person = await identity.register("hanako@example.jp")
+    old = await identity.sign_in_with_email_code(person)
+    notify = identity.cluster.stub("notify", as_="gateway")
+    await notify.ListInbox(
+        notify_pb2.ListInboxRequest(), metadata=identity.bearer(old), timeout=TIMEOUT
+    )
+
+    await identity.stub.RequestPasswordReset(
+        pb.RequestPasswordResetRequest(identifier=person.email), timeout=TIMEOUT
+    )
+    token = reset_token_in((await reset_mail(identity.cluster, person.email))[-1])
+    await identity.stub.CompletePasswordReset(
+        pb.CompletePasswordResetRequest(
+            reset_token=token, new_password="a brand new passphrase 2026", client=client()
+        ),
+        timeout=TIMEOUT,
+    )
+
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                await notify.ListInbox(
+                    notify_pb2.ListInboxRequest(), metadata=identity.bearer(old), timeout=TIMEOUT
+                )
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+                break
+            await asyncio.sleep(0.05)
+
+    # The link is single-use, and the new password works (with a second factor: cool-off).
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await identity.stub.CompletePasswordReset(
+            pb.CompletePasswordResetRequest(
+                reset_token=token, new_password="yet another passphrase 2026", client=client()
+            ),
+            timeout=TIMEOUT,
+        )
+    assert reused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    person.password = "a brand new passphrase 2026"
+    assert (await identity.login(person)).WhichOneof("result") in ("session", "challenge")
+
+
+async def test_an_account_with_a_line_break_in_every_text_field_can_be_edited_and_closed(
+    identity: IdentityDriver,
+):
+    person = await identity.register("hanako@example.jp", display_name="花子\n🌸")
+    session = (await identity.login(person)).session
+    bearer = identity.bearer(session)
+    updated = await identity.stub.UpdateProfile(
+        pb.UpdateProfileRequest(
+            family_name="山田\r\n", given_name="\n花\t子\n", display_name="x" * 199 + "\n"
+        ),
+        metadata=bearer,
+        timeout=TIMEOUT,
+    )
+    assert updated.profile.family_name == "山田\r\n"
+    assert updated.profile.given_name == "\n花\t子\n"
+    assert not updated.profile.HasField("birth_date")
+
+    # Text that cannot be stored safely is refused naming the field, and changes nothing.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await identity.stub.UpdateProfile(
+            pb.UpdateProfileRequest(family_name="a\x00b", given_name="y" * 10_000),
+            metadata=bearer,
+            timeout=TIMEOUT,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "family_name" in refused.value.details()
+    assert "given_name" in refused.value.details()
+    profile = (
+        await identity.stub.GetProfile(pb.GetProfileRequest(), metadata=bearer, timeout=TIMEOUT)
+    ).profile
+    assert profile.given_name == "\n花\t子\n"
+
+    cleared = await identity.stub.UpdateProfile(
+        pb.UpdateProfileRequest(clear_fields=["family_name"], given_name="花子"),
+        metadata=bearer,
+        timeout=TIMEOUT,
+    )
+    assert not cleared.profile.HasField("family_name")
+
+    await identity.stub.CloseAccount(
+        pb.CloseAccountRequest(reason="引っ越し\nします"), metadata=bearer, timeout=TIMEOUT
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as closed:
+        await identity.stub.GetProfile(pb.GetProfileRequest(), metadata=bearer, timeout=TIMEOUT)
+    assert closed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await identity.login(person)
+    assert gone.value.details() == "invalid credentials"
+    rows = await identity.cluster.running["identity"].pool.fetch(
+        "select topic, payload from outbox where topic = 'wallet.close_wallet'"
+    )
+    assert len(rows) == 1
