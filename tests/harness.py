@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from services.devstack.smtp import LocalSmtpServer
-from services.devstack.stack import CLIENT_PRINCIPALS, SERVICES, free_port
+from services.devstack.stack import CLIENT_PRINCIPALS, SERVICES, free_port, random_secrets
 from services.runtime.config import load_settings
 from services.runtime.pki import ensure_local_pki, load_tls, secure_channel
 from services.runtime.server import RunningService, start_service
@@ -42,7 +42,7 @@ class Cluster:
         self.folder = folder
         self.tls_dir = folder / "tls"
         self.new_database = new_database
-        self.env = dict(env or {})
+        self.env = {**random_secrets(), **(env or {})}
         self.ports = {name: (free_port(), free_port()) for name in SERVICES}
         self.smtp = LocalSmtpServer()
         self.running: dict[str, RunningService] = {}

@@ -8,8 +8,10 @@ the incident drill and the benchmarks use ``LocalStack`` directly with free port
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -34,6 +36,31 @@ DEFAULT_PORTS = {
     "notify": (50054, 50064),
 }
 DEFAULT_SMTP_PORT = 2525
+
+
+# Secrets each service needs; `make run` generates them once into var/secrets.env
+# and tests generate fresh ones. Production takes them from its secret store.
+LOCAL_SECRETS = ("IDENTITY_SECRETS_KEY",)
+
+
+def random_secrets() -> dict[str, str]:
+    return {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in LOCAL_SECRETS}
+
+
+def local_secrets(var_dir: Path) -> dict[str, str]:
+    """The local stack's secrets, made once and kept so data stays readable across runs."""
+    path = var_dir / "secrets.env"
+    known: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition("=")
+            known[name] = value
+    missing = {k: v for k, v in random_secrets().items() if k not in known}
+    if missing:
+        known.update(missing)
+        path.write_text("".join(f"{k}={v}\n" for k, v in known.items()))
+        path.chmod(0o600)
+    return known
 
 
 def free_port() -> int:
@@ -92,6 +119,7 @@ class LocalStack:
         env = dict(os.environ)
         env.setdefault("LOG_FORMAT", "json")
         env["MAMORU_TLS_DIR"] = str(self.tls_dir)
+        env.update(local_secrets(self.var_dir))
         assert self.smtp is not None
         env["SMTP_HOST"] = "127.0.0.1"
         env["SMTP_PORT"] = str(self.smtp.port)
