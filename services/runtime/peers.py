@@ -93,9 +93,7 @@ async def _until_stopped(
         stopper.cancel()
 
 
-def follow_revocations(
-    channel: grpc.aio.Channel, revocations: RevocationList
-) -> Background:
+def follow_revocations(channel: grpc.aio.Channel, revocations: RevocationList) -> Background:
     """Background job: apply identity's WatchRevocations to ``revocations``."""
     stub = identity_pb2_grpc.IdentityServiceStub(channel)
     last_sequence = 0
@@ -143,9 +141,7 @@ class PolicyView:
         return self.policy
 
 
-def follow_policies(
-    channel: grpc.aio.Channel, view: PolicyView, *, subscriber: str
-) -> Background:
+def follow_policies(channel: grpc.aio.Channel, view: PolicyView, *, subscriber: str) -> Background:
     """Background job: keep ``view`` equal to risk's policy via WatchPolicies."""
     stub = risk_pb2_grpc.RiskServiceStub(channel)
 
