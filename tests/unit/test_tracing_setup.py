@@ -1,6 +1,6 @@
 import wrapt
-from asyncpg.connection import Connection  # type: ignore[import-untyped]
-from asyncpg.prepared_stmt import PreparedStatement  # type: ignore[import-untyped]
+from asyncpg.connection import Connection
+from asyncpg.prepared_stmt import PreparedStatement
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.runtime.tracing import configure_tracing, shutdown_tracing
