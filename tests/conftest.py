@@ -6,7 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import pytest
 import pytest_asyncio
 

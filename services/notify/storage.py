@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 
 from services.notify.domain.kinds import (
     COALESCED_KINDS,

@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import grpc
 import structlog
 from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc

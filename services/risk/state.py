@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import structlog
 
 from services.risk import storage

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import structlog
 
 from services.risk.domain.assess import LoginSignals

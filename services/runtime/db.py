@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 
 # A statement still running after this long is a bug or a stuck lock, not a
 # slow query; failing it frees the connection instead of starving the pool.

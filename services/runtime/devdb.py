@@ -14,12 +14,18 @@ import os
 import re
 import threading
 import urllib.parse
+import warnings
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
-import pgserver
+import asyncpg
 import psutil
-from pgserver.postgres_server import PostgresServer, get_server
+
+with warnings.catch_warnings():
+    # pgserver asks platformdirs for a runtime folder at import and warns when
+    # XDG_RUNTIME_DIR is unset (containers, CI); the fallback it takes is fine.
+    warnings.simplefilter("ignore")
+    import pgserver
+    from pgserver.postgres_server import PostgresServer, get_server
 
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _started: dict[Path, PostgresServer] = {}

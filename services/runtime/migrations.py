@@ -15,7 +15,7 @@ import hashlib
 import re
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 
 RUNTIME_COMPONENT = "runtime"
 RUNTIME_MIGRATIONS = Path(__file__).resolve().with_name("migrations")

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import structlog
 
 NOTIFY_CHANNEL = "mamoru_outbox"

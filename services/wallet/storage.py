@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 
 from services.runtime.errors import AlreadyExists, FailedPrecondition, NotFound, invalid
 from services.runtime.outbox import enqueue

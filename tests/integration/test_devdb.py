@@ -5,7 +5,7 @@ import os
 import urllib.parse
 import uuid
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import pytest
 
 from services.runtime import devdb

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import pytest
 import pytest_asyncio
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import asyncpg
 import pytest
 
 from services.runtime.errors import AlreadyExists, FailedPrecondition
