@@ -165,7 +165,10 @@ async def clear_failures(conn: asyncpg.Connection, account_id: uuid.UUID) -> Non
 
 async def start_cooloff(conn: asyncpg.Connection, account_id: uuid.UUID, length: timedelta) -> None:
     await conn.execute(
-        "update accounts set cooloff_started_at = now(),"
+        # A change during a cool-off extends it but keeps its start, so a passkey enrolled
+        # inside it never counts as "enrolled before the change".
+        "update accounts set cooloff_started_at = case when cooloff_until > now()"
+        " then cooloff_started_at else now() end,"
         " cooloff_until = greatest(coalesce(cooloff_until, now()), now() + $2) where id = $1",
         account_id,
         length,
