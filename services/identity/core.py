@@ -7,11 +7,12 @@ so that no answer tells an attacker whether an account exists.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -65,6 +66,7 @@ from services.runtime.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from services.runtime.outbox import NOTIFY_CHANNEL as OUTBOX_CHANNEL
 from services.runtime.peers import TOKEN_ISSUER, PolicyView
 from services.runtime.tokens import TokenClaims, sign_token
 
@@ -1686,6 +1688,43 @@ class Identity:
                 detail="account locked" if locked else "account unlocked",
             )
 
+    async def force_credential_reset(
+        self,
+        *,
+        account_ids: Sequence[uuid.UUID],
+        all_accounts: bool,
+        reason: str,
+        resume_job_id: uuid.UUID | None,
+        actor: str,
+        stop: asyncio.Event,
+    ) -> AsyncIterator[ResetProgress]:
+        """Run (or resume) a forced reset batch by batch, yielding progress after each."""
+        async with self.pool.acquire() as conn:
+            if resume_job_id is not None:
+                job = await storage.reset_job(conn, resume_job_id)
+                if job is None:
+                    raise NotFound("JOB_NOT_FOUND", "no such forced reset job")
+            else:
+                job = await storage.create_reset_job(
+                    conn,
+                    reason=reason,
+                    all_accounts=all_accounts,
+                    account_ids=account_ids,
+                    created_by=actor,
+                )
+        yield ResetProgress(job)
+        while job["finished_at"] is None and not stop.is_set():
+            async with self.pool.acquire() as conn, conn.transaction():
+                job = await storage.run_reset_batch(
+                    conn,
+                    job,
+                    batch_size=self.settings.forced_reset_batch,
+                    token_lifetime=self.revocation_lifetime,
+                    link_lifetime=RESET_LIFETIME,
+                    notify_channel=OUTBOX_CHANNEL,
+                )
+            yield ResetProgress(job)
+
     async def security_log(
         self, account_id: uuid.UUID, *, page_size: int, page_token: str
     ) -> tuple[list[Any], str]:
@@ -1728,6 +1767,16 @@ class Identity:
                 if not pending["verified"]:
                     contacts.append(pending)
         return account, contacts
+
+
+class ResetProgress:
+    """Progress of a forced credential reset job."""
+
+    def __init__(self, job: Any) -> None:
+        self.job_id: uuid.UUID = job["id"]
+        self.processed: int = job["processed"]
+        self.total: int = job["total"]
+        self.done: bool = job["finished_at"] is not None
 
 
 def invalid_code() -> FailedPrecondition:

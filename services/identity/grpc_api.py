@@ -703,8 +703,35 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
     async def ForceCredentialReset(
         self, request: pb.ForceCredentialResetRequest, context: Context
     ) -> AsyncIterator[pb.ForceCredentialResetResponse]:
-        raise NotImplementedError("ForceCredentialReset is not built yet")
-        yield  # pragma: no cover - makes this an async generator like the served stream
+        check = Violations()
+        check.text("reason", request.reason, max_length=1000, required=True)
+        resume = check.uuid("resume_job_id", request.resume_job_id, required=False)
+        account_ids = []
+        for index, raw in enumerate(request.account_ids):
+            parsed = check.uuid(f"account_ids[{index}]", raw)
+            if parsed is not None:
+                account_ids.append(parsed)
+        if resume is None:
+            check.require(
+                request.all_accounts != bool(account_ids),
+                "account_ids",
+                "give account IDs or all_accounts, not both and not neither",
+            )
+        check.raise_if_any()
+        async for progress in self.identity.force_credential_reset(
+            account_ids=account_ids,
+            all_accounts=request.all_accounts,
+            reason=request.reason,
+            resume_job_id=resume,
+            actor=current_caller(),
+            stop=self.stopping,
+        ):
+            yield pb.ForceCredentialResetResponse(
+                job_id=str(progress.job_id),
+                processed=progress.processed,
+                total=progress.total,
+                done=progress.done,
+            )
 
     async def LockAccount(
         self, request: pb.LockAccountRequest, context: Context

@@ -71,6 +71,11 @@ class IdentitySettings(ServiceSettings):
         default=("https://localhost",),
         help="comma-separated origins passkey ceremonies may come from",
     )
+    forced_reset_batch: int = env(
+        "IDENTITY_FORCED_RESET_BATCH",
+        default=5000,
+        help="accounts per transaction of ForceCredentialReset (one progress message each)",
+    )
     pwned_range_url: str = env(
         "IDENTITY_PWNED_RANGE_URL",
         default="",
@@ -106,6 +111,8 @@ class IdentitySettings(ServiceSettings):
             raise ConfigError("IDENTITY_COOLOFF_HOURS must not be negative")
         if self.key_rotation_hours <= 0:
             raise ConfigError("IDENTITY_KEY_ROTATION_HOURS must be positive")
+        if self.forced_reset_batch < 1:
+            raise ConfigError("IDENTITY_FORCED_RESET_BATCH must be at least 1")
         if self.risk_timeout_seconds <= 0:
             raise ConfigError("IDENTITY_RISK_TIMEOUT_SECONDS must be positive")
         if not self.webauthn_rp_id or not self.webauthn_origins:

@@ -1,0 +1,113 @@
+"""Operators' RPCs: forced credential reset, lock and unlock, the security log."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from mamoru.common.v1 import common_pb2
+from mamoru.identity.v1 import identity_pb2 as pb
+
+from tests.e2e.identity.conftest import TIMEOUT, IdentityDriver, client, start_identity
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_forced_reset_streams_progress_resumes_and_leaves_only_the_reset_link(cluster):
+    await start_identity(cluster, env={"IDENTITY_FORCED_RESET_BATCH": "1"})
+    identity = IdentityDriver(cluster)
+    people = [await identity.register(f"person{n}@example.jp") for n in range(3)]
+    old = (await identity.login(people[0])).session
+    listed = [p.account_id for p in people[:2]]
+
+    stream = identity.operator.ForceCredentialReset(
+        pb.ForceCredentialResetRequest(account_ids=listed, reason="breach list"), timeout=TIMEOUT
+    )
+    first = [await stream.read(), await stream.read()]
+    stream.cancel()  # the operator's terminal goes away after one batch
+    assert (first[0].processed, first[0].total) == (0, 2)
+    assert (first[1].processed, first[1].done) == (1, False)
+
+    resumed = [
+        reply
+        async for reply in identity.operator.ForceCredentialReset(
+            pb.ForceCredentialResetRequest(resume_job_id=first[0].job_id, reason="resume"),
+            timeout=TIMEOUT,
+        )
+    ]
+    assert resumed[-1].done
+    assert (resumed[-1].processed, resumed[-1].total) == (2, 2)
+
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await identity.stub.ListSessions(
+            pb.ListSessionsRequest(), metadata=identity.bearer(old), timeout=TIMEOUT
+        )
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as expired:
+        await identity.login(people[0])
+    assert expired.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await identity.login(people[2])).HasField("session")
+
+    rows = await cluster.running["identity"].pool.fetch(
+        "select payload from outbox where payload->>'kind' = 'NOTICE_KIND_FORCED_RESET'"
+    )
+    by_account = {row["payload"]["account_id"]: row["payload"]["code"]["secret"] for row in rows}
+    assert set(by_account) == set(listed)
+    await identity.stub.CompletePasswordReset(
+        pb.CompletePasswordResetRequest(
+            reset_token=by_account[people[0].account_id],
+            new_password="a fresh passphrase after the breach",
+            client=client(),
+        ),
+        timeout=TIMEOUT,
+    )
+    people[0].password = "a fresh passphrase after the breach"
+    assert (await identity.login(people[0])).WhichOneof("result") in ("session", "challenge")
+
+
+async def test_a_locked_account_cannot_sign_in_until_unlocked_and_the_log_shows_why(
+    identity: IdentityDriver,
+):
+    person = await identity.register("hanako@example.jp")
+    await identity.login(person, ip="203.0.113.9")
+    await identity.operator.LockAccount(
+        pb.LockAccountRequest(account_id=person.account_id, reason="case 42"), timeout=TIMEOUT
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as locked:
+        await identity.login(person)
+    assert locked.value.details() == "invalid credentials"
+    await identity.operator.UnlockAccount(
+        pb.UnlockAccountRequest(account_id=person.account_id, reason="owner verified"),
+        timeout=TIMEOUT,
+    )
+    assert (await identity.login(person)).HasField("session")
+
+    first = await identity.operator.GetSecurityLog(
+        pb.GetSecurityLogRequest(
+            account_id=person.account_id, page=common_pb2.PageRequest(page_size=3)
+        ),
+        timeout=TIMEOUT,
+    )
+    assert len(first.events) == 3 and first.next_page_token
+    rest = await identity.operator.GetSecurityLog(
+        pb.GetSecurityLogRequest(
+            account_id=person.account_id,
+            page=common_pb2.PageRequest(page_size=100, page_token=first.next_page_token),
+        ),
+        timeout=TIMEOUT,
+    )
+    events = [*first.events, *rest.events]
+    kinds = [event.kind for event in events]
+    assert kinds[-1] == "account.registered"
+    assert "account.locked" in kinds and "account.unlocked" in kinds
+    locked_event = next(event for event in events if event.kind == "account.locked")
+    assert locked_event.actor == "operator:operator"
+    assert json.loads(locked_event.details_json) == {"reason": "case 42"}
+    assert any(event.ip_address == "203.0.113.9" for event in events)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await identity.stub.GetSecurityLog(
+            pb.GetSecurityLogRequest(account_id=person.account_id), timeout=TIMEOUT
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
