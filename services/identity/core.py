@@ -40,6 +40,7 @@ from services.identity.domain.login import (
     refuse_before_hashing,
     second_factor_need,
 )
+from services.identity.external import IdTokenVerifier, InvalidIdToken, parse_providers
 from services.identity.keys import KeyRing
 from services.identity.notices import (
     Kind,
@@ -140,6 +141,10 @@ class Identity:
         self.cooloff = timedelta(hours=settings.cooloff_hours)
         # How long a revocation must be remembered: the last token of the session expires by then.
         self.revocation_lifetime = self.token_lifetime + timedelta(minutes=1)
+        self.providers = {
+            name: IdTokenVerifier(provider)
+            for name, provider in parse_providers(settings.oidc_providers).items()
+        }
 
     # Tokens -------------------------------------------------------------------
 
@@ -1624,6 +1629,118 @@ class Identity:
                 actor="self",
                 details={"contact_id": str(freeze["contact_id"])},
             )
+
+    # External IDs -------------------------------------------------------------
+
+    def _provider(self, name: str) -> IdTokenVerifier:
+        verifier = self.providers.get(name)
+        if verifier is None:
+            raise InvalidArgument([("provider", "is not a configured provider")])
+        return verifier
+
+    def _external_suspended(self, name: str) -> bool:
+        policy = self.policies.policy if self.policies is not None else None
+        return policy is not None and name in policy.external_login_suspended_providers
+
+    async def begin_external_login(self, provider: str) -> tuple[str, str]:
+        verifier = self._provider(provider)
+        if self._external_suspended(provider):
+            raise FailedPrecondition(
+                "PROVIDER_SUSPENDED", "sign-in with this provider is suspended"
+            )
+        nonce = new_link_token()
+        async with self.pool.acquire() as conn:
+            await storage.create_external_nonce(
+                conn, nonce=nonce, provider=provider, lifetime=CHALLENGE_LIFETIME
+            )
+        return nonce, verifier.provider.authorization_endpoint
+
+    async def _verified_external(self, provider: str, id_token: str, nonce: str) -> str:
+        """The provider's subject, once the token and its single-use nonce check out."""
+        verifier = self._provider(provider)
+        try:
+            claims = await verifier.verify(id_token, nonce=nonce)
+        except InvalidIdToken as error:
+            log.info("external.id_token_refused", provider=provider, error=str(error))
+            raise invalid_credentials() from None
+        async with self.pool.acquire() as conn:
+            if not await storage.use_external_nonce(conn, nonce, provider):
+                raise invalid_credentials()
+        return str(claims["sub"])
+
+    async def external_login(
+        self, *, provider: str, id_token: str, nonce: str, client: common_pb2.ClientContext
+    ) -> IssuedSession:
+        self._provider(provider)
+        if self._external_suspended(provider):
+            raise FailedPrecondition(
+                "PROVIDER_SUSPENDED", "sign-in with this provider is suspended"
+            )
+        subject = await self._verified_external(provider, id_token, nonce)
+        async with self.pool.acquire() as conn:
+            account_id = await storage.external_account(conn, provider, subject)
+        assessment = await self.risk.assess_login(
+            account_id=account_id,
+            identifier_hash=self.pseudonyms.identifier_hash(f"{provider}:{subject}"),
+            client=client,
+            known_device=False,
+            method=f"external:{provider}",
+        )
+        if refuse_before_hashing(assessment.verdict) or account_id is None:
+            raise invalid_credentials()
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await storage.account(conn, account_id)
+            if account is None or account["status"] != "active":
+                raise invalid_credentials()
+            await storage.remember_device(
+                conn,
+                account_id=account_id,
+                device_id=client.device_id,
+                user_agent=client.user_agent,
+                ip=client.ip_address,
+                country=assessment.country_code,
+            )
+            # Someone else's ID proves one thing at most: the session stays at level 1.
+            issued = await self._open_session(
+                conn, account_id=account_id, client=client, methods=[cred.EXTERNAL]
+            )
+        self.risk.record_outcome(
+            Outcome.OUTCOME_LOGIN_SUCCEEDED,
+            decision_id=assessment.decision_id,
+            account_id=account_id,
+            session_id=issued.session_id,
+            client=client,
+        )
+        return issued
+
+    async def link_external(
+        self, claims: TokenClaims, *, provider: str, id_token: str, nonce: str
+    ) -> None:
+        session = await self.require_recent_auth(claims)
+        if cred.EXTERNAL in session["methods"]:
+            raise PermissionDenied(
+                "EXTERNAL_SESSION", "an external-ID session cannot link another external ID"
+            )
+        subject = await self._verified_external(provider, id_token, nonce)
+        client = common_pb2.ClientContext(device_id=session["device_id"])
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await storage.link_external(
+                conn, provider=provider, subject=subject, account_id=session["account_id"]
+            ):
+                raise FailedPrecondition(
+                    "ALREADY_LINKED", "this external ID or provider is already linked"
+                )
+            await self._factor_changed(conn, session, client, detail=f"{provider} ID linked")
+
+    async def unlink_external(self, claims: TokenClaims, provider: str) -> None:
+        session = await self.require_recent_auth(claims)
+        client = common_pb2.ClientContext(device_id=session["device_id"])
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await storage.unlink_external(
+                conn, provider=provider, account_id=session["account_id"]
+            ):
+                raise NotFound("NOT_LINKED", "no external ID of this provider is linked")
+            await self._factor_changed(conn, session, client, detail=f"{provider} ID unlinked")
 
     # Closing, locking, audit --------------------------------------------------
 

@@ -624,22 +624,47 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
     async def BeginExternalLogin(
         self, request: pb.BeginExternalLoginRequest, context: Context
     ) -> pb.BeginExternalLoginResponse:
-        raise NotImplementedError("BeginExternalLogin is not built yet")
+        check = Violations()
+        check.text("provider", request.provider, max_length=64, required=True, single_line=True)
+        check.client("client", request.client, required=False)
+        check.raise_if_any()
+        nonce, endpoint = await self.identity.begin_external_login(request.provider)
+        return pb.BeginExternalLoginResponse(nonce=nonce, authorization_endpoint=endpoint)
 
     async def ExternalLogin(
         self, request: pb.ExternalLoginRequest, context: Context
     ) -> pb.ExternalLoginResponse:
-        raise NotImplementedError("ExternalLogin is not built yet")
+        check = Violations()
+        _external(check, request.provider, request.id_token, request.nonce)
+        check.client("client", request.client)
+        check.raise_if_any()
+        issued = await self.identity.external_login(
+            provider=request.provider,
+            id_token=request.id_token,
+            nonce=request.nonce,
+            client=request.client,
+        )
+        return pb.ExternalLoginResponse(session=_session_tokens(issued))
 
     async def LinkExternalIdentity(
         self, request: pb.LinkExternalIdentityRequest, context: Context
     ) -> pb.LinkExternalIdentityResponse:
-        raise NotImplementedError("LinkExternalIdentity is not built yet")
+        check = Violations()
+        _external(check, request.provider, request.id_token, request.nonce)
+        check.raise_if_any()
+        await self.identity.link_external(
+            _claims(), provider=request.provider, id_token=request.id_token, nonce=request.nonce
+        )
+        return pb.LinkExternalIdentityResponse()
 
     async def UnlinkExternalIdentity(
         self, request: pb.UnlinkExternalIdentityRequest, context: Context
     ) -> pb.UnlinkExternalIdentityResponse:
-        raise NotImplementedError("UnlinkExternalIdentity is not built yet")
+        check = Violations()
+        check.text("provider", request.provider, max_length=64, required=True, single_line=True)
+        check.raise_if_any()
+        await self.identity.unlink_external(_claims(), request.provider)
+        return pb.UnlinkExternalIdentityResponse()
 
     # Account ------------------------------------------------------------------
 
@@ -779,6 +804,12 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             ],
             next_page_token=next_token,
         )
+
+
+def _external(check: Violations, provider: str, id_token: str, nonce: str) -> None:
+    check.text("provider", provider, max_length=64, required=True, single_line=True)
+    check.text("id_token", id_token, max_length=_MAX_JSON, required=True, single_line=True)
+    check.text("nonce", nonce, max_length=_MAX_TOKEN, required=True, single_line=True)
 
 
 def _operator_target(account_id: str, reason: str) -> uuid.UUID:

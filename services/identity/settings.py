@@ -71,6 +71,12 @@ class IdentitySettings(ServiceSettings):
         default=("https://localhost",),
         help="comma-separated origins passkey ceremonies may come from",
     )
+    oidc_providers: tuple[str, ...] = env(
+        "IDENTITY_OIDC_PROVIDERS",
+        default=(),
+        help="external ID providers, comma-separated, each "
+        "name|issuer|client_id|jwks_url|authorization_endpoint",
+    )
     forced_reset_batch: int = env(
         "IDENTITY_FORCED_RESET_BATCH",
         default=5000,
@@ -111,6 +117,9 @@ class IdentitySettings(ServiceSettings):
             raise ConfigError("IDENTITY_COOLOFF_HOURS must not be negative")
         if self.key_rotation_hours <= 0:
             raise ConfigError("IDENTITY_KEY_ROTATION_HOURS must be positive")
+        from services.identity.external import parse_providers
+
+        parse_providers(self.oidc_providers)
         if self.forced_reset_batch < 1:
             raise ConfigError("IDENTITY_FORCED_RESET_BATCH must be at least 1")
         if self.risk_timeout_seconds <= 0:
