@@ -275,6 +275,14 @@ class Identity:
             )
         key = cred.identifier_key(email)
         await self._check_new_password("password", password, email=email, has_second_factor=False)
+        # Risk being away does not stop registration: the address must still be verified.
+        assessment = await self.risk.assess_registration(
+            email_domain=key.rpartition("@")[2], client=client
+        )
+        if refuse_before_hashing(assessment.verdict):
+            raise FailedPrecondition(
+                "REGISTRATION_REFUSED", "registration is not possible right now; try again later"
+            )
         password_hash = await self.hasher.hash(password)
         code = new_code()
         expires_at = _now() + CODE_LIFETIME

@@ -67,6 +67,18 @@ class RiskClient:
         verdict = _VERDICTS.get(reply.decision.verdict, RiskVerdict.UNAVAILABLE)
         return Assessment(verdict, reply.decision.decision_id, reply.decision.country_code)
 
+    async def assess_registration(
+        self, *, email_domain: str, client: common_pb2.ClientContext
+    ) -> Assessment:
+        request = risk_pb2.AssessRegistrationRequest(email_domain=email_domain, client=client)
+        try:
+            reply = await self._stub.AssessRegistration(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            log.warning("risk.assess_registration_unavailable", code=error.code().name)
+            return Assessment(RiskVerdict.UNAVAILABLE)
+        verdict = _VERDICTS.get(reply.decision.verdict, RiskVerdict.UNAVAILABLE)
+        return Assessment(verdict, reply.decision.decision_id, reply.decision.country_code)
+
     def record_outcome(
         self,
         outcome: risk_pb2.Outcome.ValueType,

@@ -15,8 +15,15 @@ from mamoru.risk.v1 import risk_pb2
 from tests.e2e.identity.conftest import (
     TIMEOUT,
     IdentityDriver,
+    Person,
     client,
+    next_totp,
 )
+
+
+async def next_totp_for(person: Person) -> str:
+    return await next_totp(person.totp_secret)
+
 
 pytestmark = pytest.mark.asyncio
 
@@ -214,3 +221,84 @@ async def test_when_risk_is_away_every_sign_in_needs_a_second_factor(identity: I
     assert reply.WhichOneof("result") == "challenge"
     session = await identity.sign_in_with_email_code(person)
     assert session.access_token
+
+
+async def test_step_up_with_totp_raises_a_password_session_to_level_two(identity: IdentityDriver):
+    person = await identity.register("hanako@example.jp")
+    session = (await identity.login(person)).session
+    await identity.enrol_totp(person, session)
+    begun = await identity.stub.BeginStepUp(
+        pb.BeginStepUpRequest(client=client()), metadata=identity.bearer(session), timeout=TIMEOUT
+    )
+    assert list(begun.methods) == [pb.CHALLENGE_METHOD_TOTP]
+    stepped = (
+        await identity.stub.StepUp(
+            pb.StepUpRequest(
+                challenge_id=begun.challenge_id, totp_code=await next_totp_for(person)
+            ),
+            metadata=identity.bearer(session),
+            timeout=TIMEOUT,
+        )
+    ).session
+    assert stepped.assurance_level == 2
+    claims = jwt.decode(stepped.access_token, options={"verify_signature": False})
+    assert sorted(claims["amr"]) == ["password", "totp"]
+    exchanged = await identity.stub.ExchangeToken(
+        pb.ExchangeTokenRequest(audience="wallet", client=client()),
+        metadata=identity.bearer(stepped),
+        timeout=TIMEOUT,
+    )
+    assert exchanged.access_token
+
+
+async def test_a_recovery_code_signs_in_once_and_never_opens_the_wallet(identity: IdentityDriver):
+    person = await identity.register("hanako@example.jp")
+    await identity.enrol_totp(person, (await identity.login(person)).session)
+    assert len(set(person.recovery_codes)) == 10
+
+    async def recover(code: str, device: str = "new-phone") -> pb.VerifySecondFactorResponse:
+        reply = await identity.login(person, device=device)
+        answer: pb.VerifySecondFactorResponse = await identity.stub.VerifySecondFactor(
+            pb.VerifySecondFactorRequest(
+                challenge_id=reply.challenge.challenge_id,
+                recovery_code=code,
+                client=client(device),
+            ),
+            timeout=TIMEOUT,
+        )
+        return answer
+
+    # Spelling does not matter; each code works once.
+    session = (await recover(person.recovery_codes[0].upper())).session
+    assert session.assurance_level == 1
+    denied = await refused(
+        identity.stub.ExchangeToken(
+            pb.ExchangeTokenRequest(audience="wallet", client=client("new-phone")),
+            metadata=identity.bearer(session),
+            timeout=TIMEOUT,
+        )
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    again = await refused(recover(person.recovery_codes[0], device="another-phone"))
+    assert again.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_registration_stops_while_risk_suspends_it(identity: IdentityDriver):
+    await identity.cluster.stub("risk", as_="operator").SetPolicy(
+        risk_pb2.SetPolicyRequest(registration_suspended=True, reason="bot wave"), timeout=TIMEOUT
+    )
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            try:
+                await identity.stub.Register(
+                    pb.RegisterRequest(
+                        email=f"bot{uuid.uuid4().hex[:6]}@example.jp",
+                        password="a long enough passphrase",
+                        client=client(ip="192.0.2.99"),
+                    ),
+                    timeout=TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+                break
+            await asyncio.sleep(0.2)

@@ -129,3 +129,16 @@ def test_access_tokens_may_not_live_longer_than_ten_minutes():
         )
     settings = load_settings(IdentitySettings, {**BASE_ENV, "IDENTITY_SECRETS_KEY": key})
     assert "0x00" not in repr(settings) and settings.access_token_seconds == 600
+
+
+async def test_hashes_made_with_weaker_parameters_are_marked_for_rehash():
+    from services.identity.passwords import PasswordHasher
+
+    weak = PasswordHasher(memory_kib=8 * 1024, time_cost=1)
+    current = PasswordHasher()
+    stored = await weak.hash("a long enough passphrase")
+    assert current.needs_rehash(stored)
+    assert await current.verify(stored, "a long enough passphrase")
+    assert not current.needs_rehash(await current.hash("a long enough passphrase"))
+    assert not await current.verify(None, "anything at all")
+    assert current.computed == 3
