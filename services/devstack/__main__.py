@@ -20,6 +20,7 @@ def _banner(stack: LocalStack) -> str:
     lines += [
         "",
         f"  SMTP (keeps every message)  127.0.0.1:{stack.smtp.port}  -> {VAR / 'mail'}",
+        f"  sandbox card processor      {stack.card_processor.url if stack.card_processor else ''}",
         f"  PostgreSQL                  {stack.server_url}",
         f"  certificates                {stack.tls_dir}  (clients: operator, gateway, pos)",
         f"  service logs                {VAR / 'logs'}",

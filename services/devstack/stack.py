@@ -1,5 +1,6 @@
 """Start the whole system locally: PostgreSQL, a local CA, an SMTP server that
-keeps what it receives, and the four services as separate processes.
+keeps what it receives, the sandbox card processor, and the four services as
+separate processes.
 
 `make run` uses it through ``python -m services.devstack``; end-to-end tests,
 the incident drill and the benchmarks use ``LocalStack`` directly with free ports.
@@ -23,6 +24,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.devstack.card_processor import SandboxProcessor
 from services.devstack.smtp import LocalSmtpServer
 from services.runtime import devdb
 from services.runtime.pki import ensure_local_pki
@@ -36,11 +38,12 @@ DEFAULT_PORTS = {
     "notify": (50054, 50064),
 }
 DEFAULT_SMTP_PORT = 2525
+DEFAULT_CARD_PROCESSOR_PORT = 8089
 
 
 # Secrets each service needs; `make run` generates them once into var/secrets.env
 # and tests generate fresh ones. Production takes them from its secret store.
-LOCAL_SECRETS = ("IDENTITY_SECRETS_KEY",)
+LOCAL_SECRETS = ("IDENTITY_SECRETS_KEY", "IDENTITY_PSEUDONYM_KEY")
 
 
 def random_secrets() -> dict[str, str]:
@@ -91,6 +94,7 @@ class LocalStack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     smtp: LocalSmtpServer | None = None
+    card_processor: SandboxProcessor | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     server_url: str = ""
 
@@ -105,6 +109,10 @@ class LocalStack:
         smtp_port = DEFAULT_SMTP_PORT if self.fixed_ports else 0
         self.smtp = LocalSmtpServer(port=smtp_port, maildir=self.var_dir / "mail")
         await self.smtp.start()
+        self.card_processor = SandboxProcessor(
+            port=DEFAULT_CARD_PROCESSOR_PORT if self.fixed_ports else 0
+        )
+        await self.card_processor.start()
         for name in SERVICES:
             grpc_port, health_port = (
                 DEFAULT_PORTS[name] if self.fixed_ports else (free_port(), free_port())
@@ -123,6 +131,8 @@ class LocalStack:
         assert self.smtp is not None
         env["SMTP_HOST"] = "127.0.0.1"
         env["SMTP_PORT"] = str(self.smtp.port)
+        assert self.card_processor is not None
+        env["WALLET_PROCESSOR_URL"] = self.card_processor.url
         for proc in self.processes.values():
             prefix = proc.name.upper()
             env[f"{prefix}_ADDRESS"] = proc.address
@@ -187,6 +197,8 @@ class LocalStack:
         await asyncio.gather(*(self.stop_service(name) for name in self.processes))
         if self.smtp is not None:
             await self.smtp.stop()
+        if self.card_processor is not None:
+            await self.card_processor.stop()
         if "DATABASE_URL" not in os.environ:
             await asyncio.to_thread(devdb.stop_embedded)
 

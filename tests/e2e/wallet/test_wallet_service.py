@@ -24,10 +24,10 @@ from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
 
+from services.devstack.card_processor import SandboxProcessor
 from services.wallet.domain.codes import fingerprint
 from services.wallet.domain.limits import Limits
 from services.wallet.grpc_api import WalletServicer
-from services.wallet.sandbox_processor import SandboxProcessor
 from services.wallet.storage import WalletStore
 from tests.harness import Cluster
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from services.devstack.card_processor import SandboxProcessor
 from services.runtime.errors import FailedPrecondition
 from services.wallet.app import card_top_up, compensate_movements
 from services.wallet.processor import CardProcessor
-from services.wallet.sandbox_processor import SandboxProcessor
 from services.wallet.storage import WalletStore
 from tests.integration.wallet.helpers import a_store, capture, funded_wallet, payment_code
 

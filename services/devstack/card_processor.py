@@ -12,7 +12,7 @@ switches so tests and demos can make the next calls decline, fail or hang:
     POST /v1/payouts          {"payout_id", "amount", bank fields}
     POST /sandbox/switches    {"decline_next": n, "fail_next": n, "hang_next": n}
 
-`python -m services.wallet.sandbox_processor` serves it on
+`python -m services.devstack.card_processor` serves it on
 WALLET_SANDBOX_PROCESSOR_PORT (8089).
 """
 
