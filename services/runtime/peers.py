@@ -34,7 +34,9 @@ def identity_jwks(channel: grpc.aio.Channel) -> Callable[[], Awaitable[dict[str,
     stub = identity_pb2_grpc.IdentityServiceStub(channel)
 
     async def fetch() -> dict[str, Any]:
-        reply = await stub.GetJwks(identity_pb2.GetJwksRequest(), timeout=3)
+        # wait_for_ready: a service that starts before identity waits for it
+        # instead of failing at once and holding the refetch limit.
+        reply = await stub.GetJwks(identity_pb2.GetJwksRequest(), timeout=5, wait_for_ready=True)
         document: dict[str, Any] = json.loads(reply.jwks_json)
         return document
 
