@@ -11,11 +11,13 @@ PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# The project itself, editable, for the `mamoru` operator command.
+	$(PY) -m pip install --quiet --no-deps -e .
 	# Generated protobuf modules import each other as top-level `mamoru.*`.
 	$(PY) -c 'import site, os; open(os.path.join(site.getsitepackages()[0], "mamoru_gen.pth"), "w").write(os.path.abspath("$(GEN)") + "\n")'
 	touch $@
