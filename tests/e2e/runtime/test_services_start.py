@@ -3,6 +3,8 @@ its plaintext health port, and lists its contract through server reflection."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,6 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from services.runtime.pki import channel_credentials, load_tls
 from tests.harness import Cluster
 
 SERVICES = {
@@ -30,13 +33,7 @@ async def test_every_service_is_serving_and_lists_its_contract(cluster: Cluster)
             )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
 
-        # Reflection's client helper is synchronous; it runs over the mTLS port.
-        with grpc.secure_channel(
-            cluster.address(name),
-            _sync_credentials(cluster, "operator"),
-            options=[("grpc.ssl_target_name_override", name)],
-        ) as channel:
-            listed = ProtoReflectionDescriptorDatabase(channel).get_services()
+        listed = await asyncio.to_thread(_reflected_services, cluster, name)
         assert full_name in listed, name
 
 
@@ -53,7 +50,10 @@ async def test_a_service_refuses_a_caller_that_is_not_on_the_allow_list(
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-def _sync_credentials(cluster: Cluster, principal: str) -> grpc.ChannelCredentials:
-    from services.runtime.pki import channel_credentials, load_tls
-
-    return channel_credentials(load_tls(cluster.tls_dir, principal))
+def _reflected_services(cluster: Cluster, name: str) -> list[str]:
+    """Reflection's client helper is synchronous: it runs in a thread, over mTLS."""
+    credentials = channel_credentials(load_tls(cluster.tls_dir, "operator"))
+    with grpc.secure_channel(
+        cluster.address(name), credentials, options=[("grpc.ssl_target_name_override", name)]
+    ) as channel:
+        return list(ProtoReflectionDescriptorDatabase(channel).get_services())
