@@ -14,18 +14,13 @@ from aiohttp import web
 from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.devstack.stack import free_port
-from tests.e2e.identity.conftest import (
-    TIMEOUT,
-    IdentityDriver,
-    client,
-    latest_code,
-    start_identity,
-)
+from tests.e2e.identity.conftest import IdentityOnCluster, latest_code, start_identity
+from tests.support.people import TIMEOUT, client
 
 pytestmark = pytest.mark.asyncio
 
 
-async def session_ended(identity: IdentityDriver, session: pb.SessionTokens) -> bool:
+async def session_ended(identity: IdentityOnCluster, session: pb.SessionTokens) -> bool:
     try:
         await identity.stub.ListSessions(
             pb.ListSessionsRequest(), metadata=identity.bearer(session), timeout=TIMEOUT
@@ -35,7 +30,7 @@ async def session_ended(identity: IdentityDriver, session: pb.SessionTokens) -> 
     return False
 
 
-async def queued(identity: IdentityDriver, kind: str) -> list[dict[str, Any]]:
+async def queued(identity: IdentityOnCluster, kind: str) -> list[dict[str, Any]]:
     rows = await identity.cluster.running["identity"].pool.fetch(
         "select payload from outbox where payload->>'kind' = $1 order by id", kind
     )
@@ -43,7 +38,7 @@ async def queued(identity: IdentityDriver, kind: str) -> list[dict[str, Any]]:
 
 
 async def test_changing_the_password_ends_every_other_session_and_tells_the_owner(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     here = (await identity.login(person)).session
@@ -73,7 +68,7 @@ async def test_changing_the_password_ends_every_other_session_and_tells_the_owne
 
 
 async def test_a_new_primary_email_takes_effect_once_verified_and_the_old_one_can_freeze_it(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     here = (await identity.login(person)).session
@@ -116,7 +111,7 @@ async def test_a_new_primary_email_takes_effect_once_verified_and_the_old_one_ca
 
 
 async def test_revocations_stream_to_other_services_and_resume_without_repeats(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     first = (await identity.login(person)).session
@@ -186,7 +181,7 @@ async def test_a_password_in_the_breach_range_api_is_refused_and_only_a_prefix_l
     await start_identity(
         cluster, env={"IDENTITY_PWNED_RANGE_URL": f"http://127.0.0.1:{pwned.port}/range/"}
     )
-    identity = IdentityDriver(cluster)
+    identity = IdentityOnCluster(cluster)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await identity.stub.Register(
             pb.RegisterRequest(

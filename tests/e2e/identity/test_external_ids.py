@@ -17,7 +17,8 @@ from mamoru.identity.v1 import identity_pb2 as pb
 from mamoru.risk.v1 import risk_pb2
 
 from services.devstack.stack import free_port
-from tests.e2e.identity.conftest import TIMEOUT, IdentityDriver, client, start_identity
+from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
+from tests.support.people import TIMEOUT, client
 
 pytestmark = pytest.mark.asyncio
 
@@ -72,7 +73,7 @@ async def provider() -> AsyncIterator[LocalProvider]:
         await running.stop()
 
 
-async def nonce(identity: IdentityDriver) -> str:
+async def nonce(identity: IdentityOnCluster) -> str:
     reply = await identity.stub.BeginExternalLogin(
         pb.BeginExternalLoginRequest(provider="line", client=client()), timeout=TIMEOUT
     )
@@ -82,7 +83,7 @@ async def nonce(identity: IdentityDriver) -> str:
 
 async def test_an_external_id_signs_in_at_level_one_and_never_opens_the_wallet(cluster, provider):
     await start_identity(cluster, env={"IDENTITY_OIDC_PROVIDERS": provider.config("line")})
-    identity = IdentityDriver(cluster)
+    identity = IdentityOnCluster(cluster)
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
     link_nonce = await nonce(identity)
@@ -133,7 +134,7 @@ async def test_an_external_id_signs_in_at_level_one_and_never_opens_the_wallet(c
 
 async def test_risk_can_suspend_sign_in_with_one_provider(cluster, provider):
     await start_identity(cluster, env={"IDENTITY_OIDC_PROVIDERS": provider.config("line")})
-    identity = IdentityDriver(cluster)
+    identity = IdentityOnCluster(cluster)
     await nonce(identity)
     await cluster.stub("risk", as_="operator").SetPolicy(
         risk_pb2.SetPolicyRequest(

@@ -9,14 +9,15 @@ import pytest
 from mamoru.common.v1 import common_pb2
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from tests.e2e.identity.conftest import TIMEOUT, IdentityDriver, client, start_identity
+from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
+from tests.support.people import TIMEOUT, client
 
 pytestmark = pytest.mark.asyncio
 
 
 async def test_a_forced_reset_streams_progress_resumes_and_leaves_only_the_reset_link(cluster):
     await start_identity(cluster, env={"IDENTITY_FORCED_RESET_BATCH": "1"})
-    identity = IdentityDriver(cluster)
+    identity = IdentityOnCluster(cluster)
     people = [await identity.register(f"person{n}@example.jp") for n in range(3)]
     old = (await identity.login(people[0])).session
     listed = [p.account_id for p in people[:2]]
@@ -67,7 +68,7 @@ async def test_a_forced_reset_streams_progress_resumes_and_leaves_only_the_reset
 
 
 async def test_a_locked_account_cannot_sign_in_until_unlocked_and_the_log_shows_why(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     await identity.login(person, ip="203.0.113.9")

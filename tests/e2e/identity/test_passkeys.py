@@ -7,14 +7,15 @@ import jwt
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from tests.e2e.identity.authenticator import SoftwareAuthenticator
-from tests.e2e.identity.conftest import TIMEOUT, IdentityDriver, client, latest_code
+from tests.e2e.identity.conftest import IdentityOnCluster, latest_code
+from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.people import TIMEOUT, client
 
 pytestmark = pytest.mark.asyncio
 
 
 async def register_passkey(
-    identity: IdentityDriver, session: pb.SessionTokens, device: str = "phone-1"
+    identity: IdentityOnCluster, session: pb.SessionTokens, device: str = "phone-1"
 ) -> tuple[SoftwareAuthenticator, pb.Factor]:
     authenticator = SoftwareAuthenticator()
     begun = await identity.stub.BeginPasskeyRegistration(
@@ -36,7 +37,7 @@ async def register_passkey(
 
 
 async def passkey_login(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
     authenticator: SoftwareAuthenticator,
     device: str = "phone-1",
     sign_count: int | None = None,
@@ -57,7 +58,7 @@ async def passkey_login(
 
 
 async def test_a_passkey_registers_and_signs_in_without_a_username_at_level_two(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
@@ -79,7 +80,7 @@ async def test_a_passkey_registers_and_signs_in_without_a_username_at_level_two(
     assert exchanged.access_token
 
 
-async def test_a_passkey_answers_a_new_device_challenge(identity: IdentityDriver):
+async def test_a_passkey_answers_a_new_device_challenge(identity: IdentityOnCluster):
     person = await identity.register("hanako@example.jp")
     authenticator, _ = await register_passkey(identity, (await identity.login(person)).session)
     reply = await identity.login(person, device="laptop")
@@ -102,7 +103,7 @@ async def test_a_passkey_answers_a_new_device_challenge(identity: IdentityDriver
 
 
 async def test_a_signature_counter_going_backwards_suspends_the_passkey_and_tells_the_owner(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
@@ -126,7 +127,7 @@ async def test_a_signature_counter_going_backwards_suspends_the_passkey_and_tell
 
 
 async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     owners_key, _ = await register_passkey(identity, (await identity.login(person)).session)
@@ -175,7 +176,7 @@ async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
 
 
 async def refused_exchange(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
     session: pb.SessionTokens,
     challenge_id: str = "",
     assertion: str = "",

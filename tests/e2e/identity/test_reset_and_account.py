@@ -9,13 +9,8 @@ import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 from mamoru.notify.v1 import notify_pb2
 
-from tests.e2e.identity.conftest import (
-    TIMEOUT,
-    IdentityDriver,
-    client,
-    reset_mail,
-    reset_token_in,
-)
+from tests.e2e.identity.conftest import IdentityOnCluster
+from tests.support.people import TIMEOUT, client, reset_mail, reset_token_in
 
 pytestmark = pytest.mark.asyncio
 
@@ -32,7 +27,7 @@ def with_unknown_fields(request: pb.RequestPasswordResetRequest, **fields: str) 
 
 
 async def test_a_reset_request_with_extra_or_altered_fields_only_reaches_the_registered_address(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     await identity.register("hanako@example.jp")
     smtp = identity.cluster.smtp
@@ -78,7 +73,7 @@ async def test_a_reset_request_with_extra_or_altered_fields_only_reaches_the_reg
 
 
 async def test_after_a_reset_old_tokens_are_refused_by_another_service_within_seconds(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     old = await identity.sign_in_with_email_code(person)
@@ -90,7 +85,7 @@ async def test_after_a_reset_old_tokens_are_refused_by_another_service_within_se
     await identity.stub.RequestPasswordReset(
         pb.RequestPasswordResetRequest(identifier=person.email), timeout=TIMEOUT
     )
-    token = reset_token_in((await reset_mail(identity.cluster, person.email))[-1])
+    token = reset_token_in((await reset_mail(identity.cluster.smtp, person.email))[-1])
     await identity.stub.CompletePasswordReset(
         pb.CompletePasswordResetRequest(
             reset_token=token, new_password="a brand new passphrase 2026", client=client()
@@ -123,7 +118,7 @@ async def test_after_a_reset_old_tokens_are_refused_by_another_service_within_se
 
 
 async def test_an_account_with_a_line_break_in_every_text_field_can_be_edited_and_closed(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp", display_name="花子\n🌸")
     session = (await identity.login(person)).session

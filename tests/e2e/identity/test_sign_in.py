@@ -12,13 +12,8 @@ import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 from mamoru.risk.v1 import risk_pb2
 
-from tests.e2e.identity.conftest import (
-    TIMEOUT,
-    IdentityDriver,
-    Person,
-    client,
-    next_totp,
-)
+from tests.e2e.identity.conftest import IdentityOnCluster
+from tests.support.people import TIMEOUT, Person, client, next_totp
 
 
 async def next_totp_for(person: Person) -> str:
@@ -28,7 +23,7 @@ async def next_totp_for(person: Person) -> str:
 pytestmark = pytest.mark.asyncio
 
 
-def hashes_computed(identity: IdentityDriver) -> int:
+def hashes_computed(identity: IdentityOnCluster) -> int:
     servicer: Any = identity.cluster.running["identity"].app.servicers[0][1]
     return int(servicer.identity.hasher.computed)
 
@@ -40,7 +35,7 @@ async def refused(call) -> grpc.aio.AioRpcError:
 
 
 async def test_a_replayed_password_from_a_new_device_gets_no_token_until_a_second_factor(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     session = await identity.sign_in_with_email_code(person)
@@ -78,7 +73,7 @@ async def test_a_replayed_password_from_a_new_device_gets_no_token_until_a_secon
     assert claims["exp"] - claims["iat"] <= 600
 
 
-async def test_a_deny_from_risk_costs_no_password_hash(identity: IdentityDriver):
+async def test_a_deny_from_risk_costs_no_password_hash(identity: IdentityOnCluster):
     person = await identity.register("hanako@example.jp")
     risk = identity.cluster.stub("risk", as_="operator")
     await risk.SetPolicy(
@@ -122,7 +117,9 @@ async def test_a_deny_from_risk_costs_no_password_hash(identity: IdentityDriver)
     assert hashes_computed(identity) == before + 1
 
 
-async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(identity: IdentityDriver):
+async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(
+    identity: IdentityOnCluster,
+):
     person = await identity.register("hanako@example.jp")
     first = await identity.sign_in_with_email_code(person)
     second = (
@@ -157,7 +154,7 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(identit
     assert listed.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_a_password_only_session_cannot_obtain_a_wallet_token(identity: IdentityDriver):
+async def test_a_password_only_session_cannot_obtain_a_wallet_token(identity: IdentityOnCluster):
     person = await identity.register("hanako@example.jp")
     password_only = (await identity.login(person)).session
     assert password_only.assurance_level == 1
@@ -183,7 +180,7 @@ async def test_a_password_only_session_cannot_obtain_a_wallet_token(identity: Id
 
 
 async def test_password_and_totp_on_the_registered_device_obtain_a_pairwise_wallet_token(
-    identity: IdentityDriver,
+    identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
@@ -214,7 +211,7 @@ async def test_password_and_totp_on_the_registered_device_obtain_a_pairwise_wall
     assert elsewhere.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_when_risk_is_away_every_sign_in_needs_a_second_factor(identity: IdentityDriver):
+async def test_when_risk_is_away_every_sign_in_needs_a_second_factor(identity: IdentityOnCluster):
     person = await identity.register("hanako@example.jp")
     await identity.cluster.stop("risk")
     reply = await identity.login(person)
@@ -223,7 +220,9 @@ async def test_when_risk_is_away_every_sign_in_needs_a_second_factor(identity: I
     assert session.access_token
 
 
-async def test_step_up_with_totp_raises_a_password_session_to_level_two(identity: IdentityDriver):
+async def test_step_up_with_totp_raises_a_password_session_to_level_two(
+    identity: IdentityOnCluster,
+):
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
     await identity.enrol_totp(person, session)
@@ -251,7 +250,9 @@ async def test_step_up_with_totp_raises_a_password_session_to_level_two(identity
     assert exchanged.access_token
 
 
-async def test_a_recovery_code_signs_in_once_and_never_opens_the_wallet(identity: IdentityDriver):
+async def test_a_recovery_code_signs_in_once_and_never_opens_the_wallet(
+    identity: IdentityOnCluster,
+):
     person = await identity.register("hanako@example.jp")
     await identity.enrol_totp(person, (await identity.login(person)).session)
     assert len(set(person.recovery_codes)) == 10
@@ -283,7 +284,7 @@ async def test_a_recovery_code_signs_in_once_and_never_opens_the_wallet(identity
     assert again.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_registration_stops_while_risk_suspends_it(identity: IdentityDriver):
+async def test_registration_stops_while_risk_suspends_it(identity: IdentityOnCluster):
     await identity.cluster.stub("risk", as_="operator").SetPolicy(
         risk_pb2.SetPolicyRequest(registration_suspended=True, reason="bot wave"), timeout=TIMEOUT
     )

@@ -8,7 +8,8 @@ import grpc
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from tests.e2e.identity.conftest import TIMEOUT, IdentityDriver, client, latest_code, outbox_codes
+from tests.e2e.identity.conftest import IdentityOnCluster, latest_code, outbox_codes
+from tests.support.people import TIMEOUT, client
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,7 +58,7 @@ async def test_registering_a_taken_address_answers_the_same_and_tells_the_owner(
     assert [row["payload"]["account_id"] for row in rows] == [person.account_id]
 
 
-async def test_unverified_registration_cannot_sign_in(identity: IdentityDriver):
+async def test_unverified_registration_cannot_sign_in(identity: IdentityOnCluster):
     await identity.stub.Register(
         pb.RegisterRequest(email="pending@example.jp", password="a long enough passphrase",
                            client=client()),
@@ -74,7 +75,7 @@ async def test_unverified_registration_cannot_sign_in(identity: IdentityDriver):
     assert await latest_code(identity.cluster, "NOTICE_KIND_CONTACT_VERIFICATION")
 
 
-async def test_weak_passwords_are_refused_naming_the_field(identity: IdentityDriver):
+async def test_weak_passwords_are_refused_naming_the_field(identity: IdentityOnCluster):
     for password in ("short", "1qaz2wsx3edc4rfv", "hanako-is-my-name-ok-yes"):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await identity.stub.Register(
