@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import jwt
 import pyotp
 from mamoru.common.v1 import common_pb2
 from mamoru.identity.v1 import identity_pb2 as pb
@@ -158,6 +159,21 @@ class Person:
     recovery_codes: tuple[str, ...] = ()
     authenticator: SoftwareAuthenticator | None = None
     session: pb.SessionTokens | None = None
+
+
+# Methods identity never lets open the wallet (the same inbox as a reset, a lost
+# device, someone else's ID).
+NEVER_FOR_MONEY = frozenset({"email_code", "recovery_code", "external"})
+
+
+def session_methods(session: pb.SessionTokens) -> set[str]:
+    """The ``amr`` of the session's access token (read, not verified: it is our own)."""
+    claims = jwt.decode(session.access_token, options={"verify_signature": False})
+    return set(claims.get("amr", []))
+
+
+def may_back_a_wallet_token(session: pb.SessionTokens) -> bool:
+    return not (session_methods(session) & NEVER_FOR_MONEY)
 
 
 def bearer(session: pb.SessionTokens | str) -> tuple[tuple[str, str], ...]:
@@ -405,6 +421,10 @@ class IdentityDriver:
         with the person's second factor, then ExchangeToken("wallet"). During a
         cool-off the person's passkey (if enrolled before it) confirms the exchange."""
         session = person.session or await self.sign_in(person)
+        if not may_back_a_wallet_token(session):
+            # An email or recovery code in the session can never open the wallet,
+            # whatever is added later: start a fresh session with the real factor.
+            session = await self.sign_in(person)
         if session.assurance_level < 2:
             session = await self.step_up(person, session)
         request = pb.ExchangeTokenRequest(audience=WALLET_AUDIENCE, client=client(person.device))

@@ -2,8 +2,8 @@
 
 Store registers (``pos``) and operators need no person token, so those paths run
 here end to end. A payer's wallet and codes are set up through the running
-wallet's own storage layer where the person-facing RPC would need identity's
-wallet token.
+wallet's own storage layer; the person-facing paths, with tokens from the real
+identity, are in test_person_path.py.
 """
 
 from __future__ import annotations
@@ -429,21 +429,3 @@ async def test_with_risk_away_only_payments_under_the_fallback_limit_go_through(
     assert reason_of(large.value) == "RISK_UNAVAILABLE"
     assert small.payment.amount.amount_minor == limit
     assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 20_000 - limit
-
-
-@pytest.mark.skip(reason="needs identity Login and ExchangeToken")
-async def test_a_group_id_session_token_cannot_enroll_top_up_or_issue_a_code() -> None:
-    """With identity running: a password-only group token gets PERMISSION_DENIED with the
-    reason WALLET_AUDIENCE_REQUIRED from Enroll, TopUpFromCard and IssuePaymentCode."""
-
-
-@pytest.mark.skip(reason="needs identity ExchangeToken")
-async def test_suspending_card_top_ups_through_risk_refuses_the_next_card_top_up() -> None:
-    """With a wallet token: SetPolicy(top_up_channel CARD suspended) then TopUpFromCard
-    answers FAILED_PRECONDITION with the reason CHANNEL_SUSPENDED."""
-
-
-@pytest.mark.skip(reason="needs risk OpenCase, ConfirmFraud and FindAffectedAccounts")
-async def test_compensate_case_run_twice_over_grpc_pays_once() -> None:
-    """CompensateCase on a confirmed case returns the same lines twice, newly_paid 0 the
-    second time (proved on the use-case layer in tests/integration/wallet)."""
