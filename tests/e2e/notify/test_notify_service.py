@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import re
 import uuid
 
 import grpc
@@ -17,6 +16,7 @@ from mamoru.notify.v1 import notify_pb2
 
 from services.runtime.access import bearer_metadata
 from tests.harness import Cluster
+from tests.support.people import IdentityDriver, code_in
 
 FAST = {
     "NOTIFY_RETRY_BASE_SECONDS": "0.05",
@@ -26,9 +26,6 @@ FAST = {
     "NOTIFY_LINK_BASE_URL": "https://mamoru.test",
 }
 TIMEOUT = 10.0
-NEEDS_IDENTITY = pytest.mark.skip(
-    reason="needs identity GetRegisteredContacts, Register and VerifyEmail"
-)
 
 
 async def start(cluster: Cluster, *, with_risk: bool = False, **env: str) -> None:
@@ -246,27 +243,17 @@ async def test_a_dead_letter_is_listed_and_can_be_sent_again(cluster: Cluster) -
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def people(cluster: Cluster) -> IdentityDriver:
+    """Identity's person flows, reading codes from the mail that reached the SMTP server."""
+    return IdentityDriver(cluster.stub("identity", as_="gateway"), cluster.smtp)
+
+
 async def register(cluster: Cluster, email: str) -> str:
-    """A verified account through identity, reading the code from the SMTP server."""
-    gateway = cluster.stub("identity", as_="gateway")
-    client = common_pb2.ClientContext(ip_address="203.0.113.7", device_id="device-1")
-    await gateway.Register(
-        identity_pb2.RegisterRequest(
-            email=email, password="correct horse battery staple", client=client
-        ),
-        timeout=TIMEOUT,
-    )
-    (message,) = await cluster.smtp.wait_for(1, within=TIMEOUT, to=email)
-    code = re.search(r"\b(\d{6})\b", message.text())
-    assert code is not None
-    verified = await gateway.VerifyEmail(
-        identity_pb2.VerifyEmailRequest(email=email, code=code.group(1), client=client),
-        timeout=TIMEOUT,
-    )
-    return str(verified.account_id)
+    """A verified account through identity; its verification code came by mail."""
+    person = await people(cluster).register(email)
+    return person.account_id
 
 
-@NEEDS_IDENTITY
 async def test_a_reset_notice_reaches_exactly_the_registered_primary_address(
     cluster: Cluster,
 ) -> None:
@@ -289,7 +276,6 @@ async def test_a_reset_notice_reaches_exactly_the_registered_primary_address(
     assert delivery.address == "hanako@example.jp"
 
 
-@NEEDS_IDENTITY
 async def test_a_flood_of_resets_to_a_real_account_sends_a_bounded_number_of_emails(
     cluster: Cluster,
 ) -> None:
@@ -305,7 +291,6 @@ async def test_a_flood_of_resets_to_a_real_account_sends_a_bounded_number_of_ema
     assert len(cluster.smtp.to("taro@example.jp")) == 1 + 3
 
 
-@NEEDS_IDENTITY
 async def test_a_payment_notice_names_the_escaped_merchant_and_a_not_me_link(
     cluster: Cluster,
 ) -> None:
@@ -333,20 +318,13 @@ async def test_a_payment_notice_names_the_escaped_merchant_and_a_not_me_link(
     assert f"https://mamoru.test/wallet/not-me?movement={movement_id}" in payment.html()
 
 
-@pytest.mark.skip(reason="needs identity Register, VerifyEmail and Login (a group token)")
 async def test_inbox_and_preferences_belong_to_the_token_account(cluster: Cluster) -> None:
     await start(cluster, with_risk=True)
-    email = "saburo@example.jp"
-    account_id = await register(cluster, email)
-    login = await cluster.stub("identity", as_="gateway").Login(
-        identity_pb2.LoginRequest(
-            identifier=email,
-            password="correct horse battery staple",
-            client=common_pb2.ClientContext(ip_address="203.0.113.7", device_id="device-1"),
-        ),
-        timeout=TIMEOUT,
-    )
-    token = login.session.access_token
+    identity = people(cluster)
+    someone = await identity.register("saburo@example.jp")
+    account_id = someone.account_id
+    # A group-ID session: notify's person RPCs take the group audience.
+    token = (await identity.sign_in(someone)).access_token
     person = cluster.stub("notify", as_="gateway")
     await cluster.stub("notify", as_="identity").SendNotice(
         notify_pb2.SendNoticeRequest(
@@ -388,22 +366,15 @@ async def test_inbox_and_preferences_belong_to_the_token_account(cluster: Cluste
     assert list(muted.muted_kinds) == [notify_pb2.NOTICE_KIND_NEWS]
 
 
-@NEEDS_IDENTITY
 async def test_a_reset_goes_to_the_address_verified_at_send_time_not_at_request_time(
     cluster: Cluster,
 ) -> None:
     await start(cluster, with_risk=True)
     old, new = "old@example.jp", "new@example.jp"
-    account_id = await register(cluster, old)
-    login = await cluster.stub("identity", as_="gateway").Login(
-        identity_pb2.LoginRequest(
-            identifier=old,
-            password="correct horse battery staple",
-            client=common_pb2.ClientContext(ip_address="203.0.113.7", device_id="device-1"),
-        ),
-        timeout=TIMEOUT,
-    )
-    person = bearer_metadata(login.session.access_token)
+    identity = people(cluster)
+    someone = await identity.register(old)
+    account_id = someone.account_id
+    person = bearer_metadata((await identity.sign_in(someone)).access_token)
     # The reset is accepted while no relay is reachable, so it is dead-lettered
     # after its only attempt and sent again by an operator after the change.
     await cluster.restart("notify", env={**FAST, "SMTP_PORT": "1", "NOTIFY_MAX_ATTEMPTS": "1"})
@@ -430,10 +401,10 @@ async def test_a_reset_goes_to_the_address_verified_at_send_time_not_at_request_
     )
     await cluster.restart("notify", env=FAST)
     (code_message,) = await cluster.smtp.wait_for(1, within=TIMEOUT, to=new)
-    code = re.search(r"\b(\d{6})\b", code_message.text())
-    assert code is not None
     await gateway.VerifyContact(
-        identity_pb2.VerifyContactRequest(contact_id=added.contact.contact_id, code=code.group(1)),
+        identity_pb2.VerifyContactRequest(
+            contact_id=added.contact.contact_id, code=code_in(code_message)
+        ),
         metadata=person,
         timeout=TIMEOUT,
     )
