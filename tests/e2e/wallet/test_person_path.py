@@ -27,6 +27,7 @@ from tests.support.people import (
     bearer,
     client,
     jpy,
+    next_mail,
 )
 
 ATTACKER_IP = "198.51.100.7"
@@ -278,6 +279,15 @@ async def test_a_person_tops_up_by_card_pays_in_a_store_and_gets_a_refund(
         wallet_pb2.ReconcileRequest(), timeout=TIMEOUT
     )
     assert report.balanced
+    # Each movement is announced at the registered address, found from the payer ID.
+    for movement in (top_up.movement_id, payment.movement_id, refund.movement_id):
+        mail = await next_mail(
+            spending.smtp,
+            payer.person.email,
+            lambda m, wanted=movement: wanted in m.text(),
+            after=0,
+        )
+        assert mail.recipients == [payer.person.email]
 
 
 async def test_an_authorization_holds_money_until_it_is_captured_or_voided(
@@ -443,6 +453,9 @@ async def test_closing_the_group_account_closes_the_wallet(
             await asyncio.sleep(0.1)
     stopped = await refused(register.capture(code, 500))
     assert reason_of(stopped) == "CODE_INVALID"
+    # The wallet token died with the account's sessions.
+    revoked = await refused(payer.balance())
+    assert revoked.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_spending_right_after_a_top_up_from_a_new_device_is_stepped_up_at_the_register(
