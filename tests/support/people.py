@@ -84,6 +84,10 @@ def subject_is(*markers: str) -> Callable[[ReceivedMessage], bool]:
     return lambda message: any(marker in message.subject for marker in markers)
 
 
+def mentioning(text: str) -> Callable[[ReceivedMessage], bool]:
+    return lambda message: text in message.text()
+
+
 def has_reset_link(message: ReceivedMessage) -> bool:
     return _RESET_LINK.search(message.text()) is not None
 

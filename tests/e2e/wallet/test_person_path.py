@@ -27,6 +27,7 @@ from tests.support.people import (
     bearer,
     client,
     jpy,
+    mentioning,
     next_mail,
 )
 
@@ -284,7 +285,7 @@ async def test_a_person_tops_up_by_card_pays_in_a_store_and_gets_a_refund(
         mail = await next_mail(
             spending.smtp,
             payer.person.email,
-            lambda m, wanted=movement: wanted in m.text(),
+            mentioning(movement),
             after=0,
         )
         assert mail.recipients == [payer.person.email]
