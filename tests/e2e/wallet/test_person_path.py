@@ -478,3 +478,19 @@ async def test_spending_right_after_a_top_up_from_a_new_device_is_stepped_up_at_
                 break
             pytest.fail(f"captured {payment.movement_id} right after a new-device top-up")
     assert (await payer.balance()).wallet.balance.amount_minor == 3_000
+
+
+async def test_a_person_with_only_a_passkey_opens_the_wallet_from_a_new_phone(
+    running: Cluster, identity: IdentityDriver, wallet: Any
+) -> None:
+    person = await identity.register("yuki@example.jp")
+    await identity.enrol_passkey(person, await identity.sign_in(person))
+
+    # A new phone: identity asks for the second factor and the passkey answers it.
+    person.device = "phone-2"
+    person.session = None
+    payer = await identity.payer(person, wallet)
+
+    assert (await payer.enroll()).status == wallet_pb2.WALLET_STATUS_ACTIVE
+    code = await payer.payment_code()
+    assert code.isdigit()
