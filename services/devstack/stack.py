@@ -200,7 +200,7 @@ class LocalStack:
         if self.card_processor is not None:
             await self.card_processor.stop()
         if "DATABASE_URL" not in os.environ:
-            await asyncio.to_thread(devdb.stop_embedded)
+            await asyncio.to_thread(devdb.stop_embedded, self.var_dir / "postgres")
 
     async def __aenter__(self) -> LocalStack:
         try:
