@@ -439,7 +439,13 @@ async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> None:
                     join account_devices d on d.account_id = s.account_id
                      and d.device_id = coalesce(nullif($4, ''), s.device_id)
                     where s.session_id = $3
-                      and d.first_seen_at > $2::timestamptz - make_interval(days => $5::int))
+                      and d.first_seen_at > $2::timestamptz - make_interval(days => $5::int)
+                      -- A device is new to an account that had one before it; a new
+                      -- customer's first phone is theirs and must pay at once.
+                      and exists (
+                          select 1 from account_devices earlier
+                          where earlier.account_id = d.account_id
+                            and earlier.first_seen_at < d.first_seen_at))
                 on conflict (wallet_id) do update
                     set last_top_up_at = excluded.last_top_up_at,
                         last_top_up_from_new_device = excluded.last_top_up_from_new_device

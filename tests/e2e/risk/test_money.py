@@ -21,6 +21,14 @@ async def test_a_top_up_soon_after_a_credential_change_is_challenged_and_its_spe
     identity = cluster.stub("risk", as_="identity")
     wallet = cluster.stub("risk", as_="wallet")
     account, wallet_id = str(uuid.uuid4()), str(uuid.uuid4())
+    own_phone = common_pb2.ClientContext(ip_address="133.1.2.3", device_id="own-phone")
+    await identity.RecordOutcome(
+        risk_pb2.RecordOutcomeRequest(
+            outcome=risk_pb2.OUTCOME_LOGIN_SUCCEEDED, account_id=account, session_id="s-0",
+            client=own_phone,
+        ),
+        timeout=TIMEOUT,
+    )  # fmt: skip
     client = common_pb2.ClientContext(ip_address="133.1.2.3", device_id="new-phone")
     await identity.RecordOutcome(
         risk_pb2.RecordOutcomeRequest(
@@ -68,6 +76,37 @@ async def test_a_top_up_soon_after_a_credential_change_is_challenged_and_its_spe
         "payment.high_risk_basket",
         "payment.after_new_device_top_up",
     ]
+
+
+async def test_a_new_customer_spends_at_once_from_the_phone_they_registered_with(cluster):
+    await cluster.start("risk")
+    identity = cluster.stub("risk", as_="identity")
+    wallet = cluster.stub("risk", as_="wallet")
+    account, wallet_id = str(uuid.uuid4()), str(uuid.uuid4())
+    client = common_pb2.ClientContext(ip_address="133.1.2.3", device_id="first-phone")
+    await identity.RecordOutcome(
+        risk_pb2.RecordOutcomeRequest(
+            outcome=risk_pb2.OUTCOME_LOGIN_SUCCEEDED, account_id=account, session_id="s-1",
+            client=client,
+        ),
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    await wallet.RecordOutcome(
+        risk_pb2.RecordOutcomeRequest(
+            outcome=risk_pb2.OUTCOME_TOP_UP_COMPLETED, wallet_id=wallet_id, session_id="s-1",
+            movement_id="m-1", amount=yen(3000), client=client,
+        ),
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    payment = await wallet.AssessPayment(
+        risk_pb2.AssessPaymentRequest(
+            wallet_id=wallet_id, payer_id="p-1", amount=yen(1000), merchant_id="shop-1",
+            merchant_category="5411", basket_categories=[risk_pb2.GOODS_CATEGORY_FOOD],
+            device_id="first-phone", session_id="s-1",
+        ),
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    assert payment.decision.verdict == risk_pb2.VERDICT_ALLOW, payment.decision.reasons
 
 
 async def test_an_everyday_payment_is_allowed(cluster):

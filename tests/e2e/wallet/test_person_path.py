@@ -33,7 +33,6 @@ from tests.support.people import (
 
 ATTACKER_IP = "198.51.100.7"
 CARD_NUMBER = "4242424242424242"
-NEW_DEVICE_SPEND_RULE = "payment.after_new_device_top_up"
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
@@ -56,23 +55,6 @@ async def refused(call: Any) -> grpc.aio.AioRpcError:
 async def running(cluster: Cluster) -> Cluster:
     await cluster.start("risk", "identity", "notify", "wallet", env=IDENTITY_ENV)
     return cluster
-
-
-@pytest_asyncio.fixture
-async def spending(running: Cluster) -> Cluster:
-    """Risk without its rule that steps up spending soon after a top-up from a
-    device first seen this week: every device of a brand-new account is such a
-    device, and these tests are about the ledger path, not that rule (its own
-    test is below and in tests/e2e/risk). Operators may switch a rule off."""
-    await running.stub("risk", as_="operator").UpdateRule(
-        risk_pb2.UpdateRuleRequest(
-            rule_id=NEW_DEVICE_SPEND_RULE,
-            enabled=False,
-            reason="ledger-path tests: the person's only device is their own",
-        ),
-        timeout=TIMEOUT,
-    )
-    return running
 
 
 @pytest.fixture
@@ -240,13 +222,13 @@ async def test_suspending_card_top_ups_through_risk_refuses_the_next_card_top_up
 
 
 async def test_a_person_tops_up_by_card_pays_in_a_store_and_gets_a_refund(
-    spending: Cluster, identity: IdentityDriver, wallet: Any
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
-    register = await a_register(spending)
-    payer, top_up = await funded_payer(spending, identity, wallet, 5_000)
+    register = await a_register(running)
+    payer, top_up = await funded_payer(running, identity, wallet, 5_000)
     assert top_up.channel == risk_pb2.TOP_UP_CHANNEL_CARD
     assert top_up.balance_after.amount_minor == 5_000
-    assert [c.amount for c in spending.card_processor.charges.values()] == [5_000]
+    assert [c.amount for c in running.card_processor.charges.values()] == [5_000]
 
     code = await payer.payment_code()
     payment = await register.capture(code, 1_200)
@@ -276,14 +258,14 @@ async def test_a_person_tops_up_by_card_pays_in_a_store_and_gets_a_refund(
     assert statement[0].related_movement_id == payment.movement_id
     assert statement[1].movement_id == payment.movement_id
     assert statement[2].movement_id == top_up.movement_id
-    report = await spending.stub("wallet", as_="operator").Reconcile(
+    report = await running.stub("wallet", as_="operator").Reconcile(
         wallet_pb2.ReconcileRequest(), timeout=TIMEOUT
     )
     assert report.balanced
     # Each movement is announced at the registered address, found from the payer ID.
     for movement in (top_up.movement_id, payment.movement_id, refund.movement_id):
         mail = await next_mail(
-            spending.smtp,
+            running.smtp,
             payer.person.email,
             mentioning(movement),
             after=0,
@@ -292,10 +274,10 @@ async def test_a_person_tops_up_by_card_pays_in_a_store_and_gets_a_refund(
 
 
 async def test_an_authorization_holds_money_until_it_is_captured_or_voided(
-    spending: Cluster, identity: IdentityDriver, wallet: Any
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
-    register = await a_register(spending)
-    payer, _ = await funded_payer(spending, identity, wallet, 4_000)
+    register = await a_register(running)
+    payer, _ = await funded_payer(running, identity, wallet, 4_000)
 
     held = await register.authorize(await payer.payment_code(), 3_000)
     # The hold is not spendable: 1,000 is left.
@@ -357,10 +339,10 @@ async def test_an_authorization_holds_money_until_it_is_captured_or_voided(
 
 
 async def test_reporting_an_unauthorized_payment_freezes_the_wallet_and_opens_a_risk_case(
-    spending: Cluster, identity: IdentityDriver, wallet: Any
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
-    register = await a_register(spending)
-    payer, _ = await funded_payer(spending, identity, wallet, 3_000)
+    register = await a_register(running)
+    payer, _ = await funded_payer(running, identity, wallet, 3_000)
     code = await payer.payment_code()
     payment = await register.capture(code, 1_000)
     unused_code = await payer.payment_code()
@@ -369,7 +351,7 @@ async def test_reporting_an_unauthorized_payment_freezes_the_wallet_and_opens_a_
 
     assert report.wallet.status == wallet_pb2.WALLET_STATUS_FROZEN
     case = (
-        await spending.stub("risk", as_="operator").GetCase(
+        await running.stub("risk", as_="operator").GetCase(
             risk_pb2.GetCaseRequest(case_id=report.case_id), timeout=TIMEOUT
         )
     ).case
@@ -383,17 +365,17 @@ async def test_reporting_an_unauthorized_payment_freezes_the_wallet_and_opens_a_
 
 
 async def test_compensate_case_run_twice_over_grpc_pays_once(
-    spending: Cluster, identity: IdentityDriver, wallet: Any
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
-    register = await a_register(spending)
+    register = await a_register(running)
     window_start = Timestamp()
     window_start.GetCurrentTime()
     window_start.seconds -= 60
     # Money moved in a session signed in from the attacker's address.
-    payer, top_up = await funded_payer(spending, identity, wallet, 5_000, ip=ATTACKER_IP)
+    payer, top_up = await funded_payer(running, identity, wallet, 5_000, ip=ATTACKER_IP)
     payment = await register.capture(await payer.payment_code(), 1_500)
     report = await payer.report_unauthorized(payment.movement_id)
-    risk = spending.stub("risk", as_="operator")
+    risk = running.stub("risk", as_="operator")
     await risk.ConfirmFraud(
         risk_pb2.ConfirmFraudRequest(
             case_id=report.case_id,
@@ -413,7 +395,7 @@ async def test_compensate_case_run_twice_over_grpc_pays_once(
             if wanted <= found:
                 break
             await asyncio.sleep(0.1)
-    operator = spending.stub("wallet", as_="operator")
+    operator = running.stub("wallet", as_="operator")
     request = wallet_pb2.CompensateCaseRequest(case_id=report.case_id, reason="confirmed fraud")
 
     first = await operator.CompensateCase(request, timeout=TIMEOUT)
@@ -426,16 +408,16 @@ async def test_compensate_case_run_twice_over_grpc_pays_once(
     assert first.total.amount_minor == 5_000 + 1_500
     assert all(line.compensation_movement_id for line in first.lines)
     # The card top-up went back to the card exactly once.
-    assert [r["amount"] for r in spending.card_processor.refunds.values()] == [5_000]
+    assert [r["amount"] for r in running.card_processor.refunds.values()] == [5_000]
     report_after = await operator.Reconcile(wallet_pb2.ReconcileRequest(), timeout=TIMEOUT)
     assert report_after.balanced
 
 
 async def test_closing_the_group_account_closes_the_wallet(
-    spending: Cluster, identity: IdentityDriver, wallet: Any
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
-    register = await a_register(spending)
-    payer, _ = await funded_payer(spending, identity, wallet, 2_000)
+    register = await a_register(running)
+    payer, _ = await funded_payer(running, identity, wallet, 2_000)
     code = await payer.payment_code()
     session = payer.person.session
     assert session is not None
@@ -447,7 +429,7 @@ async def test_closing_the_group_account_closes_the_wallet(
     )
 
     # identity tells the wallet through its outbox; the open code dies with the wallet.
-    wallets = spending.running["wallet"].pool
+    wallets = running.running["wallet"].pool
     async with asyncio.timeout(TIMEOUT):
         # The wallet's database offers no event to wait on.
         while await wallets.fetchval("select status from wallets") != "closed":  # noqa: ASYNC110
@@ -459,12 +441,33 @@ async def test_closing_the_group_account_closes_the_wallet(
     assert revoked.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_spending_right_after_a_top_up_from_a_new_device_is_stepped_up_at_the_register(
+async def test_a_new_customer_pays_at_once_from_the_phone_they_registered_with(
     running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     register = await a_register(running)
     payer, _ = await funded_payer(running, identity, wallet, 3_000)
-    code = await payer.payment_code()
+    await asyncio.sleep(0.5)  # let the top-up outcome reach risk through the outbox
+    payment = await register.capture(await payer.payment_code(), 1_000)
+    assert payment.amount.amount_minor == 1_000
+    assert (await payer.balance()).wallet.balance.amount_minor == 2_000
+
+
+async def test_spending_right_after_a_top_up_from_a_second_device_is_stepped_up_at_the_register(
+    running: Cluster, identity: IdentityDriver, wallet: Any
+) -> None:
+    register = await a_register(running)
+    payer, top_up = await funded_payer(running, identity, wallet, 3_000)
+    card_id = (await payer.wallet.ListFundingSources(
+        wallet_pb2.ListFundingSourcesRequest(), metadata=payer.metadata, timeout=TIMEOUT
+    )).funding_sources[0].funding_source_id  # fmt: skip
+    # The same person on a phone the account has never used: the pattern of a
+    # taken-over account topping up and spending at once.
+    person = payer.person
+    person.device = "phone-2"
+    person.session = await identity.sign_in(person)
+    on_new_phone = await identity.payer(person, wallet)
+    await on_new_phone.top_up_from_card(card_id, 2_000)
+    code = await on_new_phone.payment_code()
 
     # Top-up outcomes reach risk through the wallet's outbox; until then the rule
     # has nothing to go on, so wait for the refusal rather than race the relay.
@@ -477,7 +480,7 @@ async def test_spending_right_after_a_top_up_from_a_new_device_is_stepped_up_at_
                 assert reason_of(error) == "STEP_UP_REQUIRED"
                 break
             pytest.fail(f"captured {payment.movement_id} right after a new-device top-up")
-    assert (await payer.balance()).wallet.balance.amount_minor == 3_000
+    assert (await on_new_phone.balance()).wallet.balance.amount_minor == 5_000
 
 
 async def test_a_person_with_only_a_passkey_opens_the_wallet_from_a_new_phone(
