@@ -456,7 +456,7 @@ async def test_spending_right_after_a_top_up_from_a_second_device_is_stepped_up_
     running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     register = await a_register(running)
-    payer, top_up = await funded_payer(running, identity, wallet, 3_000)
+    payer, _ = await funded_payer(running, identity, wallet, 3_000)
     card_id = (await payer.wallet.ListFundingSources(
         wallet_pb2.ListFundingSourcesRequest(), metadata=payer.metadata, timeout=TIMEOUT
     )).funding_sources[0].funding_source_id  # fmt: skip
