@@ -1483,6 +1483,8 @@ class Identity:
         code = new_code()
         expires_at = _now() + CODE_LIFETIME
         async with self.pool.acquire() as conn, conn.transaction():
+            if make_primary and kind == storage.EMAIL:
+                await self._may_move_credential_links(conn, session)
             contact = await storage.add_contact(
                 conn,
                 account_id=session["account_id"],
@@ -1510,6 +1512,30 @@ class Identity:
                 details={"contact_id": str(contact["id"]), "kind": kind},
             )
         return contact
+
+    async def _may_move_credential_links(self, conn: asyncpg.Connection, session: Any) -> None:
+        """The primary email is where reset links and sign-in codes go, so it moves only
+        from the device the account was registered on, or in a session that could open
+        the wallet, outside a cool-off: the password with one code from the inbox, or a
+        factor enrolled in such a session, must not point the account's resets elsewhere."""
+        account = await storage.account(conn, session["account_id"])
+        if account is None:
+            raise session_ended()
+        if account["registration_device_id"] == session["device_id"]:
+            return
+        if not cred.may_open_wallet(session["methods"]):
+            raise PermissionDenied(
+                "ASSURANCE_TOO_LOW",
+                "a new primary email needs the device the account was registered on, "
+                "or a session from a passkey or a password with TOTP",
+            )
+        if account["cooloff_until"] is not None and account["cooloff_until"] > _now():
+            raise FailedPrecondition(
+                "COOLOFF",
+                "credentials changed recently; change the primary email from the device "
+                "the account was registered on, or after the cool-off",
+                metadata={"until": account["cooloff_until"].isoformat()},
+            )
 
     async def verify_contact(self, claims: TokenClaims, *, contact_id: uuid.UUID, code: str) -> Any:
         session = await self.live_session(claims)
