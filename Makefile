@@ -54,5 +54,11 @@ test: lint
 run: protos
 	$(PY) -m services.devstack
 
+# The incident drill at a larger size, on a stack of its own under var/drill:
+# prints the timeline and writes var/drill/report.json. DRILL_ARGS="--people 300".
+.PHONY: drill
+drill: protos
+	$(PY) -m tests.e2e.drill $(DRILL_ARGS)
+
 clean:
 	rm -rf $(GEN) var .pytest_cache .mypy_cache .ruff_cache
