@@ -1013,7 +1013,7 @@ class Identity:
         return codes
 
     async def regenerate_recovery_codes(self, claims: TokenClaims) -> list[str]:
-        session = await self.require_recent_auth(claims)
+        session = await self.require_recent_second_factor(claims)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await storage.factors(conn, session["account_id"]):
                 raise FailedPrecondition("NO_SECOND_FACTOR", "enrol a second factor first")
@@ -1034,7 +1034,7 @@ class Identity:
     async def remove_factor(
         self, claims: TokenClaims, factor_id: uuid.UUID, client: common_pb2.ClientContext
     ) -> None:
-        session = await self.require_recent_auth(claims)
+        session = await self.require_recent_second_factor(claims)
         async with self.pool.acquire() as conn, conn.transaction():
             factor = await storage.factor(conn, factor_id)
             if factor is None or factor["account_id"] != session["account_id"]:
@@ -1148,6 +1148,24 @@ class Identity:
         if session["auth_time"] < _now() - STEP_UP_WINDOW:
             raise FailedPrecondition(
                 "STEP_UP_REQUIRED", "re-authenticate with BeginStepUp and StepUp first"
+            )
+        return session
+
+    async def require_recent_second_factor(self, claims: TokenClaims) -> Any:
+        """The session, if it also proved a second factor when the account has one.
+
+        A password alone, or someone else's ID, must not be enough to change the
+        factors that guard the account against exactly those.
+        """
+        session = await self.require_recent_auth(claims)
+        async with self.pool.acquire() as conn:
+            factors = await storage.factors(conn, session["account_id"])
+        # A suspended (cloned) passkey cannot answer a step-up, so it asks for none.
+        has_usable_factor = any(not factor["suspended"] for factor in factors)
+        if has_usable_factor and not cred.proves_second_factor(session["methods"]):
+            raise FailedPrecondition(
+                "STEP_UP_REQUIRED",
+                "re-authenticate with a second factor (BeginStepUp and StepUp) first",
             )
         return session
 

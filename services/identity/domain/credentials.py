@@ -21,6 +21,9 @@ EXTERNAL = "external"
 # Methods that can never open the wallet: the same inbox as a reset, a lost-device
 # flow, or someone else's ID.
 NEVER_FOR_MONEY = frozenset({EMAIL_CODE, RECOVERY_CODE, EXTERNAL})
+# Methods that prove something held apart from the password and the mailbox: what a
+# session must have shown before it changes the factors that guard the account.
+SECOND_FACTORS = frozenset({PASSKEY, TOTP, RECOVERY_CODE})
 
 
 def identifier_key(identifier: str) -> str:
@@ -66,6 +69,11 @@ def assurance_level(methods: Iterable[str]) -> int:
     if PASSKEY in used or {PASSWORD, TOTP} <= used:
         return 2
     return 1
+
+
+def proves_second_factor(methods: Iterable[str]) -> bool:
+    """Whether a session has shown one of the account's own second factors."""
+    return bool(set(methods) & SECOND_FACTORS)
 
 
 def may_open_wallet(methods: Iterable[str]) -> bool:

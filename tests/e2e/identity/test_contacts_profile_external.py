@@ -293,3 +293,45 @@ async def test_an_unlinked_external_id_no_longer_signs_in(
         )
     )
     assert twice.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_fresh_external_id_session_must_step_up_before_removing_a_factor(
+    line: tuple[IdentityOnCluster, LocalProvider],
+):
+    identity, provider = line
+    person = await identity.register("hanako@example.jp")
+    here = (await identity.login(person)).session
+    await identity.enrol_totp(person, here)
+    nonce = (
+        await identity.stub.BeginExternalLogin(
+            pb.BeginExternalLoginRequest(provider="line", client=client()), timeout=TIMEOUT
+        )
+    ).nonce
+    await identity.stub.LinkExternalIdentity(
+        pb.LinkExternalIdentityRequest(
+            provider="line", id_token=provider.id_token("line-user-1", nonce), nonce=nonce
+        ),
+        metadata=bearer(here),
+        timeout=TIMEOUT,
+    )
+    # Whoever holds the LINE account signs in: someone else's ID proves nothing about the
+    # account's own second factor.
+    external = (await external_login(identity, provider, "line-user-1")).session
+    factors = (
+        await identity.stub.ListFactors(
+            pb.ListFactorsRequest(), metadata=bearer(external), timeout=TIMEOUT
+        )
+    ).factors
+    refusal = await refused(
+        identity.stub.RemoveFactor(
+            pb.RemoveFactorRequest(factor_id=factors[0].factor_id),
+            metadata=bearer(external),
+            timeout=TIMEOUT,
+        )
+    )
+    assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(refusal) == "STEP_UP_REQUIRED"
+    remaining = await identity.stub.ListFactors(
+        pb.ListFactorsRequest(), metadata=bearer(external), timeout=TIMEOUT
+    )
+    assert len(remaining.factors) == 1

@@ -385,3 +385,52 @@ async def test_a_second_sign_in_code_replaces_the_first(identity: IdentityOnClus
     )
     assert spent.code() == grpc.StatusCode.UNAUTHENTICATED
     assert (await refused(answer(second))).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_password_alone_cannot_remove_a_second_factor_until_it_steps_up_with_one(
+    identity: IdentityOnCluster,
+):
+    person = await identity.register("hanako@example.jp")
+    await identity.enrol_totp(person, (await identity.login(person)).session)
+    old_codes = person.recovery_codes
+    # On the owner's own phone the password alone opens a session: someone holding
+    # only the password must still not be able to strip the account's second factor.
+    password_only = (await identity.login(person)).session
+    assert password_only.assurance_level == 1
+    (totp,) = await factors(identity, password_only)
+
+    removal = await refused(
+        identity.stub.RemoveFactor(
+            pb.RemoveFactorRequest(factor_id=totp.factor_id),
+            metadata=bearer(password_only),
+            timeout=TIMEOUT,
+        )
+    )
+    regeneration = await refused(
+        identity.stub.RegenerateRecoveryCodes(
+            pb.RegenerateRecoveryCodesRequest(), metadata=bearer(password_only), timeout=TIMEOUT
+        )
+    )
+    for refusal in (removal, regeneration):
+        assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(refusal) == "STEP_UP_REQUIRED"
+    assert [f.factor_id for f in await factors(identity, password_only)] == [totp.factor_id]
+
+    # A recovery code (the phone is lost) is proof enough to remove the lost factor.
+    challenge = (await identity.login(person, device="new-phone")).challenge
+    recovered = (
+        await identity.stub.VerifySecondFactor(
+            pb.VerifySecondFactorRequest(
+                challenge_id=challenge.challenge_id,
+                recovery_code=old_codes[0],
+                client=client("new-phone", person.ip),
+            ),
+            timeout=TIMEOUT,
+        )
+    ).session
+    await identity.stub.RemoveFactor(
+        pb.RemoveFactorRequest(factor_id=totp.factor_id),
+        metadata=bearer(recovered),
+        timeout=TIMEOUT,
+    )
+    assert await factors(identity, recovered) == []
