@@ -1658,16 +1658,18 @@ class Identity:
             account_id = freeze["account_id"]
             contact = await storage.contact(conn, freeze["contact_id"])
             if contact is not None:
-                was_primary = contact["is_primary"]
                 await storage.remove_contact(conn, contact["id"])
-                if was_primary:
-                    # The previous primary email takes its place again.
-                    await conn.execute(
-                        "update contacts set is_primary = true where id = ("
-                        " select id from contacts where account_id = $1 and kind = 1"
-                        " and verified and removed_at is null order by verified_at limit 1)",
-                        account_id,
-                    )
+            await storage.restore_contacts_removed_after(
+                conn, account_id=account_id, changed_contact_id=freeze["contact_id"]
+            )
+            if await storage.primary_email(conn, account_id) is None:
+                # The previous primary email takes its place again.
+                await conn.execute(
+                    "update contacts set is_primary = true where id = ("
+                    " select id from contacts where account_id = $1 and kind = 1"
+                    " and verified and removed_at is null order by verified_at limit 1)",
+                    account_id,
+                )
             await storage.revoke_sessions(
                 conn,
                 account_id=account_id,

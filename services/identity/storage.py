@@ -294,6 +294,28 @@ async def remove_contact(conn: asyncpg.Connection, contact_id: uuid.UUID) -> Non
     )
 
 
+async def restore_contacts_removed_after(
+    conn: asyncpg.Connection, *, account_id: uuid.UUID, changed_contact_id: uuid.UUID
+) -> None:
+    """Bring back the verified contacts removed since ``changed_contact_id`` was verified.
+
+    Freezing a contact change undoes what followed it too: an intruder who moved the
+    account to their address and then dropped the owner's must not leave it with none.
+    An address another account has taken since stays with that account.
+    """
+    await conn.execute(
+        "update contacts c set removed_at = null,"
+        " login_key = case when c.kind = $3 then c.address_key end"
+        " from contacts changed where changed.id = $2 and c.account_id = $1 and c.id <> $2"
+        " and c.verified and c.removed_at >= changed.verified_at"
+        " and not (c.kind = $3 and exists ("
+        "  select 1 from contacts other where other.login_key = c.address_key))",
+        account_id,
+        changed_contact_id,
+        EMAIL,
+    )
+
+
 async def create_freeze(
     conn: asyncpg.Connection,
     *,

@@ -335,3 +335,29 @@ async def test_a_fresh_external_id_session_must_step_up_before_removing_a_factor
         pb.ListFactorsRequest(), metadata=bearer(external), timeout=TIMEOUT
     )
     assert len(remaining.factors) == 1
+
+
+async def test_a_freeze_link_brings_back_the_old_address_even_after_it_was_removed(
+    identity: IdentityOnCluster,
+):
+    person = await identity.register("hanako@example.jp")
+    # Someone in the account moves it to their own address, then drops the owner's.
+    intruder = (await identity.login(person)).session
+    before = mail_count(identity, person.email)
+    await add_verified_email(identity, intruder, "intruder@evil.example", make_primary=True)
+    notice = await mail_after(identity, person.email, CONTACT_CHANGED_SUBJECTS, after=before)
+    owners = next(c for c in await contacts(identity, intruder) if c.address == person.email)
+    await identity.stub.RemoveContact(
+        pb.RemoveContactRequest(contact_id=owners.contact_id),
+        metadata=bearer(intruder),
+        timeout=TIMEOUT,
+    )
+    assert await registered(identity, person.account_id) == [("intruder@evil.example", True)]
+
+    await identity.stub.FreezeContactChange(
+        pb.FreezeContactChangeRequest(freeze_token=freeze_token_in(notice)), timeout=TIMEOUT
+    )
+    assert await registered(identity, person.account_id) == [("hanako@example.jp", True)]
+    assert await ended(identity, intruder)
+    # The address signs in and receives reset links again.
+    assert (await identity.login(person)).WhichOneof("result") in ("session", "challenge")
