@@ -94,10 +94,10 @@ FOREIGN_PREFIXES = {"CN": "36.110", "RU": "95.165", "VN": "14.160", "US": "8.8"}
 DOMESTIC_PREFIXES = ("126.10", "153.128")
 NEW_PASSWORD = "a brand new passphrase after the incident"
 FORCED_RESET_SUBJECTS = ("パスワードの再設定が必要です", "please choose a new password")
-CONTACT_CHANGED_SUBJECTS = ("連絡先が変更されました", "contact address")
 WIND_DOWN_SUBJECTS = ("サービス終了", "the service is closing")
 OPERATOR_ALERT_SUBJECTS = ("アラート", "alert")
 OPERATOR_INBOX = "operators@mamoru.local"
+ALERT_GRACE_SECONDS = 15.0
 _FREEZE_LINK = re.compile(r"freeze-contact\?token=([A-Za-z0-9_\-]+)")
 
 
@@ -428,7 +428,14 @@ class DrillStack(LocalStack):
 
     async def start(self) -> None:
         with _own_database():
-            await super().start()
+            try:
+                await super().start()
+            except RuntimeError:
+                # Free ports are picked before the services bind them, and on a shared
+                # machine another process may take one first: once more, on new ports.
+                await super().stop()
+                self.processes.clear()
+                await super().start()
 
     async def stop(self) -> None:
         with _own_database():
@@ -770,7 +777,11 @@ class Drill:
             replay_seconds = self.timeline.now() - wave_started
             legit_result = await legit
             await self._exploit()
-            alert = await watcher
+            # Alerts are evaluated every second; a few more after the wave is plenty.
+            try:
+                alert = await asyncio.wait_for(watcher, timeout=ALERT_GRACE_SECONDS)
+            except TimeoutError:
+                alert = None
             decisions = await self._risk_verdicts_for_attacker()
             phase.counts.update(
                 leaked_pairs=len(pairs),
@@ -847,8 +858,7 @@ class Drill:
 
     async def _watch_alerts(self, wave_started: float) -> str | None:
         """The operator's screen: alerts risk raises by itself during the wave."""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while True:
             reply = await self.risk.ListAlerts(
                 risk_pb2.ListAlertsRequest(), metadata=OPERATOR_METADATA, timeout=TIMEOUT
             )
@@ -857,7 +867,6 @@ class Drill:
                     self.alert_seen_at = self.timeline.now() - wave_started
                     return f"{alert.rule_id} at +{self.alert_seen_at:.1f} s into the wave"
             await asyncio.sleep(0.5)
-        return None
 
     async def _risk_verdicts_for_attacker(self) -> Counter[str]:
         """What risk decided on the attacker's attempts, from its stored decisions."""
@@ -1305,7 +1314,6 @@ class Drill:
     # 3. Detection and response --------------------------------------------------------
 
     async def response(self) -> None:
-        attacker = self.attacker
         async with self.timeline.phase(
             "response", "3. Detection and response: the operator flips the switches"
         ) as phase:
@@ -1360,7 +1368,6 @@ class Drill:
                 f"({flip.probe})",
                 f"kill switch {flip.switch} not applied within seconds",
             )
-        del attacker
 
     async def _set_policy(self, reason: str, **change: Any) -> None:
         await self.risk.SetPolicy(
@@ -1385,7 +1392,6 @@ class Drill:
         )
 
     async def _flip_switches(self) -> None:
-        size = self.size
         attacker = self.attacker
         victims = {pair.email for pair, *_ in attacker.discovered}
         canary = next(
@@ -1471,7 +1477,6 @@ class Drill:
             external_login_suspended, "BeginExternalLogin refused with PROVIDER_SUSPENDED",
             external_login=risk_pb2.ExternalLoginChange(provider=PROVIDER, suspended=True),
         )  # fmt: skip
-        del size
 
     async def _second_wave(self, phase: Phase) -> None:
         """After the switches: the right pairs again from the blocked countries, external IDs,
@@ -1607,7 +1612,6 @@ class Drill:
                     timeout=TIMEOUT,
                 )
             expected_total = attacker.yen_moved
-            first = second = None
             found: risk_pb2.FindAffectedAccountsResponse | None = None
 
             async def settled() -> bool:
@@ -1686,7 +1690,6 @@ class Drill:
                     timeout=TIMEOUT,
                 )
                 self.operator_actions.append(("wallet unfrozen", f"case {main_case} settled"))
-            del first, second
 
     # 5. Forced reset --------------------------------------------------------------
 
@@ -1823,6 +1826,24 @@ class Drill:
             )
             expected = sum(m.balance for m in self.members if m.balance > 0)
             holders = [m for m in self.members if m.balance > 0]
+
+            def told(member: Member) -> bool:
+                return any(
+                    subject_is(*WIND_DOWN_SUBJECTS)(m) for m in self.mailbox.to(member.person.email)
+                )
+
+            async def every_holder_told() -> bool:
+                return all(told(member) for member in holders)
+
+            await until(every_holder_told, 30, every=0.5)
+            untold = [m.person.email for m in holders if not told(m)]
+            self.checked(
+                "every_holder_told_of_wind_down",
+                not untold,
+                f"{len(holders) - len(untold)} of {len(holders)} holders got the wind-down notice "
+                f"at their registered address; not told: {untold[:3]}",
+                "balance holders were not told how to claim their money at wind-down",
+            )
             # Passkey holders can still open their wallet after the forced reset: they
             # choose a new password from the notice, sign in with the passkey, claim.
             claimed = 0
@@ -1899,11 +1920,11 @@ class Drill:
 
     async def _complete_forced_reset(self, member: Member) -> None:
         person = member.person
-        mail = next(
-            m
-            for m in reversed(self.mailbox.to(person.email))
-            if subject_is(*FORCED_RESET_SUBJECTS)(m)
-        )
+        notices = [
+            m for m in self.mailbox.to(person.email) if subject_is(*FORCED_RESET_SUBJECTS)(m)
+        ]
+        assert notices, f"no forced-reset notice reached {person.email}"
+        mail = notices[-1]
         await self.identity.CompletePasswordReset(
             idp.CompletePasswordResetRequest(
                 reset_token=reset_token_in(mail.text()),

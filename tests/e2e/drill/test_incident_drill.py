@@ -40,6 +40,7 @@ REQUIRED_CHECKS = (
     "compensation_settles_and_reruns_change_nothing",
     "forced_reset_one_notice_each_at_the_registered_address",
     "every_old_session_is_dead",
+    "every_holder_told_of_wind_down",
     "every_balance_paid_out_or_listed",
     "ledger_balances",
     "operator_actions_audited",
