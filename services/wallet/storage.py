@@ -337,10 +337,8 @@ class WalletStore:
                 metadata={"limit": limit, "largest_top_up": str(left.largest_top_up)},
             )
 
-    async def _lock_wallet(
-        self, conn: asyncpg.Connection, wallet_id: uuid.UUID, *, share: bool = False
-    ) -> asyncpg.Record:
-        row = await conn.fetchrow(_LOCK_SHARE if share else _LOCK_UPDATE, wallet_id)
+    async def _lock_wallet(self, conn: asyncpg.Connection, wallet_id: uuid.UUID) -> asyncpg.Record:
+        row = await conn.fetchrow(_LOCK_WALLET, wallet_id)
         if row is None:
             raise NotFound("WALLET_NOT_FOUND", "no such wallet")
         return row
@@ -1051,7 +1049,10 @@ class WalletStore:
         decision_id: str,
         authorization_id: uuid.UUID | None,
     ) -> dict[str, Any]:
-        wallet = await self._lock_wallet(conn, wallet_id, share=True)
+        # Exclusive, like every other movement of this wallet: a shared lock let a
+        # capture read the balance before another capture of a hold committed and
+        # the held sum after it, and spend money held for a third merchant.
+        wallet = await self._lock_wallet(conn, wallet_id)
         _require_active(wallet["status"])
         # An authorization being captured has already left the held sum.
         available = int(wallet["balance"]) - await self._held(conn, wallet_id)
@@ -1586,14 +1587,15 @@ _SOURCE_SELECT = (
     " first_top_up_at is null as new_source from funding_sources"
 )
 
-# Top-ups take the wallet row exclusively so their limit checks run one at a
-# time; payments only need its status not to change under them.
-_LOCK_BASE = (
+# Every movement takes the wallet row exclusively, so checks of its limits,
+# balance and holds run one movement at a time; it is the payer's own row, so
+# stores of one merchant do not queue on each other. The balance row is locked
+# too: a statement that waited for a lock would otherwise return the balance as
+# it was before the movement it waited for.
+_LOCK_WALLET = (
     "select w.status, w.payer_id, a.balance from wallets w"
-    " join ledger_accounts a on a.id = w.id where w.id = $1 "
+    " join ledger_accounts a on a.id = w.id where w.id = $1 for update of w, a"
 )
-_LOCK_UPDATE = _LOCK_BASE + "for update of w"
-_LOCK_SHARE = _LOCK_BASE + "for share of w"
 
 
 def _wallet(row: asyncpg.Record) -> WalletRow:
