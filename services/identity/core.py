@@ -1664,12 +1664,7 @@ class Identity:
             )
             if await storage.primary_email(conn, account_id) is None:
                 # The previous primary email takes its place again.
-                await conn.execute(
-                    "update contacts set is_primary = true where id = ("
-                    " select id from contacts where account_id = $1 and kind = 1"
-                    " and verified and removed_at is null order by verified_at limit 1)",
-                    account_id,
-                )
+                await storage.restore_earliest_primary_email(conn, account_id)
             await storage.revoke_sessions(
                 conn,
                 account_id=account_id,

@@ -316,6 +316,17 @@ async def restore_contacts_removed_after(
     )
 
 
+async def restore_earliest_primary_email(conn: asyncpg.Connection, account_id: uuid.UUID) -> None:
+    """Make the longest-verified remaining email primary (for an account left without one)."""
+    await conn.execute(
+        "update contacts set is_primary = true where id = ("
+        " select id from contacts where account_id = $1 and kind = $2"
+        " and verified and removed_at is null order by verified_at limit 1)",
+        account_id,
+        EMAIL,
+    )
+
+
 async def create_freeze(
     conn: asyncpg.Connection,
     *,
