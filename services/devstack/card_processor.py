@@ -19,6 +19,7 @@ WALLET_SANDBOX_PROCESSOR_PORT (8089).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class SandboxProcessor:
     hang_next: int = 0
     _by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
+    # Set at stop, so a hung call ends with the sandbox instead of delaying its shutdown.
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def url(self) -> str:
@@ -74,6 +77,7 @@ class SandboxProcessor:
         self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -91,7 +95,8 @@ class SandboxProcessor:
         """Apply the failure switches to the call being served."""
         if self.hang_next > 0:
             self.hang_next -= 1
-            await asyncio.sleep(HANG_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), HANG_SECONDS)
         if self.fail_next > 0:
             self.fail_next -= 1
             return web.json_response({"error": "processor_error"}, status=503)

@@ -293,6 +293,8 @@ class WalletStore:
                 count(t.id) filter (where t.created_at >= b.day_start) as day_count,
                 coalesce(sum(t.amount), 0) as month_amount,
                 (select balance from ledger_accounts where id = $1) as balance,
+                (select coalesce(sum(amount), 0) from top_ups
+                  where wallet_id = $1 and status = 'pending') as pending,
                 (select created_at > now() - make_interval(days => $3) from wallets where id = $1)
                     as new_wallet
             from bounds b
@@ -309,6 +311,7 @@ class WalletStore:
             day_count=int(row["day_count"]),
             month_amount=int(row["month_amount"]),
             balance=int(row["balance"]),
+            pending=int(row["pending"]),
         )
         return usage, bool(row["new_wallet"])
 

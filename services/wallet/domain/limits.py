@@ -29,6 +29,9 @@ class TopUpUsage:
     day_count: int
     month_amount: int
     balance: int
+    # Top-ups reserved and not yet credited (a card charge in flight): they will
+    # land on the balance, so they take room under the cap.
+    pending: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def room(limits: Limits, usage: TopUpUsage, *, new_wallet: bool, new_source: boo
         day_amount=max(day_amount - usage.day_amount, 0),
         day_count=max(limits.day_count - usage.day_count, 0),
         month_amount=max(limits.month_amount - usage.month_amount, 0),
-        balance_room=max(limits.balance_cap - usage.balance, 0),
+        balance_room=max(limits.balance_cap - usage.balance - usage.pending, 0),
     )
 
 

@@ -4,19 +4,99 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from services.runtime.errors import FailedPrecondition
+import pytest
+import pytest_asyncio
+
+from services.devstack.card_processor import SandboxProcessor
+from services.runtime.errors import FailedPrecondition, Unavailable
+from services.wallet.app import card_top_up
+from services.wallet.domain.codes import fingerprint
+from services.wallet.domain.limits import Limits
+from services.wallet.processor import CardProcessor
 from services.wallet.storage import WalletStore
 from tests.integration.wallet.helpers import (
     a_store,
     capture,
     funded_wallet,
     payment_code,
+    points_top_up,
 )
 
 WAIT = 15.0
+
+
+@pytest_asyncio.fixture
+async def sandbox() -> AsyncIterator[SandboxProcessor]:
+    processor = SandboxProcessor()
+    await processor.start()
+    try:
+        yield processor
+    finally:
+        await processor.stop()
+
+
+@pytest_asyncio.fixture
+async def impatient_processor(sandbox: SandboxProcessor) -> AsyncIterator[CardProcessor]:
+    """A processor client that gives up quickly, so a hung charge stays in flight."""
+    client = CardProcessor(sandbox.url, timeout_seconds=0.5)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_card_top_ups_in_flight_count_toward_the_balance_cap(
+    wallet_store: WalletStore, sandbox: SandboxProcessor, impatient_processor: CardProcessor
+) -> None:
+    limits = Limits(
+        per_top_up=50_000,
+        day_amount=1_000_000,
+        day_count=1_000,
+        month_amount=1_000_000,
+        balance_cap=20_000,
+        new_wallet_days=0,
+        new_wallet_day_amount=1_000_000,
+        new_source_per_top_up=10_000,
+    )
+    store = WalletStore(wallet_store.pool, limits)
+    wallet = await store.enroll("payer-near-the-cap")
+    token, _ = sandbox.tokenise("4242424242424242")
+    card = await store.add_funding_source(wallet.id, token, "visa", "4242")
+
+    async def top_up(amount: int, key: str) -> dict[str, Any]:
+        return await card_top_up(
+            store,
+            impatient_processor,
+            wallet_id=wallet.id,
+            funding_source_id=card.id,
+            amount=amount,
+            session_id="s",
+            idempotency_key=key,
+            request_hash=fingerprint({"amount": amount}),
+        )
+
+    await top_up(1_000, "first")  # the card is no longer new
+    await points_top_up(store, wallet.id, 9_000)  # 10,000 of the 20,000 cap used
+    sandbox.hang_next = 2
+
+    results = await asyncio.gather(top_up(6_000, "a"), top_up(6_000, "b"), return_exceptions=True)
+
+    # One charge hangs and keeps its reservation; the other does not fit beside it.
+    assert sorted(type(r).__name__ for r in results) == ["FailedPrecondition", "Unavailable"]
+    refused = next(r for r in results if isinstance(r, FailedPrecondition))
+    assert refused.metadata["limit"] == "balance_cap"
+    sandbox.hang_next = 0
+    hung_key, refused_key = ("a", "b") if isinstance(results[0], Unavailable) else ("b", "a")
+    assert (await top_up(6_000, hung_key))["balance_after"] == 16_000
+    with pytest.raises(FailedPrecondition) as again:
+        await top_up(6_000, refused_key)
+    assert again.value.metadata["limit"] == "balance_cap"
+    assert (await store.wallet_by_id(wallet.id)).balance == 16_000
+    assert len(sandbox.charges) == 2
 
 
 async def _lock_waiters(store: WalletStore) -> int:

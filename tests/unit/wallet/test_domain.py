@@ -163,3 +163,13 @@ def test_settings_refuse_a_payment_code_living_longer_than_five_minutes() -> Non
         load_settings(WalletSettings, {**base, "WALLET_PAYMENT_CODE_SECONDS": "301"})
     with pytest.raises(ConfigError, match="WALLET_TIMEZONE"):
         load_settings(WalletSettings, {**base, "WALLET_TIMEZONE": "Mars/Olympus"})
+
+
+def test_top_ups_in_flight_take_room_under_the_balance_cap() -> None:
+    in_flight = TopUpUsage(
+        day_amount=20_000, day_count=1, month_amount=20_000, balance=185_000, pending=10_000
+    )
+    assert broken_limit(LIMITS, in_flight, 6_000, new_wallet=False, new_source=False) == (
+        "balance_cap"
+    )
+    assert room(LIMITS, in_flight, new_wallet=False, new_source=False).balance_room == 5_000
