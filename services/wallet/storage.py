@@ -280,7 +280,10 @@ class WalletStore:
     # ---- limits --------------------------------------------------------------------
 
     async def _usage(
-        self, conn: asyncpg.Connection, wallet_id: uuid.UUID
+        self,
+        conn: asyncpg.Connection,
+        wallet_id: uuid.UUID,
+        funding_source_id: uuid.UUID | None = None,
     ) -> tuple[TopUpUsage, bool]:
         row = await conn.fetchrow(
             """
@@ -295,6 +298,8 @@ class WalletStore:
                 (select balance from ledger_accounts where id = $1) as balance,
                 (select coalesce(sum(amount), 0) from top_ups
                   where wallet_id = $1 and status = 'pending') as pending,
+                (select coalesce(sum(amount), 0) from top_ups
+                  where funding_source_id = $4 and status = 'pending') as source_pending,
                 (select created_at > now() - make_interval(days => $3) from wallets where id = $1)
                     as new_wallet
             from bounds b
@@ -305,6 +310,7 @@ class WalletStore:
             wallet_id,
             self.timezone,
             self.limits.new_wallet_days,
+            funding_source_id,
         )
         usage = TopUpUsage(
             day_amount=int(row["day_amount"]),
@@ -312,6 +318,7 @@ class WalletStore:
             month_amount=int(row["month_amount"]),
             balance=int(row["balance"]),
             pending=int(row["pending"]),
+            source_pending=int(row["source_pending"]),
         )
         return usage, bool(row["new_wallet"])
 
@@ -327,8 +334,9 @@ class WalletStore:
         amount: int,
         *,
         new_source: bool,
+        funding_source_id: uuid.UUID | None = None,
     ) -> None:
-        usage, new_wallet = await self._usage(conn, wallet_id)
+        usage, new_wallet = await self._usage(conn, wallet_id, funding_source_id)
         limit = broken_limit(
             self.limits, usage, amount, new_wallet=new_wallet, new_source=new_source
         )
@@ -602,7 +610,15 @@ class WalletStore:
             )
             if source is None:
                 raise NotFound("FUNDING_SOURCE_NOT_FOUND", "no such funding source")
-            await self._check_limits(conn, wallet_id, amount, new_source=source["new_source"])
+            # A card stays new until a top-up from it completes; until then its
+            # reservations share the new-card allowance.
+            await self._check_limits(
+                conn,
+                wallet_id,
+                amount,
+                new_source=source["new_source"],
+                funding_source_id=funding_source_id,
+            )
             top_up_id = uuid.uuid4()
             await conn.execute(
                 "insert into top_ups (id, wallet_id, channel, amount, funding_source_id, status,"

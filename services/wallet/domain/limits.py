@@ -32,6 +32,9 @@ class TopUpUsage:
     # Top-ups reserved and not yet credited (a card charge in flight): they will
     # land on the balance, so they take room under the cap.
     pending: int = 0
+    # The pending top-ups from the card in use: a new card's allowance covers all
+    # of them together, not each request.
+    source_pending: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def room(limits: Limits, usage: TopUpUsage, *, new_wallet: bool, new_source: boo
     day_amount = limits.new_wallet_day_amount if new_wallet else limits.day_amount
     per_top_up = limits.per_top_up
     if new_source:
-        per_top_up = min(per_top_up, limits.new_source_per_top_up)
+        per_top_up = min(per_top_up, limits.new_source_per_top_up - usage.source_pending)
     return Room(
         per_top_up=max(per_top_up, 0),
         day_amount=max(day_amount - usage.day_amount, 0),

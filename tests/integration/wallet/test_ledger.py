@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 import asyncpg
@@ -76,11 +77,15 @@ async def test_concurrent_top_ups_never_exceed_the_daily_count(wallet_store: Wal
 async def test_pending_card_top_ups_count_toward_the_limits_while_charges_are_in_flight(
     wallet_store: WalletStore,
 ) -> None:
-    wallet = await wallet_store.enroll("payer-card")
-    source = await wallet_store.add_funding_source(wallet.id, "tok_visa", "visa", "4242")
+    # A new card's own allowance is set above the day's, so the day limit is the one tested.
+    store = WalletStore(
+        wallet_store.pool, dataclasses.replace(wallet_store.limits, new_source_per_top_up=100_000)
+    )
+    wallet = await store.enroll("payer-card")
+    source = await store.add_funding_source(wallet.id, "tok_visa", "visa", "4242")
 
     async def reserve(key: str) -> object:
-        return await wallet_store.begin_card_top_up(
+        return await store.begin_card_top_up(
             wallet_id=wallet.id,
             funding_source_id=source.id,
             amount=10_000,

@@ -99,6 +99,33 @@ async def test_card_top_ups_in_flight_count_toward_the_balance_cap(
     assert len(sandbox.charges) == 2
 
 
+async def test_a_new_cards_allowance_covers_all_its_first_top_ups_in_flight(
+    wallet_store: WalletStore,
+) -> None:
+    wallet = await wallet_store.enroll("payer-many-firsts")
+    source = await wallet_store.add_funding_source(wallet.id, "tok_new", "visa", "1111")
+
+    async def reserve(key: str) -> object:
+        return await wallet_store.begin_card_top_up(
+            wallet_id=wallet.id,
+            funding_source_id=source.id,
+            amount=6_000,
+            session_id="s",
+            idempotency_key=key,
+            request_hash=fingerprint({"k": key}),
+        )
+
+    results = await asyncio.gather(*(reserve(f"k{i}") for i in range(5)), return_exceptions=True)
+
+    # The new card may bring 10,000 before its first charge completes, not 10,000 a request.
+    reserved = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, FailedPrecondition)]
+    assert len(reserved) == 1
+    assert len(refused) == 4
+    assert {r.metadata["limit"] for r in refused} == {"new_source_per_top_up"}
+    assert {r.metadata["largest_top_up"] for r in refused} == {"4000"}
+
+
 async def _lock_waiters(store: WalletStore) -> int:
     count: int = await store.pool.fetchval(
         "select count(*) from pg_stat_activity"

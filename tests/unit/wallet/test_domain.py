@@ -173,3 +173,15 @@ def test_top_ups_in_flight_take_room_under_the_balance_cap() -> None:
         "balance_cap"
     )
     assert room(LIMITS, in_flight, new_wallet=False, new_source=False).balance_room == 5_000
+
+
+def test_a_new_cards_allowance_is_shared_by_its_top_ups_in_flight() -> None:
+    in_flight = TopUpUsage(
+        day_amount=6_000, day_count=1, month_amount=6_000, balance=0, source_pending=6_000
+    )
+    assert broken_limit(LIMITS, in_flight, 4_001, new_wallet=False, new_source=True) == (
+        "new_source_per_top_up"
+    )
+    assert broken_limit(LIMITS, in_flight, 4_000, new_wallet=False, new_source=True) is None
+    # Once the card is no longer new, its pending top-ups weigh only on the general limits.
+    assert broken_limit(LIMITS, in_flight, 20_000, new_wallet=False, new_source=False) is None
