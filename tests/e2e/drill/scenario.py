@@ -335,6 +335,21 @@ class Pair:
     member: Member | None  # None: the address does not exist
 
 
+@dataclass(frozen=True)
+class Found:
+    """A pair whose password worked: identity asked for a second factor."""
+
+    pair: Pair
+    challenge_id: str
+    device: str
+    ip: str
+    methods: tuple[int, ...]
+
+    @property
+    def email_code_offered(self) -> bool:
+        return idp.CHALLENGE_METHOD_EMAIL_CODE in self.methods
+
+
 @dataclass
 class Attacker:
     """What the attacker holds and what they got."""
@@ -346,7 +361,7 @@ class Attacker:
     noisy: list[str] = field(default_factory=list)
     devices: set[str] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
-    discovered: list[tuple[Pair, str, str, str]] = field(default_factory=list)
+    discovered: list[Found] = field(default_factory=list)
     reached: set[str] = field(default_factory=set)  # accounts with an attacker's session
     sessions: list[idp.SessionTokens] = field(default_factory=list)
     wallet_tokens: list[str] = field(default_factory=list)
@@ -771,7 +786,10 @@ class Drill:
                         attacker.reached.add(pair.member.person.account_id)
                     return
                 attacker.counts["challenged for a second factor"] += 1
-                attacker.discovered.append((pair, reply.challenge.challenge_id, device, ip))
+                attacker.discovered.append(
+                    Found(pair, reply.challenge.challenge_id, device, ip,
+                          tuple(reply.challenge.methods))
+                )  # fmt: skip
 
             await each(plan, attempt, size.attack_concurrency)
             replay_seconds = self.timeline.now() - wave_started
@@ -808,9 +826,12 @@ class Drill:
     def _leak_checks(self, decisions: Counter[str], legit: dict[str, Any]) -> None:
         attacker = self.attacker
         mailbox = self.facts["mailbox_victims"]
+        # An open inbox only helps where identity offers a code to it.
+        inbox_useful = any(found.email_code_offered for found in attacker.discovered)
         self.checked(
             "the_attack_was_real",
-            bool(attacker.discovered) and (not self.size.mailbox_compromised or bool(mailbox)),
+            bool(attacker.discovered)
+            and (not self.size.mailbox_compromised or not inbox_useful or bool(mailbox)),
             f"{len(attacker.discovered)} right passwords found, {len(mailbox)} inboxes open",
             "the drill's attacker found no right password, so the drill proved nothing",
         )
@@ -942,21 +963,24 @@ class Drill:
     async def _exploit(self) -> None:
         """For every account where the password worked, try everything."""
         attacker = self.attacker
-        mailbox_victims = [pair for pair, *_ in attacker.discovered][
+        # Victims who reused the password at their mail provider too, among those
+        # whose sign-in offers a code to the inbox.
+        mailbox_victims = [f for f in attacker.discovered if f.email_code_offered][
             : self.size.mailbox_compromised
         ]
-        self.facts["mailbox_victims"] = [p.email for p in mailbox_victims]
+        self.facts["mailbox_victims"] = [found.pair.email for found in mailbox_victims]
 
-        async def exploit(found: tuple[Pair, str, str, str]) -> None:
-            pair, challenge_id, device, ip = found
-            assert pair.member is not None
-            where = client(device, ip)
-            if pair in mailbox_victims:
-                await self._exploit_with_mailbox(pair.member, challenge_id, where)
-            else:
-                await self._exploit_blind(pair.member, challenge_id, where)
-            await self._reset_with_own_address(pair.member, where)
-            await self._without_a_session(pair.member, where)
+        async def exploit(found: Found) -> None:
+            member = found.pair.member
+            assert member is not None
+            where = client(found.device, found.ip)
+            if not (
+                found in mailbox_victims
+                and await self._exploit_with_mailbox(member, found.challenge_id, where)
+            ):
+                await self._exploit_blind(member, found.challenge_id, where)
+            await self._reset_with_own_address(member, where)
+            await self._without_a_session(member, where)
 
         await each(list(attacker.discovered), exploit, 4)
 
@@ -991,23 +1015,28 @@ class Drill:
 
     async def _exploit_with_mailbox(
         self, member: Member, challenge_id: str, where: common_pb2.ClientContext
-    ) -> None:
-        """The victim's inbox is open to the attacker: the email code works."""
+    ) -> bool:
+        """The victim's inbox is open to the attacker: the email code works. False when
+        it got them no session (nothing was sent, or the code was refused)."""
         attacker = self.attacker
         person = member.person
         before = len(self.mailbox.to(person.email))
-        await self.identity.SendSignInCode(
-            idp.SendSignInCodeRequest(challenge_id=challenge_id), timeout=TIMEOUT
-        )
-        mail = await self._next_mail(
-            person.email, before, subject_is("サインインコード", "sign-in")
-        )
-        reply = await self.identity.VerifySecondFactor(
-            idp.VerifySecondFactorRequest(
-                challenge_id=challenge_id, client=where, email_code=code_in(mail)
-            ),
-            timeout=TIMEOUT,
-        )
+        try:
+            await self.identity.SendSignInCode(
+                idp.SendSignInCodeRequest(challenge_id=challenge_id), timeout=TIMEOUT
+            )
+            mail = await self._next_mail(
+                person.email, before, subject_is("サインインコード", "sign-in")
+            )
+            reply = await self.identity.VerifySecondFactor(
+                idp.VerifySecondFactorRequest(
+                    challenge_id=challenge_id, client=where, email_code=code_in(mail)
+                ),
+                timeout=TIMEOUT,
+            )
+        except (grpc.aio.AioRpcError, TimeoutError) as error:
+            attacker.counts[f"sign-in with the code from the victim's inbox: {_why(error)}"] += 1
+            return False
         session: idp.SessionTokens = reply.session
         attacker.sessions.append(session)
         attacker.reached.add(person.account_id)
@@ -1036,6 +1065,7 @@ class Drill:
         strong = await self._enrol_own_totp(member, session, where)
         if strong is not None:
             await self._add_own_address(member, strong, make_primary=True)
+        return True
 
     async def _step_up_with_password(
         self, session: idp.SessionTokens, where: common_pb2.ClientContext
@@ -1393,7 +1423,7 @@ class Drill:
 
     async def _flip_switches(self) -> None:
         attacker = self.attacker
-        victims = {pair.email for pair, *_ in attacker.discovered}
+        victims = {found.pair.email for found in attacker.discovered}
         canary = next(
             m
             for m in self.members
@@ -1483,7 +1513,7 @@ class Drill:
         and sign-ups from everywhere."""
         attacker = self.attacker
         outcomes: Counter[str] = Counter()
-        for pair, *_ in attacker.discovered:
+        for pair in (found.pair for found in attacker.discovered):
             for country in FOREIGN_PREFIXES:
                 ip = f"{FOREIGN_PREFIXES[country]}.252.{self.rng.randrange(2, 250)}"
                 try:
@@ -1554,7 +1584,7 @@ class Drill:
                     )
                     frozen += error is None
             phase.counts["address_changes_stopped_by_their_freeze_link"] = frozen
-            victims = [pair.member for pair, *_ in attacker.discovered if pair.member is not None]
+            victims = [f.pair.member for f in attacker.discovered if f.pair.member is not None]
             candidates = sorted(
                 (m for m in victims if m.has_wallet),
                 key=lambda m: (m.kind != "passkey", m.person.account_id in attacker.reached),
