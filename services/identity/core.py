@@ -838,7 +838,7 @@ class Identity:
     async def begin_passkey_registration(
         self, claims: TokenClaims, client: common_pb2.ClientContext
     ) -> tuple[uuid.UUID, str]:
-        session = await self.live_session(claims)
+        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
         account_id = session["account_id"]
         primary = await storage.primary_email(self.pool, account_id)
         existing = await self._passkey_ids_pool(account_id)
@@ -881,7 +881,7 @@ class Identity:
         name: str,
         client: common_pb2.ClientContext,
     ) -> Any:
-        session = await self.live_session(claims)
+        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
         async with self.pool.acquire() as conn, conn.transaction():
             ceremony = await storage.take_ceremony(conn, ceremony_id, "register")
             if ceremony is None or ceremony["session_id"] != session["id"]:
@@ -899,7 +899,7 @@ class Identity:
                     [("attestation_json", f"is not a valid attestation: {str(error)[:200]}")]
                 ) from None
             account_id = session["account_id"]
-            first_factor = not await storage.factors(conn, account_id)
+            first_factor = not await storage.ever_had_factor(conn, account_id)
             factor = await storage.add_passkey(
                 conn,
                 account_id=account_id,
@@ -962,7 +962,7 @@ class Identity:
     # TOTP and recovery codes --------------------------------------------------
 
     async def begin_totp(self, claims: TokenClaims) -> tuple[uuid.UUID, str, str]:
-        session = await self.live_session(claims)
+        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
         secret = pyotp.random_base32()
         async with self.pool.acquire() as conn:
             factor_id = await storage.create_pending_totp(
@@ -981,7 +981,7 @@ class Identity:
         code: str,
         client: common_pb2.ClientContext,
     ) -> tuple[Any, list[str]]:
-        session = await self.live_session(claims)
+        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
             pending = await storage.pending_totp(conn, enrollment_id, account_id)
@@ -990,7 +990,7 @@ class Identity:
             step = self._totp_step(pending, code)
             if step is None:
                 raise InvalidArgument([("code", "does not match the authenticator")])
-            first_factor = not await storage.factors(conn, account_id)
+            first_factor = not await storage.ever_had_factor(conn, account_id)
             factor = await storage.confirm_factor(conn, enrollment_id, step)
             codes = await self._new_recovery_codes(conn, account_id)
             await self._factor_changed(
@@ -1013,7 +1013,7 @@ class Identity:
         return codes
 
     async def regenerate_recovery_codes(self, claims: TokenClaims) -> list[str]:
-        session = await self.require_recent_second_factor(claims)
+        session = await self.require_factor_change(claims, cred.FactorChange.REMOVE)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await storage.factors(conn, session["account_id"]):
                 raise FailedPrecondition("NO_SECOND_FACTOR", "enrol a second factor first")
@@ -1034,7 +1034,7 @@ class Identity:
     async def remove_factor(
         self, claims: TokenClaims, factor_id: uuid.UUID, client: common_pb2.ClientContext
     ) -> None:
-        session = await self.require_recent_second_factor(claims)
+        session = await self.require_factor_change(claims, cred.FactorChange.REMOVE)
         async with self.pool.acquire() as conn, conn.transaction():
             factor = await storage.factor(conn, factor_id)
             if factor is None or factor["account_id"] != session["account_id"]:
@@ -1151,21 +1151,32 @@ class Identity:
             )
         return session
 
-    async def require_recent_second_factor(self, claims: TokenClaims) -> Any:
-        """The session, if it also proved a second factor when the account has one.
-
-        A password alone, or someone else's ID, must not be enough to change the
-        factors that guard the account against exactly those.
-        """
+    async def require_factor_change(self, claims: TokenClaims, change: cred.FactorChange) -> Any:
+        """The session, if it recently showed what changing the account's factors needs
+        (see ``may_change_factors``): a factor the account already has, or for the first
+        factor, the password on the registration device."""
         session = await self.require_recent_auth(claims)
+        account_id = session["account_id"]
         async with self.pool.acquire() as conn:
-            factors = await storage.factors(conn, session["account_id"])
-        # A suspended (cloned) passkey cannot answer a step-up, so it asks for none.
-        has_usable_factor = any(not factor["suspended"] for factor in factors)
-        if has_usable_factor and not cred.proves_second_factor(session["methods"]):
+            account = await storage.account(conn, account_id)
+            factors = await storage.factors(conn, account_id)
+            ever_had_factor = bool(factors) or await storage.ever_had_factor(conn, account_id)
+        if account is None:
+            raise session_ended()
+        allowed = cred.may_change_factors(
+            session["methods"],
+            change=change,
+            # A suspended (cloned) passkey cannot answer a step-up.
+            has_usable_factor=any(not factor["suspended"] for factor in factors),
+            ever_had_factor=ever_had_factor,
+            on_registration_device=account["registration_device_id"] == session["device_id"],
+        )
+        if not allowed:
             raise FailedPrecondition(
                 "STEP_UP_REQUIRED",
-                "re-authenticate with a second factor (BeginStepUp and StepUp) first",
+                "re-authenticate with a passkey or authenticator app the account already has"
+                " (BeginStepUp and StepUp) in a session without an email code, recovery code"
+                " or external ID",
             )
         return session
 
@@ -1741,15 +1752,8 @@ class Identity:
             account = await storage.account(conn, account_id)
             if account is None or account["status"] != "active":
                 raise invalid_credentials()
-            await storage.remember_device(
-                conn,
-                account_id=account_id,
-                device_id=client.device_id,
-                user_agent=client.user_agent,
-                ip=client.ip_address,
-                country=assessment.country_code,
-            )
-            # Someone else's ID proves one thing at most: the session stays at level 1.
+            # Someone else's ID proves one thing at most: the session stays at level 1,
+            # and its device is not registered, so the password is still challenged there.
             issued = await self._open_session(
                 conn, account_id=account_id, client=client, methods=[cred.EXTERNAL]
             )

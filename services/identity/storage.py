@@ -690,6 +690,17 @@ async def factors(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[Recor
     )
 
 
+async def ever_had_factor(conn: asyncpg.Connection, account_id: uuid.UUID) -> bool:
+    """Whether the account has ever confirmed a factor, removed since or not."""
+    return bool(
+        await conn.fetchval(
+            "select exists (select 1 from factors where account_id = $1"
+            " and confirmed_at is not null)",
+            account_id,
+        )
+    )
+
+
 async def factor(conn: asyncpg.Connection, factor_id: uuid.UUID) -> Record | None:
     return await conn.fetchrow(
         "select * from factors where id = $1 and removed_at is null", factor_id

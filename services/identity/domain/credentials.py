@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import unicodedata
 from collections.abc import Collection, Iterable
 
@@ -21,9 +22,6 @@ EXTERNAL = "external"
 # Methods that can never open the wallet: the same inbox as a reset, a lost-device
 # flow, or someone else's ID.
 NEVER_FOR_MONEY = frozenset({EMAIL_CODE, RECOVERY_CODE, EXTERNAL})
-# Methods that prove something held apart from the password and the mailbox: what a
-# session must have shown before it changes the factors that guard the account.
-SECOND_FACTORS = frozenset({PASSKEY, TOTP, RECOVERY_CODE})
 
 
 def identifier_key(identifier: str) -> str:
@@ -71,12 +69,42 @@ def assurance_level(methods: Iterable[str]) -> int:
     return 1
 
 
-def proves_second_factor(methods: Iterable[str]) -> bool:
-    """Whether a session has shown one of the account's own second factors."""
-    return bool(set(methods) & SECOND_FACTORS)
-
-
 def may_open_wallet(methods: Iterable[str]) -> bool:
     """Whether a session's methods could ever back a wallet token."""
     used = set(methods)
     return assurance_level(used) == 2 and not (used & NEVER_FOR_MONEY)
+
+
+class FactorChange(enum.Enum):
+    """What a session asks to do to the factors that guard the account."""
+
+    ADD = "add"
+    # Removing a factor, replacing recovery codes, closing the account.
+    REMOVE = "remove"
+
+
+def may_change_factors(
+    methods: Iterable[str],
+    *,
+    change: FactorChange,
+    has_usable_factor: bool,
+    ever_had_factor: bool,
+    on_registration_device: bool,
+) -> bool:
+    """Whether a recently authenticated session may change the account's factors.
+
+    Once the account has a factor, the session must have shown it and nothing weaker
+    (what could also open the wallet): a password with the inbox, a recovery code or
+    someone else's ID must not add the attacker's own passkey, which would open the
+    wallet alone after the cool-off. An account that never had a factor gets its first
+    one with the password on the device it was registered from.
+    """
+    used = set(methods)
+    if has_usable_factor:
+        return may_open_wallet(used)
+    if PASSWORD not in used or used & {EXTERNAL, RECOVERY_CODE}:
+        return False
+    if change is FactorChange.ADD:
+        return on_registration_device and not ever_had_factor
+    # Nothing usable is left to ask for: the password is all such an account has.
+    return True

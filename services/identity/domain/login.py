@@ -51,13 +51,18 @@ def second_factor_need(
 def challenge_methods(
     *, has_passkey: bool, has_totp: bool, has_recovery_codes: bool, has_primary_email: bool
 ) -> list[str]:
-    """Factors a challenge accepts, strongest first."""
+    """Factors a challenge accepts, strongest first.
+
+    The inbox code is only for accounts without a passkey or TOTP: it reaches the
+    mailbox that also receives resets, so offering it beside a stronger factor would
+    let the password and the mailbox get around that factor.
+    """
     methods = []
     if has_passkey:
         methods.append("passkey")
     if has_totp:
         methods.append("totp")
-    if has_primary_email:
+    if has_primary_email and not (has_passkey or has_totp):
         methods.append("email_code")
     if has_recovery_codes:
         methods.append("recovery_code")

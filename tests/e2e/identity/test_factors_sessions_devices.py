@@ -47,6 +47,8 @@ async def test_removing_a_factor_needs_step_up_ends_other_sessions_tells_every_a
     here = (await identity.login(person)).session
     await add_verified_email(identity, here, "hanako.work@example.jp")
     passkey = await identity.enrol_passkey(person, here)
+    # The second factor is added in a session that showed the first.
+    here = await identity.step_up(person, here)
     await identity.enrol_totp(person, here)
     totp = next(f for f in await factors(identity, here) if f.method == pb.CHALLENGE_METHOD_TOTP)
     # The cool-off the enrolment started has run its course.
@@ -416,7 +418,8 @@ async def test_a_password_alone_cannot_remove_a_second_factor_until_it_steps_up_
         assert reason_of(refusal) == "STEP_UP_REQUIRED"
     assert [f.factor_id for f in await factors(identity, password_only)] == [totp.factor_id]
 
-    # A recovery code (the phone is lost) is proof enough to remove the lost factor.
+    # A recovery code signs in (the phone is lost) but is not proof enough to change
+    # factors: someone who found the printed codes must not strip the app.
     challenge = (await identity.login(person, device="new-phone")).challenge
     recovered = (
         await identity.stub.VerifySecondFactor(
@@ -428,9 +431,20 @@ async def test_a_password_alone_cannot_remove_a_second_factor_until_it_steps_up_
             timeout=TIMEOUT,
         )
     ).session
+    recovery = await refused(
+        identity.stub.RemoveFactor(
+            pb.RemoveFactorRequest(factor_id=totp.factor_id),
+            metadata=bearer(recovered),
+            timeout=TIMEOUT,
+        )
+    )
+    assert reason_of(recovery) == "STEP_UP_REQUIRED"
+
+    # The password session stepped up with the authenticator app removes it.
+    stepped = await identity.step_up(person, password_only)
     await identity.stub.RemoveFactor(
         pb.RemoveFactorRequest(factor_id=totp.factor_id),
-        metadata=bearer(recovered),
+        metadata=bearer(stepped),
         timeout=TIMEOUT,
     )
-    assert await factors(identity, recovered) == []
+    assert await factors(identity, stepped) == []

@@ -1,8 +1,8 @@
 """Who may move the primary email, the address reset links and sign-in codes go to.
 
 The incident drill's attacker holds a reused password and the victim's inbox:
-one email code gives them a session on a new device. That session, or a factor
-they enrol in it, must not point the account's resets at their own address.
+one email code gives them a session on a new device. That session must not point
+the account's resets at their own address (nor enrol a factor: test_factor_enrolment).
 """
 
 from __future__ import annotations
@@ -66,21 +66,24 @@ async def test_an_email_code_session_on_a_new_device_cannot_make_its_own_address
     assert verified.contact.primary
 
 
-async def test_a_factor_enrolled_in_a_stolen_session_cannot_move_the_primary_email(
+async def test_a_passkey_session_on_a_new_phone_cannot_move_the_primary_email_in_a_cool_off(
     identity: IdentityOnCluster,
 ) -> None:
     person = await identity.register("hanako@example.jp", device="phone-1")
-    person.device = "attacker-laptop"
-    stranger = await identity.sign_in_with_email_code(person)
-    # Their own authenticator app: not the first factor on the registration device,
-    # so the cool-off starts.
-    await identity.enrol_totp(person, stranger)
+    await identity.enrol_passkey(person, await identity.sign_in(person))
+    person.device, person.session = "phone-2", None
     strong = await identity.sign_in(person)
-    if strong.assurance_level < 2:
-        strong = await identity.step_up(person, strong)
     assert strong.assurance_level == 2
+    # A credential change starts the cool-off; the session that made it stays open.
+    changed = await identity.stub.ChangePassword(
+        pb.ChangePasswordRequest(
+            current_password=person.password, new_password="a new and longer passphrase"
+        ),
+        metadata=identity.bearer(strong),
+        timeout=TIMEOUT,
+    )
 
-    code, details = await refusal_reason(identity, strong, ATTACKER)
+    code, details = await refusal_reason(identity, changed.session, ATTACKER)
 
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "cool-off" in details

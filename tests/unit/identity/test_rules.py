@@ -9,7 +9,12 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from services.identity.domain import credentials as cred
-from services.identity.domain.login import RiskVerdict, refuse_before_hashing, second_factor_need
+from services.identity.domain.login import (
+    RiskVerdict,
+    challenge_methods,
+    refuse_before_hashing,
+    second_factor_need,
+)
 from services.identity.passwords import common_passwords
 from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
@@ -96,6 +101,61 @@ def test_sealed_secrets_open_only_for_their_purpose():
     assert box.open(sealed, purpose="totp") == b"seed"
     with pytest.raises(InvalidTag):
         box.open(sealed, purpose="signing-key")
+
+
+def may_add(methods: set[str], **account: bool) -> bool:
+    facts = {"has_usable_factor": False, "ever_had_factor": False, "on_registration_device": True}
+    return cred.may_change_factors(methods, change=cred.FactorChange.ADD, **{**facts, **account})
+
+
+def test_the_first_factor_is_added_with_the_password_only_on_the_registration_device():
+    assert may_add({"password"})
+    assert may_add({"password", "email_code"})
+    assert not may_add({"password", "email_code"}, on_registration_device=False)
+    assert not may_add({"external"})
+    assert not may_add({"password", "external"})
+    # Once the account has had a factor, its absence is no longer a first enrolment.
+    assert not may_add({"password"}, ever_had_factor=True)
+
+
+def test_with_a_factor_only_a_session_that_showed_it_and_nothing_weaker_changes_factors():
+    has = {"has_usable_factor": True, "ever_had_factor": True}
+    assert may_add({"password", "totp"}, **has)
+    assert may_add({"passkey"}, **has)
+    for weaker in (
+        {"password"},
+        {"password", "email_code"},
+        {"password", "recovery_code"},
+        {"external"},
+        {"password", "totp", "email_code"},
+        {"passkey", "external"},
+    ):
+        assert not may_add(weaker, **has), weaker
+        assert not cred.may_change_factors(
+            weaker, change=cred.FactorChange.REMOVE, on_registration_device=True, **has
+        ), weaker
+
+
+def test_without_a_usable_factor_the_password_removes_or_closes_but_an_external_id_does_not():
+    def may_remove(methods: set[str]) -> bool:
+        return cred.may_change_factors(
+            methods, change=cred.FactorChange.REMOVE, has_usable_factor=False,
+            ever_had_factor=True, on_registration_device=False,
+        )  # fmt: skip
+
+    assert may_remove({"password"})
+    assert not may_remove({"external"})
+    assert not may_remove({"password", "recovery_code"})
+
+
+def test_an_inbox_code_is_offered_only_to_accounts_without_a_passkey_or_totp():
+    def offered(**factors: bool) -> list[str]:
+        facts = {"has_passkey": False, "has_totp": False, "has_recovery_codes": False}
+        return challenge_methods(has_primary_email=True, **{**facts, **factors})
+
+    assert offered() == ["email_code"]
+    assert offered(has_totp=True, has_recovery_codes=True) == ["totp", "recovery_code"]
+    assert offered(has_passkey=True) == ["passkey"]
 
 
 def test_payer_ids_are_stable_and_differ_from_the_account_id():
