@@ -786,6 +786,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             "must be the account holder's name in katakana (at most 100 characters)",
         )
         check.raise_if_any()
+        # Where the balance goes is as sensitive as spending it: a stolen session
+        # must not redirect the payout.
+        require_recent_auth(claims, self._settings.payout_max_auth_age_seconds)
         wallet = await self._store.wallet_of(claims.subject)
         await self._store.register_payout_account(
             wallet.id,
@@ -803,6 +806,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         check = Violations()
         check.idempotency_key("idempotency_key", request.idempotency_key)
         check.raise_if_any()
+        require_recent_auth(claims, self._settings.payout_max_auth_age_seconds)
         wallet = await self._store.wallet_of(claims.subject)
         if not self._risk.wind_down and wallet.status != "closed":
             raise FailedPrecondition(

@@ -55,6 +55,11 @@ class WalletSettings(ServiceSettings):
         default=300,
         help="a new card's first top-up needs a sign-in or step-up this recent",
     )
+    payout_max_auth_age_seconds: int = env(
+        "WALLET_PAYOUT_MAX_AUTH_AGE_SECONDS",
+        default=300,
+        help="setting the payout bank account or claiming a payout needs a sign-in this recent",
+    )
     enroll_max_auth_age_seconds: int = env(
         "WALLET_ENROLL_MAX_AUTH_AGE_SECONDS",
         default=600,
@@ -103,6 +108,7 @@ class WalletSettings(ServiceSettings):
             ("WALLET_NEW_SOURCE_PER_TOP_UP", self.new_source_per_top_up),
             ("WALLET_CASH_CODE_SECONDS", self.cash_code_seconds),
             ("WALLET_HOLD_SECONDS", self.hold_seconds),
+            ("WALLET_PAYOUT_MAX_AUTH_AGE_SECONDS", self.payout_max_auth_age_seconds),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be greater than 0")

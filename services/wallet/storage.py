@@ -1483,19 +1483,44 @@ class WalletStore:
         account_number: str,
         holder_name: str,
     ) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(
+        """Set where payouts go; the holder is told of every new destination."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            changed = await conn.fetchval(
                 "insert into payout_accounts (wallet_id, bank_code, branch_code, account_number,"
                 " holder_name) values ($1, $2, $3, $4, $5) on conflict (wallet_id) do update"
                 " set bank_code = excluded.bank_code, branch_code = excluded.branch_code,"
                 " account_number = excluded.account_number, holder_name = excluded.holder_name,"
-                " updated_at = now()",
+                " updated_at = now()"
+                " where (payout_accounts.bank_code, payout_accounts.branch_code,"
+                " payout_accounts.account_number, payout_accounts.holder_name)"
+                " is distinct from (excluded.bank_code, excluded.branch_code,"
+                " excluded.account_number, excluded.holder_name)"
+                " returning true",
                 wallet_id,
                 bank_code,
                 branch_code,
                 account_number,
                 holder_name,
             )
+            if changed:
+                payer_id = await conn.fetchval(
+                    "select payer_id from wallets where id = $1", wallet_id
+                )
+                # A session thief's first move is to point the payout at their own
+                # account; the person hears of it at the registered address.
+                await enqueue(
+                    conn,
+                    topic=NOTICE_TOPIC,
+                    idempotency_key=f"payout_account:{wallet_id}:{uuid.uuid4()}",
+                    payload={
+                        "payer_id": payer_id,
+                        "kind": NOTICE_WALLET_STATUS,
+                        "detail": (
+                            f"payouts now go to bank {bank_code} branch {branch_code}"
+                            f" account ****{account_number[-3:]}"
+                        ),
+                    },
+                )
 
     async def claim_payout(
         self, wallet_id: uuid.UUID, *, idempotency_key: str, request_hash: str

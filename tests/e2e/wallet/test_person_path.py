@@ -497,3 +497,53 @@ async def test_a_person_with_only_a_passkey_opens_the_wallet_from_a_new_phone(
     assert (await payer.enroll()).status == wallet_pb2.WALLET_STATUS_ACTIVE
     code = await payer.payment_code()
     assert code.isdigit()
+
+
+def payout_account(account_number: str) -> wallet_pb2.RegisterPayoutAccountRequest:
+    return wallet_pb2.RegisterPayoutAccountRequest(
+        bank_code="0005",
+        branch_code="123",
+        account_number=account_number,
+        holder_name="ヤマダ ハナコ",
+    )
+
+
+async def test_a_payout_account_change_is_told_to_the_person_and_needs_a_recent_sign_in(
+    running: Cluster, identity: IdentityDriver, wallet: Any
+) -> None:
+    payer = await identity.new_payer(wallet)
+    await payer.enroll()
+    mails = len(running.smtp.to(payer.person.email))
+
+    await wallet.RegisterPayoutAccount(
+        payout_account("1234567"), metadata=payer.metadata, timeout=TIMEOUT
+    )
+
+    # The registered address hears where payouts now go, so a changed destination
+    # cannot pass unnoticed.
+    told = await next_mail(running.smtp, payer.person.email, mentioning("****567"), after=mails)
+    assert told.recipients == [payer.person.email]
+    assert "1234567" not in told.text()
+
+    # An old sign-in cannot point payouts elsewhere or claim them.
+    await running.restart("wallet", env={**IDENTITY_ENV, "WALLET_PAYOUT_MAX_AUTH_AGE_SECONDS": "1"})
+    await asyncio.sleep(2.5)  # let the wallet token's sign-in grow older than a second
+    moved = await refused(
+        wallet.RegisterPayoutAccount(
+            payout_account("7654321"), metadata=payer.metadata, timeout=TIMEOUT
+        )
+    )
+    claimed = await refused(
+        wallet.ClaimPayout(
+            wallet_pb2.ClaimPayoutRequest(idempotency_key="claim-1"),
+            metadata=payer.metadata,
+            timeout=TIMEOUT,
+        )
+    )
+    for error in (moved, claimed):
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(error) == "STEP_UP_REQUIRED"
+    stored = await running.running["wallet"].pool.fetchval(
+        "select account_number from payout_accounts"
+    )
+    assert stored == "1234567"
