@@ -1798,7 +1798,9 @@ class Identity:
     # Closing, locking, audit --------------------------------------------------
 
     async def close_account(self, claims: TokenClaims, reason: str) -> None:
-        session = await self.require_recent_auth(claims)
+        # The wallet closes with the account, and a closed account can never claim its
+        # balance again: only a session that could open the wallet may close it.
+        session = await self.require_factor_change(claims, cred.FactorChange.REMOVE)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
             account = await storage.account_for_update(conn, account_id)

@@ -169,3 +169,37 @@ async def test_an_account_with_a_line_break_in_every_text_field_can_be_edited_an
         "select topic, payload from outbox where topic = 'wallet.close_wallet'"
     )
     assert len(rows) == 1
+
+
+async def test_an_account_with_a_second_factor_is_closed_only_after_a_step_up_with_it(
+    identity: IdentityOnCluster,
+):
+    person = await identity.register("hanako@example.jp")
+    await identity.enrol_totp(person, (await identity.login(person)).session)
+    # The wallet may hold money only this account can claim: a level-1 session (the
+    # password on a known phone, or the password and the inbox) must not close it.
+    password_only = (await identity.login(person)).session
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await identity.stub.CloseAccount(
+            pb.CloseAccountRequest(reason="bye"),
+            metadata=identity.bearer(password_only),
+            timeout=TIMEOUT,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    pool = identity.cluster.running["identity"].pool
+    assert (
+        await pool.fetchval("select status from accounts where id = $1::uuid", person.account_id)
+        == "active"
+    )
+
+    stepped = await identity.step_up(person, password_only)
+    await identity.stub.CloseAccount(
+        pb.CloseAccountRequest(reason="bye"), metadata=identity.bearer(stepped), timeout=TIMEOUT
+    )
+    assert (
+        await pool.fetchval("select status from accounts where id = $1::uuid", person.account_id)
+        == "closed"
+    )
+    assert (
+        await pool.fetchval("select count(*) from outbox where topic = 'wallet.close_wallet'") == 1
+    )
