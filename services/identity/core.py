@@ -309,18 +309,11 @@ class Identity:
                 return expires_at
             pending = await storage.pending_registration(conn, key)
             if pending is not None:
+                # The first registration stands (its password, device and profile): a
+                # second one for the same unverified address only gets its owner a new code.
                 account_id, contact_id = pending["account_id"], pending["contact_id"]
-                await storage.restart_pending_account(
-                    conn,
-                    account_id=account_id,
-                    contact_id=contact_id,
-                    password_hash=password_hash,
-                    display_name=display_name,
-                    language=language,
-                    device_id=client.device_id,
-                    email=email,
-                    code_hash=code_hash,
-                    code_expires_at=expires_at,
+                await storage.renew_contact_code(
+                    conn, contact_id=contact_id, code_hash=code_hash, code_expires_at=expires_at
                 )
             else:
                 account_id = uuid.uuid4()

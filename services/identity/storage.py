@@ -87,33 +87,13 @@ async def create_pending_account(
     return contact_id
 
 
-async def restart_pending_account(
-    conn: asyncpg.Connection,
-    *,
-    account_id: uuid.UUID,
-    contact_id: uuid.UUID,
-    password_hash: str,
-    display_name: str | None,
-    language: int,
-    device_id: str,
-    email: str,
-    code_hash: bytes,
-    code_expires_at: datetime,
+async def renew_contact_code(
+    conn: asyncpg.Connection, *, contact_id: uuid.UUID, code_hash: bytes, code_expires_at: datetime
 ) -> None:
+    """A new verification code replaces the previous one, with fresh attempts."""
     await conn.execute(
-        "update accounts set password_hash = $2, display_name = $3, language = $4,"
-        " registration_device_id = $5 where id = $1 and status = 'pending'",
-        account_id,
-        password_hash,
-        display_name,
-        language,
-        device_id,
-    )
-    await conn.execute(
-        "update contacts set address = $2, code_hash = $3, code_expires_at = $4,"
-        " code_attempts = 0 where id = $1",
+        "update contacts set code_hash = $2, code_expires_at = $3, code_attempts = 0 where id = $1",
         contact_id,
-        email,
         code_hash,
         code_expires_at,
     )
