@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 GEN := gen
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 
-.PHONY: venv protos lint buf-lint buf-breaking typecheck test run clean
+.PHONY: venv protos lint buf-lint buf-breaking typecheck test run clean bench bench-quick
 
 venv: $(STAMP)
 
@@ -53,6 +53,14 @@ test: lint
 
 run: protos
 	$(PY) -m services.devstack
+
+# Benchmarks of DESIGN.md's targets (never timed tests): results in bench/results.json,
+# latency over time in bench/latency.png. bench-quick takes about three minutes.
+bench: protos
+	$(PY) -m bench --size full
+
+bench-quick: protos
+	$(PY) -m bench --size quick
 
 # The incident drill at a larger size, on a stack of its own under var/drill:
 # prints the timeline and writes var/drill/report.json. DRILL_ARGS="--people 300".

@@ -6,6 +6,8 @@ order within one attempt, so a broken primary relay fails over to the next.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -64,6 +66,14 @@ class SmtpProvider:
         self._username = username
         self._password = password
         self._timeout = timeout_seconds
+        self._local_hostname: str | None = None
+
+    async def _hostname(self) -> str:
+        # aiosmtplib otherwise resolves this machine's FQDN in a worker thread for every
+        # message (a DNS look-up per notice); it does not change while the process runs.
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        return self._local_hostname
 
     async def send(self, message: OutgoingMessage) -> None:
         email = EmailMessage()
@@ -82,6 +92,7 @@ class SmtpProvider:
                 username=self._username or None,
                 password=self._password.reveal() if self._password else None,
                 timeout=self._timeout,
+                local_hostname=await self._hostname(),
             )
         except aiosmtplib.SMTPException as error:
             raise DeliveryFailed(f"{self.name}: {type(error).__name__}: {error}") from error

@@ -338,33 +338,47 @@ class OutcomeEvent:
 FAILURES = frozenset({"password_wrong", "second_factor_failed"})
 
 
+# Outcomes that update a signal besides being stored; any other outcome is a single
+# INSERT, atomic on its own, so it needs no BEGIN and COMMIT round trips (every
+# captured payment and every right password is one of those).
+SIGNAL_OUTCOMES = FAILURES | {"login_succeeded", "credential_changed", "top_up_completed"}
+
+_INSERT_OUTCOME = """
+    insert into outcomes (outcome_id, outcome, decision_id, account_id, wallet_id,
+        payer_id, session_id, ip, device_id, amount_minor, currency, movement_id,
+        identifier_hash, occurred_at)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    on conflict do nothing
+"""
+
+
+def _outcome_row(event: OutcomeEvent) -> tuple[Any, ...]:
+    return (
+        uuid.uuid4(),
+        event.outcome,
+        event.decision_id,
+        event.account_id,
+        event.wallet_id,
+        event.payer_id,
+        event.session_id,
+        event.ip,
+        event.device_id,
+        event.amount_minor,
+        event.currency,
+        event.movement_id,
+        event.identifier_hash,
+        event.occurred_at,
+    )
+
+
 async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> None:
     """Store the event and update the signals it feeds, in one transaction."""
+    if event.outcome not in SIGNAL_OUTCOMES:
+        await pool.execute(_INSERT_OUTCOME, *_outcome_row(event))
+        return
     bucket = bucket_of(event.occurred_at)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """
-            insert into outcomes (outcome_id, outcome, decision_id, account_id, wallet_id,
-                payer_id, session_id, ip, device_id, amount_minor, currency, movement_id,
-                identifier_hash, occurred_at)
-            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-            on conflict do nothing
-            """,
-            uuid.uuid4(),
-            event.outcome,
-            event.decision_id,
-            event.account_id,
-            event.wallet_id,
-            event.payer_id,
-            event.session_id,
-            event.ip,
-            event.device_id,
-            event.amount_minor,
-            event.currency,
-            event.movement_id,
-            event.identifier_hash,
-            event.occurred_at,
-        )
+        await conn.execute(_INSERT_OUTCOME, *_outcome_row(event))
         if event.outcome in FAILURES:
             rows: list[tuple[str, str, int]] = [
                 ("global", "", random.randrange(GLOBAL_SHARDS))  # noqa: S311

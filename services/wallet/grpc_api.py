@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,6 +31,7 @@ from services.wallet.risk_gate import CHANNEL_NAMES, CHANNELS_BY_NAME, RiskGate,
 from services.wallet.settings import WalletSettings
 from services.wallet.storage import (
     Merchant,
+    StoreRow,
     WalletRow,
     WalletStore,
     decode_page_token,
@@ -54,6 +57,34 @@ _KIND = {
 }
 _MCC = re.compile(r"^[0-9]{4}$")
 _KATAKANA_NAME = re.compile(r"^[\u30A0-\u30FF\u3000 ]{1,100}$")
+# Merchants and stores are never re-keyed, renamed or removed, and every store RPC
+# looks both up: remembering them for a minute takes two database round trips off
+# each capture (the hot merchant's path). Unknown keys are never remembered.
+LOOKUP_SECONDS = 60.0
+LOOKUP_ENTRIES = 100_000
+
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
+
+
+class RecentLookups(Generic[_Key, _Value]):
+    """Values found in the last ``seconds``, at most ``entries`` of them."""
+
+    def __init__(self, seconds: float = LOOKUP_SECONDS, entries: int = LOOKUP_ENTRIES) -> None:
+        self._seconds = seconds
+        self._entries = entries
+        self._found: dict[_Key, tuple[float, _Value]] = {}
+
+    def get(self, key: _Key) -> _Value | None:
+        found = self._found.get(key)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, key: _Key, value: _Value) -> None:
+        if len(self._found) >= self._entries:
+            self._found.clear()
+        self._found[key] = (time.monotonic() + self._seconds, value)
 
 
 def payer_claims() -> TokenClaims:
@@ -150,6 +181,15 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self._processor = processor
         self._risk = risk
         self._settings = settings
+        self._merchants: RecentLookups[bytes, Merchant] = RecentLookups()
+        self._stores: RecentLookups[tuple[uuid.UUID, uuid.UUID], StoreRow] = RecentLookups()
+
+    async def _store_of(self, merchant: Merchant, store_id: uuid.UUID) -> StoreRow:
+        shop = self._stores.get((merchant.id, store_id))
+        if shop is None:
+            shop = await self._store.store_of(merchant.id, store_id)
+            self._stores.put((merchant.id, store_id), shop)
+        return shop
 
     async def _merchant(self, context: Context) -> Merchant:
         keys = [
@@ -160,7 +200,13 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         merchant = None
         if len(keys) == 1:
             key = keys[0].decode() if isinstance(keys[0], bytes) else str(keys[0])
-            merchant = await self._store.merchant_by_key(key)
+            # Kept under a digest of the key, so the secret itself is not held on to.
+            digest = hashlib.sha256(key.encode()).digest()
+            merchant = self._merchants.get(digest)
+            if merchant is None:
+                merchant = await self._store.merchant_by_key(key)
+                if merchant is not None:
+                    self._merchants.put(digest, merchant)
         if merchant is None:
             raise Unauthenticated("MERCHANT_KEY_INVALID", f"send a valid {MERCHANT_KEY_HEADER}")
         return merchant
@@ -410,7 +456,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         check.raise_if_any()
         assert store_id is not None
         merchant = await self._merchant(context)
-        shop = await self._store.store_of(merchant.id, store_id)
+        shop = await self._store_of(merchant, store_id)
         request_hash = fingerprint({"code": request.code, "amount": amount, "store": str(shop.id)})
         replayed = await self._store.replay(
             f"cash:{merchant.id}", request.idempotency_key, request_hash
@@ -511,7 +557,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         check.raise_if_any()
         assert store_id is not None
         merchant = await self._merchant(context)
-        shop = await self._store.store_of(merchant.id, store_id)
+        shop = await self._store_of(merchant, store_id)
         request_hash = fingerprint({"code": request.code, "amount": amount, "store": str(shop.id)})
         replayed = await self._store.replay(
             f"authorize:{merchant.id}", request.idempotency_key, request_hash
@@ -550,7 +596,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         check.raise_if_any()
         assert store_id is not None
         merchant = await self._merchant(context)
-        shop = await self._store.store_of(merchant.id, store_id)
+        shop = await self._store_of(merchant, store_id)
         request_hash = fingerprint(
             {
                 "code": request.code,

@@ -1,0 +1,1 @@
+"""Benchmarks of the targets in DESIGN.md: `make bench` and `make bench-quick`."""

@@ -1,0 +1,128 @@
+"""Benchmark 3: risk's AssessLogin at a fixed rate, as identity calls it.
+
+The generators present identity's certificate (the only caller AssessLogin
+admits) and send a prepared mix: known and unknown accounts, known and new
+devices, from many home networks. Each answer's latency is measured at the
+caller, which is what identity waits for before any password hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
+
+from bench.load import (
+    START_DELAY_SECONDS,
+    Endpoint,
+    Progress,
+    error_reason,
+    open_loop,
+    run_generators,
+)
+from bench.results import Samples
+from bench.system import System
+from tests.support.people import client
+
+CALL_TIMEOUT = 5.0
+REQUESTS = 20_000
+
+
+@dataclass(frozen=True)
+class AssessSpec:
+    risk: Endpoint
+    rate: float
+    seconds: float
+    start_at: float
+    seed: int
+
+
+@dataclass
+class AssessRun:
+    assessments: Samples = field(default_factory=Samples)
+    skipped: int = 0
+
+
+def _requests(seed: int) -> list[risk_pb2.AssessLoginRequest]:
+    rng = random.Random(seed)  # noqa: S311 - shapes the load, not a secret
+    accounts = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(5_000)]
+    built = []
+    for n in range(REQUESTS):
+        known = rng.random() < 0.7
+        account = rng.choice(accounts) if known else ""
+        identifier = hashlib.sha256(f"{seed}-{n % 7_000}".encode()).hexdigest()
+        network = rng.randrange(0x10000)
+        built.append(
+            risk_pb2.AssessLoginRequest(
+                account_id=account,
+                identifier_hash=identifier,
+                client=client(
+                    f"phone-{rng.randrange(3)}", f"2001:db8:{network:x}::{rng.randrange(1, 99)}"
+                ),
+                known_device=known and rng.random() < 0.9,
+                method="password" if rng.random() < 0.9 else "passkey",
+            )
+        )
+    return built
+
+
+async def assess(spec: AssessSpec, progress: Progress) -> AssessRun:
+    run = AssessRun()
+    channel = spec.risk.channel()
+    await channel.channel_ready()
+    stub = risk_pb2_grpc.RiskServiceStub(channel)
+    requests = _requests(spec.seed)
+
+    async def one(index: int, scheduled: float) -> None:
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            await stub.AssessLogin(requests[index % len(requests)], timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            run.assessments.failed(error_reason(error))
+            progress.failed()
+            return
+        run.assessments.ok(started - spec.start_at, (time.perf_counter() - t0) * 1000)
+        progress.ok()
+
+    run.skipped = await open_loop(
+        rate=spec.rate,
+        seconds=spec.seconds,
+        start_at=spec.start_at,
+        call=one,
+        max_in_flight=512,
+    )
+    await channel.close()
+    return run
+
+
+async def run_risk(
+    system: System, *, rate: float, seconds: float, processes: int
+) -> dict[str, Any]:
+    start_at = time.time() + START_DELAY_SECONDS
+    specs = [
+        AssessSpec(
+            risk=system.endpoint("risk", "identity"),
+            rate=rate / processes,
+            seconds=seconds,
+            start_at=start_at,
+            seed=p,
+        )
+        for p in range(processes)
+    ]
+    runs = await run_generators(assess, specs, label="risk", seconds=seconds)
+    samples = Samples.merged(r.assessments for r in runs)
+    return {
+        "offered_per_second": rate,
+        "seconds": seconds,
+        "generator_processes": processes,
+        "skipped_for_in_flight_cap": sum(r.skipped for r in runs),
+        **samples.summary(seconds),
+        "series": {"AssessLogin": samples.over_time()},
+    }
