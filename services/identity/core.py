@@ -432,9 +432,14 @@ class Identity:
             raise invalid_credentials()
         account_id = account["id"]
         if account["password_expired"]:
-            raise FailedPrecondition(
-                "PASSWORD_EXPIRED", "the password has expired; reset it from the email link"
+            await self._expired_password_used(account_id, client)
+            self.risk.record_outcome(
+                Outcome.OUTCOME_PASSWORD_OK,
+                decision_id=assessment.decision_id,
+                account_id=account_id,
+                client=client,
             )
+            raise invalid_credentials()
         if self.hasher.needs_rehash(account["password_hash"]):
             new_hash = await self.hasher.hash(password)
             async with self.pool.acquire() as conn:
@@ -497,6 +502,32 @@ class Identity:
             client=client,
         )
         return PendingChallenge(challenge["id"], tuple(methods))
+
+    async def _expired_password_used(
+        self, account_id: uuid.UUID, client: common_pb2.ClientContext
+    ) -> None:
+        """A forced reset expired this password, yet someone has it. The answer is a wrong
+        password's, so a stuffing run cannot learn which leaked pairs were right; the
+        owner is told at the registered address (at most once an hour)."""
+        now = _now()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await storage.log_event(
+                conn,
+                account_id=account_id,
+                kind="login.expired_password_used",
+                ip=client.ip_address,
+                device_id=client.device_id,
+            )
+            await send_event_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_SECOND_FACTOR_FAILED,
+                occurred_at=now,
+                detail="sign-in attempted with the expired password; choose a new one",
+                ip_address=client.ip_address,
+                device=client.user_agent,
+                key=f"identity:expired-password-used:{account_id}:{now:%Y%m%d%H}",
+            )
 
     async def _challenge_methods(
         self, conn: asyncpg.Connection, account_id: uuid.UUID

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -9,8 +10,12 @@ import pytest
 from mamoru.common.v1 import common_pb2
 from mamoru.identity.v1 import identity_pb2 as pb
 
+from tests.e2e.identity.checks import reason_of
 from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
-from tests.support.people import TIMEOUT, client
+from tests.support.people import TIMEOUT, Person, client, next_mail, subject_is
+
+# Subjects of the notice a correct password with a failed check sends, in both languages.
+SECOND_FACTOR_SUBJECTS = ("二段階認証が失敗しました", "correct password")
 
 pytestmark = pytest.mark.asyncio
 
@@ -47,7 +52,7 @@ async def test_a_forced_reset_streams_progress_resumes_and_leaves_only_the_reset
     assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as expired:
         await identity.login(people[0])
-    assert expired.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert expired.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert (await identity.login(people[2])).HasField("session")
 
     rows = await cluster.running["identity"].pool.fetch(
@@ -65,6 +70,49 @@ async def test_a_forced_reset_streams_progress_resumes_and_leaves_only_the_reset
     )
     people[0].password = "a fresh passphrase after the breach"
     assert (await identity.login(people[0])).WhichOneof("result") in ("session", "challenge")
+
+
+async def test_an_expired_password_is_answered_like_a_wrong_one_and_its_use_reported(
+    identity: IdentityOnCluster,
+):
+    person = await identity.register("hanako@example.jp")
+    async for _ in identity.operator.ForceCredentialReset(
+        pb.ForceCredentialResetRequest(account_ids=[person.account_id], reason="breach list"),
+        timeout=TIMEOUT,
+    ):
+        pass
+    before = len(identity.mailbox.to(person.email))
+
+    # A stuffing run with the leaked pair must not learn that it was right.
+    with pytest.raises(grpc.aio.AioRpcError) as expired:
+        await identity.login(person, device="attacker-laptop")
+    wrong = Person(**{**vars(person), "password": "not the password at all, really"})
+    with pytest.raises(grpc.aio.AioRpcError) as mistaken:
+        await identity.login(wrong, device="attacker-laptop")
+    assert (expired.value.code(), expired.value.details()) == (
+        mistaken.value.code(),
+        mistaken.value.details(),
+    )
+    assert reason_of(expired.value) == reason_of(mistaken.value) == "INVALID_CREDENTIALS"
+
+    # The owner hears that someone has the old password; risk hears it matched.
+    told = await next_mail(
+        identity.mailbox, person.email, subject_is(*SECOND_FACTOR_SUBJECTS), after=before
+    )
+    assert "expired" in told.text()
+    risk = identity.cluster.running["risk"].pool
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            if await risk.fetchval(
+                "select count(*) from outcomes where outcome = 'password_ok' and account_id = $1",
+                person.account_id,
+            ):
+                break
+            await asyncio.sleep(0.05)
+    log = await identity.operator.GetSecurityLog(
+        pb.GetSecurityLogRequest(account_id=person.account_id), timeout=TIMEOUT
+    )
+    assert "login.expired_password_used" in [event.kind for event in log.events]
 
 
 async def test_a_locked_account_cannot_sign_in_until_unlocked_and_the_log_shows_why(
