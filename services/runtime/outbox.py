@@ -6,6 +6,10 @@ committed messages afterwards. Delivery is at least once (a relay can stop
 after the receiver acted but before it recorded success), so receivers apply
 each message inside their own transaction guarded by ``remember_once``, which
 turns at-least-once into exactly-once in effect.
+
+A message may carry a secret only its receiver needs (a sign-in code, a reset
+link): ``enqueue(..., scrub=[("code", "secret")])`` blanks those fields once the
+message is delivered or dead, so delivered rows do not keep credentials.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import dataclasses
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +27,9 @@ import asyncpg
 import structlog
 
 NOTIFY_CHANNEL = "mamoru_outbox"
+# Payload field, reserved, holding the paths to blank once the message is delivered
+# or dead. The outbox table has no column for it; receivers never see it.
+SCRUB_FIELD = "$scrub_on_delivery"
 _ERROR_TEXT_LIMIT = 2000
 # The shortest wait between passes, so rows another relay is claiming right
 # now cannot make this one spin.
@@ -48,12 +55,19 @@ class OutboxMessage:
 
 
 async def enqueue(
-    conn: asyncpg.Connection, *, topic: str, idempotency_key: str, payload: dict[str, Any]
+    conn: asyncpg.Connection,
+    *,
+    topic: str,
+    idempotency_key: str,
+    payload: dict[str, Any],
+    scrub: Sequence[Sequence[str]] = (),
 ) -> None:
     """Store a message in the caller's transaction; the same key is stored once.
 
     Relays are woken by NOTIFY, which PostgreSQL sends only if the transaction
-    commits, so a rolled-back change is never announced.
+    commits, so a rolled-back change is never announced. ``scrub`` names payload
+    fields (each a path of keys, e.g. ``("code", "secret")``) that are blanked once
+    the message is delivered or dead.
     """
     _require_transaction(conn, "enqueue")
     if not topic:
@@ -62,9 +76,14 @@ async def enqueue(
         raise ValueError("idempotency_key must not be empty")
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+    if SCRUB_FIELD in payload:
+        raise ValueError(f"payload field {SCRUB_FIELD!r} is reserved")
+    paths = [list(path) for path in scrub]
+    if any(not path or not all(isinstance(key, str) and key for key in path) for path in paths):
+        raise ValueError("each scrub path must be a non-empty sequence of field names")
     # Encoded here rather than by a pool codec, so any connection works and a
     # value json cannot represent fails in the caller, not in the relay.
-    body = json.dumps(payload)
+    body = json.dumps({**payload, SCRUB_FIELD: paths} if paths else payload)
     await conn.execute(
         """
         with stored as (
@@ -80,6 +99,29 @@ async def enqueue(
         body,
         NOTIFY_CHANNEL,
     )
+
+
+def scrubbed(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The payload as kept after delivery: the fields named at enqueue blanked, the
+    reserved field gone; None when nothing is to be scrubbed."""
+    paths = payload.get(SCRUB_FIELD)
+    if not paths:
+        return None
+    kept = json.loads(json.dumps(payload))
+    del kept[SCRUB_FIELD]
+    for path in paths:
+        holder = kept
+        for key in path[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and path[-1] in holder:
+            holder[path[-1]] = ""
+    result: dict[str, Any] = kept
+    return result
+
+
+def _scrubbed_text(payload: dict[str, Any]) -> str | None:
+    kept = scrubbed(payload)
+    return None if kept is None else json.dumps(kept)
 
 
 async def remember_once(conn: asyncpg.Connection, idempotency_key: str) -> bool:
@@ -179,10 +221,12 @@ class OutboxRelay:
 
         Returns how many rows were attempted, delivered or not.
         """
-        token, messages = await self._claim()
-        if messages:
-            await asyncio.gather(*(self._deliver_one(token, message) for message in messages))
-        return len(messages)
+        token, claimed = await self._claim()
+        if claimed:
+            await asyncio.gather(
+                *(self._deliver_one(token, message, kept) for message, kept in claimed)
+            )
+        return len(claimed)
 
     async def _run_listening(self, stop: asyncio.Event) -> None:
         wake = asyncio.Event()
@@ -212,21 +256,32 @@ class OutboxRelay:
                 if not listener.is_closed():
                     await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
 
-    async def _claim(self) -> tuple[uuid.UUID, list[OutboxMessage]]:
+    async def _claim(self) -> tuple[uuid.UUID, list[tuple[OutboxMessage, str | None]]]:
+        """Claimed messages, each with its payload as kept after delivery (None: as is)."""
         token = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             # A relay that stopped during the final attempt leaves a row whose
             # lease ends with no attempts left; it is dead, not retried forever.
-            await conn.execute(
+            orphans = await conn.fetch(
                 """
                 update outbox
                 set state = 'dead', lease_token = null,
                     last_error = 'the relay stopped during attempt ' || attempts
                         || ' and no attempts are left'
                 where state = 'pending' and available_at <= now() and attempts >= $1
+                returning id, payload::text as payload
                 """,
                 self._max_attempts,
             )
+            kept_orphans = [
+                (orphan["id"], kept)
+                for orphan in orphans
+                if (kept := _scrubbed_text(json.loads(orphan["payload"]))) is not None
+            ]
+            if kept_orphans:
+                await conn.executemany(
+                    "update outbox set payload = $2::text::jsonb where id = $1", kept_orphans
+                )
             rows = await conn.fetch(
                 """
                 with due as (
@@ -250,47 +305,61 @@ class OutboxRelay:
                 self._lease_seconds,
                 token,
             )
-        messages = [
-            OutboxMessage(
+        claimed = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            kept = _scrubbed_text(payload)
+            payload.pop(SCRUB_FIELD, None)
+            message = OutboxMessage(
                 id=row["id"],
                 topic=row["topic"],
                 idempotency_key=row["idempotency_key"],
-                payload=json.loads(row["payload"]),
+                payload=payload,
                 attempts=row["attempts"],
                 created_at=row["created_at"],
             )
-            for row in rows
-        ]
-        messages.sort(key=lambda message: message.id)
-        return token, messages
+            claimed.append((message, kept))
+        claimed.sort(key=lambda pair: pair[0].id)
+        return token, claimed
 
-    async def _deliver_one(self, token: uuid.UUID, message: OutboxMessage) -> None:
+    async def _deliver_one(
+        self, token: uuid.UUID, message: OutboxMessage, kept_payload: str | None
+    ) -> None:
         try:
             async with asyncio.timeout(self._delivery_timeout):
                 await self._deliver(message)
         except TimeoutError:
             await self._record_failure(
-                token, message, f"delivery timed out after {self._delivery_timeout:g} seconds"
+                token,
+                message,
+                f"delivery timed out after {self._delivery_timeout:g} seconds",
+                kept_payload,
             )
         except Exception as error:
             # Whatever the receiver raised, the row is retried, not lost.
-            await self._record_failure(token, message, f"{type(error).__name__}: {error}")
+            await self._record_failure(
+                token, message, f"{type(error).__name__}: {error}", kept_payload
+            )
         else:
-            await self._record_delivery(message)
+            await self._record_delivery(message, kept_payload)
 
-    async def _record_delivery(self, message: OutboxMessage) -> None:
+    async def _record_delivery(self, message: OutboxMessage, kept_payload: str | None) -> None:
         try:
             # Any holder may record success: a late success is still a success.
             await self._pool.execute(
-                "update outbox set state = 'delivered', delivered_at = now(), lease_token = null"
+                "update outbox set state = 'delivered', delivered_at = now(), lease_token = null,"
+                " payload = coalesce($2::text::jsonb, payload)"
                 " where id = $1 and state <> 'delivered'",
                 message.id,
+                kept_payload,
             )
         except Exception:
             # The lease will end and the row be delivered again; receivers deduplicate.
             _log.exception("outbox.record_delivery_failed", message_id=message.id)
 
-    async def _record_failure(self, token: uuid.UUID, message: OutboxMessage, error: str) -> None:
+    async def _record_failure(
+        self, token: uuid.UUID, message: OutboxMessage, error: str, kept_payload: str | None
+    ) -> None:
         error = error[:_ERROR_TEXT_LIMIT]
         dead = message.attempts >= self._max_attempts
         delay = backoff_seconds(message.attempts, base=self._base_backoff, cap=self._max_backoff)
@@ -304,7 +373,9 @@ class OutboxRelay:
                     available_at = case when $3 then available_at
                                         else now() + make_interval(secs => $4) end,
                     last_error = $5,
-                    lease_token = null
+                    lease_token = null,
+                    payload = case when $3 then coalesce($6::text::jsonb, payload)
+                                   else payload end
                 where id = $1 and lease_token = $2 and state = 'pending'
                 """,
                 message.id,
@@ -312,6 +383,7 @@ class OutboxRelay:
                 dead,
                 delay,
                 error,
+                kept_payload,
             )
         except Exception:
             _log.exception("outbox.record_failure_failed", message_id=message.id)

@@ -15,6 +15,7 @@ from aiohttp import web
 from services.runtime.db import close_pool, create_pool
 from services.runtime.migrations import RUNTIME_COMPONENT, RUNTIME_MIGRATIONS, apply_migrations
 from services.runtime.outbox import (
+    SCRUB_FIELD,
     NotInTransactionError,
     OutboxMessage,
     OutboxRelay,
@@ -270,6 +271,65 @@ async def test_a_running_relay_is_woken_by_a_commit_rather_than_its_poll(pool, s
             await running
         await close_pool(relay_pool)
     assert [m.idempotency_key for m in receiver.received] == ["while-waiting"]
+
+
+SECRET_BEARING = {"account_id": "a-1", "code": {"secret": "reset-link-token", "expires_at": "soon"}}
+
+
+async def announce_secret(pool, key: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue(
+            conn,
+            topic="notify.send",
+            idempotency_key=key,
+            payload=SECRET_BEARING,
+            scrub=[("code", "secret")],
+        )
+
+
+async def stored_payload(pool, key: str) -> str:
+    text: str = await pool.fetchval(
+        "select payload::text from outbox where idempotency_key = $1", key
+    )
+    return text
+
+
+async def test_a_secret_reaches_the_receiver_and_is_blanked_once_delivered(pool):
+    receiver = Receiver()
+    await announce_secret(pool, "code:1")
+    assert "reset-link-token" in await stored_payload(pool, "code:1")
+
+    await OutboxRelay(pool, receiver).deliver_due()
+
+    (message,) = receiver.received
+    assert message.payload == SECRET_BEARING
+    stored = await pool.fetchval("select payload from outbox where idempotency_key = 'code:1'")
+    assert stored == {"account_id": "a-1", "code": {"secret": "", "expires_at": "soon"}}
+
+
+async def test_a_secret_is_blanked_when_its_message_ends_dead_either_way(pool):
+    await announce_secret(pool, "code:dead")
+    await OutboxRelay(pool, Receiver(failing=True), max_attempts=1).deliver_due()
+    await announce_secret(pool, "code:orphan")
+    # What a relay killed during its final attempt leaves: no attempts left, lease over.
+    await pool.execute(
+        "update outbox set attempts = 3, available_at = now() where idempotency_key = 'code:orphan'"
+    )
+    await OutboxRelay(pool, Receiver(), max_attempts=3).deliver_due()
+
+    for key in ("code:dead", "code:orphan"):
+        assert (await row(pool, key))["state"] == "dead"
+        assert "reset-link-token" not in await stored_payload(pool, key)
+
+
+async def test_a_payload_may_not_use_the_reserved_scrub_field(pool):
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(ValueError, match="reserved"):
+            await enqueue(
+                conn, topic="t", idempotency_key="k", payload={SCRUB_FIELD: []}, scrub=[("a",)]
+            )
+        with pytest.raises(ValueError, match="path"):
+            await enqueue(conn, topic="t", idempotency_key="k", payload={}, scrub=[()])
 
 
 async def test_remember_once_is_true_the_first_time_only(pool):
