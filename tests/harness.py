@@ -1,6 +1,7 @@
 """Real services for tests: each started in this process on free ports, with
-its own fresh database, mutual TLS from a throwaway CA, the local SMTP server
-and the sandbox card processor. Nothing of ours is mocked; tests talk gRPC to them like any caller.
+its own fresh database, mutual TLS from a throwaway CA, the local SMTP server,
+the sandbox card processor and the sandbox loyalty program. Nothing of ours is
+mocked; tests talk gRPC to them like any caller.
 
     cluster = Cluster(tmp_path, new_database)
     await cluster.start("risk", "identity")
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 
 from services.devstack.card_processor import SandboxProcessor
+from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
 from services.devstack.stack import CLIENT_PRINCIPALS, SERVICES, free_port, random_secrets
 from services.runtime.config import load_settings
@@ -47,6 +49,7 @@ class Cluster:
         self.ports = {name: (free_port(), free_port()) for name in SERVICES}
         self.smtp = LocalSmtpServer()
         self.card_processor = SandboxProcessor()
+        self.points_program = SandboxPointsProgram()
         self.running: dict[str, RunningService] = {}
         self.database_urls: dict[str, str] = {}
         self._channels: list[grpc.aio.Channel] = []
@@ -60,6 +63,7 @@ class Cluster:
             ensure_local_pki(self.tls_dir, [*SERVICES, *CLIENT_PRINCIPALS])
             await self.smtp.start()
             await self.card_processor.start()
+            await self.points_program.start()
             self._smtp_started = True
         if name not in self.database_urls:
             self.database_urls[name] = await self.new_database(name)
@@ -71,6 +75,7 @@ class Cluster:
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.smtp.port),
             "WALLET_PROCESSOR_URL": self.card_processor.url,
+            "WALLET_POINTS_URL": self.points_program.url,
         }
         for peer, (grpc_port, health_port) in self.ports.items():
             env[f"{peer.upper()}_ADDRESS"] = f"127.0.0.1:{grpc_port}"
@@ -120,3 +125,4 @@ class Cluster:
         if self._smtp_started:
             await self.smtp.stop()
             await self.card_processor.stop()
+            await self.points_program.stop()

@@ -21,6 +21,7 @@ def _banner(stack: LocalStack) -> str:
         "",
         f"  SMTP (keeps every message)  127.0.0.1:{stack.smtp.port}  -> {VAR / 'mail'}",
         f"  sandbox card processor      {stack.card_processor.url if stack.card_processor else ''}",
+        f"  sandbox points program      {stack.points_program.url if stack.points_program else ''}",
         f"  PostgreSQL                  {stack.server_url}",
         f"  certificates                {stack.tls_dir}  (clients: operator, gateway, pos)",
         f"  service logs                {VAR / 'logs'}",

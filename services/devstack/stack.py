@@ -1,6 +1,6 @@
 """Start the whole system locally: PostgreSQL, a local CA, an SMTP server that
-keeps what it receives, the sandbox card processor, and the four services as
-separate processes.
+keeps what it receives, the sandbox card processor and loyalty program, and the
+four services as separate processes.
 
 `make run` uses it through ``python -m services.devstack``; end-to-end tests,
 the incident drill and the benchmarks use ``LocalStack`` directly with free ports.
@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.devstack.card_processor import SandboxProcessor
+from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
 from services.runtime import devdb
 from services.runtime.pki import ensure_local_pki
@@ -39,6 +40,7 @@ DEFAULT_PORTS = {
 }
 DEFAULT_SMTP_PORT = 2525
 DEFAULT_CARD_PROCESSOR_PORT = 8089
+DEFAULT_POINTS_PROGRAM_PORT = 8090
 
 
 # Secrets each service needs; `make run` generates them once into var/secrets.env
@@ -95,6 +97,7 @@ class LocalStack:
     log_dir: Path | None = None
     smtp: LocalSmtpServer | None = None
     card_processor: SandboxProcessor | None = None
+    points_program: SandboxPointsProgram | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     server_url: str = ""
 
@@ -113,6 +116,10 @@ class LocalStack:
             port=DEFAULT_CARD_PROCESSOR_PORT if self.fixed_ports else 0
         )
         await self.card_processor.start()
+        self.points_program = SandboxPointsProgram(
+            port=DEFAULT_POINTS_PROGRAM_PORT if self.fixed_ports else 0
+        )
+        await self.points_program.start()
         for name in SERVICES:
             grpc_port, health_port = (
                 DEFAULT_PORTS[name] if self.fixed_ports else (free_port(), free_port())
@@ -133,6 +140,8 @@ class LocalStack:
         env["SMTP_PORT"] = str(self.smtp.port)
         assert self.card_processor is not None
         env["WALLET_PROCESSOR_URL"] = self.card_processor.url
+        assert self.points_program is not None
+        env["WALLET_POINTS_URL"] = self.points_program.url
         for proc in self.processes.values():
             prefix = proc.name.upper()
             env[f"{prefix}_ADDRESS"] = proc.address
@@ -199,6 +208,8 @@ class LocalStack:
             await self.smtp.stop()
         if self.card_processor is not None:
             await self.card_processor.stop()
+        if self.points_program is not None:
+            await self.points_program.stop()
         if "DATABASE_URL" not in os.environ:
             await asyncio.to_thread(devdb.stop_embedded, self.var_dir / "postgres")
 

@@ -1,4 +1,5 @@
-"""Use cases that span the ledger and an outside party (the card processor, notify, risk)."""
+"""Use cases that span the ledger and an outside party (the card processor, the
+loyalty program, notify, risk)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mamoru.risk.v1 import risk_pb2
 from services.runtime.errors import FailedPrecondition, Unavailable
 from services.runtime.outbox import OutboxMessage
 from services.wallet.domain.compensation import CARD_REFUND
+from services.wallet.points import PointsProgram, PointsRefused, PointsUnavailable
 from services.wallet.processor import CardProcessor, ProcessorDeclined, ProcessorUnavailable
 from services.wallet.risk_gate import jpy
 from services.wallet.storage import (
@@ -24,6 +26,7 @@ from services.wallet.storage import (
     PAYOUT_TOPIC,
     CompensationLineRow,
     PendingCardTopUp,
+    PendingPointsTopUp,
     WalletStore,
 )
 
@@ -60,7 +63,7 @@ async def card_top_up(
             started.processor_token, started.amount, idempotency_key=f"top_up:{started.top_up_id}"
         )
     except ProcessorDeclined as declined:
-        await store.fail_card_top_up(started.top_up_id)
+        await store.fail_top_up(started.top_up_id)
         raise FailedPrecondition(
             "CARD_DECLINED", "the card was declined", metadata={"processor": declined.reason}
         ) from None
@@ -70,7 +73,49 @@ async def card_top_up(
         raise Unavailable(
             "PROCESSOR_UNAVAILABLE", "the card processor did not answer; retry with the same key"
         ) from None
-    return await store.finish_card_top_up(started.top_up_id, charge_id, decision_id=decision_id)
+    return await store.finish_top_up(started.top_up_id, charge_id, decision_id=decision_id)
+
+
+async def points_top_up(
+    store: WalletStore,
+    program: PointsProgram,
+    *,
+    wallet_id: uuid.UUID,
+    amount: int,
+    session_id: str,
+    idempotency_key: str,
+    request_hash: str,
+    decision_id: str = "",
+) -> dict[str, Any]:
+    """Reserve under the limits, redeem the points, credit. A retry resumes where it stopped."""
+    started = await store.begin_points_top_up(
+        wallet_id=wallet_id,
+        amount=amount,
+        session_id=session_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    if not isinstance(started, PendingPointsTopUp):
+        return started
+    try:
+        # The reservation id is the program's idempotency key: a retry after a
+        # lost answer cannot redeem the points twice.
+        redemption_id = await program.redeem(
+            started.payer_id, started.amount, idempotency_key=f"top_up:{started.top_up_id}"
+        )
+    except PointsRefused:
+        await store.fail_top_up(started.top_up_id)
+        # An unknown member and a short balance read the same to the caller.
+        raise FailedPrecondition(
+            "INSUFFICIENT_POINTS", "there are not enough points for this top-up"
+        ) from None
+    except PointsUnavailable:
+        # The points may be gone: keep the reservation so a retry with the same
+        # key completes it instead of redeeming again.
+        raise Unavailable(
+            "POINTS_UNAVAILABLE", "the points program did not answer; retry with the same key"
+        ) from None
+    return await store.finish_top_up(started.top_up_id, redemption_id, decision_id=decision_id)
 
 
 @dataclass(frozen=True)

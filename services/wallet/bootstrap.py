@@ -18,6 +18,7 @@ from services.runtime.server import Resources, ServiceApp, method_access
 from services.wallet.access import ACCESS
 from services.wallet.app import outbox_delivery
 from services.wallet.grpc_api import WalletServicer
+from services.wallet.points import PointsProgram
 from services.wallet.processor import CardProcessor
 from services.wallet.risk_gate import RiskGate
 from services.wallet.settings import WalletSettings
@@ -39,12 +40,13 @@ async def build(resources: Resources) -> ServiceApp:
     processor = CardProcessor(
         settings.processor_url, timeout_seconds=settings.processor_timeout_seconds
     )
+    points = PointsProgram(settings.points_url, timeout_seconds=settings.points_timeout_seconds)
     store = WalletStore(resources.pool, settings.limits(), timezone=settings.timezone)
     relay = OutboxRelay(
         resources.pool,
         outbox_delivery(notify_pb2_grpc.NotifyServiceStub(notify), gate.record_outcome, processor),
     )
-    servicer = WalletServicer(store, processor, gate, settings)
+    servicer = WalletServicer(store, processor, points, gate, settings)
     return ServiceApp(
         servicers=[(wallet_pb2_grpc.add_WalletServiceServicer_to_server, servicer)],
         service_names=[SERVICE.full_name],
@@ -55,5 +57,5 @@ async def build(resources: Resources) -> ServiceApp:
             follow_policies(risk, policies, subscriber=f"wallet@{resources.name}"),
             relay.run,
         ],
-        closers=[processor.close, identity.close, risk.close, notify.close],
+        closers=[processor.close, points.close, identity.close, risk.close, notify.close],
     )

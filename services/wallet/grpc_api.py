@@ -24,8 +24,9 @@ from services.runtime.errors import (
 )
 from services.runtime.tokens import TokenClaims
 from services.runtime.validation import Violations
-from services.wallet.app import card_top_up, compensate_movements
+from services.wallet.app import card_top_up, compensate_movements, points_top_up
 from services.wallet.domain.codes import fingerprint, is_numeric_code
+from services.wallet.points import PointsProgram
 from services.wallet.processor import CardProcessor, ProcessorDeclined, ProcessorUnavailable
 from services.wallet.risk_gate import CHANNEL_NAMES, CHANNELS_BY_NAME, RiskGate, jpy
 from services.wallet.settings import WalletSettings
@@ -174,11 +175,13 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self,
         store: WalletStore,
         processor: CardProcessor,
+        points: PointsProgram,
         risk: RiskGate,
         settings: WalletSettings,
     ) -> None:
         self._store = store
         self._processor = processor
+        self._points = points
         self._risk = risk
         self._settings = settings
         self._merchants: RecentLookups[bytes, Merchant] = RecentLookups()
@@ -408,14 +411,14 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 client=request.client,
             )
         )
-        result = await self._store.top_up(
+        result = await points_top_up(
+            self._store,
+            self._points,
             wallet_id=wallet.id,
-            channel="points",
             amount=amount,
+            session_id=claims.session_id,
             idempotency_key=request.idempotency_key,
             request_hash=request_hash,
-            counterparty="points",
-            session_id=claims.session_id,
             decision_id=decision_id,
         )
         return wallet_pb2.TopUpFromPointsResponse(top_up=_top_up_pb(result))

@@ -27,6 +27,16 @@ class WalletSettings(ServiceSettings):
         default=5.0,
         help="how long a processor call may take before it counts as failed",
     )
+    points_url: str = env(
+        "WALLET_POINTS_URL",
+        default="http://127.0.0.1:8090",
+        help="base URL of the group's loyalty program (the sandbox one locally)",
+    )
+    points_timeout_seconds: float = env(
+        "WALLET_POINTS_TIMEOUT_SECONDS",
+        default=5.0,
+        help="how long a points redemption may take before it counts as failed",
+    )
     risk_timeout_seconds: float = env(
         "WALLET_RISK_TIMEOUT_SECONDS",
         default=0.5,
@@ -94,6 +104,8 @@ class WalletSettings(ServiceSettings):
         super().validate()
         if not self.processor_url.startswith(("http://", "https://")):
             raise ConfigError("WALLET_PROCESSOR_URL must be an http:// or https:// URL")
+        if not self.points_url.startswith(("http://", "https://")):
+            raise ConfigError("WALLET_POINTS_URL must be an http:// or https:// URL")
         if not 0 < self.payment_code_seconds <= MAX_PAYMENT_CODE_SECONDS:
             raise ConfigError(
                 f"WALLET_PAYMENT_CODE_SECONDS must be between 1 and {MAX_PAYMENT_CODE_SECONDS}"
@@ -116,6 +128,8 @@ class WalletSettings(ServiceSettings):
             raise ConfigError("WALLET_NEW_WALLET_DAYS must not be negative")
         if self.processor_timeout_seconds <= 0:
             raise ConfigError("WALLET_PROCESSOR_TIMEOUT_SECONDS must be greater than 0")
+        if self.points_timeout_seconds <= 0:
+            raise ConfigError("WALLET_POINTS_TIMEOUT_SECONDS must be greater than 0")
         if self.risk_timeout_seconds <= 0:
             raise ConfigError("WALLET_RISK_TIMEOUT_SECONDS must be greater than 0")
         try:

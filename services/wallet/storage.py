@@ -88,6 +88,16 @@ class PendingCardTopUp:
 
 
 @dataclass(frozen=True)
+class PendingPointsTopUp:
+    """A points top-up reserved under the limits, waiting for the loyalty program."""
+
+    top_up_id: uuid.UUID
+    # The loyalty program knows its members by the wallet's payer ID.
+    payer_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
 class CodeHolder:
     """Who a live one-time code belongs to, read before it is spent (for risk)."""
 
@@ -632,17 +642,30 @@ class WalletStore:
             )
         return PendingCardTopUp(top_up_id, source["processor_token"], amount)
 
-    async def finish_card_top_up(
-        self, top_up_id: uuid.UUID, charge_id: str, *, decision_id: str = ""
+    async def finish_top_up(
+        self, top_up_id: uuid.UUID, reference: str, *, decision_id: str = ""
     ) -> dict[str, Any]:
-        """Post a charged card top-up; a concurrent retry that finished first wins."""
+        """Post a top-up the outside party has done; a concurrent retry that finished first wins.
+
+        ``reference`` is the outside party's id for it: the card charge or the
+        points redemption.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
+            wallet_id = await conn.fetchval(
+                "select wallet_id from top_ups where id = $1", top_up_id
+            )
+            if wallet_id is not None:
+                # The wallet first, like every movement: a finish that took the
+                # balance row before waiting for the wallet would deadlock with a
+                # top-up holding the wallet and waiting for the balance row.
+                await self._lock_wallet(conn, wallet_id)
             row = await conn.fetchrow(
                 "update top_ups set status = 'completed', processor_charge_id = $2"
                 " where id = $1 and status = 'pending'"
-                " returning wallet_id, amount, funding_source_id, session_id, idempotency_key",
+                " returning wallet_id, channel, amount, funding_source_id, session_id,"
+                " idempotency_key",
                 top_up_id,
-                charge_id,
+                reference,
             )
             if row is None:
                 stored = await conn.fetchval(
@@ -655,17 +678,19 @@ class WalletStore:
                     raise FailedPrecondition("TOP_UP_FAILED", "the top-up did not complete")
                 result: dict[str, Any] = stored
                 return result
-            source = await conn.fetchrow(
-                "update funding_sources set first_top_up_at = coalesce(first_top_up_at, now())"
-                " where id = $1 returning brand, last4",
-                row["funding_source_id"],
-            )
-            counterparty = f"{source['brand']} ****{source['last4']}"
+            counterparty = "points"
+            if row["funding_source_id"] is not None:
+                source = await conn.fetchrow(
+                    "update funding_sources set first_top_up_at = coalesce(first_top_up_at, now())"
+                    " where id = $1 returning brand, last4",
+                    row["funding_source_id"],
+                )
+                counterparty = f"{source['brand']} ****{source['last4']}"
             result = await self._post_top_up(
                 conn,
                 top_up_id=top_up_id,
                 wallet_id=row["wallet_id"],
-                channel="card",
+                channel=row["channel"],
                 amount=int(row["amount"]),
                 counterparty=counterparty,
                 session_id=row["session_id"],
@@ -676,8 +701,8 @@ class WalletStore:
             )
             return result
 
-    async def fail_card_top_up(self, top_up_id: uuid.UUID) -> None:
-        """The processor declined: free the reservation and the key."""
+    async def fail_top_up(self, top_up_id: uuid.UUID) -> None:
+        """The outside party refused: free the reservation and the key."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "update top_ups set status = 'failed' where id = $1 and status = 'pending'"
@@ -691,50 +716,51 @@ class WalletStore:
                     row["idempotency_key"],
                 )
 
-    async def top_up(
+    async def begin_points_top_up(
         self,
         *,
         wallet_id: uuid.UUID,
-        channel: str,
         amount: int,
+        session_id: str,
         idempotency_key: str,
         request_hash: str,
-        counterparty: str,
-        session_id: str = "",
-        decision_id: str = "",
-    ) -> dict[str, Any]:
-        """A top-up that needs no outside call (points): one transaction."""
+    ) -> dict[str, Any] | PendingPointsTopUp:
+        """Reserve a points top-up under the limits, or return the first result of a retry.
+
+        Nothing is credited here: the points belong to the loyalty program until
+        it has redeemed them (``finish_top_up``).
+        """
         scope = f"top_up:{wallet_id}"
         async with self.pool.acquire() as conn, conn.transaction():
             first = await self._claim_key(conn, scope, idempotency_key, request_hash)
             if isinstance(first, dict):
                 return first
+            if first is IN_PROGRESS:
+                row = await conn.fetchrow(
+                    "select t.id, t.amount, w.payer_id from top_ups t"
+                    " join wallets w on w.id = t.wallet_id"
+                    " where t.wallet_id = $1 and t.idempotency_key = $2 and t.status = 'pending'"
+                    " and t.channel = 'points'",
+                    wallet_id,
+                    idempotency_key,
+                )
+                if row is None:
+                    raise FailedPrecondition("TOP_UP_IN_PROGRESS", "retry shortly")
+                return PendingPointsTopUp(row["id"], row["payer_id"], int(row["amount"]))
             wallet = await self._lock_wallet(conn, wallet_id)
             _require_active(wallet["status"])
             await self._check_limits(conn, wallet_id, amount, new_source=False)
             top_up_id = uuid.uuid4()
             await conn.execute(
                 "insert into top_ups (id, wallet_id, channel, amount, status, session_id,"
-                " idempotency_key) values ($1, $2, $3, $4, 'completed', $5, $6)",
+                " idempotency_key) values ($1, $2, 'points', $3, 'pending', $4, $5)",
                 top_up_id,
                 wallet_id,
-                channel,
                 amount,
                 session_id,
                 idempotency_key,
             )
-            result = await self._post_top_up(
-                conn,
-                top_up_id=top_up_id,
-                wallet_id=wallet_id,
-                channel=channel,
-                amount=amount,
-                counterparty=counterparty,
-                session_id=session_id,
-                decision_id=decision_id,
-            )
-            await self._store_result(conn, scope, idempotency_key, result)
-            return result
+        return PendingPointsTopUp(top_up_id, wallet["payer_id"], amount)
 
     async def _post_top_up(
         self,

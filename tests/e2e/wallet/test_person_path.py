@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -547,3 +548,46 @@ async def test_a_payout_account_change_is_told_to_the_person_and_needs_a_recent_
         "select account_number from payout_accounts"
     )
     assert stored == "1234567"
+
+
+async def test_a_points_top_up_redeems_the_persons_points_and_never_creates_money(
+    running: Cluster, identity: IdentityDriver, wallet: Any
+) -> None:
+    payer = await identity.new_payer(wallet)
+    await payer.enroll()
+    member_id = jwt.decode(payer.token, options={"verify_signature": False})["sub"]
+    program = running.points_program
+
+    async def from_points(amount: int, key: str) -> wallet_pb2.TopUp:
+        reply = await wallet.TopUpFromPoints(
+            wallet_pb2.TopUpFromPointsRequest(
+                amount=jpy(amount), idempotency_key=key, client=payer.client
+            ),
+            metadata=payer.metadata,
+            timeout=TIMEOUT,
+        )
+        top_up: wallet_pb2.TopUp = reply.top_up
+        return top_up
+
+    # Unknown to the loyalty program, then known with too few points: nothing moves.
+    unknown = await refused(from_points(1_000, "points-1"))
+    program.grant(member_id, 1_500)
+    too_many = await refused(from_points(2_000, "points-2"))
+    for error in (unknown, too_many):
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(error) == "INSUFFICIENT_POINTS"
+    assert (await payer.balance()).wallet.balance.amount_minor == 0
+
+    top_up = await from_points(1_000, "points-3")
+    replayed = await from_points(1_000, "points-3")
+
+    assert top_up.channel == risk_pb2.TOP_UP_CHANNEL_POINTS
+    assert replayed == top_up
+    assert (await payer.balance()).wallet.balance.amount_minor == 1_000
+    # Redeemed once, for exactly what was credited.
+    assert program.balances[member_id] == 500
+    assert [r["points"] for r in program.redemptions.values()] == [1_000]
+    report = await running.stub("wallet", as_="operator").Reconcile(
+        wallet_pb2.ReconcileRequest(), timeout=TIMEOUT
+    )
+    assert report.balanced

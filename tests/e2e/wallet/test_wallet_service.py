@@ -25,11 +25,11 @@ from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
 
 from services.devstack.card_processor import SandboxProcessor
-from services.wallet.domain.codes import fingerprint
 from services.wallet.domain.limits import Limits
 from services.wallet.grpc_api import WalletServicer
 from services.wallet.storage import WalletStore
 from tests.harness import Cluster
+from tests.integration.wallet.helpers import points_top_up
 
 TIMEOUT = 15.0
 
@@ -103,14 +103,7 @@ async def merchant_with_store(cluster: Cluster) -> tuple[Any, tuple[tuple[str, s
 async def funded_wallet_with_code(cluster: Cluster, amount: int) -> tuple[uuid.UUID, str]:
     store = wallet_store(cluster)
     wallet = await store.enroll(str(uuid.uuid4()))
-    await store.top_up(
-        wallet_id=wallet.id,
-        channel="points",
-        amount=amount,
-        idempotency_key="seed",
-        request_hash=fingerprint({"seed": amount}),
-        counterparty="points",
-    )
+    await points_top_up(store, wallet.id, amount)
     code, _ = await store.issue_code(
         wallet_id=wallet.id,
         purpose="payment",
@@ -340,14 +333,7 @@ async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_and_reconci
     wallets = []
     for amount in balances:
         wallet = await store.enroll(str(uuid.uuid4()))
-        await store.top_up(
-            wallet_id=wallet.id,
-            channel="points",
-            amount=amount,
-            idempotency_key="seed",
-            request_hash="h",
-            counterparty="points",
-        )
+        await points_top_up(store, wallet.id, amount)
         wallets.append(wallet)
     deadline = Timestamp()
     deadline.GetCurrentTime()

@@ -20,15 +20,19 @@ async def funded_wallet(store: WalletStore, amount: int, payer: str | None = Non
 async def points_top_up(
     store: WalletStore, wallet_id: uuid.UUID, amount: int, key: str | None = None
 ) -> dict[str, Any]:
+    """A points top-up through the real reservation and posting, the loyalty
+    program having redeemed the points (its side is tested in test_points.py)."""
     key = key or str(uuid.uuid4())
-    return await store.top_up(
+    started = await store.begin_points_top_up(
         wallet_id=wallet_id,
-        channel="points",
         amount=amount,
+        session_id="",
         idempotency_key=key,
         request_hash=fingerprint({"amount": amount}),
-        counterparty="points",
     )
+    if isinstance(started, dict):
+        return started
+    return await store.finish_top_up(started.top_up_id, f"rd_{started.top_up_id.hex}")
 
 
 async def a_store(store: WalletStore, name: str = "Lawson") -> StoreRow:

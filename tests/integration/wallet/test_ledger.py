@@ -119,8 +119,8 @@ async def test_a_card_top_up_posts_once_even_when_finished_twice(wallet_store: W
     assert not isinstance(pending, dict)
 
     first, second = await asyncio.gather(
-        wallet_store.finish_card_top_up(pending.top_up_id, "ch_1"),
-        wallet_store.finish_card_top_up(pending.top_up_id, "ch_1"),
+        wallet_store.finish_top_up(pending.top_up_id, "ch_1"),
+        wallet_store.finish_top_up(pending.top_up_id, "ch_1"),
     )
 
     assert first == second
