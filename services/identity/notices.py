@@ -7,6 +7,7 @@ verified contacts at send time, so nothing a requester types can steer it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,8 @@ NOTICE_TOPIC = "notify.send_notice"
 CLOSE_WALLET_TOPIC = "wallet.close_wallet"
 
 Kind = notify_pb2.NoticeKind
+# Where a code notice carries its code or link: blanked once notify has it.
+CODE_SECRET = ("code", "secret")
 
 
 async def send_code_notice(
@@ -39,7 +42,7 @@ async def send_code_notice(
     request = notify_pb2.SendNoticeRequest(
         account_id=str(account_id), kind=kind, code=params, idempotency_key=key
     )
-    await _enqueue_notice(conn, request)
+    await _enqueue_notice(conn, request, scrub=[CODE_SECRET])
 
 
 async def send_event_notice(
@@ -76,10 +79,18 @@ async def close_wallet(conn: asyncpg.Connection, *, payer_id: uuid.UUID) -> None
     )
 
 
-async def _enqueue_notice(conn: asyncpg.Connection, request: notify_pb2.SendNoticeRequest) -> None:
+async def _enqueue_notice(
+    conn: asyncpg.Connection,
+    request: notify_pb2.SendNoticeRequest,
+    scrub: Sequence[Sequence[str]] = (),
+) -> None:
     payload: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
     await enqueue(
-        conn, topic=NOTICE_TOPIC, idempotency_key=request.idempotency_key, payload=payload
+        conn,
+        topic=NOTICE_TOPIC,
+        idempotency_key=request.idempotency_key,
+        payload=payload,
+        scrub=scrub,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -9,9 +10,13 @@ from typing import Any
 
 import asyncpg
 
+from services.runtime.outbox import SCRUB_FIELD
+
 Record = Any
 EMAIL = 1
 REVOCATIONS_CHANNEL = "identity_revocations"
+# Where a code notice carries its link (as in notices.CODE_SECRET).
+CODE_SECRET = ("code", "secret")
 
 
 # Accounts and registration --------------------------------------------------
@@ -981,7 +986,8 @@ async def run_reset_batch(
                        'code', jsonb_build_object(
                            'secret', token,
                            'expires_at', to_char((now() + $7) at time zone 'UTC',
-                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')))
+                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                       $11::text, $12::text::jsonb)
             from keyed
             on conflict (idempotency_key) do nothing
         ), audited as (
@@ -1007,6 +1013,9 @@ async def run_reset_batch(
         f"operator:{job['created_by']}",
         job["reason"],
         job["created_at"],
+        # The link is blanked in the outbox once notify has it, as enqueue(scrub=...) does.
+        SCRUB_FIELD,
+        json.dumps([list(CODE_SECRET)]),
     )
     await conn.execute(f"notify {REVOCATIONS_CHANNEL}")
     await conn.execute("select pg_notify($1, '')", notify_channel)

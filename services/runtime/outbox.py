@@ -110,6 +110,8 @@ def scrubbed(payload: dict[str, Any]) -> dict[str, Any] | None:
     kept = json.loads(json.dumps(payload))
     del kept[SCRUB_FIELD]
     for path in paths:
+        if not isinstance(path, list) or not path:
+            continue
         holder = kept
         for key in path[:-1]:
             holder = holder.get(key) if isinstance(holder, dict) else None

@@ -14,8 +14,15 @@ from aiohttp import web
 from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.devstack.stack import free_port
-from tests.e2e.identity.conftest import IdentityOnCluster, latest_code, start_identity
-from tests.support.people import TIMEOUT, client
+from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
+from tests.support.people import (
+    TIMEOUT,
+    VERIFICATION_SUBJECTS,
+    client,
+    code_in,
+    next_mail,
+    subject_is,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -89,7 +96,10 @@ async def test_a_new_primary_email_takes_effect_once_verified_and_the_old_one_ca
     )
     assert [c.address for c in contacts.contacts] == ["hanako@example.jp"]
 
-    code = await latest_code(identity.cluster, "NOTICE_KIND_CONTACT_VERIFICATION")
+    mail = await next_mail(
+        identity.mailbox, "hanako.new@example.jp", subject_is(*VERIFICATION_SUBJECTS), after=0
+    )
+    code = code_in(mail)
     verified = await identity.stub.VerifyContact(
         pb.VerifyContactRequest(contact_id=added.contact_id, code=code),
         metadata=identity.bearer(here),

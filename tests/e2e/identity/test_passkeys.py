@@ -7,9 +7,9 @@ import jwt
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from tests.e2e.identity.conftest import IdentityOnCluster, latest_code
+from tests.e2e.identity.conftest import IdentityOnCluster
 from tests.support.authenticator import SoftwareAuthenticator
-from tests.support.people import TIMEOUT, client
+from tests.support.people import TIMEOUT, client, reset_mail, reset_token_in
 
 pytestmark = pytest.mark.asyncio
 
@@ -135,7 +135,7 @@ async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
     await identity.stub.RequestPasswordReset(
         pb.RequestPasswordResetRequest(identifier=person.email), timeout=TIMEOUT
     )
-    token = await latest_code(identity.cluster, "NOTICE_KIND_PASSWORD_RESET")
+    token = reset_token_in((await reset_mail(identity.mailbox, person.email))[-1])
     await identity.stub.CompletePasswordReset(
         pb.CompletePasswordResetRequest(
             reset_token=token, new_password="someone else's passphrase", client=client("x")

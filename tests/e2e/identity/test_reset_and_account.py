@@ -203,3 +203,30 @@ async def test_an_account_with_a_second_factor_is_closed_only_after_a_step_up_wi
     assert (
         await pool.fetchval("select count(*) from outbox where topic = 'wallet.close_wallet'") == 1
     )
+
+
+async def test_codes_and_reset_links_do_not_stay_in_the_outbox_once_delivered(
+    identity: IdentityOnCluster,
+):
+    person = await identity.register("hanako@example.jp")
+    await identity.stub.RequestPasswordReset(
+        pb.RequestPasswordResetRequest(identifier=person.email, client=client()), timeout=TIMEOUT
+    )
+    async for _ in identity.operator.ForceCredentialReset(
+        pb.ForceCredentialResetRequest(account_ids=[person.account_id], reason="breach list"),
+        timeout=TIMEOUT,
+    ):
+        pass
+    await reset_mail(identity.mailbox, person.email, count=2)
+
+    pool = identity.cluster.running["identity"].pool
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            rows = await pool.fetch(
+                "select state, payload->'code'->>'secret' as secret from outbox"
+                " where payload ? 'code'"
+            )
+            if len(rows) == 3 and all(row["state"] == "delivered" for row in rows):
+                break
+            await asyncio.sleep(0.05)
+    assert [row["secret"] for row in rows] == ["", "", ""]

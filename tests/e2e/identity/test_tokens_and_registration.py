@@ -8,7 +8,7 @@ import grpc
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from tests.e2e.identity.conftest import IdentityOnCluster, latest_code, outbox_codes
+from tests.e2e.identity.conftest import IdentityOnCluster, queued_code_notices
 from tests.support.people import (
     TIMEOUT,
     VERIFICATION_SUBJECTS,
@@ -58,7 +58,7 @@ async def test_registering_a_taken_address_answers_the_same_and_tells_the_owner(
     )  # fmt: skip
     assert reply.HasField("code_expires_at")
     # No second verification code exists for the taken address; its owner is told instead.
-    assert len(await outbox_codes(identity.cluster, "NOTICE_KIND_CONTACT_VERIFICATION")) == 1
+    assert await queued_code_notices(identity.cluster, "NOTICE_KIND_CONTACT_VERIFICATION") == 1
     rows = await identity.cluster.running["identity"].pool.fetch(
         "select payload from outbox where payload->>'kind' = 'NOTICE_KIND_REGISTRATION_ATTEMPT'"
     )
@@ -79,7 +79,7 @@ async def test_unverified_registration_cannot_sign_in(identity: IdentityOnCluste
         )  # fmt: skip
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == "invalid credentials"
-    assert await latest_code(identity.cluster, "NOTICE_KIND_CONTACT_VERIFICATION")
+    assert await queued_code_notices(identity.cluster, "NOTICE_KIND_CONTACT_VERIFICATION") == 1
 
 
 async def test_registering_a_pending_address_again_keeps_the_first_password_and_resends_a_code(
