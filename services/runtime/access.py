@@ -8,8 +8,9 @@ Handlers must be ``async`` (coroutines or async generators), as grpc.aio service
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -65,6 +66,21 @@ def current_caller() -> str:
 def current_claims() -> TokenClaims | None:
     """The verified end-user token of the RPC being handled, if its policy asks for one."""
     return _current_claims.get()
+
+
+@contextlib.contextmanager
+def admitted_as(caller: str, claims: TokenClaims | None = None) -> Iterator[None]:
+    """Run code as if an RPC from ``caller`` (with ``claims``) had been admitted.
+
+    For unit tests of handler-side checks; both values are restored on exit.
+    """
+    caller_token = _current_caller.set(caller)
+    claims_token = _current_claims.set(claims)
+    try:
+        yield
+    finally:
+        _current_claims.reset(claims_token)
+        _current_caller.reset(caller_token)
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:

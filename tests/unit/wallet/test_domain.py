@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.runtime import access
+from services.runtime.access import admitted_as
 from services.runtime.errors import FailedPrecondition, PermissionDenied
 from services.runtime.tokens import TokenClaims
 from services.wallet.domain.codes import fingerprint, is_numeric_code, new_numeric_code
@@ -123,26 +123,23 @@ def claims(**overrides: Any) -> TokenClaims:
     return TokenClaims(**values)
 
 
-def with_claims(token: TokenClaims) -> None:
-    access._current_claims.set(token)
+def payer_claims_of(token: TokenClaims) -> TokenClaims:
+    with admitted_as("gateway", token):
+        return payer_claims()
 
 
 def test_a_group_id_token_is_refused_with_a_reason() -> None:
-    with_claims(claims(audience="group"))
     with pytest.raises(PermissionDenied) as refused:
-        payer_claims()
+        payer_claims_of(claims(audience="group"))
     assert refused.value.reason == "WALLET_AUDIENCE_REQUIRED"
 
 
 def test_a_wallet_token_without_a_second_factor_or_a_device_is_refused() -> None:
-    with_claims(claims(assurance_level=1))
     with pytest.raises(PermissionDenied, match="second factor"):
-        payer_claims()
-    with_claims(claims(device_id=None))
+        payer_claims_of(claims(assurance_level=1))
     with pytest.raises(PermissionDenied, match="registered device"):
-        payer_claims()
-    with_claims(claims())
-    assert payer_claims().subject == "payer-1"
+        payer_claims_of(claims(device_id=None))
+    assert payer_claims_of(claims()).subject == "payer-1"
 
 
 def test_an_old_sign_in_must_step_up_before_a_sensitive_operation() -> None:
