@@ -442,12 +442,22 @@ async def test_closing_the_group_account_closes_the_wallet(
     assert revoked.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def outcomes_reached_risk(cluster: Cluster) -> None:
+    """Wait until the wallet's outbox has handed every money outcome to risk."""
+    pool = cluster.running["wallet"].pool
+    async with asyncio.timeout(TIMEOUT):
+        while await pool.fetchval(  # noqa: ASYNC110 - polls the wallet's own table
+            "select count(*) from outbox where topic = 'wallet.outcome' and state = 'pending'"
+        ):
+            await asyncio.sleep(0.05)
+
+
 async def test_a_new_customer_pays_at_once_from_the_phone_they_registered_with(
     running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     register = await a_register(running)
     payer, _ = await funded_payer(running, identity, wallet, 3_000)
-    await asyncio.sleep(0.5)  # let the top-up outcome reach risk through the outbox
+    await outcomes_reached_risk(running)
     payment = await register.capture(await payer.payment_code(), 1_000)
     assert payment.amount.amount_minor == 1_000
     assert (await payer.balance()).wallet.balance.amount_minor == 2_000
@@ -470,17 +480,12 @@ async def test_spending_right_after_a_top_up_from_a_second_device_is_stepped_up_
     await on_new_phone.top_up_from_card(card_id, 2_000)
     code = await on_new_phone.payment_code()
 
-    # Top-up outcomes reach risk through the wallet's outbox; until then the rule
-    # has nothing to go on, so wait for the refusal rather than race the relay.
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            try:
-                payment = await register.capture(code, 1_000)
-            except grpc.aio.AioRpcError as error:
-                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-                assert reason_of(error) == "STEP_UP_REQUIRED"
-                break
-            pytest.fail(f"captured {payment.movement_id} right after a new-device top-up")
+    # The rule works on outcomes the wallet reports through its outbox.
+    await outcomes_reached_risk(running)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await register.capture(code, 1_000)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(refused.value) == "STEP_UP_REQUIRED"
     assert (await on_new_phone.balance()).wallet.balance.amount_minor == 5_000
 
 
