@@ -864,6 +864,17 @@ class WalletStore:
     async def _spend_code(
         self, conn: asyncpg.Connection, code: str, purpose: str
     ) -> asyncpg.Record:
+        # The wallet is locked before the code, in the same order as issue_code
+        # (wallet, then its codes), so a capture racing a new code cannot deadlock.
+        holder = await conn.fetchval(
+            "select wallet_id from one_time_codes"
+            " where code_hash = $1 and purpose = $2 and status = 'active'",
+            code_hash(code),
+            purpose,
+        )
+        if holder is None:
+            raise FailedPrecondition("CODE_INVALID", "the code is unknown, used or expired")
+        await self._lock_wallet(conn, holder)
         # One UPDATE decides: of many registers presenting the same code at once,
         # the first to take the row wins and the others find it used.
         row = await conn.fetchrow(

@@ -187,6 +187,26 @@ async def test_a_new_payment_code_voids_the_previous_one(wallet_store: WalletSto
     assert (await capture(wallet_store, shop, new, 100))["amount"] == 100
 
 
+async def test_a_capture_racing_a_new_code_for_the_same_wallet_never_deadlocks(
+    wallet_store: WalletStore,
+) -> None:
+    wallet = await funded_wallet(wallet_store, 10_000)
+    shop = await a_store(wallet_store)
+    for _ in range(30):
+        code = await payment_code(wallet_store, wallet.id)
+        # The register captures the shown code while the app issues the next one.
+        outcomes = await asyncio.gather(
+            capture(wallet_store, shop, code, 10),
+            payment_code(wallet_store, wallet.id),
+            return_exceptions=True,
+        )
+        assert not any(isinstance(o, asyncpg.DeadlockDetectedError) for o in outcomes), outcomes
+        captured = outcomes[0]
+        assert isinstance(captured, dict) or (
+            isinstance(captured, FailedPrecondition) and captured.reason == "CODE_INVALID"
+        ), captured
+
+
 async def test_replaying_an_idempotency_key_returns_the_first_result_and_moves_money_once(
     wallet_store: WalletStore,
 ) -> None:
