@@ -78,6 +78,9 @@ WALLET_AUDIENCE = "wallet"
 CODE_LIFETIME = timedelta(minutes=15)
 CHALLENGE_LIFETIME = timedelta(minutes=5)
 RESET_LIFETIME = timedelta(minutes=30)
+# While an unused link is younger than this, a new request mints no other; it matches
+# notify's window for coalescing reset notices (NOTIFY_COALESCE_WINDOW_SECONDS).
+RESET_REISSUE_AFTER = timedelta(minutes=15)
 FREEZE_LIFETIME = timedelta(days=7)
 # Sensitive actions need an authentication at most this old.
 STEP_UP_WINDOW = timedelta(minutes=10)
@@ -1438,6 +1441,20 @@ class Identity:
                 # Nothing to send; the answer is the same as for a real account.
                 return
             account_id = account["id"]
+            # One request at a time per account, so two cannot both find no fresh link.
+            await storage.account_for_update(conn, account_id)
+            if await storage.has_fresh_reset(conn, account_id, within=RESET_REISSUE_AFTER):
+                # Anyone can ask; a new link would replace the one the owner may be
+                # opening right now, so a flood of requests could keep them from ever
+                # resetting. Their link stands, and the attempt is kept.
+                await storage.log_event(
+                    conn,
+                    account_id=account_id,
+                    kind="password.reset_repeated",
+                    ip=client.ip_address,
+                    device_id=client.device_id,
+                )
+                return
             expires_at = await storage.create_reset(
                 conn, account_id=account_id, token_hash=token_hash(token), lifetime=RESET_LIFETIME
             )

@@ -834,6 +834,20 @@ async def create_reset(
     return expires_at
 
 
+async def has_fresh_reset(
+    conn: asyncpg.Connection, account_id: uuid.UUID, *, within: timedelta
+) -> bool:
+    """Whether an unused, unexpired reset link was made for the account within ``within``."""
+    return bool(
+        await conn.fetchval(
+            "select exists (select 1 from password_resets where account_id = $1"
+            " and used_at is null and expires_at > now() and created_at > now() - $2::interval)",
+            account_id,
+            within,
+        )
+    )
+
+
 async def use_reset(conn: asyncpg.Connection, token_hash: bytes) -> uuid.UUID | None:
     account_id: uuid.UUID | None = await conn.fetchval(
         "update password_resets set used_at = now() where token_hash = $1 and used_at is null"
