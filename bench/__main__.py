@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import chart
+from bench import chart, profile
 from bench.forced_reset import run_forced_reset
 from bench.payments import TOP_UP, open_stores, run_payments, velocity_limit
 from bench.pgbench import run_pgbench
@@ -125,6 +125,13 @@ async def bench_payments(system: System, sizes: Sizes, results: dict[str, Any]) 
         "    CPU per payment (ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu.items()),
         flush=True,
     )
+    print(
+        "    database transactions per payment: "
+        + ", ".join(
+            f"{name} {n:.1f}" for name, n in payments["database_transactions_per_payment"].items()
+        ),
+        flush=True,
+    )
     if payments["wallets_used_up"]:
         print("    every wallet reached risk's velocity limit before the time was up", flush=True)
     return [
@@ -206,6 +213,11 @@ async def bench_risk(system: System, sizes: Sizes, results: dict[str, Any]) -> l
         system, rate=sizes.risk_rate, seconds=sizes.risk_seconds, processes=sizes.processes
     )
     results["risk"] = risk
+    cpu = risk["cpu_ms_per_assessment"]
+    print(
+        "    CPU per assessment (ms): " + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items()),
+        flush=True,
+    )
     return [
         at_least(
             "AssessLogin answered/s (load precondition)",
@@ -256,7 +268,14 @@ STEPS = {
 }
 
 
-async def run(size: str, sizes: Sizes, only: tuple[str, ...], out: Path, chart_path: Path) -> int:
+async def run(
+    size: str,
+    sizes: Sizes,
+    only: tuple[str, ...],
+    out: Path,
+    chart_path: Path,
+    profile_dir: Path | None,
+) -> int:
     started = time.monotonic()
     results: dict[str, Any] = {
         "size": size,
@@ -272,7 +291,7 @@ async def run(size: str, sizes: Sizes, only: tuple[str, ...], out: Path, chart_p
         flush=True,
     )
     var_dir = Path(tempfile.mkdtemp(prefix="mamoru-bench-"))
-    system = System(var_dir)
+    system = System(var_dir, profile_dir)
     figures: list[Figure] = []
     try:
         heading("starting PostgreSQL, SMTP, the card sandbox and the four services")
@@ -305,6 +324,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     parser.add_argument("--chart", type=Path, default=Path("bench/latency.png"))
     parser.add_argument("--reset-accounts", type=int, help="override the forced reset's size")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample each service with py-spy during each run and keep the profiles here",
+    )
     args = parser.parse_args()
     only = tuple(name for name in args.only.split(",") if name)
     unknown = set(only) - set(BENCHMARKS)
@@ -313,7 +337,9 @@ def main() -> int:
     sizes = SIZES[args.size]
     if args.reset_accounts:
         sizes = replace(sizes, reset_accounts=args.reset_accounts)
-    return asyncio.run(run(args.size, sizes, only, args.out, args.chart))
+    if args.profile is not None and profile.py_spy() is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
+    return asyncio.run(run(args.size, sizes, only, args.out, args.chart, args.profile))
 
 
 if __name__ == "__main__":

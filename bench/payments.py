@@ -35,7 +35,7 @@ from bench.load import (
     wait_until,
 )
 from bench.results import Samples
-from bench.system import Someone, System, fetch_value
+from bench.system import Someone, System, fetch_value, transactions_by_database
 from services.runtime.access import bearer_metadata
 from tests.support.people import client
 
@@ -193,6 +193,8 @@ async def run_payments(
     processes: int,
     seconds: float,
 ) -> dict[str, Any]:
+    settled = await system.settle()
+    print(f"    the system settled in {settled:.0f}s", flush=True)
     start_at = time.time() + START_DELAY_SECONDS
     specs = [
         PaymentSpec(
@@ -210,12 +212,16 @@ async def run_payments(
         for p in range(processes)
     ]
     decisions_before = await _payment_decisions(system)
+    transactions_before = await transactions_by_database(system)
     meter = system.cpu_meter()
     meter.start()
+    profiling = asyncio.create_task(system.profiled("payments", seconds))
     runs = await run_generators(generate, specs, label="payments", seconds=seconds)
+    await profiling
     # The notices and outcomes each payment queued are delivered just after it.
     await asyncio.sleep(2)
     meter.stop()
+    transactions = await transactions_by_database(system)
     elapsed = max(r.elapsed for r in runs)
     captures = Samples.merged(r.captures for r in runs)
     issues = Samples.merged(r.issues for r in runs)
@@ -235,6 +241,10 @@ async def run_payments(
         "issue_code": issues.summary(elapsed),
         "sale": payments.summary(elapsed),
         "risk_payment_decisions": decisions,
+        "database_transactions_per_payment": {
+            name: (count - transactions_before.get(name, 0)) / max(captures.count, 1)
+            for name, count in sorted(transactions.items())
+        },
         "cpu_ms_per_payment": {
             **meter.per_operation_ms(captures.count),
             "load generators": sum(r.cpu_seconds for r in runs) * 1000 / max(captures.count, 1),

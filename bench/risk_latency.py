@@ -8,6 +8,7 @@ caller, which is what identity waits for before any password hash.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -47,6 +48,7 @@ class AssessSpec:
 class AssessRun:
     assessments: Samples = field(default_factory=Samples)
     skipped: int = 0
+    cpu_seconds: float = 0.0
 
 
 def _requests(seed: int) -> list[risk_pb2.AssessLoginRequest]:
@@ -91,6 +93,7 @@ async def assess(spec: AssessSpec, progress: Progress) -> AssessRun:
         run.assessments.ok(started - spec.start_at, (time.perf_counter() - t0) * 1000)
         progress.ok()
 
+    cpu_at_start = time.process_time()
     run.skipped = await open_loop(
         rate=spec.rate,
         seconds=spec.seconds,
@@ -98,6 +101,7 @@ async def assess(spec: AssessSpec, progress: Progress) -> AssessRun:
         call=one,
         max_in_flight=512,
     )
+    run.cpu_seconds = time.process_time() - cpu_at_start
     await channel.close()
     return run
 
@@ -105,6 +109,7 @@ async def assess(spec: AssessSpec, progress: Progress) -> AssessRun:
 async def run_risk(
     system: System, *, rate: float, seconds: float, processes: int
 ) -> dict[str, Any]:
+    await system.settle()
     start_at = time.time() + START_DELAY_SECONDS
     specs = [
         AssessSpec(
@@ -116,7 +121,12 @@ async def run_risk(
         )
         for p in range(processes)
     ]
+    meter = system.cpu_meter()
+    meter.start()
+    profiling = asyncio.create_task(system.profiled("risk", seconds))
     runs = await run_generators(assess, specs, label="risk", seconds=seconds)
+    await profiling
+    meter.stop()
     samples = Samples.merged(r.assessments for r in runs)
     return {
         "offered_per_second": rate,
@@ -124,5 +134,9 @@ async def run_risk(
         "generator_processes": processes,
         "skipped_for_in_flight_cap": sum(r.skipped for r in runs),
         **samples.summary(seconds),
+        "cpu_ms_per_assessment": {
+            **meter.per_operation_ms(samples.count),
+            "load generators": sum(r.cpu_seconds for r in runs) * 1000 / max(samples.count, 1),
+        },
         "series": {"AssessLogin": samples.over_time()},
     }

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import psutil
 import pyotp
 from mamoru.identity.v1 import identity_pb2 as pb
 from mamoru.identity.v1 import identity_pb2_grpc
@@ -287,9 +286,10 @@ async def run_stuffing(
     await seed_accounts(system, victims, prefix="victim", password=REUSED_PASSWORD)
     addresses = foreign_addresses(ATTACK_NETWORKS, ADDRESSES_PER_NETWORK)
     pairs = leaked_list(int(attack_rate * seconds) + 1, people, victims)
+    await system.settle()
     start_at = time.time() + START_DELAY_SECONDS
-    identity_process = psutil.Process(system.pids()["identity"])
-    cpu_before = identity_process.cpu_times()
+    meter = system.cpu_meter()
+    meter.start()
     attack_specs: list[Any] = [
         AttackSpec(
             identity=system.endpoint("identity", "gateway"),
@@ -309,6 +309,7 @@ async def run_stuffing(
         seconds=seconds,
         start_at=start_at,
     )
+    profiling = asyncio.create_task(system.profiled("stuffing", seconds))
     outcomes = await run_generators(
         _either,
         [("attack", s) for s in attack_specs] + [("legit", legit_spec)],
@@ -316,7 +317,8 @@ async def run_stuffing(
         seconds=seconds,
         rate_label="answers/s",
     )
-    cpu_after = identity_process.cpu_times()
+    await profiling
+    meter.stop()
     attacks: list[AttackRun] = outcomes[:-1]
     legit: LegitRun = outcomes[-1]
     refused = Samples.merged(a.refused for a in attacks)
@@ -369,8 +371,8 @@ async def run_stuffing(
             "attacker_cpu_seconds": hashed["attacker"] * per_hash / 1000,
             "legitimate_cpu_seconds": hashed["legitimate"] * per_hash / 1000,
             "attacker_share_of_attempts_hashed": hashed["attacker"] / attempts if attempts else 0,
-            "identity_cpu_seconds_total": (cpu_after.user + cpu_after.system)
-            - (cpu_before.user + cpu_before.system),
+            "identity_cpu_seconds_total": meter.used["identity"],
+            "cpu_seconds_by_part": meter.used,
         },
         "series": {
             "legitimate sign-in": sign_ins.over_time(),

@@ -29,7 +29,8 @@ from mamoru.identity.v1 import identity_pb2_grpc
 from mamoru.risk.v1 import risk_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2_grpc
 
-from bench.load import Endpoint
+from bench import profile
+from bench.load import START_DELAY_SECONDS, Endpoint
 from services.devstack.stack import LocalStack
 from services.identity.domain.credentials import identifier_key
 from services.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
@@ -45,8 +46,22 @@ EMAIL_CONTACT = 1
 class System:
     """A running ``LocalStack`` plus stubs for the principals the harness acts as."""
 
-    def __init__(self, var_dir: Path) -> None:
+    def __init__(self, var_dir: Path, profile_dir: Path | None = None) -> None:
         self.stack = LocalStack(var_dir=var_dir, log_dir=var_dir / "logs", extra_env=IDENTITY_ENV)
+        self.profile_dir = profile_dir
+
+    async def profiled(self, label: str, seconds: float) -> None:
+        """With ``--profile``, sample every service through the measured part of a run
+        (generators start ``START_DELAY_SECONDS`` after they are launched)."""
+        if self.profile_dir is None:
+            return
+        await profile.record(
+            self.pids(),
+            self.profile_dir,
+            label,
+            delay=START_DELAY_SECONDS + 1,
+            seconds=seconds - 2,
+        )
 
     async def start(self) -> None:
         await self.stack.start()
@@ -93,6 +108,20 @@ class System:
 
     def cpu_meter(self) -> CpuMeter:
         return CpuMeter(self)
+
+    async def settle(self, *, idle_share: float = 0.15, within: float = 90.0) -> float:
+        """Wait until the services and PostgreSQL are nearly idle (the mail and
+        outbox work of the setup is done), so a measurement starts clean.
+        Returns the seconds waited."""
+        started = time.monotonic()
+        meter = self.cpu_meter()
+        quiet = 0
+        while time.monotonic() - started < within and quiet < 2:
+            meter.start()
+            await asyncio.sleep(1.0)
+            busy = sum(meter.stop().values()) - meter.used.get("harness (smtp, card sandbox)", 0)
+            quiet = quiet + 1 if busy < idle_share else 0
+        return time.monotonic() - started
 
 
 class CpuMeter:
@@ -296,6 +325,16 @@ async def seed_accounts(
         await conn.execute("analyze contacts")
     finally:
         await conn.close()
+
+
+async def transactions_by_database(system: System) -> dict[str, int]:
+    """Committed transactions so far in each service's database (every statement
+    outside an explicit transaction counts as one)."""
+    rows = await fetch_rows(
+        system.stack.server_url,
+        "select datname, xact_commit from pg_stat_database where datname like 'mamoru_%'",
+    )
+    return {str(r["datname"]).removeprefix("mamoru_"): int(r["xact_commit"]) for r in rows}
 
 
 def _contacts(

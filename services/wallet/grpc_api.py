@@ -59,9 +59,10 @@ _KIND = {
 _MCC = re.compile(r"^[0-9]{4}$")
 _KATAKANA_NAME = re.compile(r"^[\u30A0-\u30FF\u3000 ]{1,100}$")
 # Merchants and stores are never re-keyed, renamed or removed, and every store RPC
-# looks both up: remembering them for a minute takes two database round trips off
-# each capture (the hot merchant's path). Unknown keys are never remembered.
-LOOKUP_SECONDS = 60.0
+# looks both up: remembering them takes two database round trips off each capture
+# (the hot merchant's path). A chain's stores each see a sale only every few minutes,
+# so they are kept for an hour. Unknown keys and stores are never remembered.
+LOOKUP_SECONDS = 3600.0
 LOOKUP_ENTRIES = 100_000
 
 _Key = TypeVar("_Key")
