@@ -55,7 +55,10 @@ async def build(resources: Resources) -> ServiceApp:
     verifier = TokenVerifier(
         JwksCache(keys.jwks_fresh), issuer=TOKEN_ISSUER, revocations=own_revocations
     )
-    relay = OutboxRelay(resources.pool, Deliverer(notify_channel, wallet_channel))
+    relay = OutboxRelay(
+        resources.pool,
+        Deliverer(notify_channel, wallet_channel, local=identity.local_receivers()),
+    )
 
     servicer = IdentityApi(identity, feed, resources.stopping)
     return ServiceApp(
@@ -68,6 +71,7 @@ async def build(resources: Resources) -> ServiceApp:
             feed.listen,
             lambda stop: feed.follow_into(own_revocations, stop),
             relay.run,
+            identity.record_failed_sign_ins,
             follow_policies(risk_channel, policies, subscriber="identity"),
         ],
         closers=[risk.drain, risk_channel.close, notify_channel.close, wallet_channel.close],

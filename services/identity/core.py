@@ -12,7 +12,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from services.identity.domain.login import (
 from services.identity.external import IdTokenVerifier, InvalidIdToken, parse_providers
 from services.identity.keys import KeyRing
 from services.identity.notices import (
+    RESET_REQUEST_TOPIC,
     Kind,
     close_wallet,
     send_code_notice,
@@ -68,6 +69,7 @@ from services.runtime.errors import (
     Unauthenticated,
 )
 from services.runtime.outbox import NOTIFY_CHANNEL as OUTBOX_CHANNEL
+from services.runtime.outbox import OutboxMessage, enqueue
 from services.runtime.peers import TOKEN_ISSUER, PolicyView
 from services.runtime.tokens import TokenClaims, sign_token
 
@@ -87,6 +89,8 @@ STEP_UP_WINDOW = timedelta(minutes=10)
 CODE_ATTEMPTS = 5
 RECOVERY_CODE_COUNT = 10
 TOTP_STEP_SECONDS = 30
+# Failed sign-ins waiting to be written; beyond this a stuffing run's are dropped.
+FAILED_SIGN_IN_BACKLOG = 10_000
 
 
 def invalid_credentials() -> Unauthenticated:
@@ -104,6 +108,15 @@ class IssuedSession:
     refresh_token: str
     session_id: uuid.UUID
     assurance_level: int
+
+
+@dataclass(frozen=True)
+class FailedSignIn:
+    """A wrong (or expired) password on a known account, written after the answer."""
+
+    account_id: uuid.UUID
+    client: common_pb2.ClientContext
+    expired_password: bool
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,9 @@ class Identity:
             name: IdTokenVerifier(provider)
             for name, provider in parse_providers(settings.oidc_providers).items()
         }
+        self._failed_sign_ins: asyncio.Queue[FailedSignIn] = asyncio.Queue(
+            maxsize=FAILED_SIGN_IN_BACKLOG
+        )
 
     # Tokens -------------------------------------------------------------------
 
@@ -394,13 +410,11 @@ class Identity:
     ) -> IssuedSession | PendingChallenge:
         key = cred.identifier_key(identifier)
         identifier_hash = self.pseudonyms.identifier_hash(key)
-        account = await storage.account_by_login(self.pool, key)
+        # One statement whether or not the account exists: the work before the answer
+        # must not tell a known identifier from an unknown one.
+        account = await storage.login_candidate(self.pool, key, client.device_id)
         account_id = account["id"] if account is not None else None
-        known_device = False
-        if account is not None:
-            known_device = (
-                await storage.device(self.pool, account["id"], client.device_id) is not None
-            )
+        known_device = account is not None and account["known_device"]
         assessment = await self.risk.assess_login(
             account_id=account_id,
             identifier_hash=identifier_hash,
@@ -416,15 +430,7 @@ class Identity:
         )
         if not (matches and usable and account is not None):
             if account_id is not None:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await storage.record_failure(conn, account_id)
-                    await storage.log_event(
-                        conn,
-                        account_id=account_id,
-                        kind="login.password_failed",
-                        ip=client.ip_address,
-                        device_id=client.device_id,
-                    )
+                self._after_answer(FailedSignIn(account_id, client, expired_password=False))
             self.risk.record_outcome(
                 Outcome.OUTCOME_PASSWORD_WRONG,
                 decision_id=assessment.decision_id,
@@ -435,7 +441,7 @@ class Identity:
             raise invalid_credentials()
         account_id = account["id"]
         if account["password_expired"]:
-            await self._expired_password_used(account_id, client)
+            self._after_answer(FailedSignIn(account_id, client, expired_password=True))
             self.risk.record_outcome(
                 Outcome.OUTCOME_PASSWORD_OK,
                 decision_id=assessment.decision_id,
@@ -506,31 +512,77 @@ class Identity:
         )
         return PendingChallenge(challenge["id"], tuple(methods))
 
-    async def _expired_password_used(
-        self, account_id: uuid.UUID, client: common_pb2.ClientContext
-    ) -> None:
-        """A forced reset expired this password, yet someone has it. The answer is a wrong
+    # Failed sign-ins ------------------------------------------------------------
+
+    def _after_answer(self, failure: FailedSignIn) -> None:
+        """Leave a failed sign-in for ``record_failed_sign_ins``: writing it before the
+        answer would make a known identifier's answer slower than an unknown one's."""
+        try:
+            self._failed_sign_ins.put_nowait(failure)
+        except asyncio.QueueFull:
+            # A stuffing run beyond the backlog: the counters are a signal, not a ledger.
+            log.warning("login.failure_not_recorded", account_id=str(failure.account_id))
+
+    async def record_failed_sign_ins(self, stop: asyncio.Event) -> None:
+        """Background job: write failed sign-ins, and those still waiting at shutdown."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                waiting = asyncio.ensure_future(self._failed_sign_ins.get())
+                await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    break
+                await self._write_failed_sign_in(waiting.result())
+                await self.flush_failed_sign_ins()
+        finally:
+            stopping.cancel()
+        await self.flush_failed_sign_ins()
+
+    async def flush_failed_sign_ins(self) -> None:
+        """Write every failed sign-in waiting now."""
+        while not self._failed_sign_ins.empty():
+            await self._write_failed_sign_in(self._failed_sign_ins.get_nowait())
+
+    async def _write_failed_sign_in(self, failure: FailedSignIn) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if failure.expired_password:
+                    await self._expired_password_used(conn, failure)
+                else:
+                    await storage.record_failure(conn, failure.account_id)
+                    await storage.log_event(
+                        conn,
+                        account_id=failure.account_id,
+                        kind="login.password_failed",
+                        ip=failure.client.ip_address,
+                        device_id=failure.client.device_id,
+                    )
+        except Exception:
+            log.exception("login.failure_record_failed", account_id=str(failure.account_id))
+
+    async def _expired_password_used(self, conn: asyncpg.Connection, failure: FailedSignIn) -> None:
+        """A forced reset expired this password, yet someone has it. The answer was a wrong
         password's, so a stuffing run cannot learn which leaked pairs were right; the
         owner is told at the registered address (at most once an hour)."""
-        now = _now()
-        async with self.pool.acquire() as conn, conn.transaction():
-            await storage.log_event(
-                conn,
-                account_id=account_id,
-                kind="login.expired_password_used",
-                ip=client.ip_address,
-                device_id=client.device_id,
-            )
-            await send_event_notice(
-                conn,
-                account_id=account_id,
-                kind=Kind.NOTICE_KIND_SECOND_FACTOR_FAILED,
-                occurred_at=now,
-                detail="sign-in attempted with the expired password; choose a new one",
-                ip_address=client.ip_address,
-                device=client.user_agent,
-                key=f"identity:expired-password-used:{account_id}:{now:%Y%m%d%H}",
-            )
+        client, now = failure.client, _now()
+        await storage.log_event(
+            conn,
+            account_id=failure.account_id,
+            kind="login.expired_password_used",
+            ip=client.ip_address,
+            device_id=client.device_id,
+        )
+        await send_event_notice(
+            conn,
+            account_id=failure.account_id,
+            kind=Kind.NOTICE_KIND_SECOND_FACTOR_FAILED,
+            occurred_at=now,
+            detail="sign-in attempted with the expired password; choose a new one",
+            ip_address=client.ip_address,
+            device=client.user_agent,
+            key=f"identity:expired-password-used:{failure.account_id}:{now:%Y%m%d%H}",
+        )
 
     async def _challenge_methods(
         self, conn: asyncpg.Connection, account_id: uuid.UUID
@@ -1433,12 +1485,44 @@ class Identity:
     async def request_password_reset(
         self, *, identifier: str, client: common_pb2.ClientContext
     ) -> None:
-        key = cred.identifier_key(identifier)
+        """Queue the request whatever the identifier: the same single write before the
+        answer for a known and an unknown one. ``process_reset_request`` does the rest."""
+        request_key = f"identity:reset-request:{uuid.uuid4()}"
+        async with self.pool.acquire() as conn, conn.transaction():
+            await enqueue(
+                conn,
+                topic=RESET_REQUEST_TOPIC,
+                idempotency_key=request_key,
+                payload={
+                    "identifier_key": cred.identifier_key(identifier),
+                    "ip_address": client.ip_address,
+                    "device_id": client.device_id,
+                    "user_agent": client.user_agent,
+                },
+                # What someone typed, possibly no one's address, is not kept.
+                scrub=[("identifier_key",)],
+            )
+
+    def local_receivers(self) -> dict[str, Callable[[OutboxMessage], Awaitable[None]]]:
+        """Outbox topics identity delivers to itself."""
+        return {RESET_REQUEST_TOPIC: self.process_reset_request}
+
+    async def process_reset_request(self, message: OutboxMessage) -> None:
+        """Make and send the reset link for a queued request, if the account exists.
+
+        At least once: a repeat finds the link it made (and mints no other), and its
+        notices carry keys derived from the request, so none is sent twice.
+        """
+        payload = message.payload
+        client = common_pb2.ClientContext(
+            ip_address=payload["ip_address"],
+            device_id=payload["device_id"],
+            user_agent=payload["user_agent"],
+        )
         token = new_link_token()
         async with self.pool.acquire() as conn, conn.transaction():
-            account = await storage.account_by_login(conn, key)
+            account = await storage.account_by_login(conn, payload["identifier_key"])
             if account is None or account["status"] not in ("active",):
-                # Nothing to send; the answer is the same as for a real account.
                 return
             account_id = account["id"]
             # One request at a time per account, so two cannot both find no fresh link.
@@ -1466,15 +1550,16 @@ class Identity:
                 kind=Kind.NOTICE_KIND_PASSWORD_RESET,
                 secret=token,
                 expires_at=expires_at,
-                key=f"identity:reset:{uuid.uuid4()}",
+                key=f"{message.idempotency_key}:link",
             )
             await send_event_notice(
                 conn,
                 account_id=account_id,
                 kind=Kind.NOTICE_KIND_RESET_REQUESTED,
-                occurred_at=_now(),
+                occurred_at=message.created_at,
                 ip_address=client.ip_address,
                 device=client.user_agent,
+                key=f"{message.idempotency_key}:told",
             )
             await storage.log_event(
                 conn,

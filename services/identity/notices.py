@@ -7,7 +7,7 @@ verified contacts at send time, so nothing a requester types can steer it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,8 @@ from services.runtime.outbox import OutboxMessage, enqueue
 
 NOTICE_TOPIC = "notify.send_notice"
 CLOSE_WALLET_TOPIC = "wallet.close_wallet"
+# A password reset request, handled by identity itself after the answer was given.
+RESET_REQUEST_TOPIC = "identity.reset_requested"
 
 Kind = notify_pb2.NoticeKind
 # Where a code notice carries its code or link: blanked once notify has it.
@@ -95,14 +97,24 @@ async def _enqueue_notice(
 
 
 class Deliverer:
-    """The outbox relay's delivery: each topic goes to the service that acts on it."""
+    """The outbox relay's delivery: each topic goes to the service that acts on it;
+    ``local`` topics go to identity's own handlers."""
 
-    def __init__(self, notify: grpc.aio.Channel, wallet: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        notify: grpc.aio.Channel,
+        wallet: grpc.aio.Channel,
+        *,
+        local: Mapping[str, Callable[[OutboxMessage], Awaitable[None]]] | None = None,
+    ) -> None:
         self._notify = notify_pb2_grpc.NotifyServiceStub(notify)
         self._wallet = wallet_pb2_grpc.WalletServiceStub(wallet)
+        self._local = dict(local or {})
 
     async def __call__(self, message: OutboxMessage) -> None:
-        if message.topic == NOTICE_TOPIC:
+        if message.topic in self._local:
+            await self._local[message.topic](message)
+        elif message.topic == NOTICE_TOPIC:
             request = json_format.ParseDict(message.payload, notify_pb2.SendNoticeRequest())
             await self._notify.SendNotice(request, timeout=10)
         elif message.topic == CLOSE_WALLET_TOPIC:

@@ -38,6 +38,20 @@ async def account_by_login(conn: asyncpg.Connection, login_key: str) -> Record |
     )
 
 
+async def login_candidate(
+    conn: asyncpg.Connection | asyncpg.Pool, login_key: str, device_id: str
+) -> Record | None:
+    """The account signing in with this identifier, and whether the device is registered
+    to it (``known_device``), in one statement."""
+    return await conn.fetchrow(
+        "select a.*, exists (select 1 from devices d where d.account_id = a.id"
+        " and d.device_id = $2 and d.removed_at is null) as known_device"
+        " from contacts c join accounts a on a.id = c.account_id where c.login_key = $1",
+        login_key,
+        device_id,
+    )
+
+
 async def account_by_payer(conn: asyncpg.Connection, payer_id: uuid.UUID) -> Record | None:
     return await conn.fetchrow("select * from accounts where payer_id = $1", payer_id)
 

@@ -1,0 +1,160 @@
+"""A known identifier costs Login and RequestPasswordReset the same database work on the
+response path as an unknown one, so their answers cannot be told apart by timing.
+
+The statements each call sends are counted with asyncpg's query logger on identity's
+only connection; risk is away (nothing listens at its address), which is identity's
+documented fallback and lets the attempt through to the password check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest_asyncio
+from mamoru.common.v1 import common_pb2
+
+from services.devstack.stack import free_port
+from services.identity.bootstrap import MIGRATIONS
+from services.identity.core import Identity
+from services.identity.keys import KeyRing
+from services.identity.notices import Deliverer
+from services.identity.passwords import PasswordHasher
+from services.identity.risk import RiskClient
+from services.identity.sealing import Pseudonyms, SecretBox
+from services.identity.settings import IdentitySettings
+from services.runtime.config import load_settings
+from services.runtime.db import close_pool, create_pool
+from services.runtime.errors import Unauthenticated
+from services.runtime.migrations import migrate
+from services.runtime.outbox import OutboxRelay
+
+PASSWORD = "the owner's long passphrase"
+CLIENT = common_pb2.ClientContext(ip_address="192.0.2.7", device_id="laptop", user_agent="ua")
+
+
+@dataclass
+class Bench:
+    identity: Identity
+    pool: asyncpg.Pool
+    statements: list[str]
+    nowhere: grpc.aio.Channel
+
+    async def statements_of(self, call: Awaitable[Any]) -> list[str]:
+        """The statements sent while ``call`` ran, in order."""
+        await asyncio.sleep(0)
+        self.statements.clear()
+        with contextlib.suppress(Unauthenticated):
+            await call
+        # The query logger reports on the next turn of the event loop.
+        await asyncio.sleep(0)
+        return list(self.statements)
+
+
+@pytest_asyncio.fixture
+async def bench(new_database) -> AsyncIterator[Bench]:
+    url = await new_database("identity")
+    pool = await create_pool(url, max_size=1)
+    statements: list[str] = []
+    async with pool.acquire() as conn:
+        await migrate(conn, "identity", MIGRATIONS)
+        conn.add_query_logger(lambda record: statements.append(record.query))
+    settings = load_settings(
+        IdentitySettings,
+        {"DATABASE_URL": url, "IDENTITY_SECRETS_KEY": base64.b64encode(bytes(32)).decode()},
+    )
+    box = SecretBox(settings.sealing_key())
+    keys = KeyRing(pool, box, rotate_every=timedelta(days=30))
+    await keys.start()
+    nowhere = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")
+    risk = RiskClient(nowhere, timeout_seconds=1)
+    identity = Identity(
+        pool=pool,
+        settings=settings,
+        keys=keys,
+        risk=risk,
+        hasher=PasswordHasher(),
+        box=box,
+        pseudonyms=Pseudonyms(bytes(32)),
+    )
+    try:
+        yield Bench(identity, pool, statements, nowhere)
+    finally:
+        await risk.drain()
+        await nowhere.close()
+        await close_pool(pool)
+
+
+async def an_account(bench: Bench, email: str) -> uuid.UUID:
+    account_id = uuid.uuid4()
+    password_hash = await bench.identity.hasher.hash(PASSWORD)
+    async with bench.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "insert into accounts (id, status, payer_id, password_hash, registration_device_id)"
+            " values ($1, 'active', $2, $3, 'phone-1')",
+            account_id,
+            uuid.uuid4(),
+            password_hash,
+        )
+        await conn.execute(
+            "insert into contacts (id, account_id, kind, address, address_key, verified,"
+            " is_primary, login_key, verified_at) values ($1, $2, 1, $3, $3, true, true, $3,"
+            " now())",
+            uuid.uuid4(),
+            account_id,
+            email,
+        )
+    return account_id
+
+
+async def test_a_wrong_password_costs_the_response_the_same_statements_for_any_identifier(
+    bench: Bench,
+):
+    account_id = await an_account(bench, "hanako@example.jp")
+
+    def wrong_password(identifier: str) -> Awaitable[Any]:
+        return bench.identity.login(identifier=identifier, password="guess", client=CLIENT)
+
+    known = await bench.statements_of(wrong_password("hanako@example.jp"))
+    unknown = await bench.statements_of(wrong_password("nobody@example.jp"))
+
+    assert known == unknown
+    # The failure is still recorded, after the answer.
+    await bench.identity.flush_failed_sign_ins()
+    assert (
+        await bench.pool.fetchval("select recent_failures from accounts where id = $1", account_id)
+        == 1
+    )
+    assert (
+        await bench.pool.fetchval(
+            "select count(*) from security_events where kind = 'login.password_failed'"
+        )
+        == 1
+    )
+
+
+async def test_a_reset_request_costs_the_response_the_same_statements_for_any_identifier(
+    bench: Bench,
+):
+    account_id = await an_account(bench, "hanako@example.jp")
+
+    def reset(identifier: str) -> Awaitable[None]:
+        return bench.identity.request_password_reset(identifier=identifier, client=CLIENT)
+
+    known = await bench.statements_of(reset("hanako@example.jp"))
+    unknown = await bench.statements_of(reset("nobody@example.jp"))
+
+    assert known == unknown
+    # The link is made afterwards, by identity's outbox relay, for the real account only.
+    deliverer = Deliverer(bench.nowhere, bench.nowhere, local=bench.identity.local_receivers())
+    await OutboxRelay(bench.pool, deliverer).deliver_due()
+    assert await bench.pool.fetchval("select count(*) from password_resets") == 1
+    assert await bench.pool.fetchval("select account_id from password_resets") == account_id
