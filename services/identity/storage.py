@@ -561,6 +561,19 @@ async def revocations_after(
     )
 
 
+async def revocations_among(
+    conn: asyncpg.Connection | asyncpg.Pool, sequences: Sequence[int]
+) -> list[Record]:
+    """The rows, expired ones too (``live`` false), that now exist among ``sequences``."""
+    return list(
+        await conn.fetch(
+            "select sequence, session_id, expires_at, expires_at > now() as live"
+            " from revocations where sequence = any($1::bigint[]) order by sequence",
+            list(sequences),
+        )
+    )
+
+
 # Challenges and ceremonies --------------------------------------------------
 
 

@@ -120,7 +120,7 @@ async def test_a_new_primary_email_takes_effect_once_verified_and_the_old_one_ca
     assert await session_ended(identity, here)
 
 
-async def test_revocations_stream_to_other_services_and_resume_without_repeats(
+async def test_revocations_stream_to_other_services_and_resume_from_the_cursor(
     identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
@@ -138,11 +138,15 @@ async def test_revocations_stream_to_other_services_and_resume_without_repeats(
     stream.cancel()
     assert (nxt.session_id, nxt.sequence > seen.sequence) == (second.session_id, True)
 
+    # A resumed stream looks again a little below its cursor (a revocation may have
+    # committed late there), so it may repeat what was seen; revoking twice is harmless.
     resumed = watcher.WatchRevocations(pb.WatchRevocationsRequest(after_sequence=seen.sequence))
+    again: list[str] = []
     async with asyncio.timeout(5):
-        again = await resumed.read()
+        while second.session_id not in again:
+            again.append((await resumed.read()).session_id)
     resumed.cancel()
-    assert again.session_id == second.session_id
+    assert set(again) <= {first.session_id, second.session_id}
 
 
 class PwnedRangeServer:
