@@ -1895,11 +1895,13 @@ class Identity:
     async def link_external(
         self, claims: TokenClaims, *, provider: str, id_token: str, nonce: str
     ) -> None:
-        session = await self.require_recent_auth(claims)
-        if cred.EXTERNAL in session["methods"]:
+        if cred.EXTERNAL in claims.methods:
             raise PermissionDenied(
                 "EXTERNAL_SESSION", "an external-ID session cannot link another external ID"
             )
+        # A linked ID is one more way in: it needs what adding a factor needs, so a
+        # password and one code from a shared inbox cannot plant the attacker's ID.
+        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
         subject = await self._verified_external(provider, id_token, nonce)
         client = common_pb2.ClientContext(device_id=session["device_id"])
         async with self.pool.acquire() as conn, conn.transaction():

@@ -132,6 +132,40 @@ async def test_an_external_id_signs_in_at_level_one_and_never_opens_the_wallet(c
         assert refused.value.details() == "invalid credentials"
 
 
+async def test_a_password_and_an_inbox_code_from_a_new_device_cannot_link_an_external_id(
+    cluster, provider
+):
+    await start_identity(cluster, env={"IDENTITY_OIDC_PROVIDERS": provider.config("line")})
+    identity = IdentityOnCluster(cluster)
+    person = await identity.register("taro@example.jp")
+    # The attacker holds the password and reads the inbox, from a phone of their own.
+    stolen = await identity.sign_in_with_email_code(person, device="attacker-phone")
+    link_nonce = await nonce(identity)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await identity.stub.LinkExternalIdentity(
+            pb.LinkExternalIdentityRequest(
+                provider="line",
+                id_token=provider.id_token("attacker-line", link_nonce),
+                nonce=link_nonce,
+            ),
+            metadata=identity.bearer(stolen),
+            timeout=TIMEOUT,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    login_nonce = await nonce(identity)
+    with pytest.raises(grpc.aio.AioRpcError) as not_linked:
+        await identity.stub.ExternalLogin(
+            pb.ExternalLoginRequest(
+                provider="line",
+                id_token=provider.id_token("attacker-line", login_nonce),
+                nonce=login_nonce,
+                client=client("attacker-phone"),
+            ),
+            timeout=TIMEOUT,
+        )
+    assert not_linked.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_risk_can_suspend_sign_in_with_one_provider(cluster, provider):
     await start_identity(cluster, env={"IDENTITY_OIDC_PROVIDERS": provider.config("line")})
     identity = IdentityOnCluster(cluster)
