@@ -917,7 +917,7 @@ class Identity:
     async def begin_passkey_registration(
         self, claims: TokenClaims, client: common_pb2.ClientContext
     ) -> tuple[uuid.UUID, str]:
-        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
+        session = await self.require_factor_change(claims)
         account_id = session["account_id"]
         primary = await storage.primary_email(self.pool, account_id)
         existing = await self._passkey_ids_pool(account_id)
@@ -960,7 +960,7 @@ class Identity:
         name: str,
         client: common_pb2.ClientContext,
     ) -> Any:
-        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
+        session = await self.require_factor_change(claims)
         async with self.pool.acquire() as conn, conn.transaction():
             ceremony = await storage.take_ceremony(conn, ceremony_id, "register")
             if ceremony is None or ceremony["session_id"] != session["id"]:
@@ -1041,7 +1041,7 @@ class Identity:
     # TOTP and recovery codes --------------------------------------------------
 
     async def begin_totp(self, claims: TokenClaims) -> tuple[uuid.UUID, str, str]:
-        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
+        session = await self.require_factor_change(claims)
         secret = pyotp.random_base32()
         async with self.pool.acquire() as conn:
             factor_id = await storage.create_pending_totp(
@@ -1060,7 +1060,7 @@ class Identity:
         code: str,
         client: common_pb2.ClientContext,
     ) -> tuple[Any, list[str]]:
-        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
+        session = await self.require_factor_change(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
             pending = await storage.pending_totp(conn, enrollment_id, account_id)
@@ -1092,7 +1092,7 @@ class Identity:
         return codes
 
     async def regenerate_recovery_codes(self, claims: TokenClaims) -> list[str]:
-        session = await self.require_factor_change(claims, cred.FactorChange.REMOVE)
+        session = await self.require_factor_change(claims)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await storage.factors(conn, session["account_id"]):
                 raise FailedPrecondition("NO_SECOND_FACTOR", "enrol a second factor first")
@@ -1113,7 +1113,7 @@ class Identity:
     async def remove_factor(
         self, claims: TokenClaims, factor_id: uuid.UUID, client: common_pb2.ClientContext
     ) -> None:
-        session = await self.require_factor_change(claims, cred.FactorChange.REMOVE)
+        session = await self.require_factor_change(claims)
         async with self.pool.acquire() as conn, conn.transaction():
             factor = await storage.factor(conn, factor_id)
             if factor is None or factor["account_id"] != session["account_id"]:
@@ -1230,25 +1230,21 @@ class Identity:
             )
         return session
 
-    async def require_factor_change(self, claims: TokenClaims, change: cred.FactorChange) -> Any:
+    async def require_factor_change(self, claims: TokenClaims) -> Any:
         """The session, if it recently showed what changing the account's factors needs
-        (see ``may_change_factors``): a factor the account already has, or for the first
-        factor, the password on the registration device."""
+        (see ``may_change_factors``): a factor the account already has, or the password
+        when it has none. Whether the change starts a cool-off is ``_factor_changed``'s."""
         session = await self.require_recent_auth(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn:
             account = await storage.account(conn, account_id)
             factors = await storage.factors(conn, account_id)
-            ever_had_factor = bool(factors) or await storage.ever_had_factor(conn, account_id)
         if account is None:
             raise session_ended()
         allowed = cred.may_change_factors(
             session["methods"],
-            change=change,
             # A suspended (cloned) passkey cannot answer a step-up.
             has_usable_factor=any(not factor["suspended"] for factor in factors),
-            ever_had_factor=ever_had_factor,
-            on_registration_device=account["registration_device_id"] == session["device_id"],
         )
         if not allowed:
             raise FailedPrecondition(
@@ -1901,7 +1897,7 @@ class Identity:
             )
         # A linked ID is one more way in: it needs what adding a factor needs, so a
         # password and one code from a shared inbox cannot plant the attacker's ID.
-        session = await self.require_factor_change(claims, cred.FactorChange.ADD)
+        session = await self.require_factor_change(claims)
         subject = await self._verified_external(provider, id_token, nonce)
         client = common_pb2.ClientContext(device_id=session["device_id"])
         async with self.pool.acquire() as conn, conn.transaction():
@@ -1928,7 +1924,7 @@ class Identity:
     async def close_account(self, claims: TokenClaims, reason: str) -> None:
         # The wallet closes with the account, and a closed account can never claim its
         # balance again: only a session that could open the wallet may close it.
-        session = await self.require_factor_change(claims, cred.FactorChange.REMOVE)
+        session = await self.require_factor_change(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
             account = await storage.account_for_update(conn, account_id)

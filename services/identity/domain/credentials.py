@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import unicodedata
 from collections.abc import Collection, Iterable
 
@@ -75,36 +74,20 @@ def may_open_wallet(methods: Iterable[str]) -> bool:
     return assurance_level(used) == 2 and not (used & NEVER_FOR_MONEY)
 
 
-class FactorChange(enum.Enum):
-    """What a session asks to do to the factors that guard the account."""
-
-    ADD = "add"
-    # Removing a factor, replacing recovery codes, closing the account.
-    REMOVE = "remove"
-
-
-def may_change_factors(
-    methods: Iterable[str],
-    *,
-    change: FactorChange,
-    has_usable_factor: bool,
-    ever_had_factor: bool,
-    on_registration_device: bool,
-) -> bool:
+def may_change_factors(methods: Iterable[str], *, has_usable_factor: bool) -> bool:
     """Whether a recently authenticated session may change the account's factors.
 
     Once the account has a factor, the session must have shown it and nothing weaker
     (what could also open the wallet): a password with the inbox, a recovery code or
     someone else's ID must not add the attacker's own passkey, which would open the
-    wallet alone after the cool-off. An account that never had a factor gets its first
-    one with the password on the device it was registered from.
+    wallet alone after the cool-off. An account without a usable factor has only its
+    password to ask for, so the password adds or removes one: on the device the
+    account was registered from, before it ever had a factor, that is how a new
+    account becomes safe; anywhere else the change ends every other session, tells
+    the owner and starts the cool-off, so the password and the inbox cannot enrol a
+    passkey and pay at once (and a person on a new phone is never locked out).
     """
     used = set(methods)
     if has_usable_factor:
         return may_open_wallet(used)
-    if PASSWORD not in used or used & {EXTERNAL, RECOVERY_CODE}:
-        return False
-    if change is FactorChange.ADD:
-        return on_registration_device and not ever_had_factor
-    # Nothing usable is left to ask for: the password is all such an account has.
-    return True
+    return PASSWORD in used and not used & {EXTERNAL, RECOVERY_CODE}

@@ -1,8 +1,10 @@
 """Who may add a second factor, and which factors a sign-in challenge offers.
 
 The attacker of the incident holds a reused password and the victim's inbox, or
-the victim's social ID. None of those may add a factor of their own: after the
-cool-off, their passkey alone would open the wallet.
+the victim's social ID. Once an account has a factor, none of those may change
+its factors; while it has none, the password may, but away from the device the
+account was registered on that ends every other session, tells the owner and
+starts the cool-off, so the wallet stays shut to whoever did it.
 """
 
 from __future__ import annotations
@@ -54,24 +56,43 @@ def assert_step_up_required(refusals: list[grpc.aio.AioRpcError]) -> None:
         assert reason_of(refusal) == "STEP_UP_REQUIRED"
 
 
-async def test_a_password_and_inbox_code_on_a_new_device_cannot_add_a_first_factor(
+async def test_a_first_factor_added_away_from_the_registration_device_keeps_the_wallet_shut(
     identity: IdentityOnCluster,
 ) -> None:
     person = await identity.register("hanako@example.jp", device="phone-1")
+    owner = (await identity.login(person)).session
+    # The password and a code from the inbox, on a laptop the account never used.
     stranger = await identity.sign_in_with_email_code(person, device="attacker-laptop")
-
-    assert_step_up_required(await enrolment_refusals(identity, person, stranger, "attacker-laptop"))
-    # A password step-up on that device does not make it the registration device.
     person.device = "attacker-laptop"
-    stepped = await identity.step_up(person, stranger)
-    assert_step_up_required(await enrolment_refusals(identity, person, stepped, "attacker-laptop"))
-    assert await factors(identity, stepped) == []
+    await identity.enrol_totp(person, stranger)
 
-    # On the phone the account was registered from, the password enrols the first factor.
-    person.device = "phone-1"
+    # Every other session ends and the cool-off starts: even at level 2 on that
+    # laptop, no wallet token is issued, so the password and the inbox pay nothing.
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await identity.stub.ListFactors(
+            pb.ListFactorsRequest(), metadata=bearer(owner), timeout=TIMEOUT
+        )
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    strong = await identity.step_up(person, (await identity.login(person)).session)
+    assert strong.assurance_level == 2
+    with pytest.raises(grpc.aio.AioRpcError) as cooling:
+        await identity.stub.ExchangeToken(
+            pb.ExchangeTokenRequest(audience="wallet", client=client("attacker-laptop", person.ip)),
+            metadata=bearer(strong),
+            timeout=TIMEOUT,
+        )
+    assert cooling.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(cooling.value) == "COOLOFF"
+
+
+async def test_a_first_factor_on_the_registration_device_opens_the_wallet_at_once(
+    identity: IdentityOnCluster,
+) -> None:
+    person = await identity.register("hanako@example.jp", device="phone-1")
     own = (await identity.login(person)).session
     await identity.enrol_totp(person, own)
     assert len(await factors(identity, own)) == 1
+    assert await identity.wallet_token(person)
 
 
 async def test_a_second_factor_is_added_only_after_a_step_up_with_the_first(

@@ -103,25 +103,23 @@ def test_sealed_secrets_open_only_for_their_purpose():
         box.open(sealed, purpose="signing-key")
 
 
-def may_add(methods: set[str], **account: bool) -> bool:
-    facts = {"has_usable_factor": False, "ever_had_factor": False, "on_registration_device": True}
-    return cred.may_change_factors(methods, change=cred.FactorChange.ADD, **{**facts, **account})
+def may_change(methods: set[str], *, has_usable_factor: bool) -> bool:
+    return cred.may_change_factors(methods, has_usable_factor=has_usable_factor)
 
 
-def test_the_first_factor_is_added_with_the_password_only_on_the_registration_device():
-    assert may_add({"password"})
-    assert may_add({"password", "email_code"})
-    assert not may_add({"password", "email_code"}, on_registration_device=False)
-    assert not may_add({"external"})
-    assert not may_add({"password", "external"})
-    # Once the account has had a factor, its absence is no longer a first enrolment.
-    assert not may_add({"password"}, ever_had_factor=True)
+def test_without_a_usable_factor_the_password_changes_factors_but_no_weaker_proof_does():
+    # The cool-off, not a refusal, guards a change away from the registration
+    # device: a person on a new phone must still be able to add a factor.
+    assert may_change({"password"}, has_usable_factor=False)
+    assert may_change({"password", "email_code"}, has_usable_factor=False)
+    assert not may_change({"external"}, has_usable_factor=False)
+    assert not may_change({"password", "external"}, has_usable_factor=False)
+    assert not may_change({"password", "recovery_code"}, has_usable_factor=False)
 
 
 def test_with_a_factor_only_a_session_that_showed_it_and_nothing_weaker_changes_factors():
-    has = {"has_usable_factor": True, "ever_had_factor": True}
-    assert may_add({"password", "totp"}, **has)
-    assert may_add({"passkey"}, **has)
+    assert may_change({"password", "totp"}, has_usable_factor=True)
+    assert may_change({"passkey"}, has_usable_factor=True)
     for weaker in (
         {"password"},
         {"password", "email_code"},
@@ -130,22 +128,7 @@ def test_with_a_factor_only_a_session_that_showed_it_and_nothing_weaker_changes_
         {"password", "totp", "email_code"},
         {"passkey", "external"},
     ):
-        assert not may_add(weaker, **has), weaker
-        assert not cred.may_change_factors(
-            weaker, change=cred.FactorChange.REMOVE, on_registration_device=True, **has
-        ), weaker
-
-
-def test_without_a_usable_factor_the_password_removes_or_closes_but_an_external_id_does_not():
-    def may_remove(methods: set[str]) -> bool:
-        return cred.may_change_factors(
-            methods, change=cred.FactorChange.REMOVE, has_usable_factor=False,
-            ever_had_factor=True, on_registration_device=False,
-        )  # fmt: skip
-
-    assert may_remove({"password"})
-    assert not may_remove({"external"})
-    assert not may_remove({"password", "recovery_code"})
+        assert not may_change(weaker, has_usable_factor=True), weaker
 
 
 def test_an_inbox_code_is_offered_only_to_accounts_without_a_passkey_or_totp():
