@@ -302,6 +302,8 @@ async def test_a_fresh_external_id_session_must_step_up_before_removing_a_factor
     person = await identity.register("hanako@example.jp")
     here = (await identity.login(person)).session
     await identity.enrol_totp(person, here)
+    # Linking an ID is adding a way in: it takes the factor the account has.
+    here = await identity.step_up(person, here)
     nonce = (
         await identity.stub.BeginExternalLogin(
             pb.BeginExternalLoginRequest(provider="line", client=client()), timeout=TIMEOUT
