@@ -62,7 +62,7 @@ SIZES = {
     ),
     "quick": Sizes(
         stores=1_000, payers=250, payment_seconds=15, registers=16, pgbench_scale=5,
-        pgbench_clients=2, pgbench_seconds=10, legit_people=60, victims=5_000,
+        pgbench_clients=2, pgbench_seconds=10, legit_people=80, victims=5_000,
         attack_rate=1_000, legit_rate=5, stuffing_seconds=15, risk_rate=2_000,
         risk_seconds=10, reset_accounts=50_000,
     ),
@@ -174,7 +174,9 @@ async def bench_stuffing(system: System, sizes: Sizes, results: dict[str, Any]) 
     attack, legit, hashing = stuffing["attack"], stuffing["legitimate"], stuffing["hashing"]
     print(
         f"    attack: {attack['attempts']:,} attempts, {hashing['attacker_hashes']:,} reached a"
-        f" password hash ({hashing['attacker_cpu_seconds']:.1f} CPU-s hashing) vs legitimate"
+        f" password hash (risk let {hashing['attacker_hashes_let_through_by_risk']:,} through,"
+        f" identity reported {hashing['attacker_hashes_reported_by_identity']:,}),"
+        f" {hashing['attacker_cpu_seconds']:.1f} CPU-s hashing; legitimate"
         f" {hashing['legitimate_hashes']:,} ({hashing['legitimate_cpu_seconds']:.1f} CPU-s);"
         f" identity used {hashing['identity_cpu_seconds_total']:.1f} CPU-s in all",
         flush=True,

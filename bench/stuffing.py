@@ -368,6 +368,9 @@ async def run_stuffing(
             "cpu_ms_per_hash": per_hash,
             "attacker_hashes": hashed["attacker"],
             "legitimate_hashes": hashed["legitimate"],
+            "attacker_hashes_let_through_by_risk": hashed["attacker_let_through"],
+            "attacker_hashes_reported_by_identity": hashed["attacker_reported"],
+            "legitimate_hashes_reported_by_identity": hashed["legitimate_reported"],
             "attacker_cpu_seconds": hashed["attacker"] * per_hash / 1000,
             "legitimate_cpu_seconds": hashed["legitimate"] * per_hash / 1000,
             "attacker_share_of_attempts_hashed": hashed["attacker"] / attempts if attempts else 0,
@@ -393,18 +396,42 @@ _LEGIT = "ip like '2001:db8:%'"
 
 
 async def _hashed_attempts(system: System, since: float) -> dict[str, int]:
-    rows = await fetch_rows(
+    """Password attempts that reached a hash, counted two ways, each of which can miss
+    some: risk's decisions that let an attempt through (identity hashes every one
+    not denied or throttled, and also every one risk did not answer in time), and
+    the outcomes identity reported after hashing (dropped when risk is overloaded).
+    The larger of the two is the estimate."""
+    let_through = await fetch_rows(
         system.database_url("risk"),
         f"""
-        select ({_LEGIT}) as legitimate, count(*) as hashed from outcomes
+        select ({_LEGIT}) as legitimate, count(*) as n from decisions
+        where kind = 'login' and decided_at >= to_timestamp($1)
+          and verdict in ('ALLOW', 'CHALLENGE')
+          and inputs ->> 'method' = 'password'
+        group by 1
+        """,  # noqa: S608 - a constant condition
+        since,
+    )
+    reported = await fetch_rows(
+        system.database_url("risk"),
+        f"""
+        select ({_LEGIT}) as legitimate, count(*) as n from outcomes
         where outcome in ('password_wrong', 'password_ok', 'login_succeeded')
           and occurred_at >= to_timestamp($1)
         group by 1
         """,  # noqa: S608 - a constant condition
         since,
     )
-    counts = {bool(r["legitimate"]): int(r["hashed"]) for r in rows}
-    return {"attacker": counts.get(False, 0), "legitimate": counts.get(True, 0)}
+    through = {bool(r["legitimate"]): int(r["n"]) for r in let_through}
+    after = {bool(r["legitimate"]): int(r["n"]) for r in reported}
+    return {
+        "attacker": max(through.get(False, 0), after.get(False, 0)),
+        "legitimate": max(through.get(True, 0), after.get(True, 0)),
+        "attacker_let_through": through.get(False, 0),
+        "legitimate_let_through": through.get(True, 0),
+        "attacker_reported": after.get(False, 0),
+        "legitimate_reported": after.get(True, 0),
+    }
 
 
 async def _attacker_verdicts(system: System, since: float) -> dict[str, int]:
