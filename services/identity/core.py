@@ -1895,8 +1895,15 @@ class Identity:
             raise PermissionDenied(
                 "EXTERNAL_SESSION", "an external-ID session cannot link another external ID"
             )
-        # A linked ID is one more way in: it needs what adding a factor needs, so a
+        # A linked ID is one more way in, and it outlives a forced reset: it needs what
+        # adding a factor needs, and never a session that leaned on the inbox, so a
         # password and one code from a shared inbox cannot plant the attacker's ID.
+        if cred.EMAIL_CODE in claims.methods:
+            raise FailedPrecondition(
+                "STEP_UP_REQUIRED",
+                "sign in with the password on a device the account knows, or step up with"
+                " a passkey or authenticator app, before linking an external ID",
+            )
         session = await self.require_factor_change(claims)
         subject = await self._verified_external(provider, id_token, nonce)
         client = common_pb2.ClientContext(device_id=session["device_id"])
