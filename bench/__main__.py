@@ -327,6 +327,12 @@ def main() -> int:
     parser.add_argument("--chart", type=Path, default=Path("bench/latency.png"))
     parser.add_argument("--reset-accounts", type=int, help="override the forced reset's size")
     parser.add_argument(
+        "--registers", type=int, help="override how many registers take payments at once"
+    )
+    parser.add_argument(
+        "--risk-rate", type=float, help="override the AssessLogin rate offered per second"
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="sample each service with py-spy during each run and keep the profiles here",
@@ -339,6 +345,10 @@ def main() -> int:
     sizes = SIZES[args.size]
     if args.reset_accounts:
         sizes = replace(sizes, reset_accounts=args.reset_accounts)
+    if args.registers:
+        sizes = replace(sizes, registers=args.registers)
+    if args.risk_rate:
+        sizes = replace(sizes, risk_rate=args.risk_rate)
     if args.profile is not None and profile.py_spy() is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
     return asyncio.run(run(args.size, sizes, only, args.out, args.chart, args.profile))

@@ -193,6 +193,7 @@ async def run_payments(
     processes: int,
     seconds: float,
 ) -> dict[str, Any]:
+    processes = max(1, min(processes, registers))
     settled = await system.settle()
     print(f"    the system settled in {settled:.0f}s", flush=True)
     start_at = time.time() + START_DELAY_SECONDS
