@@ -117,7 +117,17 @@ async def run_generators(
             if len(collected) < len(processes) and all(
                 not p.is_alive() for i, p in enumerate(processes) if i not in collected
             ):
-                raise RuntimeError(f"{label}: a generator process died without a result")
+                # A process that put its result and exited may still have it in the
+                # pipe: drain what is there before calling any process dead.
+                try:
+                    while len(collected) < len(processes):
+                        index, outcome = await asyncio.to_thread(results.get, True, 5.0)
+                        collected[index] = outcome
+                except queue.Empty:
+                    raise RuntimeError(
+                        f"{label}: a generator process died without a result"
+                    ) from None
+                break
             now = time.monotonic()
             if now >= next_print:
                 ok = sum(c[0].value for c in counters)

@@ -146,14 +146,16 @@ _last_totp_step: dict[str, int] = {}
 async def next_totp(secret: str) -> str:
     """A TOTP code of a later time step than the last one used with ``secret``.
 
-    Identity accepts the previous, current and next step (clock drift), so three
-    uses need no waiting: the previous step first, then the current, then the next.
+    Identity accepts the previous, current and next step (clock drift), so two
+    uses need no waiting: the current step, then the next. The previous step is
+    never used: on a busy machine the call can reach identity after the step has
+    moved on twice, and the code would be refused.
     """
     totp = pyotp.TOTP(secret)
     async with asyncio.timeout(70):
         while True:
             current = int(time.time()) // 30
-            step = max(current - 1, _last_totp_step.get(secret, current - 2) + 1)
+            step = max(current, _last_totp_step.get(secret, current - 1) + 1)
             if step <= current + 1:
                 _last_totp_step[secret] = step
                 return totp.at(step * 30)
