@@ -184,11 +184,11 @@ async def legitimate(spec: LegitSpec, progress: Progress) -> LegitRun:
     busy = [False] * len(spec.people)
 
     async def totp_code(index: int) -> str:
-        # Identity takes each time step once per authenticator (previous, current
-        # or next step), as a person's app would show them.
+        # Identity takes each time step once per authenticator; the current and the
+        # next step, never the previous one, which a slow call could see expire.
         while True:
             current = int(time.time()) // 30
-            step = max(current - 1, last_step[index] + 1)
+            step = max(current, last_step[index] + 1)
             if step <= current + 1:
                 last_step[index] = step
                 return str(totps[index].at(step * 30))
