@@ -270,13 +270,13 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
             bucket=storage.bucket_of(now),
             since_bucket=storage.window_start(now, rules.window("registration.ip_velocity")),
         )
-        result = assess.assess_registration(country, earlier - 1, rules, self._state.policy)
+        result = assess.assess_registration(country, earlier, rules, self._state.policy)
         inputs = {
             "email_domain": request.email_domain.lower(),
             "ip_address": ip,
             "device_id": request.client.device_id,
             "policy_version": self._state.policy.version,
-            "signals": {"ip_registrations": earlier - 1},
+            "signals": {"ip_registrations": earlier},
         }
         decision = await self._decide(
             "registration", result, inputs=inputs, country=country, account_id="", ip=ip, now=now
@@ -319,7 +319,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
             country=country,
             now=now,
         )
-        result = assess.assess_top_up(facts, earlier - 1, changed_at, rules, self._state.policy)
+        result = assess.assess_top_up(facts, earlier, changed_at, rules, self._state.policy)
         inputs = {
             "wallet_id": request.wallet_id,
             "payer_id": request.payer_id,
@@ -332,7 +332,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
             "ip_address": ip,
             "device_id": request.client.device_id,
             "policy_version": self._state.policy.version,
-            "signals": {"recent_top_ups": earlier - 1},
+            "signals": {"recent_top_ups": earlier},
         }
         decision = await self._decide(
             "top_up", result, inputs=inputs, country=country, account_id="", ip=ip, now=now
@@ -383,7 +383,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
             amount_minor=amount, merchant_category=request.merchant_category, basket=basket, now=now
         )
         result = assess.assess_payment(
-            facts, earlier - 1, top_up_at, from_new_device, rules, self._state.policy
+            facts, earlier, top_up_at, from_new_device, rules, self._state.policy
         )
         inputs = {
             "wallet_id": request.wallet_id,
@@ -398,7 +398,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
             "session_id": request.session_id,
             "policy_version": self._state.policy.version,
             "signals": {
-                "recent_payments": earlier - 1,
+                "recent_payments": earlier,
                 "last_top_up_from_new_device": from_new_device,
             },
         }
