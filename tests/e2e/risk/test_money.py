@@ -135,3 +135,22 @@ async def test_a_malformed_assessment_names_each_bad_field_and_stores_nothing(cl
         risk_pb2.ListDecisionsRequest(), timeout=TIMEOUT
     )
     assert list(stored.decisions) == []
+
+
+async def test_a_wallet_gets_exactly_its_velocity_limit_of_payments_in_the_window(cluster):
+    await cluster.start("risk")
+    wallet = cluster.stub("risk", as_="wallet")
+    wallet_id = str(uuid.uuid4())
+    verdicts = []
+    for _ in range(11):
+        payment = await wallet.AssessPayment(
+            risk_pb2.AssessPaymentRequest(
+                wallet_id=wallet_id, payer_id="p-1", amount=yen(100), merchant_id="shop-1",
+                merchant_category="5411", basket_categories=[risk_pb2.GOODS_CATEGORY_FOOD],
+            ),
+            timeout=TIMEOUT,
+        )  # fmt: skip
+        verdicts.append(payment.decision.verdict)
+    # payment.velocity allows 10 payments of one wallet in its window; the 11th is refused.
+    assert verdicts[:10] == [risk_pb2.VERDICT_ALLOW] * 10
+    assert verdicts[10] == risk_pb2.VERDICT_DENY
