@@ -32,6 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.devstack.http_stand_in import serve_locally
+
 # Longer than any client timeout: a hung call looks like a program that never answers.
 HANG_SECONDS = 60.0
 
@@ -59,13 +61,7 @@ class SandboxPointsProgram:
         app.router.add_get("/v1/members/{member_id}", self._member)
         app.router.add_post("/sandbox/members", self._grant)
         app.router.add_post("/sandbox/switches", self._switches)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_locally(app, self.host, self.port)
 
     async def stop(self) -> None:
         self._stopping.set()
