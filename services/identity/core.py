@@ -307,6 +307,7 @@ class Identity:
         expires_at = _now() + CODE_LIFETIME
         code_hash = self.box.code_hash(code, purpose="contact")
         async with self.pool.acquire() as conn, conn.transaction():
+            await storage.lock_address(conn, key)
             existing = await storage.account_by_login(conn, key)
             if existing is not None:
                 # The same answer as a new address; only the owner learns someone tried.
@@ -326,29 +327,29 @@ class Identity:
                     device_id=client.device_id,
                 )
                 return expires_at
-            pending = await storage.pending_registration(conn, key)
-            if pending is not None:
-                # The first registration stands (its password, device and profile): a
-                # second one for the same unverified address only gets its owner a new code.
-                account_id, contact_id = pending["account_id"], pending["contact_id"]
-                await storage.renew_contact_code(
-                    conn, contact_id=contact_id, code_hash=code_hash, code_expires_at=expires_at
-                )
-            else:
-                account_id = uuid.uuid4()
-                contact_id = await storage.create_pending_account(
-                    conn,
-                    account_id=account_id,
-                    payer_id=self.pseudonyms.payer_id(account_id),
-                    password_hash=password_hash,
-                    display_name=display_name,
-                    language=language,
-                    device_id=client.device_id,
-                    email=email,
-                    login_key=key,
-                    code_hash=code_hash,
-                    code_expires_at=expires_at,
-                )
+            # Every registration is a pending account of its own (password, device,
+            # profile, code), whoever else registered the address: only the code sent for
+            # it activates it, so someone who registers an address they do not hold keeps
+            # nothing once its owner verifies. The same device registering again replaces
+            # its own earlier registration, and nobody else's.
+            await storage.end_pending_registrations(conn, key, device_id=client.device_id)
+            account_id = uuid.uuid4()
+            contact_id = await storage.create_pending_account(
+                conn,
+                account_id=account_id,
+                payer_id=self.pseudonyms.payer_id(account_id),
+                password_hash=password_hash,
+                display_name=display_name,
+                language=language,
+                device_id=client.device_id,
+                email=email,
+                login_key=key,
+                code_hash=code_hash,
+                code_expires_at=expires_at,
+            )
+            # Each registration's code notice is its own account's, so notify's
+            # per-account limit on codes cannot let someone else's flood of
+            # registrations keep the owner's code from the owner.
             await send_code_notice(
                 conn,
                 account_id=account_id,
@@ -365,7 +366,12 @@ class Identity:
     ) -> uuid.UUID:
         key = cred.identifier_key(email)
         async with self.pool.acquire() as conn, conn.transaction():
-            pending = await storage.pending_registration(conn, key)
+            await storage.lock_address(conn, key)
+            # A code answers only for the registration it was sent for, made from this
+            # device: a code mailed for someone else's registration of the address
+            # activates nothing here, and wrong guesses from elsewhere do not use up
+            # this registration's attempts.
+            pending = await storage.pending_registration(conn, key, client.device_id)
             if (
                 pending is None
                 or pending["code_hash"] is None
@@ -383,6 +389,8 @@ class Identity:
                     conn, account_id=account_id, contact_id=pending["contact_id"], login_key=key
                 ):
                     raise invalid_code()
+                # Whoever proved the address owns it: every other registration of it ends.
+                await storage.end_pending_registrations(conn, key)
                 await storage.remember_device(
                     conn,
                     account_id=account_id,
@@ -1706,12 +1714,21 @@ class Identity:
                 wrong = True
             else:
                 wrong = False
+                is_email = contact["kind"] == storage.EMAIL
+                if is_email:
+                    await storage.lock_address(conn, contact["address_key"])
                 old_primary = await storage.primary_email(conn, account_id)
+                # An address another account has verified stays with that account: proving
+                # the inbox again from elsewhere does not move it (the refusal comes only
+                # after the right code, so it tells nothing to whoever lacks the inbox).
                 verified = await storage.verify_contact(conn, contact)
                 if verified is None:
                     raise FailedPrecondition(
                         "ADDRESS_UNAVAILABLE", "this address cannot be added to the account"
                     )
+                if is_email:
+                    # The address is now this account's: registrations of it end.
+                    await storage.end_pending_registrations(conn, contact["address_key"])
                 freeze = new_link_token()
                 await storage.create_freeze(
                     conn,

@@ -56,13 +56,41 @@ async def account_by_payer(conn: asyncpg.Connection, payer_id: uuid.UUID) -> Rec
     return await conn.fetchrow("select * from accounts where payer_id = $1", payer_id)
 
 
-async def pending_registration(conn: asyncpg.Connection, login_key: str) -> Record | None:
+async def lock_address(conn: asyncpg.Connection, login_key: str) -> None:
+    """Serialise, until the transaction ends, everything that registers, verifies or
+    takes this address, so two verifications cannot both claim it."""
+    await conn.execute(
+        "select pg_advisory_xact_lock(hashtextextended($1, 0))", f"identity-address:{login_key}"
+    )
+
+
+async def pending_registration(
+    conn: asyncpg.Connection, login_key: str, device_id: str
+) -> Record | None:
+    """The live registration of this address made from this device (a pending account
+    with its own password, profile and code); registrations from other devices are
+    other people's and never answer for this one."""
     return await conn.fetchrow(
         "select c.id as contact_id, c.account_id, c.code_hash, c.code_expires_at,"
         " c.code_attempts from contacts c join accounts a on a.id = c.account_id"
         " where c.address_key = $1 and a.status = 'pending' and c.removed_at is null"
-        " order by c.created_at desc limit 1",
+        " and a.registration_device_id = $2 order by c.created_at desc limit 1",
         login_key,
+        device_id,
+    )
+
+
+async def end_pending_registrations(
+    conn: asyncpg.Connection, login_key: str, *, device_id: str | None = None
+) -> None:
+    """End the address's live registrations (only those from ``device_id`` when given):
+    their codes stop working and their pending accounts can never become active."""
+    await conn.execute(
+        "update contacts c set removed_at = now(), code_hash = null from accounts a"
+        " where a.id = c.account_id and a.status = 'pending' and c.address_key = $1"
+        " and c.removed_at is null and ($2::text is null or a.registration_device_id = $2)",
+        login_key,
+        device_id,
     )
 
 
@@ -104,18 +132,6 @@ async def create_pending_account(
         code_expires_at,
     )
     return contact_id
-
-
-async def renew_contact_code(
-    conn: asyncpg.Connection, *, contact_id: uuid.UUID, code_hash: bytes, code_expires_at: datetime
-) -> None:
-    """A new verification code replaces the previous one, with fresh attempts."""
-    await conn.execute(
-        "update contacts set code_hash = $2, code_expires_at = $3, code_attempts = 0 where id = $1",
-        contact_id,
-        code_hash,
-        code_expires_at,
-    )
 
 
 async def count_code_attempt(conn: asyncpg.Connection, contact_id: uuid.UUID) -> None:

@@ -56,15 +56,24 @@ class LocalOidcProvider:
         jwks_url = f"http://127.0.0.1:{self.port}/jwks"
         return f"{name}|{self.issuer}|{self.client_id}|{jwks_url}|{self.issuer}/authorize"
 
-    def id_token(self, subject: str, nonce: str, *, audience: str | None = None) -> str:
-        """What the provider hands the app after its subject ``subject`` signed in."""
+    def id_token(
+        self,
+        subject: str,
+        nonce: str,
+        *,
+        audience: str | None = None,
+        claims: dict[str, object] | None = None,
+    ) -> str:
+        """What the provider hands the app after its subject ``subject`` signed in;
+        ``claims`` adds to (or overrides) the standard ones, e.g. ``email``."""
         now = int(time.time())
-        claims = {
+        payload: dict[str, object] = {
             "iss": self.issuer,
             "aud": audience or self.client_id,
             "sub": subject,
             "nonce": nonce,
             "iat": now,
             "exp": now + 300,
+            **(claims or {}),
         }
-        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "p1"})
+        return jwt.encode(payload, self.key, algorithm="ES256", headers={"kid": "p1"})

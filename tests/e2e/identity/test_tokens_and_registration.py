@@ -11,11 +11,7 @@ from mamoru.identity.v1 import identity_pb2 as pb
 from tests.e2e.identity.conftest import IdentityOnCluster, queued_code_notices
 from tests.support.people import (
     TIMEOUT,
-    VERIFICATION_SUBJECTS,
     client,
-    code_in,
-    next_mail,
-    subject_is,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -80,49 +76,6 @@ async def test_unverified_registration_cannot_sign_in(identity: IdentityOnCluste
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == "invalid credentials"
     assert await queued_code_notices(identity.cluster, "NOTICE_KIND_CONTACT_VERIFICATION") == 1
-
-
-async def test_registering_a_pending_address_again_keeps_the_first_password_and_resends_a_code(
-    identity: IdentityOnCluster,
-):
-    first = pb.RegisterRequest(
-        email="hanako@example.jp", password="the owner's own passphrase", client=client("phone-1")
-    )
-    await identity.stub.Register(first, timeout=TIMEOUT)
-    await next_mail(identity.mailbox, "hanako@example.jp", subject_is(*VERIFICATION_SUBJECTS),
-                    after=0)  # fmt: skip
-    before = len(identity.mailbox.to("hanako@example.jp"))
-    # Someone else registers the same, still unverified, address with their password.
-    again = await identity.stub.Register(
-        pb.RegisterRequest(email="hanako@example.jp", password="an attacker's passphrase",
-                           client=client("attacker-laptop")),
-        timeout=TIMEOUT,
-    )  # fmt: skip
-    assert again.HasField("code_expires_at")
-    mail = await next_mail(
-        identity.mailbox, "hanako@example.jp", subject_is(*VERIFICATION_SUBJECTS), after=before
-    )
-    await identity.stub.VerifyEmail(
-        pb.VerifyEmailRequest(email="hanako@example.jp", code=code_in(mail), client=client()),
-        timeout=TIMEOUT,
-    )
-
-    for password, opens in (("an attacker's passphrase", False), (first.password, True)):
-        attempt = identity.stub.Login(
-            pb.LoginRequest(identifier="hanako@example.jp", password=password,
-                            client=client("phone-1")),
-            timeout=TIMEOUT,
-        )  # fmt: skip
-        if opens:
-            assert (await attempt).WhichOneof("result") in ("session", "challenge")
-        else:
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await attempt
-            assert refused.value.details() == "invalid credentials"
-    registered_on = await identity.cluster.running["identity"].pool.fetchval(
-        "select registration_device_id from accounts"
-    )
-    assert registered_on == "phone-1"
 
 
 async def test_weak_passwords_are_refused_naming_the_field(identity: IdentityOnCluster):
