@@ -3,6 +3,8 @@ was never verified gives its maker nothing, over real servers and the local mail
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -112,6 +114,10 @@ async def test_the_owner_who_verifies_gets_their_own_password_device_and_profile
     assert wrong == (grpc.StatusCode.UNAUTHENTICATED, "invalid credentials")
     assert await login_refusal(identity, ATTACKER_PASSWORD, "attacker-laptop") == wrong
     assert await registered(identity) == [("active", "phone-1")]
+    devices = await identity.cluster.running["identity"].pool.fetch(
+        "select device_id from devices where account_id = $1", uuid.UUID(account_id)
+    )
+    assert [row["device_id"] for row in devices] == ["phone-1"]
     contacts = await identity.cluster.stub("identity", as_="notify").GetRegisteredContacts(
         pb.GetRegisteredContactsRequest(account_id=account_id), timeout=TIMEOUT
     )
@@ -202,6 +208,23 @@ async def test_registering_again_from_the_same_device_replaces_only_its_own_regi
     assert reason_of(await refused(verify(identity, elsewhere, "attacker-laptop"))) == (
         "CODE_INVALID"
     )
+
+
+async def test_two_registrations_verified_at_once_make_exactly_one_account(
+    identity: IdentityOnCluster,
+):
+    phone_code = await register(identity, OWNER_PASSWORD, "phone-1")
+    laptop_code = await register(identity, "the same person's other passphrase", "laptop-1")
+    outcomes = await asyncio.gather(
+        verify(identity, phone_code, "phone-1"),
+        verify(identity, laptop_code, "laptop-1"),
+        return_exceptions=True,
+    )
+    accepted = [o for o in outcomes if isinstance(o, pb.VerifyEmailResponse)]
+    losers = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(accepted) == 1
+    assert [reason_of(loser) for loser in losers] == ["CODE_INVALID"]
+    assert len(await registered(identity)) == 1
 
 
 async def test_registering_a_free_pending_or_taken_address_answers_alike_and_mails_only_it(
