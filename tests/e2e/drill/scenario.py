@@ -39,11 +39,13 @@ import os
 import random
 import re
 import secrets
+import subprocess
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -153,16 +155,78 @@ class SwitchFlip:
     probe: str
 
 
+# The control of INCIDENT's table each check proves, by check name (a switch's
+# checks share one, ``switch_effective:<switch>``).
+CONTROLS = {
+    "the_attack_was_real": "the drill's own premise: the leaked list holds right passwords",
+    "password_only_session_gets_no_wallet_token": (
+        "the group ID never moves money: wallet tokens need assurance level 2"
+    ),
+    "stuffing_throttled_by_risk": "risk scoring before any hash: per-IP and per-subnet limits",
+    "new_device_needs_second_factor": "a second factor for every new device",
+    "attacker_got_no_wallet_token": (
+        "wallet tokens only for passkey or password-and-TOTP sessions on a registered"
+        " device, outside the cool-off"
+    ),
+    "attacker_moved_no_money": "the wallet accepts only wallet-audience tokens",
+    "legitimate_people_signed_in_during_attack": "defences that spare legitimate sign-ins",
+    "legitimate_people_paid_during_attack": "defences that spare legitimate payments",
+    "stuffing_alert_raised_without_a_call": "real-time detection: the stuffing alert",
+    "operators_told_by_mail": "operator alerts delivered by mail",
+    "switch_effective": "kill switches effective on every replica within seconds",
+    "blocked_countries_refused": "country policy",
+    "sign_ups_suspended": "the sign-up kill switch",
+    "victims_found_exactly": "victim identification as a query over recorded events",
+    "compensation_settles_and_reruns_change_nothing": (
+        "compensation as idempotent ledger operations"
+    ),
+    "forced_reset_one_notice_each_at_the_registered_address": (
+        "forced reset, each notice to the registered address only"
+    ),
+    "every_old_session_is_dead": "credential changes end every other session",
+    "every_holder_told_of_wind_down": "wind-down: every holder is told",
+    "every_balance_paid_out_or_listed": "wind-down: every balance paid out or listed unclaimed",
+    "ledger_balances": "double-entry ledger, reconciled",
+    "operator_actions_audited": "every operator action audited with who and why",
+    "reset_links_only_to_registered_addresses": (
+        "a reset reaches the registered address only; the reset API has no destination"
+    ),
+}
+
+
+def current_commit() -> str:
+    """The commit the drill ran on (with ``+changes`` when the tree differs), or ''."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],  # noqa: S607 - git from PATH
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{head}+changes" if dirty else head
+
+
+def control_of(check_name: str) -> str:
+    return CONTROLS[check_name.split(":", 1)[0]]
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     passed: bool
     detail: str
-    control: str  # what broke, in words, when the check fails
-
-    @property
-    def failure(self) -> str:
-        return f"{self.control} [{self.name}]: {self.detail}"
+    control: str  # the control the check proves
+    failure: str = ""  # what broke, in words: only when the check failed
 
 
 @dataclass
@@ -179,18 +243,38 @@ class DrillReport:
                 return check
         raise KeyError(f"the drill made no check named {name!r}")
 
+    started_at: str = ""  # ISO 8601, UTC
+    commit: str = ""
+
     @property
     def failures(self) -> list[Check]:
         return [check for check in self.checks if not check.passed]
 
+    @property
+    def verdict(self) -> str:
+        """PASSED when every check held (and there were checks), else FAILED."""
+        return "PASSED" if self.checks and not self.failures else "FAILED"
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, indent=2)
+        body = asdict(self)
+        summary = {
+            "verdict": self.verdict,
+            "date": self.started_at,
+            "commit": self.commit,
+            "checks_held": sum(check.passed for check in self.checks),
+            "checks_made": len(self.checks),
+        }
+        return json.dumps({**summary, **body}, ensure_ascii=False, indent=2)
 
     def timeline(self) -> str:
         """The report as a person reads it."""
+        size = self.size
         lines = [
-            f"Incident drill: {self.size.people} people, {self.size.attack_pairs} leaked pairs, "
-            f"{self.size.attacker_ips + self.size.noisy_ips} attacker IPs "
+            f"Incident drill {self.verdict}: {self.started_at or 'not started'},"
+            f" commit {self.commit or 'unknown'}",
+            f"{size.people} people, {size.attack_pairs} leaked pairs, "
+            f"{size.attacker_ips + size.noisy_ips} attacker IPs in the replay "
+            f"({size.attacker_ips} spread thin, {size.noisy_ips} noisy) "
             f"({self.seconds:.0f} s)",
         ]
         leak = next((phase for phase in self.phases if phase.name == "leak"), None)
@@ -220,7 +304,10 @@ class DrillReport:
         lines.append(f"Checks: {passed} of {len(self.checks)} held")
         for check in self.checks:
             mark = "ok  " if check.passed else "FAIL"
-            lines.append(f"  {mark} {check.name}: {check.detail}")
+            lines.append(f"  {mark} {check.name} ({check.control}): {check.detail}")
+            if not check.passed:
+                lines.append(f"       {check.failure}")
+        lines.append(f"Verdict: {self.verdict}")
         return "\n".join(lines)
 
 
@@ -457,7 +544,7 @@ class DrillStack(LocalStack):
             await super().stop()
 
 
-def drill_environment(provider: LocalOidcProvider) -> dict[str, str]:
+def drill_environment(provider: LocalOidcProvider, log_level: str = "warning") -> dict[str, str]:
     return {
         **IDENTITY_ENV,
         "IDENTITY_OIDC_PROVIDERS": provider.config(PROVIDER),
@@ -468,17 +555,22 @@ def drill_environment(provider: LocalOidcProvider) -> dict[str, str]:
         # is about the controls, not the risk-unavailable fallbacks (tested apart).
         "IDENTITY_RISK_TIMEOUT_SECONDS": "3",
         "WALLET_RISK_TIMEOUT_SECONDS": "3",
-        "LOG_LEVEL": "warning",
+        "LOG_LEVEL": log_level,
     }
 
 
 @contextlib.asynccontextmanager
-async def drill_stack(var_dir: Path) -> AsyncIterator[tuple[DrillStack, LocalOidcProvider]]:
-    """The four services, SMTP, the card sandbox and a LINE-like ID provider."""
+async def drill_stack(
+    var_dir: Path, *, log_level: str = "warning", extra_env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[DrillStack, LocalOidcProvider]]:
+    """The four services, SMTP, the card sandbox and a LINE-like ID provider; the
+    services log at ``log_level`` into ``var_dir/logs``."""
     provider = LocalOidcProvider()
     await provider.start()
     stack = DrillStack(
-        var_dir=var_dir, log_dir=var_dir / "logs", extra_env=drill_environment(provider)
+        var_dir=var_dir,
+        log_dir=var_dir / "logs",
+        extra_env={**drill_environment(provider, log_level), **(extra_env or {})},
     )
     try:
         async with stack:
@@ -539,11 +631,15 @@ class Drill:
         for channel in self.channels:
             await channel.close()
 
-    def checked(self, name: str, passed: bool, detail: str, control: str) -> None:
-        self.report.checks.append(Check(name, bool(passed), detail, control))
+    def checked(self, name: str, passed: bool, detail: str, broken: str) -> None:
+        """Record a check; ``broken`` says what a failure means, kept only on failure."""
+        failure = "" if passed else f"{broken} [{name}]: {detail}"
+        self.report.checks.append(Check(name, bool(passed), detail, control_of(name), failure))
 
     async def run(self) -> DrillReport:
         started = time.monotonic()
+        self.report.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.report.commit = current_commit()
         try:
             await self.launch()
             await self.leak()
@@ -792,6 +888,7 @@ class Drill:
                 )  # fmt: skip
 
             await each(plan, attempt, size.attack_concurrency)
+            replay_ips = len(attacker.ips) + len(attacker.noisy)
             replay_seconds = self.timeline.now() - wave_started
             legit_result = await legit
             await self._exploit()
@@ -803,7 +900,9 @@ class Drill:
             decisions = await self._risk_verdicts_for_attacker()
             phase.counts.update(
                 leaked_pairs=len(pairs),
-                attacker_ips=len(attacker.ips) + len(attacker.noisy),
+                attacker_ips_in_replay=replay_ips,
+                # Fresh addresses the attacker took for the accounts it broke into.
+                attacker_ips_after_the_replay=len(attacker.ips) + len(attacker.noisy) - replay_ips,
                 attempts=attacker.counts["sign-in attempts"],
                 throttled_or_denied_by_risk=decisions["throttle"] + decisions["deny"],
                 challenged_by_risk=decisions["challenge"],

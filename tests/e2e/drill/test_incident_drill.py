@@ -61,3 +61,4 @@ async def test_the_credential_stuffing_wave_takes_no_money_and_every_control_hol
     )
     broken = [check.failure for check in report.checks if not check.passed]
     assert not broken, "\n".join(broken) + "\n\n" + report.timeline()
+    assert report.verdict == "PASSED"
