@@ -17,6 +17,7 @@ from pathlib import Path
 
 _CODE = re.compile(r"(?:コード|[Cc]ode)\s*[:：]\s*([0-9]{4,10})")
 _LINK = re.compile(r"https?://[^\s<>\"')]+")
+LATEST = 3
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,14 @@ def render(mails: list[Mail], *, limit: int, full: bool, now: datetime | None = 
     now = now or datetime.now(UTC)
     if not mails:
         return "The mailbox is empty."
-    lines = ["Latest codes and links (newest first):"]
-    shown = 0
-    for mail in mails:
-        if shown >= 5:
-            break
-        for code in mail.codes:
-            lines.append(f"  code {code:<10} {_ago(mail, now):>8}  to {mail.to}  {mail.subject}")
-            shown += 1
-        for link in mail.links:
-            lines.append(f"  link {_ago(mail, now):>8}  to {mail.to}  {link}")
-            shown += 1
-    if shown == 0:
-        lines.append("  (none)")
+    codes = [(code, mail) for mail in mails for code in mail.codes][:LATEST]
+    links = [(link, mail) for mail in mails for link in mail.links][:LATEST]
+    lines = ["Latest codes (newest first):"]
+    lines += [f"  {code:<10} {_ago(m, now):>8}  to {m.to}  {m.subject}" for code, m in codes]
+    lines += [] if codes else ["  (none)"]
+    lines.append("Latest links (newest first):")
+    lines += [f"  {_ago(m, now):>8}  to {m.to}  {link}" for link, m in links]
+    lines += [] if links else ["  (none)"]
     lines.append("")
     lines.append(f"{len(mails)} messages; the newest {min(limit, len(mails))}:")
     for mail in mails[:limit]:
