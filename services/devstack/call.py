@@ -249,7 +249,7 @@ async def call(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.
             )
             return 1
     if args.get:
-        as_dict = json_format.MessageToDict(reply)
+        as_dict = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
         print(pick(as_dict, args.get), file=out)
     else:
         print(

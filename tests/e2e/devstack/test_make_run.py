@@ -58,12 +58,13 @@ class MakeRun:
 
     def start(self) -> None:
         self.var.mkdir(parents=True, exist_ok=True)
+        earlier = len(self.text()) if self.output.exists() else 0
         with self.output.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "services.devstack"],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        self.wait_for_output("Ctrl-C stops everything.", START_WITHIN)
+        self.wait_for_output("Ctrl-C stops everything.", START_WITHIN, after=earlier)
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
