@@ -252,9 +252,7 @@ async def call(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.
         as_dict = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
         print(pick(as_dict, args.get), file=out)
     else:
-        print(
-            json_format.MessageToJson(reply, always_print_fields_with_no_presence=True), file=out
-        )
+        print(json_format.MessageToJson(reply, always_print_fields_with_no_presence=True), file=out)
     return 0
 
 

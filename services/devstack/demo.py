@@ -36,7 +36,7 @@ DEMO_FILE = "demo.json"
 TIMEOUT = 30.0
 TOTP_STEP_SECONDS = 30
 EMAIL = "hanako.demo@example.jp"
-PASSWORD = "kumo tori kaze mamoru demo"
+PASSWORD = "kumo tori kaze mamoru demo"  # noqa: S105 - the demo's, printed by make run
 DEVICE = "demo-phone"
 # TEST-NET-1, a documentation address: sign-ins from it count as the person's home.
 IP = "192.0.2.80"
@@ -157,7 +157,8 @@ class _Seeder:
         self.totp_step = 0
 
     async def _totp(self) -> str:
-        while (step := next_totp_step(self.totp_step)) is None:
+        # Waiting on the clock, not on an event: the next step begins when it begins.
+        while (step := next_totp_step(self.totp_step)) is None:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         self.totp_step = step
         return pyotp.TOTP(self.totp_secret).at(step * TOTP_STEP_SECONDS)
@@ -375,6 +376,6 @@ def usage(demo: Demo, *, identity: str, wallet: str) -> str:
             + ", ".join(f"{s.store_code} {s.store_id}" for s in merchant.stores),
             "",
             "  A payment at the demo register, step by step: README, 'Walkthrough'.",
-            f"  identity {identity}, wallet {wallet}; e.g. the store id for a capture: {store.store_id}",
+            f"  identity {identity}, wallet {wallet}; the first store's id: {store.store_id}",
         ]
     )

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-_CODE = re.compile(r"(?:コード|[Cc]ode)\s*[:：]\s*([0-9]{4,10})")
+# Notify writes "コード: 123456" or "Code: 123456"; a full-width colon is accepted too.
+_CODE = re.compile(r"(?:コード|[Cc]ode)\s*[:\uff1a]\s*([0-9]{4,10})")
 _LINK = re.compile(r"https?://[^\s<>\"')]+")
 LATEST = 3
 
@@ -42,7 +43,7 @@ def read_mailbox(folder: Path) -> list[Mail]:
         return []
     box = mailbox.Maildir(folder, create=False)
     found: list[tuple[float, str, Mail]] = []
-    for key in box.keys():
+    for key in box.iterkeys():
         kept = box.get_message(key)
         parsed = email.message_from_bytes(kept.as_bytes(), policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)

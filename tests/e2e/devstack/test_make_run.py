@@ -69,17 +69,14 @@ class MakeRun:
     def text(self) -> str:
         return self.output.read_text(errors="replace")
 
-    def wait_for_output(self, marker: str, within: float, after: int = 0) -> str:
-        """The output once ``marker`` appears in it past offset ``after``."""
-        return (
-            wait_until(
-                lambda: marker in self.text()[after:],
-                within,
-                f"{marker!r} in the output of make run",
-                lambda: self.text()[-3000:],
-                alive=self.process,
-            )
-            and self.text()
+    def wait_for_output(self, marker: str, within: float, after: int = 0) -> None:
+        """Wait until ``marker`` appears in the output past offset ``after``."""
+        wait_until(
+            lambda: marker in self.text()[after:],
+            within,
+            f"{marker!r} in the output of make run",
+            lambda: self.text()[-3000:],
+            alive=self.process,
         )
 
     def stop(self) -> None:
