@@ -265,16 +265,22 @@ class _Seeder:
             timeout=TIMEOUT,
         )
         source_id = str(source.funding_source.funding_source_id)
-        await self.wallet.TopUpFromCard(
-            wallet_pb2.TopUpFromCardRequest(
-                funding_source_id=source_id,
-                amount=common_pb2.Money(amount_minor=TOP_UP_YEN, currency="JPY"),
-                idempotency_key=str(uuid.uuid4()),
-                client=self.client,
-            ),
-            metadata=metadata,
-            timeout=TIMEOUT,
+        request = wallet_pb2.TopUpFromCardRequest(
+            funding_source_id=source_id,
+            amount=common_pb2.Money(amount_minor=TOP_UP_YEN, currency="JPY"),
+            idempotency_key=str(uuid.uuid4()),
+            client=self.client,
         )
+        # The wallet refuses a top-up risk could not assess in time (a busy first start);
+        # the same idempotency key makes a retry safe.
+        for pause in (1.0, 2.0, 4.0, 8.0, 0.0):
+            try:
+                await self.wallet.TopUpFromCard(request, metadata=metadata, timeout=TIMEOUT)
+                return source_id
+            except grpc.aio.AioRpcError as error:
+                if "unavailable" not in (error.details() or "") or not pause:
+                    raise
+            await asyncio.sleep(pause)
         return source_id
 
     async def merchant(self) -> DemoMerchant:
