@@ -14,10 +14,11 @@
     mamoru demo totp                                    the demo person's authenticator code
     mamoru demo show [FIELD]                            the demo `make run` seeded
 
-It connects with the ``operator`` certificate from MAMORU_TLS_DIR (default var/tls)
-to RISK_ADDRESS (default 127.0.0.1:50053) and sends the person's name (--operator,
-default $USER) so the audit trail shows who acted. Output is JSON. ``mail`` and
-``demo`` read the local files of `make run` under MAMORU_VAR (default var).
+It connects with the ``operator`` certificate from MAMORU_TLS_DIR (default
+$MAMORU_VAR/tls) to RISK_ADDRESS (default 127.0.0.1:$RISK_GRPC_PORT, 50053) and
+sends the person's name (--operator, default $USER) so the audit trail shows who
+acted. Output is JSON. ``mail`` and ``demo`` read the local files of `make run`
+under MAMORU_VAR (default var).
 """
 
 from __future__ import annotations
@@ -290,8 +291,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     code = asyncio.run(
         run(
             sys.argv[1:] if argv is None else argv,
-            address=os.environ.get("RISK_ADDRESS", "127.0.0.1:50053"),
-            tls_dir=Path(os.environ.get("MAMORU_TLS_DIR", "var/tls")),
+            address=os.environ.get("RISK_ADDRESS")
+            or f"127.0.0.1:{os.environ.get('RISK_GRPC_PORT') or 50053}",
+            tls_dir=Path(os.environ.get("MAMORU_TLS_DIR") or _var() / "tls"),
             as_=os.environ.get("MAMORU_AS", "operator"),
             out=sys.stdout,
         )
