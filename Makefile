@@ -57,7 +57,7 @@ test: lint
 run: protos
 	$(PY) -m services.devstack
 
-# Benchmarks of DESIGN.md's targets (never timed tests): results in bench/results.json,
+# Benchmarks of the targets in docs/architecture.md (never timed tests): results in bench/results.json,
 # latency over time in bench/latency.png. bench-quick takes about three minutes.
 bench: protos
 	$(PY) -m bench --size full

@@ -1,6 +1,6 @@
 """The incident drill: the 2019 attack and the response to it, replayed end to end.
 
-One scenario, parametrised by size, plays the story of ``INCIDENT.md`` against the
+One scenario, parametrised by size, plays the story of ``docs/incident.md`` against the
 four services running as separate processes (``LocalStack``, exactly what
 `make run` starts), through the public gRPC contracts only, as the ``gateway``
 (people and the attacker's app), ``pos`` (store registers) and ``operator``
@@ -156,7 +156,7 @@ class SwitchFlip:
     probe: str
 
 
-# The control of INCIDENT's table each check proves, by check name (a switch's
+# The control of docs/incident.md each check proves, by check name (a switch's
 # checks share one, ``switch_effective:<switch>``).
 CONTROLS = {
     "the_attack_was_real": "the drill's own premise: the leaked list holds right passwords",

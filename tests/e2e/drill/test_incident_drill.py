@@ -1,4 +1,4 @@
-"""The incident drill on every change: the whole story of INCIDENT.md at a small size.
+"""The incident drill on every change: the whole story of docs/incident.md at a small size.
 
 Every check the issue lists is asserted; a broken control fails the drill with
 a message that names it, followed by the drill's timeline.
