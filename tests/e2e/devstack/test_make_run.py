@@ -82,12 +82,17 @@ class MakeRun:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        children = psutil.Process(self.process.pid).children(recursive=True)
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        # A stack that could not stop cleanly must not leave its services behind.
+        for child in children:
+            if child.is_running():
+                child.kill()
 
     def service_pid(self, name: str) -> int:
         assert self.process is not None
