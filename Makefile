@@ -13,9 +13,11 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@echo "Setting up $(VENV): pinned dependencies from requirements.txt (first time: about a minute)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	# One line per package, so a first install shows it is moving.
+	$(PY) -m pip install --progress-bar off --no-color -r requirements.txt
 	# The project itself, editable, for the `mamoru` operator command.
 	$(PY) -m pip install --quiet --no-deps -e .
 	# Generated protobuf modules import each other as top-level `mamoru.*`.
@@ -25,6 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 protos: $(GEN)/.stamp
 
 $(GEN)/.stamp: $(STAMP) $(PROTO_FILES)
+	@echo "Generating the gRPC code from protos/ into $(GEN)/"
 	rm -rf $(GEN)
 	mkdir -p $(GEN)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
@@ -54,7 +57,7 @@ test: lint
 run: protos
 	$(PY) -m services.devstack
 
-# Benchmarks of DESIGN.md's targets (never timed tests): results in bench/results.json,
+# Benchmarks of the targets in docs/architecture.md (never timed tests): results in bench/results.json,
 # latency over time in bench/latency.png. bench-quick takes about three minutes.
 bench: protos
 	$(PY) -m bench --size full

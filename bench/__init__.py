@@ -1,1 +1,1 @@
-"""Benchmarks of the targets in DESIGN.md: `make bench` and `make bench-quick`."""
+"""Benchmarks of the targets in docs/architecture.md: `make bench` and `make bench-quick`."""

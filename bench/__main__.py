@@ -1,5 +1,5 @@
 """`make bench` / `make bench-quick`: start the system as `make run` does and
-measure the targets of DESIGN.md on this machine.
+measure the targets of docs/architecture.md on this machine.
 
     python -m bench --size quick            # about three minutes on two cores
     python -m bench --size full             # the sizes of the incident

@@ -16,7 +16,7 @@ from mamoru.identity.v1 import identity_pb2 as pb
 
 from bench.system import System, fetch_value, seed_accounts
 
-# DESIGN.md: 1,000,000 accounts in at most five minutes.
+# docs/architecture.md: 1,000,000 accounts in at most five minutes.
 TARGET_ACCOUNTS = 1_000_000
 TARGET_SECONDS = 300.0
 SEEDED_PASSWORD = "old password 0000"  # noqa: S105 - expired by the reset

@@ -93,7 +93,7 @@ class Samples:
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure beside its target from DESIGN.md.
+    """One measured figure beside its target from docs/architecture.md.
 
     ``ratio`` is the machine-independent form (for example payments/s over
     pgbench tps); ``of_target`` says how far it is from the target (1.0 = on it).

@@ -1,17 +1,30 @@
-"""`make run`: the whole system on this machine until Ctrl-C."""
+"""`make run`: the whole system on this machine until Ctrl-C.
+
+Ports come from the same variables the services read (IDENTITY_GRPC_PORT,
+SMTP_PORT, ...), with the documented defaults; MAMORU_VAR (default var) is the
+folder for the database, certificates, mail, logs and the demo.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import time
 from pathlib import Path
 
+import grpc
+
+from services.devstack import demo
 from services.devstack.stack import LocalStack
+from services.devstack.supervisor import supervise
 
-VAR = Path("var")
+
+def _say(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
 
-def _banner(stack: LocalStack) -> str:
+def _banner(stack: LocalStack, var: Path) -> str:
     assert stack.smtp is not None
     lines = ["", "Mamoru is running.", ""]
     lines.append(f"  {'service':<9} {'gRPC (mTLS)':<18} health (plaintext)")
@@ -19,32 +32,74 @@ def _banner(stack: LocalStack) -> str:
         lines.append(f"  {proc.name:<9} {proc.address:<18} 127.0.0.1:{proc.health_port}")
     lines += [
         "",
-        f"  SMTP (keeps every message)  127.0.0.1:{stack.smtp.port}  -> {VAR / 'mail'}",
+        f"  SMTP (keeps every message)  127.0.0.1:{stack.smtp.port}  -> {var / 'mail'}"
+        "  (read it: .venv/bin/mamoru mail)",
         f"  sandbox card processor      {stack.card_processor.url if stack.card_processor else ''}",
         f"  sandbox points program      {stack.points_program.url if stack.points_program else ''}",
         f"  PostgreSQL                  {stack.server_url}",
         f"  certificates                {stack.tls_dir}  (clients: operator, gateway, pos)",
-        f"  service logs                {VAR / 'logs'}",
+        f"  service logs                {var / 'logs'}",
         "",
         "Try (in another terminal):",
+        "  .venv/bin/python -m services.devstack.call --help",
         "  .venv/bin/python -m services.devstack.call risk GetPolicies '{}'",
-        "  .venv/bin/python -m services.devstack.call identity GetJwks '{}'",
+        "  .venv/bin/mamoru mail",
         "",
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
 
 
+async def _seed_demo(stack: LocalStack, var: Path) -> None:
+    assert stack.smtp is not None and stack.card_processor is not None
+    if demo.Demo.load(var) is None:
+        _say("Seeding the demo (a person with a funded wallet, a merchant with stores)...")
+    try:
+        seeded, now = await demo.seed(
+            var,
+            tls_dir=stack.tls_dir,
+            identity_address=stack.processes["identity"].address,
+            wallet_address=stack.processes["wallet"].address,
+            mailbox=stack.smtp,
+            card_token=stack.card_processor.tokenise(demo.CARD_NUMBER),
+        )
+    except (grpc.aio.AioRpcError, RuntimeError, TimeoutError) as error:
+        reason = (
+            f"{error.code().name}: {error.details()}"
+            if isinstance(error, grpc.aio.AioRpcError)
+            else str(error) or type(error).__name__
+        )
+        _say(
+            f"The demo could not be seeded ({reason}); everything else runs."
+            " `make clean && make run` seeds it afresh."
+        )
+        return
+    _say("Demo seeded." if now else "Demo already seeded on an earlier start; kept as it is.")
+    print(
+        demo.usage(
+            seeded,
+            identity=stack.processes["identity"].address,
+            wallet=stack.processes["wallet"].address,
+        ),
+        flush=True,
+    )
+
+
 async def _main() -> None:
-    stack = LocalStack(var_dir=VAR, fixed_ports=True, log_dir=VAR / "logs")
+    var = Path(os.environ.get("MAMORU_VAR", "var"))
+    stack = LocalStack(var_dir=var, fixed_ports=True, log_dir=var / "logs")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("Starting PostgreSQL, SMTP and the four services...", flush=True)
+    _say("Starting PostgreSQL, SMTP, the sandboxes and the four services...")
     async with stack:
-        print(_banner(stack), flush=True)
+        await _seed_demo(stack, var)
+        print(_banner(stack, var), flush=True)
+        watcher = asyncio.create_task(supervise(stack, _say))
         await stop.wait()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         print("\nStopping...", flush=True)
 
 

@@ -68,6 +68,26 @@ def local_secrets(var_dir: Path) -> dict[str, str]:
     return known
 
 
+def configured_port(variable: str, default: int) -> int:
+    """A `make run` port: the environment's value when set, else the documented default."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise SystemExit(f"{variable} must be a port number (1-65535), got {text!r}")
+    return int(text)
+
+
+def fixed_service_ports(name: str) -> tuple[int, int]:
+    """gRPC and health ports of ``name`` under `make run` (<SERVICE>_GRPC_PORT, _HEALTH_PORT)."""
+    grpc_port, health_port = DEFAULT_PORTS[name]
+    prefix = name.upper()
+    return (
+        configured_port(f"{prefix}_GRPC_PORT", grpc_port),
+        configured_port(f"{prefix}_HEALTH_PORT", health_port),
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -109,20 +129,24 @@ class LocalStack:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         ensure_local_pki(self.tls_dir, [*SERVICES, *CLIENT_PRINCIPALS])
         self.server_url = await asyncio.to_thread(devdb.server_url, self.var_dir / "postgres")
-        smtp_port = DEFAULT_SMTP_PORT if self.fixed_ports else 0
+        smtp_port = configured_port("SMTP_PORT", DEFAULT_SMTP_PORT) if self.fixed_ports else 0
         self.smtp = LocalSmtpServer(port=smtp_port, maildir=self.var_dir / "mail")
         await self.smtp.start()
         self.card_processor = SandboxProcessor(
-            port=DEFAULT_CARD_PROCESSOR_PORT if self.fixed_ports else 0
+            port=configured_port("WALLET_SANDBOX_PROCESSOR_PORT", DEFAULT_CARD_PROCESSOR_PORT)
+            if self.fixed_ports
+            else 0
         )
         await self.card_processor.start()
         self.points_program = SandboxPointsProgram(
-            port=DEFAULT_POINTS_PROGRAM_PORT if self.fixed_ports else 0
+            port=configured_port("WALLET_SANDBOX_POINTS_PORT", DEFAULT_POINTS_PROGRAM_PORT)
+            if self.fixed_ports
+            else 0
         )
         await self.points_program.start()
         for name in SERVICES:
             grpc_port, health_port = (
-                DEFAULT_PORTS[name] if self.fixed_ports else (free_port(), free_port())
+                fixed_service_ports(name) if self.fixed_ports else (free_port(), free_port())
             )
             self.processes[name] = ServiceProcess(name, grpc_port, health_port)
         env = await self._environment()

@@ -746,6 +746,18 @@ class Identity:
                 return True
         return False
 
+    async def _totp_already_used(
+        self, conn: asyncpg.Connection, account_id: uuid.UUID, code: str
+    ) -> bool:
+        """Whether ``code`` is right for a time step identity already accepted once."""
+        for factor in await storage.factors(conn, account_id):
+            if factor["kind"] != "totp" or factor["last_totp_step"] is None:
+                continue
+            step = self._totp_step(factor, code)
+            if step is not None and step <= factor["last_totp_step"]:
+                return True
+        return False
+
     def _totp_step(self, factor: Any, code: str) -> int | None:
         """The time step (now ±1, for clock drift) whose code matches, if any."""
         secret = self.box.open(factor["sealed_totp_secret"], purpose="totp").decode()
@@ -1318,10 +1330,21 @@ class Identity:
                 method: str | None = cred.PASSWORD if ok else None
             else:
                 method = await self._check_factor(conn, challenge, answer, value)
+            reused = False
             if method is None:
+                reused = answer == cred.TOTP and await self._totp_already_used(
+                    conn, account_id, value
+                )
                 await storage.fail_challenge(conn, challenge_id, CHALLENGE_ATTEMPTS)
                 await storage.log_event(
-                    conn, account_id=account_id, kind="step_up.failed", session_id=session["id"]
+                    conn,
+                    account_id=account_id,
+                    kind="step_up.failed",
+                    session_id=session["id"],
+                    details={
+                        "method": answer,
+                        "reason": "code_already_used" if reused else "wrong_answer",
+                    },
                 )
             else:
                 await storage.complete_challenge(conn, challenge_id)
@@ -1340,6 +1363,12 @@ class Identity:
                     session_id=session["id"],
                     details={"method": method},
                 )
+        if reused:
+            # The session already proved the password and the code is the app's own:
+            # telling its holder to wait reveals nothing a guesser could use.
+            raise FailedPrecondition(
+                "TOTP_CODE_ALREADY_USED", "this code was just used; wait for the next one"
+            )
         if method is None:
             raise invalid_credentials()
         return self._issue(raised, refresh)

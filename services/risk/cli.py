@@ -10,10 +10,15 @@
     mamoru cases [--status open]
     mamoru victims --case CASE_ID
     mamoru victims --ip 203.0.113.7 --subnet 198.51.100.0/24 --device D --since 2025-01-01T00:00Z
+    mamoru mail [--to ADDRESS] [--limit N] [--full]     the local mailbox of `make run`
+    mamoru demo totp                                    the demo person's authenticator code
+    mamoru demo show [FIELD]                            the demo `make run` seeded
 
-It connects with the ``operator`` certificate from MAMORU_TLS_DIR (default var/tls)
-to RISK_ADDRESS (default 127.0.0.1:50053) and sends the person's name (--operator,
-default $USER) so the audit trail shows who acted. Output is JSON.
+It connects with the ``operator`` certificate from MAMORU_TLS_DIR (default
+$MAMORU_VAR/tls) to RISK_ADDRESS (default 127.0.0.1:$RISK_GRPC_PORT, 50053) and
+sends the person's name (--operator, default $USER) so the audit trail shows who
+acted. Output is JSON. ``mail`` and ``demo`` read the local files of `make run`
+under MAMORU_VAR (default var).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -34,10 +40,44 @@ from google.protobuf.message import Message
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
+from services.devstack import demo as local_demo
+from services.devstack.mailbox_view import read_mailbox, render
 from services.runtime.pki import load_tls, secure_channel
 
 TIMEOUT_SECONDS = 30.0
 _ON_OFF = {"on": True, "off": False}
+
+# Every switch of `policy set`: the values it takes, and an example. A switch is
+# undone by the same command with `off` (or the previous amount).
+SWITCHES = {
+    "country": ("CC on|off", "block sign-ins, sign-ups and top-ups from a country", "KP on"),
+    "registration_suspended": ("on|off", "stop new sign-ups", "on"),
+    "external_login": ("PROVIDER on|off", "stop sign-in with an external ID", "line on"),
+    "top_up_channel": (
+        "card|bank|cash_register|atm|points on|off",
+        "stop top-ups through one channel",
+        "card on",
+    ),
+    "payments_suspended": ("on|off", "stop store payments", "on"),
+    "wind_down": ("on|off", "end top-ups and pay out balances", "on"),
+    "payment_fallback_limit": (
+        "YEN",
+        "largest payment allowed while risk cannot answer",
+        "3000",
+    ),
+}
+
+
+def _switches_help() -> str:
+    lines = ["switches (undo any of them with the same command and `off`):"]
+    for name, (values, meaning, _) in SWITCHES.items():
+        lines.append(f"  {name:<24} {values:<42} {meaning}")
+    lines.append("")
+    lines.append("examples:")
+    for name, (_, _, example) in SWITCHES.items():
+        lines.append(f'  mamoru policy set {name} {example} --reason "why"')
+    lines.append('  mamoru policy set top_up_channel card off --reason "wave over"   (undo)')
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,19 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(dest="action", required=True)
     policy_commands.add_parser("show", help="the current policy")
     policy_commands.add_parser("history", help="who changed what, when and why")
-    setter = policy_commands.add_parser("set", help="flip one switch")
-    setter.add_argument(
-        "switch",
-        choices=[
-            "country",
-            "registration_suspended",
-            "external_login",
-            "top_up_channel",
-            "payments_suspended",
-            "wind_down",
-            "payment_fallback_limit",
-        ],
+    setter = policy_commands.add_parser(
+        "set",
+        help="flip one switch",
+        epilog=_switches_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    setter.add_argument("switch", choices=list(SWITCHES), metavar="SWITCH")
     setter.add_argument("values", nargs="+", help="[key] on|off, or an amount in JPY")
     setter.add_argument("--reason", required=True, help="why (recorded)")
 
@@ -77,7 +111,48 @@ def _parser() -> argparse.ArgumentParser:
     victims.add_argument("--device", action="append", default=[])
     victims.add_argument("--since", default="", help="ISO 8601 start of the window")
     victims.add_argument("--until", default="", help="ISO 8601 end of the window (default now)")
+    mail = commands.add_parser("mail", help="the local mailbox, decoded, newest first")
+    mail.add_argument("--to", default="", help="only mail to this address")
+    mail.add_argument("--limit", type=int, default=10, help="messages shown in full")
+    mail.add_argument("--full", action="store_true", help="whole bodies, not the first lines")
+
+    demo = commands.add_parser("demo", help="the demo person and merchant of `make run`")
+    demo_commands = demo.add_subparsers(dest="action", required=True)
+    demo_commands.add_parser("totp", help="a fresh code of the demo person's authenticator app")
+    shower = demo_commands.add_parser("show", help="the demo, or one field of it")
+    shower.add_argument("field", nargs="?", default="", help="e.g. merchant.merchant_key")
     return parser
+
+
+def _var() -> Path:
+    return Path(os.environ.get("MAMORU_VAR", "var"))
+
+
+def local_command(args: argparse.Namespace, out: TextIO) -> int:
+    """``mail`` and ``demo``: read `make run`'s files, no server involved."""
+    if args.command == "mail":
+        mails = read_mailbox(_var() / "mail")
+        if args.to:
+            mails = [m for m in mails if args.to.lower() in m.to.lower()]
+        print(render(mails, limit=args.limit, full=args.full), file=out)
+        return 0
+    if local_demo.Demo.load(_var()) is None:
+        raise UsageError(f"no demo in {_var()}: start `make run` once first")
+    if args.action == "totp":
+        code, valid_for = local_demo.take_totp_code(_var())
+        print(code, file=out)
+        print(f"(valid for about {valid_for:.0f} s; each code works once)", file=sys.stderr)
+        return 0
+    value: Any = json.loads(local_demo.Demo.path(_var()).read_text())
+    for part in filter(None, args.field.split(".")):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise UsageError(f"the demo has no field {args.field!r}")
+    print(value if isinstance(value, str | int) else json.dumps(value, indent=2), file=out)
+    return 0
 
 
 class UsageError(Exception):
@@ -151,6 +226,12 @@ async def run(
 ) -> int:
     """Run one command; returns the exit code (0 ok, 1 refused by the server, 2 usage)."""
     args = _parser().parse_args(argv)
+    if args.command in ("mail", "demo"):
+        try:
+            return local_command(args, out)
+        except UsageError as error:
+            print(f"mamoru: {error}", file=sys.stderr)
+            return 2
     operator = args.operator or os.environ.get("USER") or getpass.getuser()
     metadata = (("x-operator", operator),)
     try:
@@ -210,8 +291,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     code = asyncio.run(
         run(
             sys.argv[1:] if argv is None else argv,
-            address=os.environ.get("RISK_ADDRESS", "127.0.0.1:50053"),
-            tls_dir=Path(os.environ.get("MAMORU_TLS_DIR", "var/tls")),
+            address=os.environ.get("RISK_ADDRESS")
+            or f"127.0.0.1:{os.environ.get('RISK_GRPC_PORT') or 50053}",
+            tls_dir=Path(os.environ.get("MAMORU_TLS_DIR") or _var() / "tls"),
             as_=os.environ.get("MAMORU_AS", "operator"),
             out=sys.stdout,
         )

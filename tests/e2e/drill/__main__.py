@@ -55,7 +55,8 @@ async def _main(size: DrillSize) -> int:
     shutil.rmtree(stack_dir, ignore_errors=True)
     VAR.mkdir(parents=True, exist_ok=True)
     print("Starting PostgreSQL, SMTP, the card sandbox and the four services...", flush=True)
-    async with drill_stack(stack_dir) as (stack, provider):
+    # Info level: the services' logs under var/drill/stack/logs tell the story afterwards.
+    async with drill_stack(stack_dir, log_level="info") as (stack, provider):
         report = await run_drill(
             stack, provider, size, progress=lambda line: print(line, flush=True)
         )
@@ -63,6 +64,7 @@ async def _main(size: DrillSize) -> int:
     print()
     print(report.timeline())
     print(f"\nReport: {VAR / 'report.json'}; service logs: {stack_dir / 'logs'}")
+    print(f"Verdict: {report.verdict}")
     return 1 if report.failures else 0
 
 

@@ -1,4 +1,4 @@
-"""The incident drill on every change: the whole story of INCIDENT.md at a small size.
+"""The incident drill on every change: the whole story of docs/incident.md at a small size.
 
 Every check the issue lists is asserted; a broken control fails the drill with
 a message that names it, followed by the drill's timeline.
@@ -60,4 +60,36 @@ async def test_the_credential_stuffing_wave_takes_no_money_and_every_control_hol
         f"the drill no longer makes these checks: {sorted(set(REQUIRED_CHECKS) - made)}"
     )
     broken = [check.failure for check in report.checks if not check.passed]
+    assert not broken, "\n".join(broken) + "\n\n" + report.timeline()
+    assert report.verdict == "PASSED"
+
+
+# Controls that are risk's verdict on a sign-in: when risk never answers in time they
+# cannot act, and identity's fallback (a second factor for every sign-in) stands in.
+RISK_VERDICT_CHECKS = (
+    "stuffing_throttled_by_risk",
+    "blocked_countries_refused",
+    "switch_effective:country:CN",
+)
+
+
+async def test_with_risk_answering_every_sign_in_too_late_no_money_moves_and_the_rest_holds(
+    tmp_path: Path,
+) -> None:
+    # Identity gives up on risk at once: its timeout path is taken for every sign-in,
+    # as on a machine too busy for risk to answer within identity's deadline.
+    late = {"IDENTITY_RISK_TIMEOUT_SECONDS": "0.0001"}
+    async with drill_stack(tmp_path / "stack", extra_env=late) as (stack, provider):
+        report = await run_drill(stack, provider, SMALL)
+    (tmp_path / "report.json").write_text(report.to_json())
+
+    leak = next(phase for phase in report.phases if phase.name == "leak")
+    assert leak.counts["throttled_or_denied_by_risk"] == 0, "risk answered in time after all"
+    for name in ("attacker_got_no_wallet_token", "attacker_moved_no_money"):
+        assert report.check(name).passed, report.check(name).failure
+    broken = [
+        check.failure
+        for check in report.checks
+        if not check.passed and check.name not in RISK_VERDICT_CHECKS
+    ]
     assert not broken, "\n".join(broken) + "\n\n" + report.timeline()

@@ -1,0 +1,387 @@
+"""The demo `make run` seeds on its first start, through the public gRPC contracts only.
+
+A person (password and an authenticator app, registered from their phone) with a
+wallet funded from a sandbox card, and a merchant with two stores and a register
+key. What a newcomer needs to use them (the password, the authenticator's secret,
+the merchant key, the store ids) is kept in ``var/demo.json``, readable only by
+its owner: it is what the person and the store would hold themselves. The file is
+written once everything exists, so a later start finds it and seeds nothing.
+
+``mamoru demo`` reads it: ``mamoru demo totp`` prints the authenticator's current
+code, ``mamoru demo show`` the whole file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pyotp
+from mamoru.common.v1 import common_pb2
+from mamoru.identity.v1 import identity_pb2 as idp
+from mamoru.identity.v1 import identity_pb2_grpc
+from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
+from services.devstack.smtp import LocalSmtpServer
+from services.runtime.pki import load_tls, secure_channel
+
+DEMO_FILE = "demo.json"
+TIMEOUT = 30.0
+TOTP_STEP_SECONDS = 30
+EMAIL = "hanako.demo@example.jp"
+PASSWORD = "kumo tori kaze mamoru demo"  # noqa: S105 - the demo's, printed by make run
+DEVICE = "demo-phone"
+# TEST-NET-1, a documentation address: sign-ins from it count as the person's home.
+IP = "192.0.2.80"
+USER_AGENT = "MamoruApp/1.0 (demo)"
+CARD_NUMBER = "4242424242424242"
+# Under the first-top-up-from-a-new-card amount that risk asks to confirm.
+TOP_UP_YEN = 9_000
+MERCHANT_NAME = "Mamoru Demo Mart"
+MERCHANT_CATEGORY = "5411"  # grocery stores and supermarkets (ISO 18245)
+STORES = (("DEMO-SHIBUYA", "デモマート渋谷店"), ("DEMO-SHINJUKU", "デモマート新宿店"))
+_CODE = re.compile(r"(?:コード|Code): (\d+)")
+
+
+@dataclass
+class DemoPerson:
+    email: str
+    password: str
+    device_id: str
+    ip_address: str
+    account_id: str
+    totp_secret: str
+    # The last authenticator time step used; identity refuses a step twice.
+    totp_last_step: int = 0
+    card_funding_source_id: str = ""
+
+
+@dataclass
+class DemoStore:
+    store_id: str
+    store_code: str
+    name: str
+
+
+@dataclass
+class DemoMerchant:
+    merchant_id: str
+    merchant_key: str
+    stores: list[DemoStore] = field(default_factory=list)
+
+
+@dataclass
+class Demo:
+    person: DemoPerson
+    merchant: DemoMerchant
+    wallet_top_up_yen: int
+
+    @staticmethod
+    def path(var_dir: Path) -> Path:
+        return var_dir / DEMO_FILE
+
+    @classmethod
+    def load(cls, var_dir: Path) -> Demo | None:
+        path = cls.path(var_dir)
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        merchant = raw["merchant"]
+        return cls(
+            person=DemoPerson(**raw["person"]),
+            merchant=DemoMerchant(
+                merchant_id=merchant["merchant_id"],
+                merchant_key=merchant["merchant_key"],
+                stores=[DemoStore(**store) for store in merchant["stores"]],
+            ),
+            wallet_top_up_yen=raw["wallet_top_up_yen"],
+        )
+
+    def save(self, var_dir: Path) -> None:
+        path = self.path(var_dir)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n")
+        partial.chmod(0o600)
+        partial.replace(path)
+
+
+def next_totp_step(last_step: int, now: float | None = None) -> int | None:
+    """The earliest step after ``last_step`` identity accepts now (current or next), or
+    None when both are used and the caller must wait for the clock."""
+    current = int(time.time() if now is None else now) // TOTP_STEP_SECONDS
+    step = max(current, last_step + 1)
+    return step if step <= current + 1 else None
+
+
+def take_totp_code(var_dir: Path) -> tuple[str, float]:
+    """A code of the demo authenticator no one has used yet, and how many seconds it
+    stays valid; marks its step as used in the demo file. Waits (at most one step)
+    when the current and next steps are both taken."""
+    demo = Demo.load(var_dir)
+    if demo is None:
+        raise FileNotFoundError(f"no demo in {var_dir}: start `make run` once first")
+    while (step := next_totp_step(demo.person.totp_last_step)) is None:
+        time.sleep(0.5)
+    demo.person.totp_last_step = step
+    demo.save(var_dir)
+    # Identity accepts a step until one step after it has ended.
+    valid_for = (step + 2) * TOTP_STEP_SECONDS - time.time()
+    return pyotp.TOTP(demo.person.totp_secret).at(step * TOTP_STEP_SECONDS), valid_for
+
+
+class _Seeder:
+    def __init__(
+        self,
+        identity: Any,
+        wallet: Any,
+        wallet_operator: Any,
+        mailbox: LocalSmtpServer,
+        card_token: tuple[str, str],
+    ) -> None:
+        self.identity = identity
+        self.wallet = wallet
+        self.wallet_operator = wallet_operator
+        self.mailbox = mailbox
+        self.card_token = card_token
+        self.client = common_pb2.ClientContext(
+            ip_address=IP, device_id=DEVICE, user_agent=USER_AGENT
+        )
+        self.totp_secret = ""
+        self.totp_step = 0
+
+    async def _totp(self) -> str:
+        # Waiting on the clock, not on an event: the next step begins when it begins.
+        while (step := next_totp_step(self.totp_step)) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
+        self.totp_step = step
+        return pyotp.TOTP(self.totp_secret).at(step * TOTP_STEP_SECONDS)
+
+    async def _code_mailed(self, before: int, *subjects: str) -> str:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                arrived = await self.mailbox.wait_for(before + 1, within=TIMEOUT, to=EMAIL)
+                for message in arrived[before:]:
+                    if any(s in message.subject for s in subjects):
+                        match = _CODE.search(message.text())
+                        if match:
+                            return match.group(1)
+                before = len(arrived)
+
+    async def register(self) -> str:
+        before = len(self.mailbox.to(EMAIL))
+        await self.identity.Register(
+            idp.RegisterRequest(email=EMAIL, password=PASSWORD, client=self.client),
+            timeout=TIMEOUT,
+        )
+        code = await self._code_mailed(before, "確認コード", "verification code")
+        reply = await self.identity.VerifyEmail(
+            idp.VerifyEmailRequest(email=EMAIL, code=code, client=self.client), timeout=TIMEOUT
+        )
+        return str(reply.account_id)
+
+    async def sign_in(self) -> idp.SessionTokens:
+        """Password, then whatever identity asks: the app's code, else a mailed code."""
+        reply = await self.identity.Login(
+            idp.LoginRequest(identifier=EMAIL, password=PASSWORD, client=self.client),
+            timeout=TIMEOUT,
+        )
+        if reply.HasField("session"):
+            session: idp.SessionTokens = reply.session
+            return session
+        challenge = reply.challenge
+        answer: dict[str, str]
+        if self.totp_secret and idp.CHALLENGE_METHOD_TOTP in challenge.methods:
+            answer = {"totp_code": await self._totp()}
+        else:
+            before = len(self.mailbox.to(EMAIL))
+            await self.identity.SendSignInCode(
+                idp.SendSignInCodeRequest(challenge_id=challenge.challenge_id), timeout=TIMEOUT
+            )
+            answer = {
+                "email_code": await self._code_mailed(before, "サインインコード", "sign-in code")
+            }
+        verified = await self.identity.VerifySecondFactor(
+            idp.VerifySecondFactorRequest(
+                challenge_id=challenge.challenge_id, client=self.client, **answer
+            ),
+            timeout=TIMEOUT,
+        )
+        session = verified.session
+        return session
+
+    async def enrol_totp(self, session: idp.SessionTokens) -> None:
+        metadata = (("authorization", f"Bearer {session.access_token}"),)
+        begun = await self.identity.BeginTotpEnrollment(
+            idp.BeginTotpEnrollmentRequest(), metadata=metadata, timeout=TIMEOUT
+        )
+        self.totp_secret = begun.secret
+        await self.identity.ConfirmTotpEnrollment(
+            idp.ConfirmTotpEnrollmentRequest(
+                enrollment_id=begun.enrollment_id, code=await self._totp()
+            ),
+            metadata=metadata,
+            timeout=TIMEOUT,
+        )
+
+    async def wallet_token(self) -> str:
+        """A fresh session with password and the app's code, stepped up if needed."""
+        session = await self.sign_in()
+        metadata = (("authorization", f"Bearer {session.access_token}"),)
+        if session.assurance_level < 2:
+            begun = await self.identity.BeginStepUp(
+                idp.BeginStepUpRequest(client=self.client), metadata=metadata, timeout=TIMEOUT
+            )
+            raised = await self.identity.StepUp(
+                idp.StepUpRequest(challenge_id=begun.challenge_id, totp_code=await self._totp()),
+                metadata=metadata,
+                timeout=TIMEOUT,
+            )
+            metadata = (("authorization", f"Bearer {raised.session.access_token}"),)
+        reply = await self.identity.ExchangeToken(
+            idp.ExchangeTokenRequest(audience="wallet", client=self.client),
+            metadata=metadata,
+            timeout=TIMEOUT,
+        )
+        return str(reply.access_token)
+
+    async def fund_wallet(self, token: str) -> str:
+        metadata = (("authorization", f"Bearer {token}"),)
+        await self.wallet.Enroll(
+            wallet_pb2.EnrollRequest(client=self.client), metadata=metadata, timeout=TIMEOUT
+        )
+        processor_token, three_ds = self.card_token
+        source = await self.wallet.RegisterFundingSource(
+            wallet_pb2.RegisterFundingSourceRequest(
+                processor_token=processor_token, three_ds_transaction_id=three_ds
+            ),
+            metadata=metadata,
+            timeout=TIMEOUT,
+        )
+        source_id = str(source.funding_source.funding_source_id)
+        request = wallet_pb2.TopUpFromCardRequest(
+            funding_source_id=source_id,
+            amount=common_pb2.Money(amount_minor=TOP_UP_YEN, currency="JPY"),
+            idempotency_key=str(uuid.uuid4()),
+            client=self.client,
+        )
+        # The wallet refuses a top-up risk could not assess in time (a busy first start);
+        # the same idempotency key makes a retry safe.
+        for pause in (1.0, 2.0, 4.0, 8.0, 0.0):
+            try:
+                await self.wallet.TopUpFromCard(request, metadata=metadata, timeout=TIMEOUT)
+                return source_id
+            except grpc.aio.AioRpcError as error:
+                if "unavailable" not in (error.details() or "") or not pause:
+                    raise
+            await asyncio.sleep(pause)
+        return source_id
+
+    async def merchant(self) -> DemoMerchant:
+        made = await self.wallet_operator.RegisterMerchant(
+            wallet_pb2.RegisterMerchantRequest(name=MERCHANT_NAME, category=MERCHANT_CATEGORY),
+            timeout=TIMEOUT,
+        )
+        merchant = DemoMerchant(
+            merchant_id=str(made.merchant.merchant_id), merchant_key=str(made.merchant_key)
+        )
+        for code, name in STORES:
+            store = await self.wallet_operator.RegisterStore(
+                wallet_pb2.RegisterStoreRequest(
+                    merchant_id=merchant.merchant_id, store_code=code, name=name
+                ),
+                timeout=TIMEOUT,
+            )
+            merchant.stores.append(DemoStore(str(store.store_id), code, name))
+        return merchant
+
+
+async def seed(
+    var_dir: Path,
+    *,
+    tls_dir: Path,
+    identity_address: str,
+    wallet_address: str,
+    mailbox: LocalSmtpServer,
+    card_token: tuple[str, str],
+) -> tuple[Demo, bool]:
+    """The demo, seeded now unless a previous start already did; (demo, seeded now)."""
+    existing = Demo.load(var_dir)
+    if existing is not None:
+        return existing, False
+    channels = [
+        secure_channel(identity_address, load_tls(tls_dir, "gateway"), server_name="identity"),
+        secure_channel(wallet_address, load_tls(tls_dir, "gateway"), server_name="wallet"),
+        secure_channel(wallet_address, load_tls(tls_dir, "operator"), server_name="wallet"),
+    ]
+    try:
+        seeder = _Seeder(
+            identity_pb2_grpc.IdentityServiceStub(channels[0]),
+            wallet_pb2_grpc.WalletServiceStub(channels[1]),
+            wallet_pb2_grpc.WalletServiceStub(channels[2]),
+            mailbox,
+            card_token,
+        )
+        account_id = await _register_once(seeder)
+        await seeder.enrol_totp(await seeder.sign_in())
+        source_id = await seeder.fund_wallet(await seeder.wallet_token())
+        merchant = await seeder.merchant()
+    finally:
+        for channel in channels:
+            await channel.close()
+    demo = Demo(
+        person=DemoPerson(
+            email=EMAIL,
+            password=PASSWORD,
+            device_id=DEVICE,
+            ip_address=IP,
+            account_id=account_id,
+            totp_secret=seeder.totp_secret,
+            totp_last_step=seeder.totp_step,
+            card_funding_source_id=source_id,
+        ),
+        merchant=merchant,
+        wallet_top_up_yen=TOP_UP_YEN,
+    )
+    demo.save(var_dir)
+    return demo, True
+
+
+async def _register_once(seeder: _Seeder) -> str:
+    try:
+        return await seeder.register()
+    except grpc.aio.AioRpcError as error:
+        # A start that died half-way left the person behind: seeding again from a
+        # clean database (`make clean`) is the way out, and saying so beats a traceback.
+        raise RuntimeError(
+            f"the demo person could not be registered ({error.code().name}: {error.details()});"
+            " a previous start may have stopped half-way: `make clean` starts afresh"
+        ) from None
+
+
+def usage(demo: Demo, *, identity: str, wallet: str) -> str:
+    """How to use the demo, as `make run` prints it."""
+    person, merchant = demo.person, demo.merchant
+    store = merchant.stores[0]
+    return "\n".join(
+        [
+            "Demo (var/demo.json):",
+            f"  person      {person.email}  password {person.password!r}",
+            f"              phone {person.device_id} at {person.ip_address}; authenticator app:"
+            " `.venv/bin/mamoru demo totp` prints its current code",
+            f"              wallet funded with {demo.wallet_top_up_yen:,} yen from a sandbox card",
+            f"  merchant    {MERCHANT_NAME} {merchant.merchant_id}",
+            f"              register key {merchant.merchant_key}",
+            "              stores "
+            + ", ".join(f"{s.store_code} {s.store_id}" for s in merchant.stores),
+            "",
+            "  A payment at the demo register, step by step: README, 'Walkthrough'.",
+            f"  identity {identity}, wallet {wallet}; the first store's id: {store.store_id}",
+        ]
+    )

@@ -1,0 +1,94 @@
+"""The call tool: help that lists what can be called and by whom, refusals that
+say which principal may call, field errors spelled as the JSON input, metadata."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from services.devstack import call
+from tests.harness import Cluster
+
+
+async def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await call.call(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+async def risk(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    await cluster.start("risk")
+    monkeypatch.setenv("RISK_ADDRESS", cluster.address("risk"))
+    monkeypatch.setenv("MAMORU_TLS_DIR", str(cluster.tls_dir))
+    monkeypatch.delenv("MAMORU_AS", raising=False)
+    return cluster
+
+
+async def test_help_exits_zero_and_lists_every_service_and_its_methods() -> None:
+    code, out, _ = await run("--help")
+    assert code == 0
+    for service, method in [
+        ("identity", "Login"),
+        ("wallet", "CapturePayment"),
+        ("risk", "SetPolicy"),
+        ("notify", "ListDeliveries"),
+    ]:
+        line = next(line for line in out.splitlines() if line.startswith(f"  {service}: "))
+        assert method in line
+
+
+async def test_a_services_help_says_who_may_call_each_method() -> None:
+    code, out, _ = await run("wallet", "--help")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rows["CapturePayment"].endswith("as pos")
+    assert "as gateway, with a token" in rows["IssuePaymentCode"]
+    assert rows["RegisterMerchant"].endswith("as operator")
+
+
+async def test_a_refused_default_principal_is_told_which_principal_may_call(
+    risk: Cluster,
+) -> None:
+    code, _, err = await run("risk", "AssessLogin", "{}")
+    assert code == 1
+    assert err.startswith("PERMISSION_DENIED")
+    assert "risk.AssessLogin is open to identity, not to operator" in err
+    assert "MAMORU_AS=identity" in err
+
+
+async def test_field_errors_name_fields_as_the_json_input_spells_them(risk: Cluster) -> None:
+    code, _, err = await run("risk", "ListAlerts", '{"page": {"pageSize": 9999}}')
+    assert code == 1
+    assert err.startswith("INVALID_ARGUMENT")
+    assert "  page.pageSize: " in err
+    assert "page_size" not in err
+
+
+async def test_get_prints_one_field_of_the_reply(risk: Cluster) -> None:
+    code, out, _ = await run("risk", "GetPolicies", "{}")
+    assert code == 0
+    version = json.loads(out)["policy"]["version"]
+    assert (await run("risk", "GetPolicies", "{}", "--get", "policy.version"))[1] == f"{version}\n"
+    assert (await run("risk", "GetPolicies", "{}", "--get", "policy.nothing"))[1] == "\n"
+
+
+def test_metadata_carries_the_merchant_key_token_and_any_header() -> None:
+    args, _ = call._parser().parse_known_args(
+        ["--merchant-key", "k1", "--token", "t1", "-H", "X-Trace: abc", "wallet", "GetBalance"]
+    )
+    assert call._metadata(args) == [
+        ("authorization", "Bearer t1"),
+        ("x-merchant-key", "k1"),
+        ("x-trace", "abc"),
+    ]
+
+
+async def test_bad_usage_exits_two_and_says_why() -> None:
+    assert (await run("bank", "Pay"))[0] == 2
+    code, _, err = await run("risk", "NoSuchMethod")
+    assert code == 2 and "risk has: " in err
+    code, _, err = await run("risk", "SetPolicy", '{"reson": "x"}')
+    assert code == 2 and "reson" in err
