@@ -44,8 +44,8 @@ buf-breaking: $(STAMP)
 	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
 
 lint: protos buf-lint buf-breaking
-	$(VENV)/bin/ruff check services tests bench
-	$(VENV)/bin/ruff format --check services tests bench
+	$(VENV)/bin/ruff check services tests bench deploy
+	$(VENV)/bin/ruff format --check services tests bench deploy
 	$(VENV)/bin/mypy
 
 test: lint

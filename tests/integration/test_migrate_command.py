@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("identity", "wallet", "risk", "notify")
 
 
-async def run_migrate(service: str, database_url: str) -> tuple[int, list[dict[str, object]], str]:
+async def run_migrate(service: str, database_url: str) -> tuple[int, list[dict[str, Any]], str]:
     """Run the command with only what a Job gives it; return exit code, JSON lines, stderr."""
     environ = {
         key: value
@@ -68,7 +69,7 @@ async def test_migrate_applies_every_migration_of_the_service_and_exits(service,
     assert code == 0, stderr
     assert await recorded(url) == expected(service)
     (done,) = [line for line in lines if line.get("event") == "migrations.applied"]
-    assert sorted(done["applied"]) == sorted(f"{c}/{n}" for c, n in expected(service))  # type: ignore[arg-type]
+    assert sorted(done["applied"]) == sorted(f"{c}/{n}" for c, n in expected(service))
 
 
 @pytest.mark.slow

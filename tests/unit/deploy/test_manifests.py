@@ -116,7 +116,7 @@ def test_every_container_runs_as_non_root_on_a_read_only_root_filesystem(kustomi
             assert context["readOnlyRootFilesystem"] is True, name
             assert context["allowPrivilegeEscalation"] is False, name
             assert context["capabilities"] == {"drop": ["ALL"]}, name
-            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], name
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], name  # noqa: S108
             assert "memory" in container["resources"]["limits"], name
             assert re.fullmatch(r".+:[\w.-]+", container["image"]), name
             assert not container["image"].endswith(":latest"), name
@@ -217,7 +217,9 @@ def test_services_query_through_the_pooler_and_migrate_on_the_primary(kustomizat
         assert f"@{service}-db-pooler-rw:5432/{service}" in env["DATABASE_URL"]["value"]
         direct = env["DATABASE_DIRECT_URL"]["valueFrom"]["secretKeyRef"]
         assert direct == {"name": f"{service}-db-app", "key": "uri"}
-        (job,) = [j for j in of_kind(objects, "Job") if j["metadata"]["name"] == f"{service}-migrate"]
+        (job,) = [
+            j for j in of_kind(objects, "Job") if j["metadata"]["name"] == f"{service}-migrate"
+        ]
         (migrate,) = job["spec"]["template"]["spec"]["containers"]
         assert migrate["command"] == ["python", "-m", f"services.{service}", "migrate"]
         assert container_env(migrate)["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == direct
