@@ -52,6 +52,6 @@ COPY --from=builder /opt/mamoru /opt/mamoru
 COPY --from=builder /src/gen ./gen
 COPY --from=builder /src/services ./services
 USER 10001:10001
-# Health-only plaintext ports, mTLS gRPC ports, metrics: each service uses its own pair.
-EXPOSE 50051 50052 50053 50054 50061 50062 50063 50064 9464
+# mTLS gRPC, plaintext health-only and metrics ports: each service uses its own of each.
+EXPOSE 50051 50052 50053 50054 50061 50062 50063 50064 9461 9462 9463 9464
 CMD ["python", "-m", "services.identity"]
