@@ -55,9 +55,11 @@ run: protos
 	$(PY) -m services.devstack
 
 # Benchmarks of DESIGN.md's targets (never timed tests): results in bench/results.json,
-# latency over time in bench/latency.png. bench-quick takes about three minutes.
+# latency over time in bench/latency.png; bench also regenerates docs/capacity.md.
+# bench-quick takes about three minutes.
 bench: protos
 	$(PY) -m bench --size full
+	$(PY) -m bench.capacity
 
 bench-quick: protos
 	$(PY) -m bench --size quick
