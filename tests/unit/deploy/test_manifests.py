@@ -141,6 +141,8 @@ def test_every_deployment_probes_grpc_health_on_its_plaintext_health_port(kustom
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         assert ports["health"] == cls.default_health_port
         assert ports["grpc"] == cls.default_grpc_port
+        metrics = getattr(cls, "default_metrics_port", 0) or gen_netpol.METRICS_PORTS[service]
+        assert ports["metrics"] == metrics
         assert container["command"] == ["python", "-m", f"services.{service}"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": ports["health"]}, (service, probe)
@@ -217,7 +219,11 @@ def test_services_query_through_the_pooler_and_migrate_on_the_primary(kustomizat
     for service in SERVICES:
         (container,) = deployment(objects, service)["spec"]["template"]["spec"]["containers"]
         env = container_env(container)
-        assert f"@{service}-db-pooler-rw:5432/{service}" in env["DATABASE_URL"]["value"]
+        pooled = env["DATABASE_URL"]["value"]
+        assert pooled.startswith(f"postgresql://{service}-db-pooler-rw:5432/{service}?")
+        for variable, key in (("PGUSER", "username"), ("PGPASSWORD", "password")):
+            secret = env[variable]["valueFrom"]["secretKeyRef"]
+            assert secret == {"name": f"{service}-db-app", "key": key}
         direct = env["DATABASE_DIRECT_URL"]["valueFrom"]["secretKeyRef"]
         assert direct == {"name": f"{service}-db-app", "key": "uri"}
         (job,) = [
