@@ -2,6 +2,7 @@
 #   python -m services.identity            serve (likewise wallet, risk, notify)
 #   python -m services.identity migrate    apply the migrations and exit (for a Job)
 # Build: docker build -t mamoru:dev .   (or podman build -t mamoru:dev .)
+# For reproducible builds pin the base by digest: --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:...
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
