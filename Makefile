@@ -47,8 +47,8 @@ buf-breaking: $(STAMP)
 	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
 
 lint: protos buf-lint buf-breaking
-	$(VENV)/bin/ruff check services tests bench
-	$(VENV)/bin/ruff format --check services tests bench
+	$(VENV)/bin/ruff check services tests bench deploy
+	$(VENV)/bin/ruff format --check services tests bench deploy
 	$(VENV)/bin/mypy
 
 test: lint
@@ -57,10 +57,12 @@ test: lint
 run: protos
 	$(PY) -m services.devstack
 
-# Benchmarks of the targets in docs/architecture.md (never timed tests): results in bench/results.json,
-# latency over time in bench/latency.png. bench-quick takes about three minutes.
+# Benchmarks of the targets in docs/architecture.md (never timed tests): results in
+# bench/results.json, latency over time in bench/latency.png; bench also regenerates
+# docs/capacity.md. bench-quick takes about three minutes.
 bench: protos
 	$(PY) -m bench --size full
+	$(PY) -m bench.capacity
 
 bench-quick: protos
 	$(PY) -m bench --size quick

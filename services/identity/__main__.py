@@ -1,8 +1,8 @@
-"""`python -m services.identity`: run the identity service until SIGTERM."""
+"""`python -m services.identity`: serve until SIGTERM; with `migrate`: apply migrations, exit."""
 
 from services.identity.bootstrap import MIGRATIONS, build
 from services.identity.settings import IdentitySettings
-from services.runtime.server import main
+from services.runtime.entry import main
 
 if __name__ == "__main__":
     main("identity", IdentitySettings, MIGRATIONS, build)

@@ -1,6 +1,6 @@
-"""`python -m services.wallet`: run the wallet service until SIGTERM."""
+"""`python -m services.wallet`: serve until SIGTERM; with `migrate`: apply migrations, exit."""
 
-from services.runtime.server import main
+from services.runtime.entry import main
 from services.wallet.bootstrap import MIGRATIONS, build
 from services.wallet.settings import WalletSettings
 
