@@ -31,6 +31,7 @@ from services.runtime import tracing
 from services.runtime.access import Access, AccessInterceptor
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
 from services.runtime.db import close_pool, create_pool
+from services.runtime.decoding import RequestDecodingInterceptor
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import MigrationError, migrate
@@ -177,7 +178,7 @@ async def start_service(
 
     health = grpc_health.aio.HealthServicer()
     await health.set("", NOT_SERVING)
-    health_server = grpc.aio.server()
+    health_server = grpc.aio.server(interceptors=[RequestDecodingInterceptor()])
     health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
     health_port = health_server.add_insecure_port(f"{settings.grpc_host}:{settings.health_port}")
     await health_server.start()
@@ -196,6 +197,7 @@ async def start_service(
         interceptors: list[Any] = [
             *tracing.server_interceptors(),
             RpcLogInterceptor(),
+            RequestDecodingInterceptor(),
             AccessInterceptor(app.access, app.verifier),
             ErrorMappingInterceptor(),
         ]
