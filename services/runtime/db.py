@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 
 import asyncpg
+
+from services.runtime.errors import transient_kind
 
 # A statement still running after this long is a bug or a stuck lock, not a
 # slow query; failing it frees the connection instead of starving the pool.
@@ -46,3 +49,35 @@ async def _register_json_codecs(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
+
+
+def describe_database(url: str) -> str:
+    """``host:port/dbname`` of a PostgreSQL URL, for log lines; never the credentials."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    host = parts.hostname or next(iter(query.get("host", [])), "localhost")
+    try:
+        port = parts.port or int(next(iter(query.get("port", [])), "5432"))
+    except ValueError:
+        port = 5432
+    name = urllib.parse.unquote(parts.path.lstrip("/")) or parts.username or "postgres"
+    return f"{host}:{port}/{name}"
+
+
+def not_ready_reason(error: BaseException, url: str) -> str | None:
+    """Why the database cannot be used yet, in one line; None when waiting would not help.
+
+    Unreachable, starting up, restarting or not created yet are worth waiting
+    for; refused credentials, a broken migration or a bug are not.
+    """
+    if isinstance(error, asyncpg.InvalidCatalogNameError):
+        reason = "the database does not exist"
+    elif transient_kind(error) is not None:
+        lines = str(error).splitlines()
+        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    else:
+        return None
+    password = urllib.parse.urlsplit(url).password
+    if password:
+        reason = reason.replace(password, "***")
+    return reason[:300]

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import structlog
 from opentelemetry import trace
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 FORMATS = ("auto", "json", "console")
@@ -52,6 +53,13 @@ _SHARED_PROCESSORS: list[Processor] = [
 ]
 
 
+# Tracebacks as data, without each frame's local variables: those hold request
+# fields, tokens and connection strings (a database URL with its password).
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    ExceptionDictTransformer(show_locals=False)
+)
+
+
 def configure_logging(
     service: str,
     *,
@@ -75,7 +83,7 @@ def configure_logging(
 
     renderer: list[Processor]
     if as_json:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        renderer = [_DICT_TRACEBACKS, structlog.processors.JSONRenderer()]
     else:
         # The console renderer lays out exceptions itself and needs them unformatted.
         renderer = [structlog.dev.ConsoleRenderer(colors=_is_terminal(output))]
