@@ -60,6 +60,22 @@ _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
 )
 
 
+# Libraries that log a full traceback on every retry while a server is away
+# (asyncpg restoring its pool's minimum of connections): one line each instead.
+_RETRYING_LIBRARIES = ("asyncpg",)
+
+
+def _quiet_library_retries(record: logging.LogRecord) -> bool:
+    if record.exc_info and record.name.startswith(_RETRYING_LIBRARIES):
+        error = record.exc_info[1]
+        if isinstance(error, Exception):
+            lines = str(error).splitlines()
+            reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+            record.msg, record.args = f"{record.getMessage()}: {reason}", ()
+            record.exc_info, record.exc_text = None, None
+    return True
+
+
 def configure_logging(
     service: str,
     *,
@@ -89,6 +105,7 @@ def configure_logging(
         renderer = [structlog.dev.ConsoleRenderer(colors=_is_terminal(output))]
 
     handler = logging.StreamHandler(output)
+    handler.addFilter(_quiet_library_retries)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_SHARED_PROCESSORS,
