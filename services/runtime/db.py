@@ -13,6 +13,9 @@ from services.runtime.errors import transient_kind
 # A statement still running after this long is a bug or a stuck lock, not a
 # slow query; failing it frees the connection instead of starving the pool.
 COMMAND_TIMEOUT_SECONDS = 30.0
+# A database host that swallows packets would otherwise hold each new connection
+# (and the RPC waiting for it) for asyncpg's default of 60 s before UNAVAILABLE.
+CONNECT_TIMEOUT_SECONDS = 10.0
 _CLOSE_TIMEOUT_SECONDS = 10.0
 
 
@@ -31,6 +34,7 @@ async def create_pool(
         min_size=1,
         max_size=max_size,
         command_timeout=COMMAND_TIMEOUT_SECONDS,
+        timeout=CONNECT_TIMEOUT_SECONDS,
         server_settings={"application_name": application_name},
         init=_register_json_codecs,
     )
