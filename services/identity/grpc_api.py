@@ -688,6 +688,8 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         check = Violations()
         check.require(request.after_sequence >= 0, "after_sequence", "must not be negative")
         check.raise_if_any()
+        # Headers at once: a follower counts itself subscribed when they arrive.
+        await context.send_initial_metadata(())
         async for sequence, session_id, expires_at in self.feed.stream(
             request.after_sequence, self.stopping
         ):

@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 
 from services.identity.sealing import SecretBox
+from services.runtime.outages import OutageLog
 from services.runtime.tokens import SigningKey, generate_signing_key, jwks_document
 
 log = structlog.get_logger(__name__)
@@ -99,6 +100,7 @@ class KeyRing:
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Background job: rotate when due and pick up rotations made by other replicas."""
+        outage = OutageLog(log, "signing_keys.reload_failed")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=RELOAD_SECONDS)
@@ -107,8 +109,10 @@ class KeyRing:
             try:
                 await self.rotate_if_due()
                 await self.load()
-            except Exception:
-                log.exception("signing_keys.reload_failed")
+            except Exception as error:
+                outage.failed(error)
+            else:
+                outage.ok()
 
     async def _insert(self, conn: asyncpg.Connection, state: str) -> str:
         key = generate_signing_key()

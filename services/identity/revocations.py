@@ -21,6 +21,7 @@ import asyncpg
 import structlog
 
 from services.identity import storage
+from services.runtime.outages import OutageLog
 from services.runtime.tokens import RevocationList
 
 log = structlog.get_logger(__name__)
@@ -54,17 +55,19 @@ class RevocationFeed:
             wakers.add(task)
             task.add_done_callback(wakers.discard)
 
+        outage = OutageLog(log, "revocations.listen_failed")
         while not stop.is_set():
             try:
                 async with self._pool.acquire() as conn:
                     await conn.add_listener(storage.REVOCATIONS_CHANNEL, on_notify)
+                    outage.ok()
                     try:
                         await stop.wait()
                     finally:
                         if not conn.is_closed():
                             await conn.remove_listener(storage.REVOCATIONS_CHANNEL, on_notify)
-            except Exception:
-                log.exception("revocations.listen_failed")
+            except Exception as error:
+                outage.failed(error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
 
@@ -106,12 +109,14 @@ class RevocationFeed:
 
     async def follow_into(self, revocations: RevocationList, stop: asyncio.Event) -> None:
         """Background job: keep identity's own token verifier's revocation list current."""
+        outage = OutageLog(log, "revocations.follow_failed")
         while not stop.is_set():
             try:
                 async for _, session_id, expires_at in self.stream(0, stop):
+                    outage.ok()
                     revocations.revoke(session_id, expires_at)  # type: ignore[arg-type]
-            except Exception:
-                log.exception("revocations.follow_failed")
+            except Exception as error:
+                outage.failed(error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
 

@@ -22,6 +22,7 @@ from services.notify.domain.kinds import CODE_KINDS, Channel, NoticeKind
 from services.notify.domain.routing import Language, destination
 from services.notify.domain.templates import RenderedNotice, render
 from services.notify.storage import ClaimedDelivery, NoticeStore
+from services.runtime.outages import OutageLog
 from services.runtime.outbox import backoff_seconds
 
 log = structlog.get_logger(__name__)
@@ -65,16 +66,20 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        outage = OutageLog(log, "notify.worker_error")
         while not stop.is_set():
             self._wake.clear()
             try:
                 if await self.deliver_due() >= self._batch_size:
+                    outage.ok()
                     continue
                 next_due = await self._store.seconds_until_next_due()
-            except Exception:
+            except Exception as error:
                 # A worker that dies quietly stops every notice; keep going.
-                log.exception("notify.worker_error")
+                outage.failed(error)
                 next_due = None
+            else:
+                outage.ok()
             wait = self._poll_seconds if next_due is None else min(next_due, self._poll_seconds)
             await _wait_for_any(stop, self._wake, within=max(wait, 0.02))
 

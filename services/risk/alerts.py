@@ -17,6 +17,7 @@ from services.risk import storage
 from services.risk.domain.alerts import ALERT_RULES, fired_alerts
 from services.risk.domain.policy import parse_switch
 from services.risk.state import RiskState
+from services.runtime.outages import OutageLog
 from services.runtime.outbox import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,7 @@ class AlertJob:
         return raised
 
     async def run(self, stop: asyncio.Event) -> None:
+        outage = OutageLog(log, "alerts.evaluation_failed")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval)
@@ -81,7 +83,9 @@ class AlertJob:
             try:
                 await self.evaluate()
             except Exception as error:
-                log.warning("alerts.evaluation_failed", error=str(error))
+                outage.failed(error)
+            else:
+                outage.ok()
 
 
 def notify_operators(

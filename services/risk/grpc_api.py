@@ -600,6 +600,8 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
         check = Violations()
         check.text("subscriber", request.subscriber, max_length=200, single_line=True)
         check.raise_if_any()
+        # Headers at once: a follower counts itself subscribed when they arrive.
+        await context.send_initial_metadata(())
         async for policy in self._state.watch(self._stopping):
             yield risk_pb2.WatchPoliciesResponse(policy=policy_to_proto(policy))
 

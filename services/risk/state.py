@@ -18,6 +18,7 @@ import structlog
 from services.risk import storage
 from services.risk.domain.policy import Policy
 from services.risk.domain.rules import RuleBook
+from services.runtime.outages import OutageLog
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,7 @@ class RiskState:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Background job: follow changes made through other replicas."""
+        outage = OutageLog(log, "state.refresh_failed")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._poll_seconds)
@@ -61,7 +63,9 @@ class RiskState:
                 await self.load()
             except Exception as error:
                 # Keep enforcing the last known policy and rules while the database is away.
-                log.warning("state.refresh_failed", error=str(error))
+                outage.failed(error)
+            else:
+                outage.ok()
 
     async def watch(self, stopping: asyncio.Event) -> AsyncIterator[Policy]:
         """The current policy, then every newer one, until ``stopping`` is set."""

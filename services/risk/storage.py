@@ -19,6 +19,7 @@ from services.risk.domain.assess import LoginSignals
 from services.risk.domain.decisions import Reason
 from services.risk.domain.policy import Policy, PolicyChange, apply_change
 from services.risk.domain.rules import Rule, Verdict
+from services.runtime.outages import OutageLog
 from services.runtime.outbox import enqueue
 
 log = structlog.get_logger(__name__)
@@ -531,13 +532,16 @@ class DecisionLog:
                     raise
 
     async def run(self, stop: asyncio.Event) -> None:
+        outage = OutageLog(log, "decisions.flush_failed")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval)
             try:
                 await self.flush()
             except Exception as error:
-                log.warning("decisions.flush_failed", error=str(error), queued=len(self._queue))
+                outage.failed(error, queued=len(self._queue))
+            else:
+                outage.ok()
         with contextlib.suppress(Exception):
             await self.flush()
 

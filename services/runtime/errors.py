@@ -2,8 +2,15 @@
 
 Handlers and domain code raise these; ``ErrorMappingInterceptor`` converts them
 into a status with ``google.rpc`` details: ``BadRequest`` field violations for
-INVALID_ARGUMENT, ``ErrorInfo`` with a machine-readable reason otherwise. Any
-other exception becomes INTERNAL with a generic message (details go to the log).
+INVALID_ARGUMENT, ``ErrorInfo`` with a machine-readable reason otherwise.
+
+Any other exception is either transient or a bug. Transient means the database
+or a peer service could not be reached or dropped the connection (PostgreSQL
+restarting, a pool closing, a peer answering UNAVAILABLE): the caller gets
+UNAVAILABLE and is told to retry with the same idempotency key, which every
+mutating RPC deduplicates. A transaction PostgreSQL rolled back to break a
+deadlock or a serialization conflict gets ABORTED with the same advice.
+Everything else becomes INTERNAL with a generic message (details go to the log).
 """
 
 from __future__ import annotations
@@ -11,13 +18,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import asyncpg
 import grpc
 import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.handlers import wrap_handler
+from services.runtime.handlers import responses_of, wrap_handler
 
 log = structlog.get_logger("mamoru.errors")
 
@@ -109,12 +117,94 @@ def _internal_status() -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
 
 
+RETRY_ADVICE = "retry with the same idempotency key"
+
+# PostgreSQL errors that say the server or the connection went away, not that
+# the statement was wrong: class 08 (connection exception), the 57P shutdown and
+# start-up codes (a restart, pg_terminate_backend, a server not yet accepting)
+# and class 53 (too many connections, out of memory or disk).
+_POSTGRES_AWAY: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.IdleSessionTimeoutError,
+    asyncpg.InsufficientResourcesError,
+)
+# asyncpg reports a connection or pool that is already gone as a plain
+# InterfaceError; the same class also covers misuse (a bug), so the message decides.
+_CLOSED_INTERFACE_MESSAGES = (
+    "connection is closed",
+    "connection was closed",
+    "pool is closing",
+    "pool is closed",
+)
+_PEER_AWAY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def transient_kind(error: BaseException) -> str | None:
+    """``"STORAGE_UNAVAILABLE"``, ``"PEER_UNAVAILABLE"``, ``"TRANSACTION_CONFLICT"`` or ``None``.
+
+    An exception chained from a transient one (``raise ... from error``) is
+    transient too; a group is transient only when every member is, so a bug
+    next to an outage still reads as a bug.
+    """
+    if isinstance(error, BaseExceptionGroup):
+        first: str | None = None
+        for member in error.exceptions:
+            kind = transient_kind(member)
+            if kind is None:
+                return None
+            first = first or kind
+        return first
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kind = _own_transient_kind(current)
+        if kind is not None:
+            return kind
+        current = current.__cause__
+    return None
+
+
+def _own_transient_kind(error: BaseException) -> str | None:
+    if isinstance(error, _POSTGRES_AWAY):
+        return "STORAGE_UNAVAILABLE"
+    if isinstance(error, asyncpg.InterfaceError) and any(
+        message in str(error) for message in _CLOSED_INTERFACE_MESSAGES
+    ):
+        return "STORAGE_UNAVAILABLE"
+    if isinstance(error, asyncpg.TransactionRollbackError):
+        return "TRANSACTION_CONFLICT"
+    if isinstance(error, grpc.aio.AioRpcError) and error.code() in _PEER_AWAY_CODES:
+        return "PEER_UNAVAILABLE"
+    if isinstance(error, OSError):
+        # Refused, reset, unreachable, a unix socket that vanished with its
+        # server, a connect that timed out: the network or a server is away.
+        return "STORAGE_UNAVAILABLE"
+    return None
+
+
+def transient_status(kind: str) -> status_pb2.Status:
+    """UNAVAILABLE (ABORTED for a rolled-back transaction) with the retry advice."""
+    if kind == "TRANSACTION_CONFLICT":
+        error: DomainError = Aborted(kind, f"the transaction was interrupted; {RETRY_ADVICE}")
+    else:
+        error = Unavailable(kind, f"temporarily unavailable; {RETRY_ADVICE}")
+    return to_status(error)
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
     if isinstance(error, DomainError):
         status = to_status(error)
     elif isinstance(error, NotImplementedError):
         # The generated servicer base class raises it for RPCs a service lacks.
         status = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="not implemented")
+    elif (kind := transient_kind(error)) is not None:
+        # An outage fails many calls at once: one line each, without a traceback.
+        log.warning("rpc.transient_failure", kind=kind, error_type=type(error).__name__)
+        status = transient_status(kind)
     else:
         log.error("rpc.unhandled_exception", exc_info=error)
         status = _internal_status()
@@ -155,7 +245,7 @@ def _map_streaming(
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
-            async for item in behaviour(request, context):
+            async for item in responses_of(behaviour(request, context)):
                 yield item
         except grpc.aio.AbortError:
             raise

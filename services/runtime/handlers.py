@@ -7,6 +7,8 @@ handler's behaviour instead. This module does that once for the four kinds.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -40,3 +42,21 @@ def wrap_handler(
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **codecs)
     return handler
+
+
+async def responses_of(result: Any) -> AsyncIterator[Any]:
+    """The responses of a response-streaming behaviour's ``result``, whatever its style.
+
+    grpc.aio accepts an async generator, any async iterable, or a coroutine that
+    sends with ``context.write()`` and returns None (the health service's Watch);
+    a wrapper must relay all three.
+    """
+    if inspect.isasyncgen(result):
+        async with contextlib.aclosing(result):
+            async for response in result:
+                yield response
+    elif hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    elif inspect.isawaitable(result):
+        await result

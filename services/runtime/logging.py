@@ -18,6 +18,7 @@ from typing import TextIO
 
 import structlog
 from opentelemetry import trace
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 FORMATS = ("auto", "json", "console")
@@ -52,6 +53,29 @@ _SHARED_PROCESSORS: list[Processor] = [
 ]
 
 
+# Tracebacks as data, without each frame's local variables: those hold request
+# fields, tokens and connection strings (a database URL with its password).
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    ExceptionDictTransformer(show_locals=False)
+)
+
+
+# Libraries that log a full traceback on every retry while a server is away
+# (asyncpg restoring its pool's minimum of connections): one line each instead.
+_RETRYING_LIBRARIES = ("asyncpg",)
+
+
+def _quiet_library_retries(record: logging.LogRecord) -> bool:
+    if record.exc_info and record.name.startswith(_RETRYING_LIBRARIES):
+        error = record.exc_info[1]
+        if isinstance(error, Exception):
+            lines = str(error).splitlines()
+            reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+            record.msg, record.args = f"{record.getMessage()}: {reason}", ()
+            record.exc_info, record.exc_text = None, None
+    return True
+
+
 def configure_logging(
     service: str,
     *,
@@ -75,12 +99,13 @@ def configure_logging(
 
     renderer: list[Processor]
     if as_json:
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        renderer = [_DICT_TRACEBACKS, structlog.processors.JSONRenderer()]
     else:
         # The console renderer lays out exceptions itself and needs them unformatted.
         renderer = [structlog.dev.ConsoleRenderer(colors=_is_terminal(output))]
 
     handler = logging.StreamHandler(output)
+    handler.addFilter(_quiet_library_retries)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_SHARED_PROCESSORS,

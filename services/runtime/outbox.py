@@ -26,6 +26,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from services.runtime.outages import OutageLog
+
 NOTIFY_CHANNEL = "mamoru_outbox"
 # Payload field, reserved, holding the paths to blank once the message is delivered
 # or dead. The outbox table has no column for it; receivers never see it.
@@ -210,12 +212,13 @@ class OutboxRelay:
         The pool needs a spare connection: one is held for LISTEN. Losing the
         database is logged and retried, never fatal.
         """
+        outage = OutageLog(_log, "outbox.relay_error")
         while not stop.is_set():
             try:
-                await self._run_listening(stop)
-            except Exception:
+                await self._run_listening(stop, listening=outage.ok)
+            except Exception as error:
                 # A relay that dies quietly stops every notification; keep going.
-                _log.exception("outbox.relay_error", retry_in_seconds=self._poll_interval)
+                outage.failed(error, retry_in_seconds=self._poll_interval)
                 await _wait_for_any(stop, seconds=self._poll_interval)
 
     async def deliver_due(self) -> int:
@@ -230,7 +233,7 @@ class OutboxRelay:
             )
         return len(claimed)
 
-    async def _run_listening(self, stop: asyncio.Event) -> None:
+    async def _run_listening(self, stop: asyncio.Event, listening: Callable[[], None]) -> None:
         wake = asyncio.Event()
         lost = asyncio.Event()
 
@@ -244,6 +247,7 @@ class OutboxRelay:
         async with self._pool.acquire() as listener:
             listener.add_termination_listener(on_lost)
             await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+            listening()
             try:
                 while not stop.is_set() and not lost.is_set():
                     wake.clear()

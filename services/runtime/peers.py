@@ -1,8 +1,8 @@
 """What every service follows from its peers: identity's signing keys and
 revoked sessions, and risk's policy (kill switches, country policy).
 
-Each follower is a background job that keeps a stream open, reconnects with
-backoff when the peer goes away, and keeps the last known state meanwhile: a
+Each follower is a background job that keeps a stream open, resubscribes within
+about a second of the peer's return, and keeps the last known state meanwhile: a
 service never stops enforcing a policy because risk restarted.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,6 @@ import structlog
 from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
-from services.runtime.server import Background
 from services.runtime.tokens import JwksCache, RevocationList, TokenVerifier
 
 log = structlog.get_logger("mamoru.peers")
@@ -52,24 +52,126 @@ def identity_token_verifier(channel: grpc.aio.Channel) -> tuple[TokenVerifier, R
     return verifier, revocations
 
 
-async def _with_reconnect(
-    what: str, stop: asyncio.Event, follow: Callable[[], Awaitable[None]]
-) -> None:
-    """Run ``follow`` until ``stop``; on any failure wait (with jittered backoff) and retry."""
-    delay = 0.2
-    while not stop.is_set():
+# Seconds a subscription may take before the follower says it is waiting for its peer.
+WAITING_NOTICE_SECONDS = 2.0
+# Pause between attempts when the peer answers but refuses or ends the stream; an
+# unreachable peer needs none, as the call itself waits for the channel.
+_RETRY_FIRST_SECONDS = 0.1
+_RETRY_MAX_SECONDS = 1.0
+
+
+class Follower:
+    """A background job that keeps one stream of a peer open and applies what it sends.
+
+    The stream is opened with ``wait_for_ready``: while the peer is away the call
+    waits on the channel, whose reconnect backoff is capped (``pki.RECONNECT_OPTIONS``),
+    so the follower is subscribed again within about a second of the peer's return
+    instead of after gRPC's default backoff of up to two minutes. The peer sends
+    the stream's headers at once, which is when the follower counts itself
+    subscribed (``subscribed``, ``subscribed_at`` on the monotonic clock).
+
+    An outage is logged once, as one line without a traceback (``<what>.waiting``
+    or ``<what>.disconnected``), and its end once (``<what>.reconnected``).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        peer: str,
+        subscribe: Callable[[], Any],
+        handle: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        self.what = what
+        self.peer = peer
+        self.subscribed = False
+        self.subscribed_at: float | None = None
+        self._subscribe = subscribe
+        self._handle = handle
+        self._down_since: float | None = time.monotonic()
+        self._outage_logged = False
+
+    async def __call__(self, stop: asyncio.Event) -> None:
+        delay = _RETRY_FIRST_SECONDS
+        while not stop.is_set():
+            subscribed_before = self.subscribed_at
+            try:
+                await self._follow(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._lost(_reason(error))
+            else:
+                if not stop.is_set():
+                    self._lost("the stream ended")
+            if stop.is_set():
+                return
+            if self.subscribed_at != subscribed_before:
+                delay = _RETRY_FIRST_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.8, 1.2))  # noqa: S311
+            delay = min(delay * 2, _RETRY_MAX_SECONDS)
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        stream = self._subscribe()
+        headers = asyncio.ensure_future(stream.initial_metadata())
+        stopper = asyncio.ensure_future(stop.wait())
         try:
-            await follow()
-            delay = 0.2
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.warning(f"{what}.disconnected", error=str(error), retry_in=round(delay, 2))
-        if stop.is_set():
+            done, _ = await asyncio.wait(
+                {headers, stopper},
+                timeout=WAITING_NOTICE_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:
+                self._waiting()
+                done, _ = await asyncio.wait(
+                    {headers, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+            if stopper in done:
+                stream.cancel()
+                return
+            headers.result()
+        finally:
+            headers.cancel()
+            stopper.cancel()
+        # A call that failed also "receives" (empty) headers; it is not a subscription.
+        if not stream.done():
+            self._connected()
+        await _until_stopped(stream, stop, self._handle)
+
+    def _waiting(self) -> None:
+        if not self._outage_logged:
+            self._outage_logged = True
+            log.warning(f"{self.what}.waiting", peer=self.peer)
+
+    def _connected(self) -> None:
+        self.subscribed = True
+        self.subscribed_at = time.monotonic()
+        if self._outage_logged and self._down_since is not None:
+            down = round(self.subscribed_at - self._down_since, 2)
+            log.info(f"{self.what}.reconnected", peer=self.peer, down_seconds=down)
+        self._down_since = None
+        self._outage_logged = False
+
+    def _lost(self, reason: str) -> None:
+        self.subscribed = False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        if self._outage_logged:
+            log.debug(f"{self.what}.still_disconnected", peer=self.peer, reason=reason)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.8, 1.2))  # noqa: S311
-        delay = min(delay * 2, 5.0)
+        self._outage_logged = True
+        log.warning(f"{self.what}.disconnected", peer=self.peer, reason=reason)
+
+
+def _reason(error: BaseException) -> str:
+    """One short line: a status code and its first line of details, never a traceback."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        details = (error.details() or "").splitlines()
+        text = f"{error.code().name}: {details[0]}" if details else error.code().name
+    else:
+        lines = str(error).splitlines()
+        text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text[:200]
 
 
 async def _until_stopped(
@@ -95,7 +197,7 @@ async def _until_stopped(
         stopper.cancel()
 
 
-def follow_revocations(channel: grpc.aio.Channel, revocations: RevocationList) -> Background:
+def follow_revocations(channel: grpc.aio.Channel, revocations: RevocationList) -> Follower:
     """Background job: apply identity's WatchRevocations to ``revocations``."""
     stub = identity_pb2_grpc.IdentityServiceStub(channel)
     last_sequence = 0
@@ -107,16 +209,13 @@ def follow_revocations(channel: grpc.aio.Channel, revocations: RevocationList) -
             revocations.revoke(item.session_id, until)
         last_sequence = max(last_sequence, item.sequence)
 
-    async def run(stop: asyncio.Event) -> None:
-        async def follow() -> None:
-            stream = stub.WatchRevocations(
-                identity_pb2.WatchRevocationsRequest(after_sequence=last_sequence)
-            )
-            await _until_stopped(stream, stop, apply)
+    def subscribe() -> Any:
+        return stub.WatchRevocations(
+            identity_pb2.WatchRevocationsRequest(after_sequence=last_sequence),
+            wait_for_ready=True,
+        )
 
-        await _with_reconnect("revocations", stop, follow)
-
-    return run
+    return Follower("revocations", "identity", subscribe, apply)
 
 
 class PolicyView:
@@ -143,18 +242,16 @@ class PolicyView:
         return self.policy
 
 
-def follow_policies(channel: grpc.aio.Channel, view: PolicyView, *, subscriber: str) -> Background:
+def follow_policies(channel: grpc.aio.Channel, view: PolicyView, *, subscriber: str) -> Follower:
     """Background job: keep ``view`` equal to risk's policy via WatchPolicies."""
     stub = risk_pb2_grpc.RiskServiceStub(channel)
 
     async def apply(item: risk_pb2.WatchPoliciesResponse) -> None:
         await view.apply(item.policy)
 
-    async def run(stop: asyncio.Event) -> None:
-        async def follow() -> None:
-            stream = stub.WatchPolicies(risk_pb2.WatchPoliciesRequest(subscriber=subscriber))
-            await _until_stopped(stream, stop, apply)
+    def subscribe() -> Any:
+        return stub.WatchPolicies(
+            risk_pb2.WatchPoliciesRequest(subscriber=subscriber), wait_for_ready=True
+        )
 
-        await _with_reconnect("policies", stop, follow)
-
-    return run
+    return Follower("policies", "risk", subscribe, apply)

@@ -120,9 +120,21 @@ def secure_channel(
     return grpc.aio.secure_channel(
         target,
         channel_credentials(tls),
-        options=[("grpc.ssl_target_name_override", server_name)],
+        options=[("grpc.ssl_target_name_override", server_name), *RECONNECT_OPTIONS],
         interceptors=interceptors,
     )
+
+
+# gRPC's default reconnect backoff grows to 120 s, so a peer back after a minute's
+# outage could wait two more minutes for its callers (and a stream follower keep a
+# stale kill switch that long). Peers are in the same cluster: retry a refused
+# connection at least every second, so callers are back within about a second of
+# the peer. The minimum is how long one attempt (TCP and TLS) may take.
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.min_reconnect_backoff_ms", 5000),
+)
 
 
 @contextmanager

@@ -30,7 +30,8 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime import tracing
 from services.runtime.access import Access, AccessInterceptor
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
-from services.runtime.db import close_pool, create_pool
+from services.runtime.db import close_pool, create_pool, describe_database, not_ready_reason
+from services.runtime.decoding import RequestDecodingInterceptor
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import MigrationError, migrate
@@ -177,7 +178,7 @@ async def start_service(
 
     health = grpc_health.aio.HealthServicer()
     await health.set("", NOT_SERVING)
-    health_server = grpc.aio.server()
+    health_server = grpc.aio.server(interceptors=[RequestDecodingInterceptor()])
     health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
     health_port = health_server.add_insecure_port(f"{settings.grpc_host}:{settings.health_port}")
     await health_server.start()
@@ -186,16 +187,14 @@ async def start_service(
     pool: asyncpg.Pool | None = None
     try:
         tls = load_tls(settings.tls_dir, name)
-        pool = await create_pool(settings.database_url.reveal(), max_size=settings.db_pool_max)
-        async with pool.acquire() as conn:
-            applied = await migrate(conn, name, migrations)
-        log.info("migrations.applied", applied=applied)
+        pool = await _open_database(name, settings, migrations)
         resources = Resources(name=name, settings=settings, pool=pool, tls=tls)
         app = await build(resources)
 
         interceptors: list[Any] = [
             *tracing.server_interceptors(),
             RpcLogInterceptor(),
+            RequestDecodingInterceptor(),
             AccessInterceptor(app.access, app.verifier),
             ErrorMappingInterceptor(),
         ]
@@ -237,6 +236,53 @@ async def start_service(
         await health.set(service_name, SERVING)
     log.info("service.serving", grpc_port=grpc_port, health_port=health_port)
     return running
+
+
+# Waiting for a database that is not there yet: first pause, and the longest.
+DATABASE_RETRY_FIRST_SECONDS = 0.5
+DATABASE_RETRY_MAX_SECONDS = 10.0
+
+
+async def _open_database(name: str, settings: ServiceSettings, migrations: Path) -> asyncpg.Pool:
+    """The migrated pool, once the database can be reached; health stays NOT_SERVING meanwhile.
+
+    A database that is unreachable, restarting or not yet created is waited for,
+    with one line per attempt naming it (host, port, database; never the
+    password). Refused credentials end the start as a configuration error.
+    """
+    url = settings.database_url.reveal()
+    where = describe_database(url)
+    delay = DATABASE_RETRY_FIRST_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        pool: asyncpg.Pool | None = None
+        try:
+            pool = await create_pool(url, max_size=settings.db_pool_max)
+            async with pool.acquire() as conn:
+                applied = await migrate(conn, name, migrations)
+        except asyncpg.InvalidAuthorizationSpecificationError:
+            raise ConfigError(f"database {where} refused this service's credentials") from None
+        except Exception as error:
+            if pool is not None:
+                await close_pool(pool)
+            reason = not_ready_reason(error, url)
+            if reason is None:
+                raise
+            log.warning(
+                "database.unavailable",
+                database=where,
+                attempt=attempt,
+                retry_in=round(delay, 1),
+                reason=reason,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DATABASE_RETRY_MAX_SECONDS)
+            continue
+        if attempt > 1:
+            log.info("database.ready", database=where, attempts=attempt)
+        log.info("migrations.applied", applied=applied)
+        return pool
 
 
 async def serve_until_signalled(

@@ -141,3 +141,36 @@ def test_an_unknown_format_or_level_is_refused():
         configure_logging("wallet", fmt="xml", stream=StringIO())
     with pytest.raises(ValueError, match="level"):
         configure_logging("wallet", level="verbose", stream=StringIO())
+
+
+def test_a_library_retrying_against_a_server_that_is_away_writes_one_line_not_a_traceback():
+    stream = StringIO()
+    configure_logging("wallet", fmt="json", stream=stream)
+
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    except ConnectionRefusedError:
+        logging.getLogger("asyncpg.pool").warning(
+            "Failed to restore the pool connection floor; retrying", exc_info=True
+        )
+
+    (line,) = json_lines(stream)
+    assert "exception" not in line
+    assert "ConnectionRefusedError" in str(line["event"])
+    assert "Failed to restore the pool connection floor" in str(line["event"])
+
+
+def test_a_traceback_in_json_carries_no_local_variables():
+    stream = StringIO()
+    configure_logging("wallet", fmt="json", stream=stream)
+    dsn = "postgresql://mamoru:hunter2-secret@db/wallet"
+
+    try:
+        raise RuntimeError(f"cannot reach {dsn.rpartition('@')[2]}")
+    except RuntimeError:
+        get_logger("tests.unit").exception("pool_failed")
+
+    (line,) = json_lines(stream)
+    assert line["exception"]
+    assert "hunter2-secret" not in stream.getvalue()
+    assert all("locals" not in frame for frame in line["exception"][0]["frames"])  # type: ignore[index]

@@ -57,3 +57,15 @@ def _reflected_services(cluster: Cluster, name: str) -> list[str]:
         cluster.address(name), credentials, options=[("grpc.ssl_target_name_override", name)]
     ) as channel:
         return list(ProtoReflectionDescriptorDatabase(channel).get_services())
+
+
+async def test_health_watch_answers_on_the_service_port_too(cluster: Cluster) -> None:
+    # Watch sends with context.write(); every runtime wrapper must relay that style.
+    await cluster.start("risk")
+    channel = cluster.channel("risk", as_="operator")
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICES["risk"]), timeout=10
+    )
+    first = await watch.read()
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
