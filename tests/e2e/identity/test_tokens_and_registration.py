@@ -8,6 +8,7 @@ import grpc
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
+from services.identity.device_proof import DeviceKey
 from tests.e2e.identity.conftest import IdentityOnCluster, queued_code_notices
 from tests.support.people import (
     TIMEOUT,
@@ -102,10 +103,12 @@ async def test_registering_a_pending_address_again_keeps_the_first_password_and_
     mail = await next_mail(
         identity.mailbox, "hanako@example.jp", subject_is(*VERIFICATION_SUBJECTS), after=before
     )
+    verifier = DeviceKey()
     await identity.stub.VerifyEmail(
-        pb.VerifyEmailRequest(email="hanako@example.jp", code=code_in(mail), client=client()),
+        pb.VerifyEmailRequest(email="hanako@example.jp", code=code_in(mail), client=client(),
+                              device_proof=verifier.proof("VerifyEmail", "hanako@example.jp")),
         timeout=TIMEOUT,
-    )
+    )  # fmt: skip
 
     for password, opens in (("an attacker's passphrase", False), (first.password, True)):
         attempt = identity.stub.Login(
@@ -122,7 +125,8 @@ async def test_registering_a_pending_address_again_keeps_the_first_password_and_
     registered_on = await identity.cluster.running["identity"].pool.fetchval(
         "select registration_device_id from accounts"
     )
-    assert registered_on == "phone-1"
+    # The device that proved the address, by its key: never a label anyone could send.
+    assert registered_on == verifier.thumbprint
 
 
 async def test_weak_passwords_are_refused_naming_the_field(identity: IdentityOnCluster):
