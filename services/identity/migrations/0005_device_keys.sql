@@ -1,8 +1,8 @@
 -- A device is known by the key it holds, never by a string it sends.
 --
--- devices.device_id, sessions.device_id, challenges.device_id, ceremonies.device_id
--- and accounts.registration_device_id hold from now on the RFC 7638 thumbprint of a
--- device key proven with a signed proof ('' or NULL when the request proved none).
+-- devices.device_id and accounts.registration_device_id hold from now on the RFC 7638
+-- thumbprint of a device key proven with a signed proof; sessions, challenges and
+-- ceremonies hold that thumbprint, or 'unproven:' and the label the client sent.
 -- Devices registered before were only client-chosen strings that anyone could copy:
 -- they are no longer devices, and sessions or registrations tied to them keep none
 -- of a known device's privileges.
@@ -13,7 +13,12 @@ alter table devices
     add constraint devices_live_have_a_key check (removed_at is not null or public_jwk is not null);
 
 update accounts set registration_device_id = null where registration_device_id is not null;
-update sessions set device_id = '' where device_id <> '';
+-- A session or pending challenge of a device that proved nothing keeps its label,
+-- marked as one (as identity records such devices from now on), never as a key.
+update sessions set device_id = 'unproven:' || left(device_id, 100)
+    where device_id <> '';
+update challenges set device_id = 'unproven:' || left(device_id, 100)
+    where device_id <> '';
 
 -- Proofs already used, so a copied one proves nothing on any replica. A row is kept
 -- until the proof would be too old anyway.
