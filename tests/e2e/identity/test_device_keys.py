@@ -246,3 +246,14 @@ async def test_a_refresh_token_shown_without_its_devices_key_ends_the_session(
     fresh = (await identity.login(person)).session
     renewed = await identity.refresh(person, fresh.refresh_token)
     assert claims_of(renewed.access_token)["cnf"] == {"jkt": person.key().thumbprint}
+
+
+async def test_a_proof_too_long_to_be_one_is_refused_naming_the_field(
+    identity: IdentityOnCluster,
+):
+    person = await identity.register("hanako@example.jp")
+    oversized = await refused(identity.login(person, device_proof="x" * 5000))
+    assert oversized.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "device_proof" in oversized.details()
+    # Refused at the edge: nothing was asked of risk or the password, the phone is still known.
+    assert (await identity.login(person)).WhichOneof("result") == "session"
