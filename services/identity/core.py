@@ -753,7 +753,8 @@ class Identity:
                     ip=client.ip_address,
                     country="",
                 )
-                if new_device:
+                # A device that proved no key is a stranger every time: its owner is told.
+                if new_device or proven is None:
                     await send_event_notice(
                         conn,
                         account_id=account_id,
@@ -762,6 +763,7 @@ class Identity:
                         ip_address=client.ip_address,
                         device=client.user_agent,
                     )
+                if new_device:
                     await storage.log_event(
                         conn,
                         account_id=account_id,
@@ -1005,7 +1007,7 @@ class Identity:
                 ip=client.ip_address,
                 country=assessment.country_code,
             )
-            if new_device:
+            if new_device or proven is None:
                 await send_event_notice(
                     conn,
                     account_id=account_id,

@@ -49,6 +49,16 @@ async def login_as_attacker(
     return reply
 
 
+async def new_device_notices(identity: IdentityOnCluster, person: Person) -> int:
+    """New-device sign-in notices identity queued for the person."""
+    count: int = await identity.cluster.running["identity"].pool.fetchval(
+        "select count(*) from outbox where payload->>'kind' = 'NOTICE_KIND_NEW_DEVICE_SIGN_IN'"
+        " and payload->>'account_id' = $1",
+        person.account_id,
+    )
+    return count
+
+
 async def test_a_stolen_device_id_with_the_right_password_gets_the_new_device_treatment(
     identity: IdentityOnCluster,
 ):
@@ -153,6 +163,7 @@ async def test_a_session_without_a_proven_key_has_no_device_in_its_token_and_no_
 ):
     person = await identity.register("hanako@example.jp")
     await identity.enrol_totp(person, (await identity.login(person)).session)
+    told_before = await new_device_notices(identity, person)
     # The attacker has the password and the authenticator's code, but not the phone's key.
     reply = await login_as_attacker(identity, person, device=person.device, device_proof="")
     answered = await identity.stub.VerifySecondFactor(
@@ -165,6 +176,8 @@ async def test_a_session_without_a_proven_key_has_no_device_in_its_token_and_no_
     )
     session = answered.session
     assert session.assurance_level == 2
+    # Its phone's name notwithstanding, the owner hears of a sign-in from a new device.
+    assert await new_device_notices(identity, person) == told_before + 1
     claims = claims_of(session.access_token)
     assert "cnf" not in claims and "did" not in claims
     # Whatever it shows, such a session never opens the wallet.
