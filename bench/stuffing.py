@@ -5,9 +5,11 @@ thousands of foreign IPv4 addresses (``ATTACK_NETWORKS`` /24 networks of
 ``ADDRESSES_PER_NETWORK`` each), every attempt from a fresh device, as the
 gateway would pass it on. The list mixes identifiers that do not exist, seeded
 accounts with a wrong and with their reused right password, and the real
-people's own addresses with their right and a wrong password. Meanwhile those
-people sign in at a steady rate from their usual phone and home address and
-answer a second factor (their authenticator app) when identity asks for one.
+people's own addresses with their right and a wrong password; the attacker holds
+no device key, so no attempt proves a known device. Meanwhile those people sign
+in at a steady rate from their usual phone (which proves its registered key) and
+home address, and answer a second factor (their authenticator app) when identity
+asks for one.
 
 A takeover is an attacker attempt that got a session. Which attempts reached a
 password hash is read from risk's outcome log: identity reports an outcome for
@@ -40,6 +42,7 @@ from bench.load import (
 )
 from bench.results import Samples
 from bench.system import Someone, System, fetch_rows, password_hash, seed_accounts, seeded_email
+from services.identity.device_proof import DeviceKey
 from services.risk.geo import bundled_lookup
 from tests.support.people import client
 
@@ -179,6 +182,7 @@ async def legitimate(spec: LegitSpec, progress: Progress) -> LegitRun:
         pb.LoginRequest(identifier=p.email, password=p.password, client=where[i])
         for i, p in enumerate(spec.people)
     ]
+    keys = [DeviceKey.from_private_pem(p.device_key_pem) for p in spec.people]
     totps = [pyotp.TOTP(p.totp_secret) for p in spec.people]
     last_step = [p.last_totp_step for p in spec.people]
     busy = [False] * len(spec.people)
@@ -202,7 +206,10 @@ async def legitimate(spec: LegitSpec, progress: Progress) -> LegitRun:
         started = time.time()
         t0 = time.perf_counter()
         try:
-            reply = await stub.Login(logins[index], timeout=CALL_TIMEOUT)
+            # Each proof is fresh (its own jti and time), as the phone would sign it.
+            login = logins[index]
+            login.device_proof = keys[index].proof("Login", login.identifier)
+            reply = await stub.Login(login, timeout=CALL_TIMEOUT)
             if not reply.HasField("session"):
                 run.second_factor += 1
                 challenge = reply.challenge
@@ -215,6 +222,9 @@ async def legitimate(spec: LegitSpec, progress: Progress) -> LegitRun:
                         challenge_id=challenge.challenge_id,
                         totp_code=await totp_code(index),
                         client=where[index],
+                        device_proof=keys[index].proof(
+                            "VerifySecondFactor", challenge.challenge_id
+                        ),
                     ),
                     timeout=CALL_TIMEOUT,
                 )

@@ -188,6 +188,8 @@ class Someone:
     totp_secret: str
     last_totp_step: int
     wallet_token: str = ""
+    # The phone's key (PKCS#8 PEM), registered to the account: it signs each sign-in's proof.
+    device_key_pem: bytes = b""
 
 
 async def make_people(
@@ -252,6 +254,7 @@ async def _one_person(system: System, funded_with: int) -> Someone:
         totp_secret=person.totp_secret,
         last_totp_step=people._last_totp_step.get(person.totp_secret, 0),
         wallet_token=token,
+        device_key_pem=person.key().private_pem(),
     )
 
 

@@ -72,6 +72,7 @@ async def build(resources: Resources) -> ServiceApp:
             lambda stop: feed.follow_into(own_revocations, stop),
             relay.run,
             identity.record_failed_sign_ins,
+            identity.forget_spent_proofs,
             follow_policies(risk_channel, policies, subscriber="identity"),
         ],
         closers=[risk.drain, risk_channel.close, notify_channel.close, wallet_channel.close],

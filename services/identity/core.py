@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -32,6 +33,7 @@ from webauthn.helpers.structs import (
 )
 
 from services.identity import storage
+from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
 from services.identity.domain.login import (
     CHALLENGE_ATTEMPTS,
@@ -129,6 +131,37 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# A request that proved no device key is recorded by the label it sent, marked so
+# that no label can pass for a key's thumbprint (base64url, never a colon).
+UNPROVEN = "unproven:"
+
+
+def device_ref(client: common_pb2.ClientContext, proven: ProvenDevice | None) -> str:
+    """How a request's device is recorded: its key's thumbprint, or its marked label."""
+    if proven is not None:
+        return proven.thumbprint
+    label = client.device_id
+    if not label or label.startswith(UNPROVEN):
+        return label[: len(UNPROVEN) + 100]
+    return f"{UNPROVEN}{label[:100]}"
+
+
+def device_key_of(ref: str) -> str | None:
+    """The key thumbprint a recorded device stands for; None for a mere label."""
+    return ref if ref and not ref.startswith(UNPROVEN) else None
+
+
+def as_seen(
+    client: common_pb2.ClientContext, proven: ProvenDevice | None
+) -> common_pb2.ClientContext:
+    """``client`` with its device as identity recorded it, for risk and the audit trail."""
+    return common_pb2.ClientContext(
+        ip_address=client.ip_address,
+        device_id=device_ref(client, proven),
+        user_agent=client.user_agent,
+    )
+
+
 class Identity:
     """The use cases behind IdentityService."""
 
@@ -173,16 +206,14 @@ class Identity:
         subject: str,
         audience: str,
         session: Any,
-        device_id: str,
     ) -> tuple[str, datetime]:
         now = int(time.time())
         expires = now + self.settings.access_token_seconds
-        claims = {
+        claims: dict[str, Any] = {
             "sub": subject,
             "aud": audience,
             "iss": TOKEN_ISSUER,
             "sid": str(session["id"]),
-            "did": device_id,
             "amr": list(session["methods"]),
             "acr": str(session["assurance_level"]),
             "auth_time": min(int(session["auth_time"].timestamp()), now),
@@ -190,6 +221,11 @@ class Identity:
             "exp": expires,
             "jti": str(uuid.uuid4()),
         }
+        # The key the session's device proved (RFC 7800 confirmation, as in RFC 9449):
+        # anyone may read it, but only the device can sign with it.
+        device_key = device_key_of(session["device_id"])
+        if device_key is not None:
+            claims["cnf"] = {"jkt": device_key}
         return sign_token(self.keys.current, claims), datetime.fromtimestamp(expires, UTC)
 
     def _issue(self, session: Any, refresh_token: str) -> IssuedSession:
@@ -197,7 +233,6 @@ class Identity:
             subject=str(session["account_id"]),
             audience=GROUP_AUDIENCE,
             session=session,
-            device_id=session["device_id"],
         )
         return IssuedSession(
             access_token=token,
@@ -214,12 +249,14 @@ class Identity:
         account_id: uuid.UUID,
         client: common_pb2.ClientContext,
         methods: Sequence[str],
+        proven: ProvenDevice | None,
     ) -> IssuedSession:
+        """Open a session bound to the key the request proved, if it proved one."""
         refresh = new_link_token()
         session = await storage.open_session(
             conn,
             account_id=account_id,
-            device_id=client.device_id,
+            device_id=device_ref(client, proven),
             methods=methods,
             assurance_level=cred.assurance_level(methods),
             ip=client.ip_address,
@@ -236,6 +273,31 @@ class Identity:
             details={"methods": list(methods)},
         )
         return self._issue(session, refresh)
+
+    # Devices ------------------------------------------------------------------
+
+    def _checked_proof(self, proof: str, rpc: str, bound: str) -> ProvenDevice | None:
+        return verify_proof(
+            proof, rpc=rpc, bound=bound, max_age_seconds=self.settings.device_proof_seconds
+        )
+
+    async def _proven(self, proof: str, rpc: str, bound: str) -> ProvenDevice | None:
+        """The device key a request proved, its proof now spent; None for no valid proof
+        or one used before (a copy proves nothing)."""
+        proven = self._checked_proof(proof, rpc, bound)
+        if proven is None or not await storage.spend_device_proof(self.pool, proven):
+            return None
+        return proven
+
+    async def forget_spent_proofs(self, stop: asyncio.Event) -> None:
+        """Background job: drop spent proofs once they are too old to be accepted anyway."""
+        while not stop.is_set():
+            try:
+                await storage.purge_device_proofs(self.pool)
+            except Exception:
+                log.exception("device_proofs.purge_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=60)
 
     async def live_session(self, claims: TokenClaims) -> Any:
         """The caller's session as stored; a revoked or expired one ends the request."""
@@ -286,6 +348,7 @@ class Identity:
         display_name: str | None,
         language: int,
         client: common_pb2.ClientContext,
+        device_proof: str = "",
     ) -> datetime:
         policy = self.policies.policy if self.policies is not None else None
         if policy is not None and policy.registration_suspended:
@@ -306,6 +369,9 @@ class Identity:
         code = new_code()
         expires_at = _now() + CODE_LIFETIME
         code_hash = self.box.code_hash(code, purpose="contact")
+        # The registration answers only to the device that made it: its proven key, or a
+        # marked label for a client without one (which never becomes a trusted device).
+        client = as_seen(client, await self._proven(device_proof, "Register", email))
         async with self.pool.acquire() as conn, conn.transaction():
             await storage.lock_address(conn, key)
             existing = await storage.account_by_login(conn, key)
@@ -362,9 +428,11 @@ class Identity:
         return expires_at
 
     async def verify_email(
-        self, *, email: str, code: str, client: common_pb2.ClientContext
+        self, *, email: str, code: str, client: common_pb2.ClientContext, device_proof: str = ""
     ) -> uuid.UUID:
         key = cred.identifier_key(email)
+        proven = await self._proven(device_proof, "VerifyEmail", email)
+        client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():
             await storage.lock_address(conn, key)
             # A code answers only for the registration it was sent for, made from this
@@ -391,14 +459,20 @@ class Identity:
                     raise invalid_code()
                 # Whoever proved the address owns it: every other registration of it ends.
                 await storage.end_pending_registrations(conn, key)
-                await storage.remember_device(
-                    conn,
-                    account_id=account_id,
-                    device_id=client.device_id,
-                    user_agent=client.user_agent,
-                    ip=client.ip_address,
-                    country="",
+                # Only a proven key becomes the first device: a label anyone could copy
+                # must not carry the registration device's privileges.
+                await storage.set_registration_device(
+                    conn, account_id, proven.thumbprint if proven is not None else None
                 )
+                if proven is not None:
+                    await storage.remember_device(
+                        conn,
+                        account_id=account_id,
+                        device=proven,
+                        user_agent=client.user_agent,
+                        ip=client.ip_address,
+                        country="",
+                    )
                 await storage.log_event(
                     conn,
                     account_id=account_id,
@@ -414,15 +488,24 @@ class Identity:
     # Sign-in ------------------------------------------------------------------
 
     async def login(
-        self, *, identifier: str, password: str, client: common_pb2.ClientContext
+        self,
+        *,
+        identifier: str,
+        password: str,
+        client: common_pb2.ClientContext,
+        device_proof: str = "",
     ) -> IssuedSession | PendingChallenge:
         key = cred.identifier_key(identifier)
         identifier_hash = self.pseudonyms.identifier_hash(key)
+        proven = self._checked_proof(device_proof, "Login", identifier)
         # One statement whether or not the account exists: the work before the answer
-        # must not tell a known identifier from an unknown one.
-        account = await storage.login_candidate(self.pool, key, client.device_id)
+        # must not tell a known identifier from an unknown one. It spends the proof.
+        account = await storage.login_candidate(self.pool, key, proven)
         account_id = account["id"] if account is not None else None
-        known_device = account is not None and account["known_device"]
+        if account is None or not account["proof_fresh"]:
+            proven = None
+        known_device = proven is not None and account is not None and account["known_device"]
+        client = as_seen(client, proven)
         assessment = await self.risk.assess_login(
             account_id=account_id,
             identifier_hash=identifier_hash,
@@ -468,17 +551,22 @@ class Identity:
         )
         async with self.pool.acquire() as conn, conn.transaction():
             if not need.required:
+                assert proven is not None, "only a proven, registered key skips the second factor"
                 await storage.clear_failures(conn, account_id)
                 await storage.remember_device(
                     conn,
                     account_id=account_id,
-                    device_id=client.device_id,
+                    device=proven,
                     user_agent=client.user_agent,
                     ip=client.ip_address,
                     country=assessment.country_code,
                 )
                 issued = await self._open_session(
-                    conn, account_id=account_id, client=client, methods=[cred.PASSWORD]
+                    conn,
+                    account_id=account_id,
+                    client=client,
+                    methods=[cred.PASSWORD],
+                    proven=proven,
                 )
             else:
                 methods = await self._challenge_methods(conn, account_id)
@@ -630,7 +718,10 @@ class Identity:
         answer: str,
         value: str,
         client: common_pb2.ClientContext,
+        device_proof: str = "",
     ) -> IssuedSession:
+        proven = await self._proven(device_proof, "VerifySecondFactor", str(challenge_id))
+        client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():
             challenge = await storage.open_challenge(conn, challenge_id)
             if (
@@ -664,15 +755,17 @@ class Identity:
             else:
                 await storage.complete_challenge(conn, challenge_id)
                 await storage.clear_failures(conn, account_id)
-                new_device = await storage.remember_device(
+                # The key becomes a known device only now, after the second factor.
+                new_device = proven is not None and await storage.remember_device(
                     conn,
                     account_id=account_id,
-                    device_id=client.device_id,
+                    device=proven,
                     user_agent=client.user_agent,
                     ip=client.ip_address,
                     country="",
                 )
-                if new_device:
+                # A device that proved no key is a stranger every time: its owner is told.
+                if new_device or proven is None:
                     await send_event_notice(
                         conn,
                         account_id=account_id,
@@ -681,6 +774,7 @@ class Identity:
                         ip_address=client.ip_address,
                         device=client.user_agent,
                     )
+                if new_device:
                     await storage.log_event(
                         conn,
                         account_id=account_id,
@@ -689,7 +783,11 @@ class Identity:
                         device_id=client.device_id,
                     )
                 issued = await self._open_session(
-                    conn, account_id=account_id, client=client, methods=[cred.PASSWORD, method]
+                    conn,
+                    account_id=account_id,
+                    client=client,
+                    methods=[cred.PASSWORD, method],
+                    proven=proven,
                 )
         if method is None:
             self.risk.record_outcome(
@@ -843,8 +941,17 @@ class Identity:
         return webauthn.options_to_json(options)
 
     async def begin_passkey_login(
-        self, *, identifier: str, challenge_id: uuid.UUID | None, client: common_pb2.ClientContext
+        self,
+        *,
+        identifier: str,
+        challenge_id: uuid.UUID | None,
+        client: common_pb2.ClientContext,
+        device_proof: str = "",
     ) -> tuple[uuid.UUID, str]:
+        proven = await self._proven(
+            device_proof, "BeginPasskeyLogin", str(challenge_id) if challenge_id else ""
+        )
+        client = as_seen(client, proven)
         webauthn_challenge = webauthn.helpers.generate_challenge()
         async with self.pool.acquire() as conn, conn.transaction():
             if challenge_id is not None:
@@ -879,8 +986,15 @@ class Identity:
         ]
 
     async def finish_passkey_login(
-        self, *, ceremony_id: uuid.UUID, assertion_json: str, client: common_pb2.ClientContext
+        self,
+        *,
+        ceremony_id: uuid.UUID,
+        assertion_json: str,
+        client: common_pb2.ClientContext,
+        device_proof: str = "",
     ) -> IssuedSession:
+        proven = await self._proven(device_proof, "FinishPasskeyLogin", str(ceremony_id))
+        client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():
             ceremony = await storage.take_ceremony(conn, ceremony_id, "login")
             if ceremony is None or ceremony["device_id"] != client.device_id:
@@ -891,7 +1005,10 @@ class Identity:
         if factor is None:
             raise invalid_credentials()
         account_id = factor["account_id"]
-        known = await storage.device(self.pool, account_id, client.device_id) is not None
+        known = (
+            proven is not None
+            and await storage.device(self.pool, account_id, proven.thumbprint) is not None
+        )
         assessment = await self.risk.assess_login(
             account_id=account_id,
             identifier_hash="",
@@ -905,15 +1022,15 @@ class Identity:
             account = await storage.account(conn, account_id)
             if account is None or account["status"] != "active":
                 raise invalid_credentials()
-            new_device = await storage.remember_device(
+            new_device = proven is not None and await storage.remember_device(
                 conn,
                 account_id=account_id,
-                device_id=client.device_id,
+                device=proven,
                 user_agent=client.user_agent,
                 ip=client.ip_address,
                 country=assessment.country_code,
             )
-            if new_device:
+            if new_device or proven is None:
                 await send_event_notice(
                     conn,
                     account_id=account_id,
@@ -923,7 +1040,7 @@ class Identity:
                     device=client.user_agent,
                 )
             issued = await self._open_session(
-                conn, account_id=account_id, client=client, methods=[cred.PASSKEY]
+                conn, account_id=account_id, client=client, methods=[cred.PASSKEY], proven=proven
             )
         self.risk.record_outcome(
             Outcome.OUTCOME_LOGIN_SUCCEEDED,
@@ -1031,6 +1148,7 @@ class Identity:
         exempt = (
             first_factor
             and account is not None
+            and device_key_of(session["device_id"]) is not None
             and account["registration_device_id"] == session["device_id"]
         )
         await storage.log_event(
@@ -1144,8 +1262,10 @@ class Identity:
     # Sessions -----------------------------------------------------------------
 
     async def refresh(
-        self, *, refresh_token: str, client: common_pb2.ClientContext
+        self, *, refresh_token: str, client: common_pb2.ClientContext, device_proof: str = ""
     ) -> IssuedSession:
+        proven = await self._proven(device_proof, "RefreshSession", refresh_token)
+        client = as_seen(client, proven)
         old_hash = token_hash(refresh_token)
         new_refresh = new_link_token()
         reused = False
@@ -1154,7 +1274,8 @@ class Identity:
             if row is None or row["revoked_at"] is not None or row["expires_at"] < _now():
                 raise session_ended()
             if row["spent_at"] is not None or row["device_id"] != client.device_id:
-                # A spent token shown again means two holders: end the whole family.
+                # A spent token shown again, or shown without its session's device key,
+                # means two holders: end the whole family.
                 await storage.revoke_sessions(
                     conn,
                     account_id=row["account_id"],
@@ -1381,10 +1502,14 @@ class Identity:
         passkey_assertion_json: str,
         challenge_id: uuid.UUID | None,
         client: common_pb2.ClientContext,
+        access_token: str = "",
+        device_proof: str = "",
     ) -> tuple[str, datetime]:
         if audience != WALLET_AUDIENCE:
             raise InvalidArgument([("audience", "only 'wallet' is issued")])
         session = await self.live_session(claims)
+        # Bound to the token shown (as DPoP's ath): a stolen group token is not enough.
+        proven = await self._proven(device_proof, "ExchangeToken", access_token)
         account_id = session["account_id"]
         if not cred.may_open_wallet(session["methods"]):
             raise PermissionDenied(
@@ -1395,8 +1520,10 @@ class Identity:
             account = await storage.account(conn, account_id)
             if account is None or account["status"] != "active":
                 raise session_ended()
-            if session["device_id"] != client.device_id or (
-                await storage.device(conn, account_id, session["device_id"]) is None
+            if (
+                proven is None
+                or session["device_id"] != proven.thumbprint
+                or await storage.device(conn, account_id, proven.thumbprint) is None
             ):
                 raise PermissionDenied(
                     "DEVICE_NOT_REGISTERED", "the wallet is only opened from a registered device"
@@ -1406,9 +1533,7 @@ class Identity:
                     conn, session, account, passkey_assertion_json, challenge_id
                 )
         payer_id = str(account["payer_id"])
-        return self._sign(
-            subject=payer_id, audience=WALLET_AUDIENCE, session=session, device_id=client.device_id
-        )
+        return self._sign(subject=payer_id, audience=WALLET_AUDIENCE, session=session)
 
     async def _pass_cooloff(
         self,
@@ -1709,7 +1834,10 @@ class Identity:
         account = await storage.account(conn, session["account_id"])
         if account is None:
             raise session_ended()
-        if account["registration_device_id"] == session["device_id"]:
+        if (
+            device_key_of(session["device_id"]) is not None
+            and account["registration_device_id"] == session["device_id"]
+        ):
             return
         if not cred.may_open_wallet(session["methods"]):
             raise PermissionDenied(
@@ -1905,6 +2033,7 @@ class Identity:
                 "PROVIDER_SUSPENDED", "sign-in with this provider is suspended"
             )
         subject = await self._verified_external(provider, id_token, nonce)
+        client = as_seen(client, None)
         async with self.pool.acquire() as conn:
             account_id = await storage.external_account(conn, provider, subject)
         assessment = await self.risk.assess_login(
@@ -1923,7 +2052,7 @@ class Identity:
             # Someone else's ID proves one thing at most: the session stays at level 1,
             # and its device is not registered, so the password is still challenged there.
             issued = await self._open_session(
-                conn, account_id=account_id, client=client, methods=[cred.EXTERNAL]
+                conn, account_id=account_id, client=client, methods=[cred.EXTERNAL], proven=None
             )
         self.risk.record_outcome(
             Outcome.OUTCOME_LOGIN_SUCCEEDED,

@@ -15,6 +15,7 @@ from mamoru.identity.v1 import identity_pb2 as pb
 from mamoru.identity.v1 import identity_pb2_grpc
 
 from services.identity.core import Identity, IssuedSession, PendingChallenge
+from services.identity.device_proof import MAX_PROOF_LENGTH
 from services.identity.domain import credentials as cred
 from services.identity.revocations import RevocationFeed
 from services.runtime.access import current_caller, current_claims
@@ -45,6 +46,21 @@ _MAX_PASSWORD_INPUT = 1024
 _MAX_CODE = 64
 _MAX_TOKEN = 512
 _MAX_JSON = 64 * 1024
+
+
+def _device_proof(check: Violations, value: str) -> str:
+    # Only its size is checked here: a proof that does not verify is the same as none
+    # (a new device), so that its answer tells nothing an honest one would not.
+    check.require(len(value) <= MAX_PROOF_LENGTH, "device_proof", "is too long")
+    return value
+
+
+def _bearer(context: Context) -> str:
+    """The bearer token of the call, already verified by the access interceptor."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            return value.partition(" ")[2].strip()
+    return ""
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
@@ -145,6 +161,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             display_name = check.text("display_name", request.display_name, max_length=_MAX_NAME)
         _language(check, "language", request.language)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         expires_at = await self.identity.register(
             email=request.email,
@@ -152,6 +169,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             display_name=display_name,
             language=request.language,
             client=request.client,
+            device_proof=request.device_proof,
         )
         return pb.RegisterResponse(code_expires_at=_timestamp(expires_at))
 
@@ -162,9 +180,13 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         check.email("email", request.email)
         _code(check, "code", request.code)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         account_id = await self.identity.verify_email(
-            email=request.email, code=request.code, client=request.client
+            email=request.email,
+            code=request.code,
+            client=request.client,
+            device_proof=request.device_proof,
         )
         return pb.VerifyEmailResponse(account_id=str(account_id))
 
@@ -173,9 +195,13 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         check.text("identifier", request.identifier, max_length=254, required=True)
         _password(check, "password", request.password)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         result = await self.identity.login(
-            identifier=request.identifier, password=request.password, client=request.client
+            identifier=request.identifier,
+            password=request.password,
+            client=request.client,
+            device_proof=request.device_proof,
         )
         if isinstance(result, PendingChallenge):
             return pb.LoginResponse(
@@ -208,6 +234,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         elif answer:
             _code(check, answer, value)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         method = {
             "totp_code": cred.TOTP,
@@ -216,7 +243,11 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             "passkey_assertion_json": cred.PASSKEY,
         }[answer or ""]
         issued = await self.identity.verify_second_factor(
-            challenge_id=challenge_id, answer=method, value=value, client=request.client
+            challenge_id=challenge_id,
+            answer=method,
+            value=value,
+            client=request.client,
+            device_proof=request.device_proof,
         )
         return pb.VerifySecondFactorResponse(session=_session_tokens(issued))
 
@@ -227,9 +258,13 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         check.text("identifier", request.identifier, max_length=254)
         challenge_id = check.uuid("challenge_id", request.challenge_id, required=False)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         ceremony_id, options = await self.identity.begin_passkey_login(
-            identifier=request.identifier, challenge_id=challenge_id, client=request.client
+            identifier=request.identifier,
+            challenge_id=challenge_id,
+            client=request.client,
+            device_proof=request.device_proof,
         )
         return pb.BeginPasskeyLoginResponse(ceremony_id=str(ceremony_id), options_json=options)
 
@@ -240,9 +275,13 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         ceremony_id = _required_uuid(check, "ceremony_id", request.ceremony_id)
         check.text("assertion_json", request.assertion_json, max_length=_MAX_JSON, required=True)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         issued = await self.identity.finish_passkey_login(
-            ceremony_id=ceremony_id, assertion_json=request.assertion_json, client=request.client
+            ceremony_id=ceremony_id,
+            assertion_json=request.assertion_json,
+            client=request.client,
+            device_proof=request.device_proof,
         )
         return pb.FinishPasskeyLoginResponse(session=_session_tokens(issued))
 
@@ -258,9 +297,12 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             single_line=True,
         )
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         issued = await self.identity.refresh(
-            refresh_token=request.refresh_token, client=request.client
+            refresh_token=request.refresh_token,
+            client=request.client,
+            device_proof=request.device_proof,
         )
         return pb.RefreshSessionResponse(session=_session_tokens(issued))
 
@@ -316,6 +358,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         check.text("passkey_assertion_json", request.passkey_assertion_json, max_length=_MAX_JSON)
         challenge_id = check.uuid("challenge_id", request.challenge_id, required=False)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         token, expires_at = await self.identity.exchange_token(
             _claims(),
@@ -323,6 +366,8 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             passkey_assertion_json=request.passkey_assertion_json,
             challenge_id=challenge_id,
             client=request.client,
+            access_token=_bearer(context),
+            device_proof=request.device_proof,
         )
         return pb.ExchangeTokenResponse(access_token=token, expires_at=_timestamp(expires_at))
 
@@ -823,7 +868,7 @@ def _operator_target(account_id: str, reason: str) -> uuid.UUID:
 
 
 def _client_from_claims(claims: TokenClaims) -> Any:
-    """Person RPCs without a ClientContext field: the session's device stands for the client."""
+    """Person RPCs without a ClientContext field: the session's device key stands for the client."""
     from mamoru.common.v1 import common_pb2
 
-    return common_pb2.ClientContext(device_id=claims.device_id or "")
+    return common_pb2.ClientContext(device_id=claims.device_key or "")

@@ -82,6 +82,12 @@ class IdentitySettings(ServiceSettings):
         default=5000,
         help="accounts per transaction of ForceCredentialReset (one progress message each)",
     )
+    device_proof_seconds: int = env(
+        "IDENTITY_DEVICE_PROOF_SECONDS",
+        default=60,
+        help="how old a device's proof of its key may be (its iat); spent proofs are "
+        "remembered this long, and ten seconds more for clocks running ahead",
+    )
     pwned_range_url: str = env(
         "IDENTITY_PWNED_RANGE_URL",
         default="",
@@ -120,6 +126,8 @@ class IdentitySettings(ServiceSettings):
         from services.identity.external import parse_providers
 
         parse_providers(self.oidc_providers)
+        if not 5 <= self.device_proof_seconds <= 600:
+            raise ConfigError("IDENTITY_DEVICE_PROOF_SECONDS must be between 5 and 600")
         if self.forced_reset_batch < 1:
             raise ConfigError("IDENTITY_FORCED_RESET_BATCH must be at least 1")
         if self.risk_timeout_seconds <= 0:

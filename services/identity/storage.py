@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from services.identity.device_proof import ProvenDevice
 from services.runtime.outbox import SCRUB_FIELD
 
 Record = Any
@@ -39,16 +40,56 @@ async def account_by_login(conn: asyncpg.Connection, login_key: str) -> Record |
 
 
 async def login_candidate(
-    conn: asyncpg.Connection | asyncpg.Pool, login_key: str, device_id: str
+    conn: asyncpg.Connection | asyncpg.Pool,
+    login_key: str,
+    proof: ProvenDevice | None,
 ) -> Record | None:
-    """The account signing in with this identifier, and whether the device is registered
-    to it (``known_device``), in one statement."""
+    """The account signing in with this identifier, whether the request's proof was
+    fresh (``proof_fresh``) and its key registered to the account (``known_device``),
+    in one statement.
+
+    The proof is spent in the same statement, whether or not the account exists (the
+    same work either way): a proof seen before makes the device unknown.
+    """
     return await conn.fetchrow(
-        "select a.*, exists (select 1 from devices d where d.account_id = a.id"
-        " and d.device_id = $2 and d.removed_at is null) as known_device"
+        "with spent as (insert into device_proofs (thumbprint, jti, expires_at)"
+        " select $2, $3, to_timestamp($4) where $2::text is not null"
+        " on conflict do nothing returning thumbprint)"
+        " select a.*, exists (select 1 from spent) as proof_fresh,"
+        " exists (select 1 from spent) and exists (select 1 from devices d"
+        " where d.account_id = a.id and d.device_id = $2 and d.removed_at is null)"
+        " as known_device"
         " from contacts c join accounts a on a.id = c.account_id where c.login_key = $1",
         login_key,
-        device_id,
+        proof.thumbprint if proof is not None else None,
+        proof.jti if proof is not None else None,
+        proof.remember_until if proof is not None else 0.0,
+    )
+
+
+async def spend_device_proof(conn: asyncpg.Connection | asyncpg.Pool, proof: ProvenDevice) -> bool:
+    """Remember a proof's ``jti``; False when it was used before (a replay)."""
+    spent = await conn.fetchval(
+        "insert into device_proofs (thumbprint, jti, expires_at)"
+        " values ($1, $2, to_timestamp($3)) on conflict do nothing returning true",
+        proof.thumbprint,
+        proof.jti,
+        proof.remember_until,
+    )
+    return bool(spent)
+
+
+async def purge_device_proofs(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """Forget proofs too old to be accepted anyway."""
+    done = await conn.execute("delete from device_proofs where expires_at < now()")
+    return int(done.split()[-1])
+
+
+async def set_registration_device(
+    conn: asyncpg.Connection, account_id: uuid.UUID, thumbprint: str | None
+) -> None:
+    await conn.execute(
+        "update accounts set registration_device_id = $2 where id = $1", account_id, thumbprint
     )
 
 
@@ -102,7 +143,7 @@ async def create_pending_account(
     password_hash: str,
     display_name: str | None,
     language: int,
-    device_id: str,
+    device_id: str | None,
     email: str,
     login_key: str,
     code_hash: bytes,
@@ -383,26 +424,29 @@ async def remember_device(
     conn: asyncpg.Connection,
     *,
     account_id: uuid.UUID,
-    device_id: str,
+    device: ProvenDevice,
     user_agent: str,
     ip: str,
     country: str,
 ) -> bool:
-    """Register or refresh a device; True when it was not registered before."""
+    """Register or refresh a device by its proven key; True when it was not registered before."""
     previous = await conn.fetchval(
         "select removed_at is null from devices where account_id = $1 and device_id = $2",
         account_id,
-        device_id,
+        device.thumbprint,
     )
     await conn.execute(
-        "insert into devices (account_id, device_id, user_agent, last_ip, last_country)"
-        " values ($1, $2, $3, $4, $5) on conflict (account_id, device_id) do update set"
+        "insert into devices (account_id, device_id, public_jwk, user_agent, last_ip,"
+        " last_country) values ($1, $2, $3, $4, $5, $6)"
+        " on conflict (account_id, device_id) do update set"
         " user_agent = excluded.user_agent, last_ip = excluded.last_ip,"
         " last_country = excluded.last_country, last_seen_at = now(), removed_at = null,"
+        " public_jwk = excluded.public_jwk,"
         " first_seen_at = case when devices.removed_at is null then devices.first_seen_at"
         " else now() end",
         account_id,
-        device_id,
+        device.thumbprint,
+        device.public_jwk,
         user_agent,
         ip,
         country,

@@ -26,7 +26,9 @@ from jwt.algorithms import ECAlgorithm
 from services.runtime.logging import get_logger
 
 ALGORITHM = "ES256"
-# Claims every Mamoru access token carries; `did` is optional (sessions without a device).
+# Claims every Mamoru access token carries. `cnf` is optional: it names the key
+# (RFC 7638 thumbprint, RFC 7800 confirmation) of the device the session proved,
+# and is absent from sessions that proved none.
 REQUIRED_CLAIMS = ("sub", "aud", "iss", "exp", "iat", "jti", "sid", "auth_time", "acr", "amr")
 
 _log = get_logger(__name__)
@@ -225,7 +227,8 @@ class TokenClaims:
     audience: str
     issuer: str
     session_id: str
-    device_id: str | None
+    # Thumbprint of the device key the session proved (``cnf.jkt``); None without one.
+    device_key: str | None
     methods: tuple[str, ...]
     assurance_level: int
     auth_time: datetime
@@ -310,9 +313,7 @@ def _claims_from(payload: dict[str, Any], audiences: Collection[str]) -> TokenCl
         audience = audience[0]
     if audience not in audiences:
         raise TokenRejected("wrong audience")
-    device_id = payload.get("did")
-    if device_id is not None and not _is_text(device_id):
-        raise TokenRejected("malformed claim did")
+    device_key = _confirmation_key(payload)
     methods = payload["amr"]
     if not isinstance(methods, list) or not all(_is_text(method) for method in methods):
         raise TokenRejected("malformed claim amr")
@@ -325,7 +326,7 @@ def _claims_from(payload: dict[str, Any], audiences: Collection[str]) -> TokenCl
         audience=audience,
         issuer=_text(payload, "iss"),
         session_id=_text(payload, "sid"),
-        device_id=device_id,
+        device_key=device_key,
         methods=tuple(methods),
         assurance_level=_assurance_level(payload["acr"]),
         auth_time=auth_time,
@@ -334,6 +335,16 @@ def _claims_from(payload: dict[str, Any], audiences: Collection[str]) -> TokenCl
         token_id=_text(payload, "jti"),
         raw=MappingProxyType(payload),
     )
+
+
+def _confirmation_key(payload: Mapping[str, Any]) -> str | None:
+    confirmation = payload.get("cnf")
+    if confirmation is None:
+        return None
+    if not isinstance(confirmation, dict) or not _is_text(confirmation.get("jkt")):
+        raise TokenRejected("malformed claim cnf")
+    key: str = confirmation["jkt"]
+    return key
 
 
 def _is_text(value: object) -> bool:

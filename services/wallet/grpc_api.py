@@ -105,7 +105,9 @@ def payer_claims() -> TokenClaims:
         )
     if claims.assurance_level < 2:
         raise PermissionDenied("ASSURANCE_LEVEL_TOO_LOW", "a second factor is required")
-    if not claims.device_id:
+    # Identity names the device key in a wallet token only after the request for it
+    # proved that key and the key was registered to the account.
+    if not claims.device_key:
         raise PermissionDenied("REGISTERED_DEVICE_REQUIRED", "use a registered device")
     return claims
 
@@ -442,7 +444,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         code, expires_at = await self._store.issue_code(
             wallet_id=wallet.id,
             purpose="cash_top_up",
-            device_id=claims.device_id or "",
+            device_id=claims.device_key or "",
             session_id=claims.session_id,
             lifetime=timedelta(seconds=self._settings.cash_code_seconds),
             channel=CHANNEL_NAMES[request.channel],
@@ -500,14 +502,13 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         check = Violations()
         check.client("client", request.client if request.HasField("client") else None)
         check.raise_if_any()
-        if request.client.device_id != claims.device_id:
-            raise PermissionDenied("DEVICE_MISMATCH", "codes are issued to the token's device")
         wallet = await self._store.wallet_of(claims.subject)
         self._risk.require_payments_open()
+        # Bound to the token's device key: a device id the client sends proves nothing.
         code, expires_at = await self._store.issue_code(
             wallet_id=wallet.id,
             purpose="payment",
-            device_id=request.client.device_id,
+            device_id=claims.device_key or "",
             session_id=claims.session_id,
             lifetime=timedelta(seconds=self._settings.payment_code_seconds),
         )

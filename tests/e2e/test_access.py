@@ -160,7 +160,7 @@ def access_claims(**overrides: Any) -> dict[str, Any]:
         "auth_time": now,
         "jti": "token-1",
         "sid": "session-1",
-        "did": "device-1",
+        "cnf": {"jkt": "device-key-thumbprint"},
         "acr": 2,
         "amr": ["hwk"],
     }

@@ -7,7 +7,7 @@ It works the same against the in-process ``tests.harness.Cluster`` and the
 multi-process ``services.devstack.stack.LocalStack``:
 
     identity = IdentityDriver(cluster.stub("identity", as_="gateway"), cluster.smtp)
-    person = await identity.register("hanako@example.jp")
+    person = await identity.register("hanako@example.jp")   # on a phone that holds a key
     await identity.enrol_totp(person, await identity.sign_in(person))
     payer = await identity.payer(person, cluster.stub("wallet", as_="gateway"))
     await payer.enroll()
@@ -24,7 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -36,6 +36,7 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from services.devstack.smtp import LocalSmtpServer, ReceivedMessage
 from services.devstack.stack import LocalStack
+from services.identity.device_proof import DeviceKey
 from services.runtime.access import bearer_metadata
 from services.runtime.pki import load_tls, secure_channel
 from tests.support.authenticator import SoftwareAuthenticator
@@ -167,7 +168,11 @@ async def next_totp(secret: str) -> str:
 
 @dataclass
 class Person:
-    """What a person knows and holds: password, phone, authenticator app, passkey."""
+    """What a person knows and holds: password, phone, authenticator app, passkey.
+
+    Each of their devices (named by the label it sends, ``device`` being their
+    phone) holds a key of its own, made on first use, and signs proofs with it.
+    """
 
     email: str
     account_id: str
@@ -178,6 +183,18 @@ class Person:
     authenticator: SoftwareAuthenticator | None = None
     session: pb.SessionTokens | None = None
     ip: str = "192.0.2.10"
+    keys: dict[str, DeviceKey] = field(default_factory=dict)
+
+    def key(self, device: str | None = None) -> DeviceKey:
+        """The key held by the person's ``device`` (their phone when not given)."""
+        label = device or self.device
+        if label not in self.keys:
+            self.keys[label] = DeviceKey()
+        return self.keys[label]
+
+    def proof(self, rpc: str, bound: str, device: str | None = None) -> str:
+        """A fresh proof by ``device``'s key for one call of ``rpc`` about ``bound``."""
+        return self.key(device).proof(rpc, bound)
 
 
 # Methods identity never lets open the wallet (the same inbox as a reset, a lost
@@ -224,29 +241,52 @@ class IdentityDriver:
         """Register and verify the address with the code mailed to it. The person
         keeps ``ip`` (a fresh ``home_address()`` when not given) for later calls."""
         ip = ip or home_address()
+        key = DeviceKey()
         before = self._mail_count(email)
         await self.stub.Register(
-            pb.RegisterRequest(email=email, password=PASSWORD, client=client(device, ip), **fields),
+            pb.RegisterRequest(
+                email=email,
+                password=PASSWORD,
+                client=client(device, ip),
+                device_proof=key.proof("Register", email),
+                **fields,
+            ),
             timeout=TIMEOUT,
         )
         mail = await next_mail(
             self.mailbox, email, subject_is(*VERIFICATION_SUBJECTS), after=before
         )
         reply = await self.stub.VerifyEmail(
-            pb.VerifyEmailRequest(email=email, code=code_in(mail), client=client(device, ip)),
+            pb.VerifyEmailRequest(
+                email=email,
+                code=code_in(mail),
+                client=client(device, ip),
+                device_proof=key.proof("VerifyEmail", email),
+            ),
             timeout=TIMEOUT,
         )
-        return Person(email=email, account_id=reply.account_id, device=device, ip=ip)
+        return Person(
+            email=email, account_id=reply.account_id, device=device, ip=ip, keys={device: key}
+        )
 
     async def login(
-        self, person: Person, device: str | None = None, ip: str | None = None
+        self,
+        person: Person,
+        device: str | None = None,
+        ip: str | None = None,
+        *,
+        device_proof: str | None = None,
     ) -> pb.LoginResponse:
-        """The password step alone: a session or a second-factor challenge."""
+        """The password step alone: a session or a second-factor challenge. The device
+        proves its key unless ``device_proof`` says what to send instead."""
+        if device_proof is None:
+            device_proof = person.proof("Login", person.email, device)
         reply: pb.LoginResponse = await self.stub.Login(
             pb.LoginRequest(
                 identifier=person.email,
                 password=person.password,
                 client=client(device or person.device, ip or person.ip),
+                device_proof=device_proof,
             ),
             timeout=TIMEOUT,
         )
@@ -269,8 +309,11 @@ class IdentityDriver:
             ):
                 session = await self._answer_with_passkey(person, challenge.challenge_id, where)
             elif person.totp_secret and pb.CHALLENGE_METHOD_TOTP in challenge.methods:
-                session = await self._answer(
-                    challenge.challenge_id, where, totp_code=await next_totp(person.totp_secret)
+                session = await self.answer(
+                    person,
+                    challenge.challenge_id,
+                    where,
+                    totp_code=await next_totp(person.totp_secret),
                 )
             else:
                 session = await self._answer_with_email_code(person, challenge.challenge_id, where)
@@ -299,8 +342,11 @@ class IdentityDriver:
         where = client(device or person.device, person.ip)
         reply = await self.login(person, where.device_id)
         assert reply.HasField("challenge"), "a second factor was expected"
-        session = await self._answer(
-            reply.challenge.challenge_id, where, totp_code=await next_totp(person.totp_secret)
+        session = await self.answer(
+            person,
+            reply.challenge.challenge_id,
+            where,
+            totp_code=await next_totp(person.totp_secret),
         )
         person.session = session
         return session
@@ -312,13 +358,17 @@ class IdentityDriver:
         assert person.authenticator is not None, "enrol a passkey first"
         where = client(device or person.device, person.ip)
         begun = await self.stub.BeginPasskeyLogin(
-            pb.BeginPasskeyLoginRequest(client=where), timeout=TIMEOUT
+            pb.BeginPasskeyLoginRequest(
+                client=where, device_proof=person.proof("BeginPasskeyLogin", "", device)
+            ),
+            timeout=TIMEOUT,
         )
         finished = await self.stub.FinishPasskeyLogin(
             pb.FinishPasskeyLoginRequest(
                 ceremony_id=begun.ceremony_id,
                 assertion_json=person.authenticator.get(begun.options_json),
                 client=where,
+                device_proof=person.proof("FinishPasskeyLogin", begun.ceremony_id, device),
             ),
             timeout=TIMEOUT,
         )
@@ -326,11 +376,17 @@ class IdentityDriver:
         person.session = session
         return session
 
-    async def _answer(
-        self, challenge_id: str, where: common_pb2.ClientContext, **answer: str
+    async def answer(
+        self, person: Person, challenge_id: str, where: common_pb2.ClientContext, **answer: str
     ) -> pb.SessionTokens:
+        """Answer a sign-in challenge from the device ``where`` names, proving its key."""
         reply = await self.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(challenge_id=challenge_id, client=where, **answer),
+            pb.VerifySecondFactorRequest(
+                challenge_id=challenge_id,
+                client=where,
+                device_proof=person.proof("VerifySecondFactor", challenge_id, where.device_id),
+                **answer,
+            ),
             timeout=TIMEOUT,
         )
         session: pb.SessionTokens = reply.session
@@ -346,18 +402,25 @@ class IdentityDriver:
         mail = await next_mail(
             self.mailbox, person.email, subject_is(*SIGN_IN_SUBJECTS), after=before
         )
-        return await self._answer(challenge_id, where, email_code=code_in(mail))
+        return await self.answer(person, challenge_id, where, email_code=code_in(mail))
 
     async def _answer_with_passkey(
         self, person: Person, challenge_id: str, where: common_pb2.ClientContext
     ) -> pb.SessionTokens:
         assert person.authenticator is not None
         begun = await self.stub.BeginPasskeyLogin(
-            pb.BeginPasskeyLoginRequest(challenge_id=challenge_id, client=where),
+            pb.BeginPasskeyLoginRequest(
+                challenge_id=challenge_id,
+                client=where,
+                device_proof=person.proof("BeginPasskeyLogin", challenge_id, where.device_id),
+            ),
             timeout=TIMEOUT,
         )
-        return await self._answer(
-            challenge_id, where, passkey_assertion_json=person.authenticator.get(begun.options_json)
+        return await self.answer(
+            person,
+            challenge_id,
+            where,
+            passkey_assertion_json=person.authenticator.get(begun.options_json),
         )
 
     async def enrol_totp(self, person: Person, session: pb.SessionTokens | None = None) -> None:
@@ -446,9 +509,7 @@ class IdentityDriver:
             session = await self.sign_in(person)
         if session.assurance_level < 2:
             session = await self.step_up(person, session)
-        request = pb.ExchangeTokenRequest(
-            audience=WALLET_AUDIENCE, client=client(person.device, person.ip)
-        )
+        request = self.exchange_request(person, session)
         try:
             reply = await self.stub.ExchangeToken(
                 request, metadata=bearer(session), timeout=TIMEOUT
@@ -463,10 +524,41 @@ class IdentityDriver:
             )
             request.challenge_id = begun.challenge_id
             request.passkey_assertion_json = person.authenticator.get(begun.passkey_options_json)
+            request.device_proof = person.proof("ExchangeToken", session.access_token)
             reply = await self.stub.ExchangeToken(
                 request, metadata=bearer(session), timeout=TIMEOUT
             )
         return str(reply.access_token)
+
+    @staticmethod
+    def exchange_request(
+        person: Person,
+        session: pb.SessionTokens,
+        device: str | None = None,
+        audience: str = WALLET_AUDIENCE,
+    ) -> pb.ExchangeTokenRequest:
+        """ExchangeToken's request from ``device`` (the person's phone when not given),
+        with its proof bound to the session's access token; send it with ``bearer(session)``."""
+        return pb.ExchangeTokenRequest(
+            audience=audience,
+            client=client(device or person.device, person.ip),
+            device_proof=person.proof("ExchangeToken", session.access_token, device),
+        )
+
+    async def refresh(
+        self, person: Person, refresh_token: str, device: str | None = None
+    ) -> pb.SessionTokens:
+        """RefreshSession from ``device`` (the person's phone when not given), proving its key."""
+        reply = await self.stub.RefreshSession(
+            pb.RefreshSessionRequest(
+                refresh_token=refresh_token,
+                client=client(device or person.device, person.ip),
+                device_proof=person.proof("RefreshSession", refresh_token, device),
+            ),
+            timeout=TIMEOUT,
+        )
+        session: pb.SessionTokens = reply.session
+        return session
 
     async def new_payer(
         self, wallet: Any, email: str | None = None, device: str = "phone-1"

@@ -63,7 +63,7 @@ def valid_claims(**overrides: Any) -> dict[str, Any]:
         "auth_time": now - 60,
         "jti": "tok-1",
         "sid": "session-1",
-        "did": "device-1",
+        "cnf": {"jkt": "device-key-thumbprint"},
         "acr": 2,
         "amr": ["pwd", "otp"],
         "scope_hint": "payments",
@@ -118,7 +118,7 @@ async def test_valid_token_yields_its_claims(verifier: TokenVerifier, key: Signi
     assert verified.audience == "wallet"
     assert verified.issuer == ISSUER
     assert verified.session_id == "session-1"
-    assert verified.device_id == "device-1"
+    assert verified.device_key == "device-key-thumbprint"
     assert verified.methods == ("pwd", "otp")
     assert verified.assurance_level == 2
     assert verified.auth_time == datetime.fromtimestamp(claims["auth_time"], UTC)
@@ -128,12 +128,21 @@ async def test_valid_token_yields_its_claims(verifier: TokenVerifier, key: Signi
     assert verified.raw["scope_hint"] == "payments"
 
 
-async def test_token_without_a_device_has_no_device_id(
+async def test_token_without_a_device_key_has_no_device_key(
     verifier: TokenVerifier, key: SigningKey
 ) -> None:
-    verified = await verifier.verify(sign_token(key, valid_claims(did=None)), {"wallet"})
+    verified = await verifier.verify(sign_token(key, valid_claims(cnf=None)), {"wallet"})
 
-    assert verified.device_id is None
+    assert verified.device_key is None
+
+
+async def test_a_device_id_claim_is_no_device_key(verifier: TokenVerifier, key: SigningKey) -> None:
+    # A reusable device id (the old `did`) names no key anyone has to prove.
+    token = sign_token(key, valid_claims(cnf=None, did="device-1"))
+
+    verified = await verifier.verify(token, {"wallet"})
+
+    assert verified.device_key is None
 
 
 async def test_assurance_level_sent_as_text_is_read_as_a_number(
@@ -291,7 +300,16 @@ async def test_token_missing_a_required_claim_is_refused(
 
 @pytest.mark.parametrize(
     ("claim", "value"),
-    [("sid", 7), ("sub", ""), ("amr", "pwd"), ("acr", "high"), ("acr", True), ("did", 5)],
+    [
+        ("sid", 7),
+        ("sub", ""),
+        ("amr", "pwd"),
+        ("acr", "high"),
+        ("acr", True),
+        ("cnf", "thumbprint"),
+        ("cnf", {"jkt": ""}),
+        ("cnf", {"jwk": {"kty": "EC"}}),
+    ],
 )
 async def test_token_with_a_malformed_claim_is_refused(
     verifier: TokenVerifier, key: SigningKey, claim: str, value: Any

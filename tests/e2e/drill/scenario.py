@@ -63,6 +63,7 @@ from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.devstack.smtp import ReceivedMessage
 from services.devstack.stack import LocalStack
+from services.identity.device_proof import DeviceKey
 from services.runtime.access import bearer_metadata
 from tests.support.oidc import LocalOidcProvider
 from tests.support.people import (
@@ -455,11 +456,18 @@ class Attacker:
     wallet_tokens: list[str] = field(default_factory=list)
     yen_moved: int = 0
     addresses: set[str] = field(default_factory=set)
+    # The attacker's own machines prove their own keys: new devices, never the victim's.
+    device_keys: dict[str, DeviceKey] = field(default_factory=dict)
 
     def device(self) -> str:
         device = f"atk-{secrets.token_hex(6)}"
         self.devices.add(device)
         return device
+
+    def proof(self, device: str, rpc: str, bound: str) -> str:
+        """A proof by the attacker's own key for ``device``."""
+        key = self.device_keys.setdefault(device, DeviceKey())
+        return key.proof(rpc, bound)
 
     def fresh_ip(self) -> str:
         """Another address of the botnet, at home, under every per-IP limit so far."""
@@ -478,7 +486,8 @@ class Attacker:
         now = int(time.time())
         claims = {
             "sub": subject, "aud": audience, "iss": "mamoru-identity", "sid": str(uuid.uuid4()),
-            "did": "atk-phone", "amr": ["passkey"], "acr": "2", "auth_time": now, "iat": now,
+            "cnf": {"jkt": DeviceKey().thumbprint}, "amr": ["passkey"], "acr": "2",
+            "auth_time": now, "iat": now,
             "exp": now + 300, "jti": str(uuid.uuid4()),
         }  # fmt: skip
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "stolen"})
@@ -708,9 +717,7 @@ class Drill:
                         session = await self.people.step_up(person, session)
                     error = await refusal(
                         self.identity.ExchangeToken(
-                            idp.ExchangeTokenRequest(
-                                audience="wallet", client=client(person.device, person.ip)
-                            ),
+                            self.people.exchange_request(person, session),
                             metadata=bearer_metadata(session.access_token),
                             timeout=TIMEOUT,
                         )
@@ -890,6 +897,7 @@ class Drill:
                             identifier=pair.email,
                             password=pair.password,
                             client=client(device, ip),
+                            device_proof=attacker.proof(device, "Login", pair.email),
                         ),
                         timeout=TIMEOUT,
                     )
@@ -967,6 +975,14 @@ class Drill:
             f"{attacker.counts['group sessions without a second factor']} sessions from a "
             "password alone on a fresh device",
             "a new device signed in with the password alone: the second factor is not asked",
+        )
+        posed = {what: n for what, n in attacker.counts.items() if what.startswith("posing as")}
+        self.checked(
+            "a_copied_device_is_a_new_device",
+            bool(posed) and not any(what.endswith(": session") for what in posed),
+            f"the victim's phone copied: {posed}",
+            "a copied device id or replayed device proof signed in with the password alone: "
+            "a known device is only a string",
         )
         self.checked(
             "attacker_got_no_wallet_token",
@@ -1101,8 +1117,51 @@ class Drill:
                 await self._exploit_blind(member, found.challenge_id, where)
             await self._reset_with_own_address(member, where)
             await self._without_a_session(member, where)
+            await self._pose_as_the_victims_phone(member)
 
         await each(list(attacker.discovered), exploit, 4)
+
+    async def _pose_as_the_victims_phone(self, member: Member) -> None:
+        """The victim's phone as a log line or a token shows it (its label, its key's
+        thumbprint) and a proof it really sent, copied: with the right password, none
+        of them may pass for the phone."""
+        attacker, person = self.attacker, member.person
+        seen = person.proof("Login", person.email)
+        # The victim signs in from the phone; what it sent is then copied.
+        await refusal(
+            self.identity.Login(
+                idp.LoginRequest(
+                    identifier=person.email,
+                    password=person.password,
+                    client=client(person.device, person.ip),
+                    device_proof=seen,
+                ),
+                timeout=TIMEOUT,
+            )
+        )
+        for what, label, proof in (
+            ("the phone's device id", person.device, ""),
+            ("the phone's key thumbprint as a device id", person.key().thumbprint, ""),
+            ("a proof the phone sent, replayed", person.device, seen),
+        ):
+            try:
+                reply = await self.identity.Login(
+                    idp.LoginRequest(
+                        identifier=person.email,
+                        password=person.password,
+                        client=client(label, attacker.fresh_ip()),
+                        device_proof=proof,
+                    ),
+                    timeout=TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as error:
+                outcome = describe(error)
+            else:
+                outcome = "session" if reply.HasField("session") else "second factor asked"
+                if reply.HasField("session"):
+                    attacker.sessions.append(reply.session)
+                    attacker.reached.add(person.account_id)
+            attacker.counts[f"posing as the victim's phone ({what}): {outcome}"] += 1
 
     async def _exploit_blind(
         self, member: Member, challenge_id: str, where: common_pb2.ClientContext
@@ -1124,7 +1183,12 @@ class Drill:
             error = await refusal(
                 self.identity.VerifySecondFactor(
                     idp.VerifySecondFactorRequest(
-                        challenge_id=challenge_id, client=where, **answer
+                        challenge_id=challenge_id,
+                        client=where,
+                        device_proof=attacker.proof(
+                            where.device_id, "VerifySecondFactor", challenge_id
+                        ),
+                        **answer,
                     ),
                     timeout=TIMEOUT,
                 )
@@ -1150,7 +1214,12 @@ class Drill:
             )
             reply = await self.identity.VerifySecondFactor(
                 idp.VerifySecondFactorRequest(
-                    challenge_id=challenge_id, client=where, email_code=code_in(mail)
+                    challenge_id=challenge_id,
+                    client=where,
+                    email_code=code_in(mail),
+                    device_proof=attacker.proof(
+                        where.device_id, "VerifySecondFactor", challenge_id
+                    ),
                 ),
                 timeout=TIMEOUT,
             )
@@ -1234,7 +1303,13 @@ class Drill:
             attacker.counts[f"{name}: {describe(await refusal(call))}"] += 1
         try:
             reply = await self.identity.ExchangeToken(
-                idp.ExchangeTokenRequest(audience="wallet", client=where),
+                idp.ExchangeTokenRequest(
+                    audience="wallet",
+                    client=where,
+                    device_proof=attacker.proof(
+                        where.device_id, "ExchangeToken", session.access_token
+                    ),
+                ),
                 metadata=metadata,
                 timeout=TIMEOUT,
             )
@@ -1334,7 +1409,12 @@ class Drill:
         where = client(where.device_id, attacker.fresh_ip())
         try:
             reply = await self.identity.Login(
-                idp.LoginRequest(identifier=member.person.email, password=PASSWORD, client=where),
+                idp.LoginRequest(
+                    identifier=member.person.email,
+                    password=PASSWORD,
+                    client=where,
+                    device_proof=attacker.proof(where.device_id, "Login", member.person.email),
+                ),
                 timeout=TIMEOUT,
             )
             if reply.HasField("challenge"):
@@ -1343,6 +1423,9 @@ class Drill:
                         challenge_id=reply.challenge.challenge_id,
                         client=where,
                         totp_code=await next_totp(begun.secret),
+                        device_proof=attacker.proof(
+                            where.device_id, "VerifySecondFactor", reply.challenge.challenge_id
+                        ),
                     ),
                     timeout=TIMEOUT,
                 )

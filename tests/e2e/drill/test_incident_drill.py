@@ -24,6 +24,7 @@ REQUIRED_CHECKS = (
     "password_only_session_gets_no_wallet_token",
     "stuffing_throttled_by_risk",
     "new_device_needs_second_factor",
+    "a_copied_device_is_a_new_device",
     "attacker_got_no_wallet_token",
     "attacker_moved_no_money",
     "legitimate_people_signed_in_during_attack",

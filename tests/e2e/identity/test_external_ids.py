@@ -110,7 +110,7 @@ async def test_an_external_id_signs_in_at_level_one_and_never_opens_the_wallet(c
     assert (claims["sub"], claims["amr"]) == (person.account_id, ["external"])
     with pytest.raises(grpc.aio.AioRpcError) as wallet:
         await identity.stub.ExchangeToken(
-            pb.ExchangeTokenRequest(audience="wallet", client=client()),
+            identity.exchange_request(person, external),
             metadata=identity.bearer(external),
             timeout=TIMEOUT,
         )

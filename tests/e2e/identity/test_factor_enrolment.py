@@ -77,7 +77,7 @@ async def test_a_first_factor_added_away_from_the_registration_device_keeps_the_
     assert strong.assurance_level == 2
     with pytest.raises(grpc.aio.AioRpcError) as cooling:
         await identity.stub.ExchangeToken(
-            pb.ExchangeTokenRequest(audience="wallet", client=client("attacker-laptop", person.ip)),
+            identity.exchange_request(person, strong, "attacker-laptop"),
             metadata=bearer(strong),
             timeout=TIMEOUT,
         )
@@ -117,16 +117,12 @@ async def test_a_recovery_code_session_cannot_add_a_factor(identity: IdentityOnC
     person = await identity.register("hanako@example.jp")
     await identity.enrol_totp(person, (await identity.login(person)).session)
     challenge = (await identity.login(person, device="new-phone")).challenge
-    recovered = (
-        await identity.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(
-                challenge_id=challenge.challenge_id,
-                recovery_code=person.recovery_codes[0],
-                client=client("new-phone", person.ip),
-            ),
-            timeout=TIMEOUT,
-        )
-    ).session
+    recovered = await identity.answer(
+        person,
+        challenge.challenge_id,
+        client("new-phone", person.ip),
+        recovery_code=person.recovery_codes[0],
+    )
 
     assert_step_up_required(await enrolment_refusals(identity, person, recovered, "new-phone"))
 

@@ -90,19 +90,17 @@ async def test_removing_a_factor_needs_step_up_ends_other_sessions_tells_every_a
     challenge = (await identity.login(person, device="laptop")).challenge
     assert pb.CHALLENGE_METHOD_TOTP not in challenge.methods
     wrong = await refused(
-        identity.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(
-                challenge_id=challenge.challenge_id,
-                totp_code=await next_totp(person.totp_secret),
-                client=client("laptop", person.ip),
-            ),
-            timeout=TIMEOUT,
+        identity.answer(
+            person,
+            challenge.challenge_id,
+            client("laptop", person.ip),
+            totp_code=await next_totp(person.totp_secret),
         )
     )
     assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
 
     # The cool-off: the wallet opens only with the passkey enrolled before the removal.
-    wallet = pb.ExchangeTokenRequest(audience="wallet", client=client(person.device, person.ip))
+    wallet = identity.exchange_request(person, stepped)
     cooling = await refused(
         identity.stub.ExchangeToken(wallet, metadata=bearer(stepped), timeout=TIMEOUT)
     )
@@ -116,6 +114,7 @@ async def test_removing_a_factor_needs_step_up_ends_other_sessions_tells_every_a
     )
     wallet.challenge_id = step.challenge_id
     wallet.passkey_assertion_json = person.authenticator.get(step.passkey_options_json)
+    wallet.device_proof = person.proof("ExchangeToken", stepped.access_token)
     exchanged = await identity.stub.ExchangeToken(wallet, metadata=bearer(stepped), timeout=TIMEOUT)
     assert exchanged.access_token
 
@@ -167,22 +166,16 @@ async def test_regenerated_recovery_codes_replace_the_old_ones_after_step_up(
     assert len(set(new_codes)) == 10
     assert not set(new_codes) & set(old_codes)
 
-    async def recover(code: str, device: str) -> pb.VerifySecondFactorResponse:
+    async def recover(code: str, device: str) -> pb.SessionTokens:
         challenge = (await identity.login(person, device=device)).challenge
         assert pb.CHALLENGE_METHOD_RECOVERY_CODE in challenge.methods
-        reply: pb.VerifySecondFactorResponse = await identity.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(
-                challenge_id=challenge.challenge_id,
-                recovery_code=code,
-                client=client(device, person.ip),
-            ),
-            timeout=TIMEOUT,
+        return await identity.answer(
+            person, challenge.challenge_id, client(device, person.ip), recovery_code=code
         )
-        return reply
 
     old = await refused(recover(old_codes[0], "lost-phone-1"))
     assert old.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert (await recover(new_codes[0], "lost-phone-2")).session.access_token
+    assert (await recover(new_codes[0], "lost-phone-2")).access_token
 
 
 async def test_recovery_codes_cannot_be_regenerated_without_a_second_factor(
@@ -215,7 +208,11 @@ async def test_sessions_are_listed_and_a_revoked_one_is_refused_by_another_servi
     assert set(by_id) == {here.session_id, tablet.session_id}
     mine, theirs = by_id[here.session_id], by_id[tablet.session_id]
     assert (mine.current, theirs.current) == (True, False)
-    assert (mine.device_id, theirs.device_id) == (person.device, "tablet")
+    # Each session is bound to the key its device proved, not to the label it sent.
+    assert (mine.device_id, theirs.device_id) == (
+        person.key().thumbprint,
+        person.key("tablet").thumbprint,
+    )
     assert list(mine.methods) == [pb.AUTH_METHOD_PASSWORD]
     assert sorted(theirs.methods) == [pb.AUTH_METHOD_PASSWORD, pb.AUTH_METHOD_EMAIL_CODE]
     assert (mine.assurance_level, theirs.assurance_level) == (1, 1)
@@ -229,14 +226,7 @@ async def test_sessions_are_listed_and_a_revoked_one_is_refused_by_another_servi
         timeout=TIMEOUT,
     )
     assert await notify_refuses_within(identity, tablet) == grpc.StatusCode.UNAUTHENTICATED
-    dead_refresh = await refused(
-        identity.stub.RefreshSession(
-            pb.RefreshSessionRequest(
-                refresh_token=tablet.refresh_token, client=client("tablet", person.ip)
-            ),
-            timeout=TIMEOUT,
-        )
-    )
+    dead_refresh = await refused(identity.refresh(person, tablet.refresh_token, "tablet"))
     assert dead_refresh.code() == grpc.StatusCode.UNAUTHENTICATED
     remaining = (
         await identity.stub.ListSessions(
@@ -288,14 +278,7 @@ async def test_logout_ends_only_the_callers_session_everywhere(identity: Identit
     await identity.stub.Logout(pb.LogoutRequest(), metadata=bearer(here), timeout=TIMEOUT)
 
     assert await notify_refuses_within(identity, here) == grpc.StatusCode.UNAUTHENTICATED
-    refresh = await refused(
-        identity.stub.RefreshSession(
-            pb.RefreshSessionRequest(
-                refresh_token=here.refresh_token, client=client(person.device, person.ip)
-            ),
-            timeout=TIMEOUT,
-        )
-    )
+    refresh = await refused(identity.refresh(person, here.refresh_token))
     assert refresh.code() == grpc.StatusCode.UNAUTHENTICATED
     twice = await refused(
         identity.stub.Logout(pb.LogoutRequest(), metadata=bearer(here), timeout=TIMEOUT)
@@ -317,7 +300,8 @@ async def test_devices_are_listed_and_a_revoked_device_loses_its_sessions_and_it
             pb.ListDevicesRequest(), metadata=bearer(here), timeout=TIMEOUT
         )
     ).devices
-    assert sorted(d.device_id for d in devices) == sorted([person.device, "tablet"])
+    phone, tablet_key = person.key().thumbprint, person.key("tablet").thumbprint
+    assert sorted(d.device_id for d in devices) == sorted([phone, tablet_key])
     for device in devices:
         assert device.user_agent == "MamoruApp/1.0"
         assert device.last_ip_address == person.ip
@@ -325,7 +309,7 @@ async def test_devices_are_listed_and_a_revoked_device_loses_its_sessions_and_it
 
     await notify_accepts(identity, tablet)
     await identity.stub.RevokeDevice(
-        pb.RevokeDeviceRequest(device_id="tablet"), metadata=bearer(here), timeout=TIMEOUT
+        pb.RevokeDeviceRequest(device_id=tablet_key), metadata=bearer(here), timeout=TIMEOUT
     )
     assert await notify_refuses_within(identity, tablet) == grpc.StatusCode.UNAUTHENTICATED
     assert await ended(identity, tablet)
@@ -335,7 +319,7 @@ async def test_devices_are_listed_and_a_revoked_device_loses_its_sessions_and_it
             pb.ListDevicesRequest(), metadata=bearer(here), timeout=TIMEOUT
         )
     ).devices
-    assert [d.device_id for d in devices] == [person.device]
+    assert [d.device_id for d in devices] == [phone]
     # The device is a stranger again: the password alone no longer opens a session on it.
     assert (await identity.login(person, device="tablet")).WhichOneof("result") == "challenge"
 
@@ -366,18 +350,12 @@ async def test_a_second_sign_in_code_replaces_the_first(identity: IdentityOnClus
     first, second = codes
     assert first != second
 
-    async def answer(code: str) -> pb.VerifySecondFactorResponse:
-        reply: pb.VerifySecondFactorResponse = await identity.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(
-                challenge_id=challenge.challenge_id, email_code=code, client=where
-            ),
-            timeout=TIMEOUT,
-        )
-        return reply
+    async def answer(code: str) -> pb.SessionTokens:
+        return await identity.answer(person, challenge.challenge_id, where, email_code=code)
 
     replaced = await refused(answer(first))
     assert replaced.code() == grpc.StatusCode.UNAUTHENTICATED
-    session = (await answer(second)).session
+    session = await answer(second)
     assert session.access_token
     # The challenge is spent: neither a further code nor the same one opens another session.
     spent = await refused(
@@ -421,16 +399,9 @@ async def test_a_password_alone_cannot_remove_a_second_factor_until_it_steps_up_
     # A recovery code signs in (the phone is lost) but is not proof enough to change
     # factors: someone who found the printed codes must not strip the app.
     challenge = (await identity.login(person, device="new-phone")).challenge
-    recovered = (
-        await identity.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(
-                challenge_id=challenge.challenge_id,
-                recovery_code=old_codes[0],
-                client=client("new-phone", person.ip),
-            ),
-            timeout=TIMEOUT,
-        )
-    ).session
+    recovered = await identity.answer(
+        person, challenge.challenge_id, client("new-phone", person.ip), recovery_code=old_codes[0]
+    )
     recovery = await refused(
         identity.stub.RemoveFactor(
             pb.RemoveFactorRequest(factor_id=totp.factor_id),

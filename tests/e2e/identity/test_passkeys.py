@@ -9,7 +9,7 @@ from mamoru.identity.v1 import identity_pb2 as pb
 
 from tests.e2e.identity.conftest import IdentityOnCluster
 from tests.support.authenticator import SoftwareAuthenticator
-from tests.support.people import TIMEOUT, client, reset_mail, reset_token_in
+from tests.support.people import TIMEOUT, Person, client, reset_mail, reset_token_in
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,18 +38,23 @@ async def register_passkey(
 
 async def passkey_login(
     identity: IdentityOnCluster,
+    person: Person,
     authenticator: SoftwareAuthenticator,
     device: str = "phone-1",
     sign_count: int | None = None,
 ) -> pb.SessionTokens:
     begun = await identity.stub.BeginPasskeyLogin(
-        pb.BeginPasskeyLoginRequest(client=client(device)), timeout=TIMEOUT
+        pb.BeginPasskeyLoginRequest(
+            client=client(device), device_proof=person.proof("BeginPasskeyLogin", "", device)
+        ),
+        timeout=TIMEOUT,
     )
     finished = await identity.stub.FinishPasskeyLogin(
         pb.FinishPasskeyLoginRequest(
             ceremony_id=begun.ceremony_id,
             assertion_json=authenticator.get(begun.options_json, sign_count=sign_count),
             client=client(device),
+            device_proof=person.proof("FinishPasskeyLogin", begun.ceremony_id, device),
         ),
         timeout=TIMEOUT,
     )
@@ -66,14 +71,14 @@ async def test_a_passkey_registers_and_signs_in_without_a_username_at_level_two(
     assert factor.method == pb.CHALLENGE_METHOD_PASSKEY
     assert factor.name == "iPhone"
 
-    signed_in = await passkey_login(identity, authenticator)
+    signed_in = await passkey_login(identity, person, authenticator)
     assert signed_in.assurance_level == 2
     claims = jwt.decode(signed_in.access_token, options={"verify_signature": False})
     assert claims["sub"] == person.account_id
     assert claims["amr"] == ["passkey"]
     # The first factor came from the registration device: no cool-off, the wallet opens.
     exchanged = await identity.stub.ExchangeToken(
-        pb.ExchangeTokenRequest(audience="wallet", client=client()),
+        identity.exchange_request(person, signed_in),
         metadata=identity.bearer(signed_in),
         timeout=TIMEOUT,
     )
@@ -85,21 +90,22 @@ async def test_a_passkey_answers_a_new_device_challenge(identity: IdentityOnClus
     authenticator, _ = await register_passkey(identity, (await identity.login(person)).session)
     reply = await identity.login(person, device="laptop")
     assert pb.CHALLENGE_METHOD_PASSKEY in reply.challenge.methods
+    challenge_id = reply.challenge.challenge_id
     begun = await identity.stub.BeginPasskeyLogin(
         pb.BeginPasskeyLoginRequest(
-            challenge_id=reply.challenge.challenge_id, client=client("laptop")
-        ),
-        timeout=TIMEOUT,
-    )
-    answered = await identity.stub.VerifySecondFactor(
-        pb.VerifySecondFactorRequest(
-            challenge_id=reply.challenge.challenge_id,
-            passkey_assertion_json=authenticator.get(begun.options_json),
+            challenge_id=challenge_id,
             client=client("laptop"),
+            device_proof=person.proof("BeginPasskeyLogin", challenge_id, "laptop"),
         ),
         timeout=TIMEOUT,
     )
-    assert answered.session.assurance_level == 2
+    answered = await identity.answer(
+        person,
+        challenge_id,
+        client("laptop"),
+        passkey_assertion_json=authenticator.get(begun.options_json),
+    )
+    assert answered.assurance_level == 2
 
 
 async def test_a_signature_counter_going_backwards_suspends_the_passkey_and_tells_the_owner(
@@ -108,10 +114,10 @@ async def test_a_signature_counter_going_backwards_suspends_the_passkey_and_tell
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
     authenticator, factor = await register_passkey(identity, session)
-    await passkey_login(identity, authenticator, sign_count=5)
+    await passkey_login(identity, person, authenticator, sign_count=5)
 
     with pytest.raises(grpc.aio.AioRpcError) as cloned:
-        await passkey_login(identity, authenticator, sign_count=3)
+        await passkey_login(identity, person, authenticator, sign_count=3)
     assert cloned.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     factors = await identity.stub.ListFactors(
@@ -119,7 +125,7 @@ async def test_a_signature_counter_going_backwards_suspends_the_passkey_and_tell
     )
     assert [(f.factor_id, f.suspended) for f in factors.factors] == [(factor.factor_id, True)]
     with pytest.raises(grpc.aio.AioRpcError):
-        await passkey_login(identity, authenticator, sign_count=9)
+        await passkey_login(identity, person, authenticator, sign_count=9)
     notices = await identity.cluster.running["identity"].pool.fetch(
         "select payload from outbox where payload->>'kind' = 'NOTICE_KIND_PASSKEY_CLONED'"
     )
@@ -143,8 +149,8 @@ async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
         timeout=TIMEOUT,
     )
 
-    session = await passkey_login(identity, owners_key)
-    refused = await refused_exchange(identity, session)
+    session = await passkey_login(identity, person, owners_key)
+    refused = await refused_exchange(identity, person, session)
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
 
     # A passkey enrolled during the cool-off (as someone holding the mailbox would) does not help.
@@ -153,20 +159,18 @@ async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
         pb.BeginStepUpRequest(client=client()), metadata=identity.bearer(session), timeout=TIMEOUT
     )
     refused = await refused_exchange(
-        identity, session, step.challenge_id, newcomer.get(step.passkey_options_json)
+        identity, person, session, step.challenge_id, newcomer.get(step.passkey_options_json)
     )
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
 
     step = await identity.stub.BeginStepUp(
         pb.BeginStepUpRequest(client=client()), metadata=identity.bearer(session), timeout=TIMEOUT
     )
+    request = identity.exchange_request(person, session)
+    request.challenge_id = step.challenge_id
+    request.passkey_assertion_json = owners_key.get(step.passkey_options_json)
     exchanged = await identity.stub.ExchangeToken(
-        pb.ExchangeTokenRequest(
-            audience="wallet",
-            challenge_id=step.challenge_id,
-            passkey_assertion_json=owners_key.get(step.passkey_options_json),
-            client=client(),
-        ),
+        request,
         metadata=identity.bearer(session),
         timeout=TIMEOUT,
     )
@@ -177,18 +181,17 @@ async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
 
 async def refused_exchange(
     identity: IdentityOnCluster,
+    person: Person,
     session: pb.SessionTokens,
     challenge_id: str = "",
     assertion: str = "",
 ) -> grpc.aio.AioRpcError:
+    request = identity.exchange_request(person, session)
+    request.challenge_id = challenge_id
+    request.passkey_assertion_json = assertion
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await identity.stub.ExchangeToken(
-            pb.ExchangeTokenRequest(
-                audience="wallet",
-                challenge_id=challenge_id,
-                passkey_assertion_json=assertion,
-                client=client(),
-            ),
+            request,
             metadata=identity.bearer(session),
             timeout=TIMEOUT,
         )

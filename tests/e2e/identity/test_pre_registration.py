@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from mamoru.identity.v1 import identity_pb2 as pb
 
+from services.identity.device_proof import DeviceKey
 from tests.e2e.identity.checks import reason_of, refused
 from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
 from tests.harness import Cluster
@@ -32,6 +33,17 @@ pytestmark = pytest.mark.asyncio
 VICTIM = "hanako@example.jp"
 OWNER_PASSWORD = "the owner's own long passphrase"
 ATTACKER_PASSWORD = "an attacker's planted passphrase"
+# Each device label stands for one device holding its own key, which proves it.
+_KEYS: dict[str, DeviceKey] = {}
+
+
+def key_of(device: str) -> DeviceKey:
+    return _KEYS.setdefault(device, DeviceKey())
+
+
+def label_of(thumbprint: str | None) -> str | None:
+    """The label of the device whose key has ``thumbprint``, as the tests name it."""
+    return next((label for label, key in _KEYS.items() if key.thumbprint == thumbprint), None)
 
 
 async def register(
@@ -46,7 +58,10 @@ async def register(
     """Register ``email`` from ``device`` and return the code mailed for this registration."""
     before = len(identity.mailbox.to(email))
     request = pb.RegisterRequest(
-        email=email, password=password, client=client(device, ip or home_address())
+        email=email,
+        password=password,
+        client=client(device, ip or home_address()),
+        device_proof=key_of(device).proof("Register", email),
     )
     if display_name is not None:
         request.display_name = display_name
@@ -59,7 +74,13 @@ async def verify(
     identity: IdentityOnCluster, code: str, device: str, *, email: str = VICTIM
 ) -> pb.VerifyEmailResponse:
     reply: pb.VerifyEmailResponse = await identity.stub.VerifyEmail(
-        pb.VerifyEmailRequest(email=email, code=code, client=client(device)), timeout=TIMEOUT
+        pb.VerifyEmailRequest(
+            email=email,
+            code=code,
+            client=client(device),
+            device_proof=key_of(device).proof("VerifyEmail", email),
+        ),
+        timeout=TIMEOUT,
     )
     return reply
 
@@ -68,7 +89,12 @@ async def login(
     identity: IdentityOnCluster, password: str, device: str, *, email: str = VICTIM
 ) -> pb.LoginResponse:
     reply: pb.LoginResponse = await identity.stub.Login(
-        pb.LoginRequest(identifier=email, password=password, client=client(device)),
+        pb.LoginRequest(
+            identifier=email,
+            password=password,
+            client=client(device),
+            device_proof=key_of(device).proof("Login", email),
+        ),
         timeout=TIMEOUT,
     )
     return reply
@@ -81,14 +107,17 @@ async def login_refusal(
     return error.code(), error.details() or ""
 
 
-async def registered(identity: IdentityOnCluster, email: str = VICTIM) -> list[tuple[str, str]]:
-    """Accounts holding ``email`` as a verified address: (status, registration device)."""
+async def registered(
+    identity: IdentityOnCluster, email: str = VICTIM
+) -> list[tuple[str, str | None]]:
+    """Accounts holding ``email`` as a verified address: (status, registration device's
+    label)."""
     rows = await identity.cluster.running["identity"].pool.fetch(
         "select a.status, a.registration_device_id from contacts c"
         " join accounts a on a.id = c.account_id where c.login_key = $1",
         email,
     )
-    return [(row["status"], row["registration_device_id"]) for row in rows]
+    return [(row["status"], label_of(row["registration_device_id"])) for row in rows]
 
 
 def other_code(*codes: str) -> str:
@@ -117,7 +146,7 @@ async def test_the_owner_who_verifies_gets_their_own_password_device_and_profile
     devices = await identity.cluster.running["identity"].pool.fetch(
         "select device_id from devices where account_id = $1", uuid.UUID(account_id)
     )
-    assert [row["device_id"] for row in devices] == ["phone-1"]
+    assert [label_of(row["device_id"]) for row in devices] == ["phone-1"]
     contacts = await identity.cluster.stub("identity", as_="notify").GetRegisteredContacts(
         pb.GetRegisteredContactsRequest(account_id=account_id), timeout=TIMEOUT
     )

@@ -46,13 +46,8 @@ async def test_a_replayed_password_from_a_new_device_gets_no_token_until_a_secon
     assert reply.WhichOneof("result") == "challenge"
     assert pb.CHALLENGE_METHOD_TOTP in reply.challenge.methods
     wrong = await refused(
-        identity.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(
-                challenge_id=reply.challenge.challenge_id,
-                totp_code="000000",
-                client=client("attacker-phone"),
-            ),
-            timeout=TIMEOUT,
+        identity.answer(
+            person, reply.challenge.challenge_id, client("attacker-phone"), totp_code="000000"
         )
     )
     assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -67,7 +62,8 @@ async def test_a_replayed_password_from_a_new_device_gets_no_token_until_a_secon
     session = await identity.sign_in_with_totp(person, device="new-phone")
     claims = jwt.decode(session.access_token, options={"verify_signature": False})
     assert claims["sub"] == person.account_id
-    assert claims["did"] == "new-phone"
+    assert claims["cnf"] == {"jkt": person.key("new-phone").thumbprint}
+    assert "did" not in claims
     assert sorted(claims["amr"]) == ["password", "totp"]
     assert claims["acr"] == "2"
     assert claims["exp"] - claims["iat"] <= 600
@@ -122,29 +118,15 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(
 ):
     person = await identity.register("hanako@example.jp")
     first = await identity.sign_in_with_email_code(person)
-    second = (
-        await identity.stub.RefreshSession(
-            pb.RefreshSessionRequest(refresh_token=first.refresh_token, client=client()),
-            timeout=TIMEOUT,
-        )
-    ).session
+    second = await identity.refresh(person, first.refresh_token)
     assert second.session_id == first.session_id
     assert second.refresh_token != first.refresh_token
 
-    stolen = await refused(
-        identity.stub.RefreshSession(
-            pb.RefreshSessionRequest(refresh_token=first.refresh_token, client=client()),
-            timeout=TIMEOUT,
-        )
-    )
+    # Even with the device's own proof, a spent refresh token is a second holder.
+    stolen = await refused(identity.refresh(person, first.refresh_token))
     assert stolen.code() == grpc.StatusCode.UNAUTHENTICATED
     # The legitimate holder's newer refresh token and access token die with the family.
-    newer = await refused(
-        identity.stub.RefreshSession(
-            pb.RefreshSessionRequest(refresh_token=second.refresh_token, client=client()),
-            timeout=TIMEOUT,
-        )
-    )
+    newer = await refused(identity.refresh(person, second.refresh_token))
     assert newer.code() == grpc.StatusCode.UNAUTHENTICATED
     listed = await refused(
         identity.stub.ListSessions(
@@ -160,7 +142,7 @@ async def test_a_password_only_session_cannot_obtain_a_wallet_token(identity: Id
     assert password_only.assurance_level == 1
     denied = await refused(
         identity.stub.ExchangeToken(
-            pb.ExchangeTokenRequest(audience="wallet", client=client()),
+            identity.exchange_request(person, password_only),
             metadata=identity.bearer(password_only),
             timeout=TIMEOUT,
         )
@@ -171,7 +153,7 @@ async def test_a_password_only_session_cannot_obtain_a_wallet_token(identity: Id
     by_email = await identity.sign_in_with_email_code(person, device="tablet")
     denied = await refused(
         identity.stub.ExchangeToken(
-            pb.ExchangeTokenRequest(audience="wallet", client=client("tablet")),
+            identity.exchange_request(person, by_email, "tablet"),
             metadata=identity.bearer(by_email),
             timeout=TIMEOUT,
         )
@@ -188,7 +170,7 @@ async def test_password_and_totp_on_the_registered_device_obtain_a_pairwise_wall
     await identity.enrol_totp(person, session)
     strong = await identity.sign_in_with_totp(person, device="phone-2")
     exchanged = await identity.stub.ExchangeToken(
-        pb.ExchangeTokenRequest(audience="wallet", client=client("phone-2")),
+        identity.exchange_request(person, strong, "phone-2"),
         metadata=identity.bearer(strong),
         timeout=TIMEOUT,
     )
@@ -200,10 +182,11 @@ async def test_password_and_totp_on_the_registered_device_obtain_a_pairwise_wall
         pb.GetRegisteredContactsRequest(payer_id=claims["sub"]), timeout=TIMEOUT
     )
     assert contacts.account_id == person.account_id
+    assert claims["cnf"] == {"jkt": person.key("phone-2").thumbprint}
     # Another device cannot use the session's token.
     elsewhere = await refused(
         identity.stub.ExchangeToken(
-            pb.ExchangeTokenRequest(audience="wallet", client=client("other-device")),
+            identity.exchange_request(person, strong, "other-device"),
             metadata=identity.bearer(strong),
             timeout=TIMEOUT,
         )
@@ -243,7 +226,7 @@ async def test_step_up_with_totp_raises_a_password_session_to_level_two(
     claims = jwt.decode(stepped.access_token, options={"verify_signature": False})
     assert sorted(claims["amr"]) == ["password", "totp"]
     exchanged = await identity.stub.ExchangeToken(
-        pb.ExchangeTokenRequest(audience="wallet", client=client()),
+        identity.exchange_request(person, stepped),
         metadata=identity.bearer(stepped),
         timeout=TIMEOUT,
     )
@@ -257,24 +240,18 @@ async def test_a_recovery_code_signs_in_once_and_never_opens_the_wallet(
     await identity.enrol_totp(person, (await identity.login(person)).session)
     assert len(set(person.recovery_codes)) == 10
 
-    async def recover(code: str, device: str = "new-phone") -> pb.VerifySecondFactorResponse:
+    async def recover(code: str, device: str = "new-phone") -> pb.SessionTokens:
         reply = await identity.login(person, device=device)
-        answer: pb.VerifySecondFactorResponse = await identity.stub.VerifySecondFactor(
-            pb.VerifySecondFactorRequest(
-                challenge_id=reply.challenge.challenge_id,
-                recovery_code=code,
-                client=client(device),
-            ),
-            timeout=TIMEOUT,
+        return await identity.answer(
+            person, reply.challenge.challenge_id, client(device), recovery_code=code
         )
-        return answer
 
     # Spelling does not matter; each code works once.
-    session = (await recover(person.recovery_codes[0].upper())).session
+    session = await recover(person.recovery_codes[0].upper())
     assert session.assurance_level == 1
     denied = await refused(
         identity.stub.ExchangeToken(
-            pb.ExchangeTokenRequest(audience="wallet", client=client("new-phone")),
+            identity.exchange_request(person, session, "new-phone"),
             metadata=identity.bearer(session),
             timeout=TIMEOUT,
         )

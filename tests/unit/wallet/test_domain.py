@@ -110,7 +110,7 @@ def claims(**overrides: Any) -> TokenClaims:
         "audience": "wallet",
         "issuer": "mamoru-identity",
         "session_id": "s1",
-        "device_id": "d1",
+        "device_key": "d1",
         "methods": ("pwd", "otp"),
         "assurance_level": 2,
         "auth_time": now,
@@ -138,7 +138,7 @@ def test_a_wallet_token_without_a_second_factor_or_a_device_is_refused() -> None
     with pytest.raises(PermissionDenied, match="second factor"):
         payer_claims_of(claims(assurance_level=1))
     with pytest.raises(PermissionDenied, match="registered device"):
-        payer_claims_of(claims(device_id=None))
+        payer_claims_of(claims(device_key=None))
     assert payer_claims_of(claims()).subject == "payer-1"
 
 
