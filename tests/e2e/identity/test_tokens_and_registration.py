@@ -8,7 +8,6 @@ import grpc
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from services.identity.device_proof import DeviceKey
 from tests.e2e.identity.conftest import IdentityOnCluster, queued_code_notices
 from tests.support.people import (
     TIMEOUT,
