@@ -353,6 +353,7 @@ async def test_verifying_an_address_another_account_holds_leaves_it_with_that_ac
     identity: IdentityOnCluster,
 ):
     owner = await identity.register(VICTIM, device="phone-1")
+    _KEYS["phone-1"] = owner.key("phone-1")
     other = await identity.register("mallory@example.jp", device="attacker-laptop")
     session = await identity.sign_in(other)
     before = len(identity.mailbox.to(VICTIM))
@@ -382,6 +383,7 @@ async def test_verifying_an_address_as_a_contact_ends_its_pending_registrations(
     attacker_code = await register(identity, ATTACKER_PASSWORD, "attacker-laptop")
     # The address's owner, who already has an account, adds it there and verifies it.
     owner = await identity.register("hanako.old@example.jp", device="phone-1")
+    _KEYS["phone-1"] = owner.key("phone-1")
     session = await identity.sign_in(owner)
     before = len(identity.mailbox.to(VICTIM))
     added = await identity.stub.AddContact(
