@@ -1,4 +1,5 @@
-"""What a revoked session made in the wallet dies with it.
+"""What a revoked session made in the wallet dies with it: payment and cash top-up
+codes, the holds made with them, and the payout account it registered.
 
 Identity's revocation stream reaches every replica. Each replica refuses the
 session's codes and holds at once from memory (``WalletStore.session_revoked``)
@@ -37,10 +38,6 @@ class SessionVoider:
         self._pending[session_id] = None
         self._arrived.set()
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Background job: void queued sessions until ``stop``; retry what failed."""
         while not stop.is_set():
@@ -54,7 +51,7 @@ class SessionVoider:
                 continue
             batch = list(self._pending)[:BATCH]
             try:
-                codes, holds = await self._store.void_sessions(batch)
+                codes, holds, payouts = await self._store.void_sessions(batch)
             except Exception:
                 # The database is away: memory keeps refusing, and the batch is retried.
                 log.exception("revoked_sessions.void_failed", sessions=len(batch))
@@ -63,5 +60,11 @@ class SessionVoider:
                 continue
             for session_id in batch:
                 self._pending.pop(session_id, None)
-            if codes or holds:
-                log.info("revoked_sessions.voided", codes=codes, holds=holds, sessions=len(batch))
+            if codes or holds or payouts:
+                log.info(
+                    "revoked_sessions.voided",
+                    codes=codes,
+                    holds=holds,
+                    payout_accounts=payouts,
+                    sessions=len(batch),
+                )

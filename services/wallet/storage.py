@@ -1098,10 +1098,10 @@ class WalletStore:
                 authorization_id=authorization_id,
             )
 
-    async def void_sessions(self, session_ids: Sequence[str]) -> tuple[int, int]:
-        """Void the live codes and release the holds made in ``session_ids`` (revoked
-        sessions); returns how many of each. Idempotent: every replica follows the
-        revocations and may void the same sessions.
+    async def void_sessions(self, session_ids: Sequence[str]) -> tuple[int, int, int]:
+        """Void the live codes, release the holds and forget the payout accounts made
+        in ``session_ids`` (revoked sessions); returns how many of each. Idempotent:
+        every replica follows the revocations and may void the same sessions.
 
         Each wallet concerned is locked first, as a capture locks it before spending
         a code or a hold, so a capture racing this either committed before (and its
@@ -1113,11 +1113,13 @@ class WalletStore:
                 " select wallet_id from one_time_codes"
                 "  where session_id = any($1::text[]) and status = 'active'"
                 " union all select wallet_id from authorizations"
-                "  where session_id = any($1::text[]) and status = 'held') as made",
+                "  where session_id = any($1::text[]) and status = 'held'"
+                " union all select wallet_id from payout_accounts"
+                "  where session_id = any($1::text[])) as made",
                 list(session_ids),
             )
             if not wallets:
-                return 0, 0
+                return 0, 0, 0
             await conn.execute(
                 "select 1 from wallets w join ledger_accounts a on a.id = w.id"
                 " where w.id = any($1::uuid[]) order by w.id for update of w, a",
@@ -1135,7 +1137,13 @@ class WalletStore:
                 " select count(*) from released",
                 list(session_ids),
             )
-        return int(codes), int(holds)
+            payouts = await conn.fetchval(
+                "with forgotten as (delete from payout_accounts"
+                " where session_id = any($1::text[]) returning 1)"
+                " select count(*) from forgotten",
+                list(session_ids),
+            )
+        return int(codes), int(holds), int(payouts)
 
     async def void_authorization(self, authorization_id: uuid.UUID, merchant_id: uuid.UUID) -> None:
         async with self.pool.acquire() as conn:
@@ -1586,25 +1594,31 @@ class WalletStore:
         branch_code: str,
         account_number: str,
         holder_name: str,
+        session_id: str = "",
     ) -> None:
-        """Set where payouts go; the holder is told of every new destination."""
+        """Set where payouts go, until ``session_id`` is revoked (``void_sessions``);
+        the holder is told of every new destination."""
         async with self.pool.acquire() as conn, conn.transaction():
-            changed = await conn.fetchval(
+            previous = await conn.fetchrow(
+                "select bank_code, branch_code, account_number, holder_name"
+                " from payout_accounts where wallet_id = $1 for update",
+                wallet_id,
+            )
+            given = (bank_code, branch_code, account_number, holder_name)
+            changed = previous is None or tuple(previous) != given
+            # The same destination set again belongs to the newer session from now on.
+            await conn.execute(
                 "insert into payout_accounts (wallet_id, bank_code, branch_code, account_number,"
-                " holder_name) values ($1, $2, $3, $4, $5) on conflict (wallet_id) do update"
+                " holder_name, session_id) values ($1, $2, $3, $4, $5, $6)"
+                " on conflict (wallet_id) do update"
                 " set bank_code = excluded.bank_code, branch_code = excluded.branch_code,"
                 " account_number = excluded.account_number, holder_name = excluded.holder_name,"
-                " updated_at = now()"
-                " where (payout_accounts.bank_code, payout_accounts.branch_code,"
-                " payout_accounts.account_number, payout_accounts.holder_name)"
-                " is distinct from (excluded.bank_code, excluded.branch_code,"
-                " excluded.account_number, excluded.holder_name)"
-                " returning true",
+                " session_id = excluded.session_id,"
+                " updated_at = case when $7 then now() else payout_accounts.updated_at end",
                 wallet_id,
-                bank_code,
-                branch_code,
-                account_number,
-                holder_name,
+                *given,
+                session_id,
+                changed,
             )
             if changed:
                 payer_id = await conn.fetchval(

@@ -74,8 +74,8 @@ async def test_a_code_and_a_hold_of_a_session_this_replica_knows_is_revoked_are_
             raise AssertionError("a revoked session's code or hold moved money")
     assert (await wallet_store.wallet_by_id(wallet.id)).balance == 10_000
     # Refused, not spent: voiding still finds both live and ends them for every replica.
-    assert await wallet_store.void_sessions(["gone"]) == (1, 1)
-    assert await wallet_store.void_sessions(["gone"]) == (0, 0)
+    assert await wallet_store.void_sessions(["gone"]) == (1, 1, 0)
+    assert await wallet_store.void_sessions(["gone"]) == (0, 0, 0)
 
 
 async def test_captures_racing_the_voiding_of_their_session_finish_first_or_are_refused(
@@ -132,3 +132,28 @@ async def test_captures_racing_the_voiding_of_their_session_finish_first_or_are_
         balance = (await wallet_store.wallet_by_id(wallet_id)).balance
         assert balance == 10_000 - int(spent)
     assert (await wallet_store.reconcile()).balanced
+
+
+async def test_a_payout_account_set_in_a_revoked_session_no_longer_receives_the_balance(
+    wallet_store: WalletStore,
+) -> None:
+    wallet = await funded_wallet(wallet_store, 10_000)
+    for session_id, account in (("owners", "1111111"), ("thiefs", "6666666")):
+        await wallet_store.register_payout_account(
+            wallet.id,
+            bank_code="0001",
+            branch_code="123",
+            account_number=account,
+            holder_name="ヤマダ タロウ",
+            session_id=session_id,
+        )
+
+    assert await wallet_store.void_sessions(["thiefs"]) == (0, 0, 1)
+
+    try:
+        await wallet_store.claim_payout(wallet.id, idempotency_key="payout", request_hash="all")
+    except FailedPrecondition as refused:
+        assert refused.reason == "PAYOUT_ACCOUNT_REQUIRED"
+    else:
+        raise AssertionError("the balance was paid to an account set in a revoked session")
+    assert (await wallet_store.wallet_by_id(wallet.id)).balance == 10_000
