@@ -1784,7 +1784,8 @@ class Drill:
             self.registers[-1].capture(code, TOBACCO_CARTON, [risk_pb2.GOODS_CATEGORY_TOBACCO])
         )
         if at_register is None:
-            self.attacker.yen_moved += TOBACCO_CARTON
+            # Money left the wallet, though not through the stuffing wave's IPs and
+            # devices: it stays out of the victim query's count.
             owner.balance -= TOBACCO_CARTON
         # The owner opens the wallet again (the passkey passes the cool-off): all there.
         person.session = None
