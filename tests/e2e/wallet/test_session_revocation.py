@@ -275,3 +275,27 @@ async def test_a_revocation_while_the_wallet_is_down_voids_the_sessions_codes_wh
     hold = await refused(capture(register, authorization_id=held.authorization_id))
     assert reason_of(hold) == "AUTHORIZATION_INVALID"
     assert await balance_of(running.running["wallet"], wallet_id) == 5_000
+
+
+async def test_a_payment_code_dies_on_every_wallet_replica(
+    running: Cluster, identity: IdentityDriver, wallet: Any
+) -> None:
+    register = await a_register(running)
+    payer, _ = await funded_payer(running, identity, wallet, 5_000)
+    wallet_id = (await payer.balance()).wallet.wallet_id
+    _, other_replica = await running.start_replica("wallet", env=IDENTITY_ENV)
+    # The code comes from the first replica; the register reaches the other one.
+    code = await payer.payment_code()
+    elsewhere = Register(other_replica(as_="pos"), register.metadata[0][1], register.store_id)
+    payer_elsewhere = Payer(
+        wallet=other_replica(as_="gateway"), person=payer.person, token=payer.token
+    )
+    assert (await payer_elsewhere.balance()).wallet.wallet_id == wallet_id
+
+    await lock_account(identity, payer)
+    await wait_until_the_wallet_refuses_the_token(payer)
+    await wait_until_the_wallet_refuses_the_token(payer_elsewhere)
+
+    stolen = await refused(capture(elsewhere, code=code))
+    assert reason_of(stolen) == "CODE_INVALID"
+    assert await balance_of(running.running["wallet"], wallet_id) == 5_000
