@@ -1653,11 +1653,12 @@ class WalletStore:
             if wallet["status"] == "frozen":
                 raise FailedPrecondition("WALLET_FROZEN", "the wallet is frozen")
             account = await conn.fetchrow(
-                "select bank_code, branch_code, account_number, holder_name"
+                "select bank_code, branch_code, account_number, holder_name, session_id"
                 " from payout_accounts where wallet_id = $1",
                 wallet_id,
             )
-            if account is None:
+            # Set in a session since revoked: void_sessions is about to forget it.
+            if account is None or self.session_revoked(account["session_id"]):
                 raise FailedPrecondition(
                     "PAYOUT_ACCOUNT_REQUIRED", "register a payout bank account first"
                 )

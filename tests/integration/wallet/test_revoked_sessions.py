@@ -148,12 +148,17 @@ async def test_a_payout_account_set_in_a_revoked_session_no_longer_receives_the_
             session_id=session_id,
         )
 
-    assert await wallet_store.void_sessions(["thiefs"]) == (0, 0, 1)
-
-    try:
-        await wallet_store.claim_payout(wallet.id, idempotency_key="payout", request_hash="all")
-    except FailedPrecondition as refused:
-        assert refused.reason == "PAYOUT_ACCOUNT_REQUIRED"
-    else:
-        raise AssertionError("the balance was paid to an account set in a revoked session")
+    # A replica that has heard of the revocation, before anything is voided.
+    replica = WalletStore(
+        wallet_store.pool, wallet_store.limits, session_revoked=lambda sid: sid == "thiefs"
+    )
+    for store in (replica, wallet_store):
+        if store is wallet_store:
+            assert await wallet_store.void_sessions(["thiefs"]) == (0, 0, 1)
+        try:
+            await store.claim_payout(wallet.id, idempotency_key="payout", request_hash="all")
+        except FailedPrecondition as refused:
+            assert refused.reason == "PAYOUT_ACCOUNT_REQUIRED"
+        else:
+            raise AssertionError("the balance was paid to an account set in a revoked session")
     assert (await wallet_store.wallet_by_id(wallet.id)).balance == 10_000
