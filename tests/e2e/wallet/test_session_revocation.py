@@ -255,9 +255,7 @@ async def test_a_revocation_while_the_wallet_is_down_voids_the_sessions_codes_wh
     register = await a_register(running)
     payer, _ = await funded_payer(running, identity, wallet, 5_000)
     wallet_id = (await payer.balance()).wallet.wallet_id
-    code = await payer.payment_code()
     held = await register.authorize(await payer.payment_code(), 1_000)
-    # The second code replaced the first: issue one more that is live when the wallet stops.
     code = await payer.payment_code()
 
     await running.stop("wallet")
