@@ -51,6 +51,7 @@ class Cluster:
         self.card_processor = SandboxProcessor()
         self.points_program = SandboxPointsProgram()
         self.running: dict[str, RunningService] = {}
+        self.replicas: list[RunningService] = []
         self.database_urls: dict[str, str] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._smtp_started = False
@@ -96,6 +97,34 @@ class Cluster:
                 name, settings, bootstrap.MIGRATIONS, bootstrap.build
             )
 
+    async def start_replica(
+        self, name: str, env: Mapping[str, str] | None = None
+    ) -> tuple[RunningService, Any]:
+        """One more replica of a started service: its own ports, the same database.
+        Returns it and a factory of stubs to it: ``stub(as_="pos")``."""
+        own_ports = {
+            f"{name.upper()}_GRPC_PORT": str(free_port()),
+            f"{name.upper()}_HEALTH_PORT": str(free_port()),
+        }
+        bootstrap = importlib.import_module(f"services.{name}.bootstrap")
+        settings_module = importlib.import_module(f"services.{name}.settings")
+        settings_cls = getattr(settings_module, f"{name.capitalize()}Settings")
+        environment = await self._environment(name, {**(env or {}), **own_ports})
+        replica = await start_service(
+            name, load_settings(settings_cls, environment), bootstrap.MIGRATIONS, bootstrap.build
+        )
+        self.replicas.append(replica)
+        module_name, stub_name = _STUBS[name]
+        stub_cls = getattr(importlib.import_module(module_name), stub_name)
+
+        def stub(*, as_: str = "operator") -> Any:
+            address = f"127.0.0.1:{replica.grpc_port}"
+            channel = secure_channel(address, load_tls(self.tls_dir, as_), server_name=name)
+            self._channels.append(channel)
+            return stub_cls(channel)
+
+        return replica, stub
+
     async def stop(self, *names: str) -> None:
         """Stop the named services (all when none are named)."""
         for name in names or tuple(reversed(self.running)):
@@ -121,6 +150,8 @@ class Cluster:
     async def close(self) -> None:
         for channel in self._channels:
             await channel.close()
+        for replica in self.replicas:
+            await replica.stop(grace=1.0)
         await self.stop()
         if self._smtp_started:
             await self.smtp.stop()

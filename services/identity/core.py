@@ -314,6 +314,9 @@ class Identity:
         keep: uuid.UUID | None,
         reason: str,
     ) -> list[uuid.UUID]:
+        """A credential or contact change: end what was begun before it, then every
+        other session (see ``storage.end_begun_with_old_credentials`` for the order)."""
+        await storage.end_begun_with_old_credentials(conn, account_id, keep=keep)
         return await storage.revoke_sessions(
             conn,
             account_id=account_id,
@@ -1972,6 +1975,7 @@ class Identity:
             if await storage.primary_email(conn, account_id) is None:
                 # The previous primary email takes its place again.
                 await storage.restore_earliest_primary_email(conn, account_id)
+            await storage.end_begun_with_old_credentials(conn, account_id, keep=None)
             await storage.revoke_sessions(
                 conn,
                 account_id=account_id,
@@ -2112,6 +2116,7 @@ class Identity:
             account = await storage.account_for_update(conn, account_id)
             if account is None:
                 raise session_ended()
+            await storage.end_begun_with_old_credentials(conn, account_id, keep=None)
             await storage.revoke_sessions(
                 conn,
                 account_id=account_id,
@@ -2145,6 +2150,7 @@ class Identity:
                 raise NotFound("ACCOUNT_NOT_FOUND", "no such open account")
             await storage.set_status(conn, account_id, "locked" if locked else "active")
             if locked:
+                await storage.end_begun_with_old_credentials(conn, account_id, keep=None)
                 await storage.revoke_sessions(
                     conn,
                     account_id=account_id,

@@ -604,8 +604,67 @@ async def revoke_sessions(
         token_lifetime,
     )
     if ids:
+        await end_begun_in_sessions(conn, account_id, ids)
         await conn.execute(f"notify {REVOCATIONS_CHANNEL}")
     return list(ids)
+
+
+async def end_begun_in_sessions(
+    conn: asyncpg.Connection, account_id: uuid.UUID, session_ids: Sequence[uuid.UUID]
+) -> None:
+    """What revoked sessions began and never finished ends with them: step-ups,
+    passkey registrations and authenticator app enrolments. An enrolment does not
+    record its session, so every pending one of the account ends (it is begun
+    again in a minute; one left behind could be confirmed by another session)."""
+    await conn.execute(
+        "update challenges set completed_at = now()"
+        " where session_id = any($1::uuid[]) and completed_at is null",
+        list(session_ids),
+    )
+    await conn.execute(
+        "update ceremonies set completed_at = now()"
+        " where session_id = any($1::uuid[]) and completed_at is null",
+        list(session_ids),
+    )
+    await conn.execute(
+        "update factors set removed_at = now()"
+        " where account_id = $1 and confirmed_at is null and removed_at is null",
+        account_id,
+    )
+
+
+async def end_begun_with_old_credentials(
+    conn: asyncpg.Connection, account_id: uuid.UUID, *, keep: uuid.UUID | None
+) -> None:
+    """A credential change ends everything begun before it that could still change
+    the account or sign in to it: sign-in challenges (an email code begun with the
+    old password), other sessions' step-ups, unused reset links, pending enrolments
+    and the codes of contacts not yet verified.
+
+    Run before the sessions are revoked: closing a challenge waits for an answer
+    being checked under its row lock, so a sign-in finishing at this moment opens
+    its session first and is then revoked with the others."""
+    await conn.execute(
+        "update challenges set completed_at = now() where account_id = $1"
+        " and completed_at is null"
+        " and (session_id is null or session_id is distinct from $2::uuid)",
+        account_id,
+        keep,
+    )
+    await conn.execute(
+        "update password_resets set used_at = now() where account_id = $1 and used_at is null",
+        account_id,
+    )
+    await conn.execute(
+        "update factors set removed_at = now()"
+        " where account_id = $1 and confirmed_at is null and removed_at is null",
+        account_id,
+    )
+    await conn.execute(
+        "update contacts set code_hash = null where account_id = $1 and not verified"
+        " and removed_at is null and code_hash is not null",
+        account_id,
+    )
 
 
 async def revocations_after(
@@ -1065,6 +1124,26 @@ async def run_reset_batch(
         ), announced as (
             insert into revocations (session_id, expires_at)
             select id, now() + $6 from revoked
+        ), challenges_closed as (
+            -- What was begun with the expired password or in the revoked sessions
+            -- ends with them (as end_begun_with_old_credentials does one by one).
+            update challenges set completed_at = now()
+            where account_id in (select id from batch) and completed_at is null
+        ), ceremonies_closed as (
+            update ceremonies set completed_at = now()
+            where session_id in (select id from revoked) and completed_at is null
+        ), enrolments_ended as (
+            update factors set removed_at = now()
+            where account_id in (select id from batch)
+              and confirmed_at is null and removed_at is null
+        ), contact_codes_ended as (
+            update contacts set code_hash = null
+            where account_id in (select id from batch) and not verified
+              and removed_at is null and code_hash is not null
+        ), old_links_used as (
+            -- Sees the table as it was before this statement: the new links stay unused.
+            update password_resets set used_at = now()
+            where account_id in (select id from batch) and used_at is null
         ), links as materialized (
             select id as account_id,
                    replace(gen_random_uuid()::text, '-', '')

@@ -197,8 +197,19 @@ async def _until_stopped(
         stopper.cancel()
 
 
-def follow_revocations(channel: grpc.aio.Channel, revocations: RevocationList) -> Follower:
-    """Background job: apply identity's WatchRevocations to ``revocations``."""
+def follow_revocations(
+    channel: grpc.aio.Channel,
+    revocations: RevocationList,
+    *,
+    on_revoked: Callable[[str], None] | None = None,
+) -> Follower:
+    """Background job: apply identity's WatchRevocations to ``revocations``.
+
+    ``on_revoked`` hears of every revoked session too (once the list refuses its
+    tokens), for a service that must also end what the session made; it must not
+    block. A restarted follower starts from the beginning, so it hears again of
+    every revocation whose tokens could still be alive.
+    """
     stub = identity_pb2_grpc.IdentityServiceStub(channel)
     last_sequence = 0
 
@@ -207,6 +218,8 @@ def follow_revocations(channel: grpc.aio.Channel, revocations: RevocationList) -
         until = item.expires_at.ToDatetime(tzinfo=UTC)
         if until > datetime.now(UTC):
             revocations.revoke(item.session_id, until)
+            if on_revoked is not None:
+                on_revoked(item.session_id)
         last_sequence = max(last_sequence, item.sequence)
 
     def subscribe() -> Any:

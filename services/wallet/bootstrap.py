@@ -20,6 +20,7 @@ from services.wallet.app import outbox_delivery
 from services.wallet.grpc_api import WalletServicer
 from services.wallet.points import PointsProgram
 from services.wallet.processor import CardProcessor
+from services.wallet.revocations import SessionVoider
 from services.wallet.risk_gate import RiskGate
 from services.wallet.settings import WalletSettings
 from services.wallet.storage import WalletStore
@@ -41,7 +42,13 @@ async def build(resources: Resources) -> ServiceApp:
         settings.processor_url, timeout_seconds=settings.processor_timeout_seconds
     )
     points = PointsProgram(settings.points_url, timeout_seconds=settings.points_timeout_seconds)
-    store = WalletStore(resources.pool, settings.limits(), timezone=settings.timezone)
+    store = WalletStore(
+        resources.pool,
+        settings.limits(),
+        timezone=settings.timezone,
+        session_revoked=revocations.is_revoked,
+    )
+    voider = SessionVoider(store)
     relay = OutboxRelay(
         resources.pool,
         outbox_delivery(notify_pb2_grpc.NotifyServiceStub(notify), gate.record_outcome, processor),
@@ -53,7 +60,8 @@ async def build(resources: Resources) -> ServiceApp:
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
         background=[
-            follow_revocations(identity, revocations),
+            follow_revocations(identity, revocations, on_revoked=voider.revoked),
+            voider.run,
             follow_policies(risk, policies, subscriber=f"wallet@{resources.name}"),
             relay.run,
         ],

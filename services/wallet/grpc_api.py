@@ -847,6 +847,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             branch_code=request.branch_code,
             account_number=request.account_number,
             holder_name=request.holder_name,
+            session_id=claims.session_id,
         )
         return wallet_pb2.RegisterPayoutAccountResponse()
 

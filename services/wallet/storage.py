@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -185,12 +185,25 @@ def decode_page_token(token: str, field: str, parts: int) -> list[str]:
 
 
 class WalletStore:
-    """The wallet's database, behind use-case sized methods."""
+    """The wallet's database, behind use-case sized methods.
 
-    def __init__(self, pool: asyncpg.Pool, limits: Limits, *, timezone: str = "Asia/Tokyo"):
+    ``session_revoked`` says whether identity has revoked a session (this replica's
+    copy of the revocation stream): a code or hold of such a session is refused
+    even before ``void_sessions`` has voided it in the database.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        limits: Limits,
+        *,
+        timezone: str = "Asia/Tokyo",
+        session_revoked: Callable[[str], bool] | None = None,
+    ):
         self.pool = pool
         self.limits = limits
         self.timezone = timezone
+        self.session_revoked = session_revoked or _never_revoked
 
     # ---- wallets -------------------------------------------------------------------
 
@@ -855,7 +868,7 @@ class WalletStore:
                 code_hash(code),
                 purpose,
             )
-        if row is None:
+        if row is None or self.session_revoked(row["session_id"]):
             return None
         return CodeHolder(
             row["wallet_id"], row["payer_id"], row["device_id"], row["session_id"], row["channel"]
@@ -884,7 +897,10 @@ class WalletStore:
             code_hash(code),
             purpose,
         )
-        if row is None:
+        # Checked under the wallet's lock, which void_sessions takes too: a capture
+        # either commits before the session's codes are voided or is refused here
+        # (the rollback leaves the code for void_sessions).
+        if row is None or self.session_revoked(row["session_id"]):
             raise FailedPrecondition("CODE_INVALID", "the code is unknown, used or expired")
         return row
 
@@ -1044,6 +1060,19 @@ class WalletStore:
             first = await self._claim_key(conn, scope, idempotency_key, request_hash)
             if isinstance(first, dict):
                 return first
+            invalid_hold = FailedPrecondition(
+                "AUTHORIZATION_INVALID", "the authorization is unknown, used or expired"
+            )
+            # The wallet is locked before the hold, in the same order as void_sessions
+            # and the code paths (wallet, then its codes and holds), so none can deadlock.
+            holder = await conn.fetchval(
+                "select wallet_id from authorizations where id = $1 and merchant_id = $2",
+                authorization_id,
+                store.merchant_id,
+            )
+            if holder is None:
+                raise invalid_hold
+            await self._lock_wallet(conn, holder)
             hold = await conn.fetchrow(
                 "update authorizations set status = 'captured'"
                 " where id = $1 and merchant_id = $2 and status = 'held'"
@@ -1051,10 +1080,9 @@ class WalletStore:
                 authorization_id,
                 store.merchant_id,
             )
-            if hold is None:
-                raise FailedPrecondition(
-                    "AUTHORIZATION_INVALID", "the authorization is unknown, used or expired"
-                )
+            # A hold made in a revoked session is money the payer no longer vouches for.
+            if hold is None or self.session_revoked(hold["session_id"]):
+                raise invalid_hold
             if amount > int(hold["amount"]):
                 raise invalid("amount.amount_minor", "must not exceed the authorized amount")
             return await self._capture(
@@ -1069,6 +1097,53 @@ class WalletStore:
                 decision_id="",
                 authorization_id=authorization_id,
             )
+
+    async def void_sessions(self, session_ids: Sequence[str]) -> tuple[int, int, int]:
+        """Void the live codes, release the holds and forget the payout accounts made
+        in ``session_ids`` (revoked sessions); returns how many of each. Idempotent:
+        every replica follows the revocations and may void the same sessions.
+
+        Each wallet concerned is locked first, as a capture locks it before spending
+        a code or a hold, so a capture racing this either committed before (and its
+        code or hold is no longer live) or finds the code or hold voided.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            wallets = await conn.fetchval(
+                "select coalesce(array_agg(distinct wallet_id), '{}') from ("
+                " select wallet_id from one_time_codes"
+                "  where session_id = any($1::text[]) and status = 'active'"
+                " union all select wallet_id from authorizations"
+                "  where session_id = any($1::text[]) and status = 'held'"
+                " union all select wallet_id from payout_accounts"
+                "  where session_id = any($1::text[])) as made",
+                list(session_ids),
+            )
+            if not wallets:
+                return 0, 0, 0
+            await conn.execute(
+                "select 1 from wallets w join ledger_accounts a on a.id = w.id"
+                " where w.id = any($1::uuid[]) order by w.id for update of w, a",
+                wallets,
+            )
+            codes = await conn.fetchval(
+                "with voided as (update one_time_codes set status = 'voided'"
+                " where session_id = any($1::text[]) and status = 'active' returning 1)"
+                " select count(*) from voided",
+                list(session_ids),
+            )
+            holds = await conn.fetchval(
+                "with released as (update authorizations set status = 'voided'"
+                " where session_id = any($1::text[]) and status = 'held' returning 1)"
+                " select count(*) from released",
+                list(session_ids),
+            )
+            payouts = await conn.fetchval(
+                "with forgotten as (delete from payout_accounts"
+                " where session_id = any($1::text[]) returning 1)"
+                " select count(*) from forgotten",
+                list(session_ids),
+            )
+        return int(codes), int(holds), int(payouts)
 
     async def void_authorization(self, authorization_id: uuid.UUID, merchant_id: uuid.UUID) -> None:
         async with self.pool.acquire() as conn:
@@ -1519,25 +1594,31 @@ class WalletStore:
         branch_code: str,
         account_number: str,
         holder_name: str,
+        session_id: str = "",
     ) -> None:
-        """Set where payouts go; the holder is told of every new destination."""
+        """Set where payouts go, until ``session_id`` is revoked (``void_sessions``);
+        the holder is told of every new destination."""
         async with self.pool.acquire() as conn, conn.transaction():
-            changed = await conn.fetchval(
+            previous = await conn.fetchrow(
+                "select bank_code, branch_code, account_number, holder_name"
+                " from payout_accounts where wallet_id = $1 for update",
+                wallet_id,
+            )
+            given = (bank_code, branch_code, account_number, holder_name)
+            changed = previous is None or tuple(previous) != given
+            # The same destination set again belongs to the newer session from now on.
+            await conn.execute(
                 "insert into payout_accounts (wallet_id, bank_code, branch_code, account_number,"
-                " holder_name) values ($1, $2, $3, $4, $5) on conflict (wallet_id) do update"
+                " holder_name, session_id) values ($1, $2, $3, $4, $5, $6)"
+                " on conflict (wallet_id) do update"
                 " set bank_code = excluded.bank_code, branch_code = excluded.branch_code,"
                 " account_number = excluded.account_number, holder_name = excluded.holder_name,"
-                " updated_at = now()"
-                " where (payout_accounts.bank_code, payout_accounts.branch_code,"
-                " payout_accounts.account_number, payout_accounts.holder_name)"
-                " is distinct from (excluded.bank_code, excluded.branch_code,"
-                " excluded.account_number, excluded.holder_name)"
-                " returning true",
+                " session_id = excluded.session_id,"
+                " updated_at = case when $7 then now() else payout_accounts.updated_at end",
                 wallet_id,
-                bank_code,
-                branch_code,
-                account_number,
-                holder_name,
+                *given,
+                session_id,
+                changed,
             )
             if changed:
                 payer_id = await conn.fetchval(
@@ -1572,11 +1653,12 @@ class WalletStore:
             if wallet["status"] == "frozen":
                 raise FailedPrecondition("WALLET_FROZEN", "the wallet is frozen")
             account = await conn.fetchrow(
-                "select bank_code, branch_code, account_number, holder_name"
+                "select bank_code, branch_code, account_number, holder_name, session_id"
                 " from payout_accounts where wallet_id = $1",
                 wallet_id,
             )
-            if account is None:
+            # Set in a session since revoked: void_sessions is about to forget it.
+            if account is None or self.session_revoked(account["session_id"]):
                 raise FailedPrecondition(
                     "PAYOUT_ACCOUNT_REQUIRED", "register a payout bank account first"
                 )
@@ -1649,6 +1731,10 @@ class WalletStore:
         ]
         more = page[-1].wallet_id if len(rows) > limit else None
         return page, int(totals["total"]), int(totals["wallets"]), more
+
+
+def _never_revoked(session_id: str) -> bool:
+    return False
 
 
 def _require_active(status: str) -> None:

@@ -18,9 +18,11 @@ principals, and through the mailbox of the local SMTP server:
 3. Detection and response: risk raises the stuffing alert by itself; an operator
    blocks the attacking countries, suspends card top-ups, sign-ups and
    external-ID sign-in, and each switch is probed until it holds.
-4. Victims: people report "this wasn't me"; the victim query over the attacker's
-   IPs and devices must name exactly the accounts the attacker reached, with the
-   money moved; CompensateCase settles it and a re-run pays nothing.
+4. Victims: a thief holding a fresh payment code from a stolen phone is at a
+   register when the owner resets the password, and the capture is refused;
+   people report "this wasn't me"; the victim query over the attacker's IPs and
+   devices must name exactly the accounts the attacker reached, with the money
+   moved; CompensateCase settles it and a re-run pays nothing.
 5. Forced reset: every password is reset; each holder gets one notice at the
    registered address; every old session dies.
 6. Wind-down: balances are paid out or listed as unclaimed; Reconcile balances.
@@ -97,6 +99,10 @@ MERCHANT_CATEGORY = "5411"  # grocery stores and supermarkets
 FOREIGN_PREFIXES = {"CN": "36.110", "RU": "95.165", "VN": "14.160", "US": "8.8"}
 DOMESTIC_PREFIXES = ("126.10", "153.128")
 NEW_PASSWORD = "a brand new passphrase after the incident"
+OWNERS_OWN_RESET_PASSWORD = "my phone was stolen at the register"
+# Everything a session made stops working within this long of its revocation.
+REVOCATION_DEADLINE_SECONDS = 5.0
+TOBACCO_CARTON = 1_000
 FORCED_RESET_SUBJECTS = ("パスワードの再設定が必要です", "please choose a new password")
 WIND_DOWN_SUBJECTS = ("サービス終了", "the service is closing")
 OPERATOR_ALERT_SUBJECTS = ("アラート", "alert")
@@ -1772,6 +1778,7 @@ class Drill:
         async with self.timeline.phase(
             "victims", "4. Victims: reports, the victim query, compensation"
         ) as phase:
+            await self._reset_while_a_thief_holds_a_code(phase)
             # Victims whose inbox was open stop the attacker's address change by its link.
             frozen = 0
             for email in sorted({email for email, _ in self.facts.get("attacker_contacts", [])}):
@@ -1923,6 +1930,91 @@ class Drill:
                     timeout=TIMEOUT,
                 )
                 self.operator_actions.append(("wallet unfrozen", f"case {main_case} settled"))
+
+    async def _reset_while_a_thief_holds_a_code(self, phase: Phase) -> None:
+        """A phone is taken with the wallet open: the thief has a fresh payment code on
+        its screen and walks to a register, while the owner resets the password from
+        a laptop with the link from the inbox. The reset must reach the code: once the
+        wallet refuses the phone's token, the register is refused too."""
+        name = "payment_code_dies_with_the_owners_reset"
+        control = (
+            "a payment code outlived the owner's password reset: money moved after the "
+            "owner took the account back"
+        )
+        victims = {f.pair.email for f in self.attacker.discovered}
+        owner = next(
+            (
+                m
+                for m in self.members
+                if m.kind == "passkey"
+                and m.balance >= TOBACCO_CARTON
+                and m.person.email not in victims
+            ),
+            None,
+        )
+        if owner is None:
+            self.checked(name, False, "no passkey holder with money to steal", control)
+            return
+        person = owner.person
+        person.session = None
+        phone = await self.people.payer(person, self.wallet)
+        owner.wallet_tokens.append(phone.token)
+        code = await phone.payment_code()
+
+        laptop = client("owners-laptop", person.ip)
+        before = len(self.mailbox.to(person.email))
+        await self.identity.RequestPasswordReset(
+            idp.RequestPasswordResetRequest(identifier=person.email, client=laptop),
+            timeout=TIMEOUT,
+        )
+        link = await self._next_mail(person.email, before, has_reset_link)
+        await self.identity.CompletePasswordReset(
+            idp.CompletePasswordResetRequest(
+                reset_token=reset_token_in(link.text()),
+                new_password=OWNERS_OWN_RESET_PASSWORD,
+                client=laptop,
+            ),
+            timeout=TIMEOUT,
+        )
+        person.password = OWNERS_OWN_RESET_PASSWORD
+
+        async def phone_refused() -> bool:
+            error = await refusal(phone.balance())
+            return error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        learned = await until(phone_refused, REVOCATION_DEADLINE_SECONDS, every=0.05)
+        at_register = await refusal(
+            self.registers[-1].capture(code, TOBACCO_CARTON, [risk_pb2.GOODS_CATEGORY_TOBACCO])
+        )
+        if at_register is None:
+            # Money left the wallet, though not through the stuffing wave's IPs and
+            # devices: it stays out of the victim query's count.
+            owner.balance -= TOBACCO_CARTON
+        # The owner opens the wallet again (the passkey passes the cool-off): all there.
+        person.session = None
+        again = await self.people.payer(person, self.wallet)
+        owner.wallet_tokens.append(again.token)
+        if person.session is not None:
+            owner.sessions.append(person.session)
+        balance = (await again.balance()).wallet.balance.amount_minor
+        phase.counts["payment_codes_captured_after_the_owners_reset"] = int(at_register is None)
+        phase.notes.append(
+            "owner's reset reached the wallet after "
+            + (f"{learned:.2f} s" if learned is not None else "more than 5 s")
+            + f"; the thief's capture: {describe(at_register)}"
+        )
+        self.checked(
+            name,
+            learned is not None
+            and at_register is not None
+            and reason_of(at_register) == "CODE_INVALID"
+            and balance == owner.balance,
+            "wallet refused the phone's token after "
+            + (f"{learned:.2f} s" if learned is not None else "never (5 s)")
+            + f"; capture at the register: {describe(at_register)}; balance {balance} yen, "
+            f"{owner.balance} expected",
+            control,
+        )
 
     # 5. Forced reset --------------------------------------------------------------
 

@@ -37,6 +37,7 @@ REQUIRED_CHECKS = (
     "switch_effective:external_login:line",
     "blocked_countries_refused",
     "sign_ups_suspended",
+    "payment_code_dies_with_the_owners_reset",
     "victims_found_exactly",
     "compensation_settles_and_reruns_change_nothing",
     "forced_reset_one_notice_each_at_the_registered_address",
