@@ -199,6 +199,12 @@ CONTROLS = {
     "reset_links_only_to_registered_addresses": (
         "a reset reaches the registered address only; the reset API has no destination"
     ),
+    "a_copied_device_is_a_new_device": (
+        "a known device is proven by its key: a copied device id or proof is a new device"
+    ),
+    "payment_code_dies_with_the_owners_reset": (
+        "whatever a session created dies with it: a payment code dies with the owner's reset"
+    ),
 }
 
 
