@@ -3,7 +3,8 @@
     python -m services.devstack.call --help              services and their methods
     python -m services.devstack.call wallet --help       one service's methods, who may call each
     python -m services.devstack.call risk GetPolicies '{}'
-    MAMORU_AS=gateway python -m services.devstack.call identity Login '{"identifier": ...}'
+    MAMORU_AS=gateway python -m services.devstack.call identity Login '{"identifier": ...}' \\
+        --demo-phone
     MAMORU_AS=pos python -m services.devstack.call wallet CapturePayment '{...}' \\
         --merchant-key KEY
 

@@ -135,7 +135,7 @@ async def test_a_proof_bound_to_a_token_without_one_or_a_missing_key_is_bad_usag
     assert code == 2 and "make run" in err
 
 
-async def test_the_device_option_makes_identity_know_the_registered_phone(
+async def test_the_device_option_signs_in_and_refreshes_as_the_registered_phone(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await start_identity(cluster)
@@ -145,17 +145,20 @@ async def test_the_device_option_makes_identity_know_the_registered_phone(
     pem.write_bytes(person.key().private_pem())
     monkeypatch.setenv("IDENTITY_ADDRESS", cluster.address("identity"))
     monkeypatch.setenv("MAMORU_TLS_DIR", str(cluster.tls_dir))
-    login = json.dumps(
-        {
-            "identifier": person.email,
-            "password": person.password,
-            "client": {"deviceId": person.device, "ipAddress": person.ip, "userAgent": "t"},
-        }
-    )
+    where = {"deviceId": person.device, "ipAddress": person.ip, "userAgent": "t"}
+    login = json.dumps({"identifier": person.email, "password": person.password, "client": where})
     # The same label without the key is a new device: a second factor is asked for.
     code, out, err = await run("--as", "gateway", "identity", "Login", login)
     assert code == 0, err
     assert "challenge" in json.loads(out)
     code, out, err = await run("--as", "gateway", "--device", str(pem), "identity", "Login", login)
     assert code == 0, err
-    assert json.loads(out)["session"]["accessToken"]
+    session = json.loads(out)["session"]
+    assert session["accessToken"]
+    # A session bound to the key refreshes only with a proof bound to its refresh token.
+    refresh = json.dumps({"refreshToken": session["refreshToken"], "client": where})
+    code, out, err = await run(
+        "--as", "gateway", "--device", str(pem), "identity", "RefreshSession", refresh
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["session"]["refreshToken"] != session["refreshToken"]
