@@ -54,8 +54,9 @@ def binding(value: str) -> str:
 
 
 # What each RPC's proof is bound to (its ``bnd``): a field of its request, as sent, or
-# the bearer access token the call carries (as DPoP's ``ath``). Identity verifies
-# each RPC against this value; a client that signs proofs for any request reads it here.
+# the bearer access token the call carries (as DPoP's ``ath``), as the contract's
+# device_proof comments say and identity checks. A client that signs proofs for any
+# request (the call tool, the demo) reads the rule here rather than keeping its own.
 BEARER = "(the call's bearer token)"
 BOUND_TO: dict[str, str] = {
     "Register": "email",
