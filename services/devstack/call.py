@@ -3,7 +3,8 @@
     python -m services.devstack.call --help              services and their methods
     python -m services.devstack.call wallet --help       one service's methods, who may call each
     python -m services.devstack.call risk GetPolicies '{}'
-    MAMORU_AS=gateway python -m services.devstack.call identity Login '{"identifier": ...}'
+    MAMORU_AS=gateway python -m services.devstack.call identity Login '{"identifier": ...}' \\
+        --demo-phone
     MAMORU_AS=pos python -m services.devstack.call wallet CapturePayment '{...}' \\
         --merchant-key KEY
 
@@ -15,6 +16,10 @@ Options:
   -H, --header K:V     any other metadata, repeatable
   --get PATH           print only this field of the reply (camelCase, dotted:
                        session.accessToken); nothing when the reply lacks it
+  --device PEM         act as the device whose private key is in PEM: every request
+                       with a deviceProof field gets a fresh proof, bound as identity
+                       checks it (ExchangeToken: to --token)
+  --demo-phone         act as the demo person's phone: --device $MAMORU_VAR/demo-device.pem
 
 JSON field names are the camelCase of the contract (protos/), as in the replies.
 Environment: MAMORU_TLS_DIR (default $MAMORU_VAR/tls, MAMORU_VAR defaulting to
@@ -40,7 +45,9 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import error_details_pb2, status_pb2
 
+from services.devstack import demo
 from services.devstack.stack import DEFAULT_PORTS
+from services.identity.device_proof import BEARER, BOUND_TO, DeviceKey
 from services.runtime.access import Access
 from services.runtime.pki import load_tls, secure_channel
 
@@ -178,10 +185,45 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--merchant-key", default="")
     parser.add_argument("-H", "--header", action="append", default=[])
     parser.add_argument("--get", default="")
+    parser.add_argument("--device", default="")
+    parser.add_argument("--demo-phone", action="store_true")
     parser.add_argument("service", nargs="?")
     parser.add_argument("method", nargs="?")
     parser.add_argument("body", nargs="?", default="{}")
     return parser
+
+
+def _var() -> Path:
+    return Path(os.environ.get("MAMORU_VAR", "var"))
+
+
+def _device(args: argparse.Namespace) -> DeviceKey | None:
+    """The key to sign proofs with, if the caller acts as a device."""
+    if args.device and args.demo_phone:
+        raise UsageError("--device and --demo-phone both name a device; give one")
+    try:
+        if args.demo_phone:
+            return demo.load_device_key(_var())
+        if args.device:
+            return DeviceKey.from_private_pem(Path(args.device).read_bytes())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"no device key: {error}") from None
+    return None
+
+
+def sign_as_device(
+    request: Any, method: str, device: DeviceKey | None, *, bearer_token: str
+) -> None:
+    """Fill ``device_proof`` with a fresh proof by ``device``, unless the JSON gave one."""
+    if device is None or "device_proof" not in request.DESCRIPTOR.fields_by_name:
+        return
+    if request.device_proof:
+        return
+    if method not in BOUND_TO:
+        raise UsageError(f"{method} takes a device proof, but what it binds is not known")
+    if BOUND_TO[method] == BEARER and not bearer_token:
+        raise UsageError(f"{method}'s device proof is bound to the bearer token: give --token")
+    request.device_proof = device.prove(method, request, bearer_token=bearer_token)
 
 
 def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -221,6 +263,7 @@ async def call(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.
         except json_format.ParseError as error:
             raise UsageError(f"the JSON does not fit {rpc.input_type.name}: {error}") from None
         metadata = _metadata(args)
+        sign_as_device(request, args.method, _device(args), bearer_token=args.token)
     except UsageError as error:
         print(f"call: {error}", file=err)
         return 2

@@ -2,19 +2,24 @@
 
 A person (password and an authenticator app, registered from their phone) with a
 wallet funded from a sandbox card, and a merchant with two stores and a register
-key. What a newcomer needs to use them (the password, the authenticator's secret,
-the merchant key, the store ids) is kept in ``var/demo.json``, readable only by
-its owner: it is what the person and the store would hold themselves. The file is
-written once everything exists, so a later start finds it and seeds nothing.
+key. The phone is what a real one is to identity: a P-256 key that signs a proof
+for every sign-in call, never a label. What a newcomer needs to use them (the
+password, the authenticator's secret, the merchant key, the store ids) is kept in
+``var/demo.json``, the phone's private key beside it in ``var/demo-device.pem``,
+both readable only by their owner: it is what the person, their phone and the
+store would hold themselves. ``demo.json`` is written once everything exists, so
+a later start finds it and seeds nothing.
 
 ``mamoru demo`` reads it: ``mamoru demo totp`` prints the authenticator's current
-code, ``mamoru demo show`` the whole file.
+code, ``mamoru demo show`` the whole file. The call tool's ``--demo-phone`` signs
+proofs with the phone's key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 import uuid
@@ -30,9 +35,11 @@ from mamoru.identity.v1 import identity_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.devstack.smtp import LocalSmtpServer
+from services.identity.device_proof import DeviceKey
 from services.runtime.pki import load_tls, secure_channel
 
 DEMO_FILE = "demo.json"
+DEVICE_KEY_FILE = "demo-device.pem"
 TIMEOUT = 30.0
 TOTP_STEP_SECONDS = 30
 EMAIL = "hanako.demo@example.jp"
@@ -61,6 +68,8 @@ class DemoPerson:
     # The last authenticator time step used; identity refuses a step twice.
     totp_last_step: int = 0
     card_funding_source_id: str = ""
+    # The phone's private key, a file beside this one (under MAMORU_VAR).
+    device_key_file: str = ""
 
 
 @dataclass
@@ -112,6 +121,38 @@ class Demo:
         partial.replace(path)
 
 
+def device_key_path(var_dir: Path) -> Path:
+    return var_dir / DEVICE_KEY_FILE
+
+
+def load_device_key(var_dir: Path) -> DeviceKey:
+    """The demo phone's key, as `make run` made it on its first start."""
+    path = device_key_path(var_dir)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no demo phone key in {path}: start `make run` once first"
+            " (a demo seeded before phones held keys needs `make clean`)"
+        )
+    return DeviceKey.from_private_pem(path.read_bytes())
+
+
+def phone_key(var_dir: Path) -> DeviceKey:
+    """The demo phone's key, made now (owner-only) unless an interrupted start made one:
+    the phone keeps its key, as a real one does, until `make clean`."""
+    path = device_key_path(var_dir)
+    if path.exists():
+        return DeviceKey.from_private_pem(path.read_bytes())
+    key = DeviceKey()
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    # Created owner-only, never readable by others even for a moment.
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.private_pem())
+    partial.replace(path)
+    return key
+
+
 def next_totp_step(last_step: int, now: float | None = None) -> int | None:
     """The earliest step after ``last_step`` identity accepts now (current or next), or
     None when both are used and the caller must wait for the clock."""
@@ -144,7 +185,9 @@ class _Seeder:
         wallet_operator: Any,
         mailbox: LocalSmtpServer,
         card_token: tuple[str, str],
+        device: DeviceKey,
     ) -> None:
+        self.device = device
         self.identity = identity
         self.wallet = wallet
         self.wallet_operator = wallet_operator
@@ -176,22 +219,21 @@ class _Seeder:
 
     async def register(self) -> str:
         before = len(self.mailbox.to(EMAIL))
-        await self.identity.Register(
-            idp.RegisterRequest(email=EMAIL, password=PASSWORD, client=self.client),
-            timeout=TIMEOUT,
-        )
+        register = idp.RegisterRequest(email=EMAIL, password=PASSWORD, client=self.client)
+        register.device_proof = self.device.prove("Register", register)
+        await self.identity.Register(register, timeout=TIMEOUT)
         code = await self._code_mailed(before, "確認コード", "verification code")
-        reply = await self.identity.VerifyEmail(
-            idp.VerifyEmailRequest(email=EMAIL, code=code, client=self.client), timeout=TIMEOUT
-        )
+        # The phone's key becomes the account's first device.
+        verify = idp.VerifyEmailRequest(email=EMAIL, code=code, client=self.client)
+        verify.device_proof = self.device.prove("VerifyEmail", verify)
+        reply = await self.identity.VerifyEmail(verify, timeout=TIMEOUT)
         return str(reply.account_id)
 
     async def sign_in(self) -> idp.SessionTokens:
         """Password, then whatever identity asks: the app's code, else a mailed code."""
-        reply = await self.identity.Login(
-            idp.LoginRequest(identifier=EMAIL, password=PASSWORD, client=self.client),
-            timeout=TIMEOUT,
-        )
+        login = idp.LoginRequest(identifier=EMAIL, password=PASSWORD, client=self.client)
+        login.device_proof = self.device.prove("Login", login)
+        reply = await self.identity.Login(login, timeout=TIMEOUT)
         if reply.HasField("session"):
             session: idp.SessionTokens = reply.session
             return session
@@ -207,12 +249,11 @@ class _Seeder:
             answer = {
                 "email_code": await self._code_mailed(before, "サインインコード", "sign-in code")
             }
-        verified = await self.identity.VerifySecondFactor(
-            idp.VerifySecondFactorRequest(
-                challenge_id=challenge.challenge_id, client=self.client, **answer
-            ),
-            timeout=TIMEOUT,
+        request = idp.VerifySecondFactorRequest(
+            challenge_id=challenge.challenge_id, client=self.client, **answer
         )
+        request.device_proof = self.device.prove("VerifySecondFactor", request)
+        verified = await self.identity.VerifySecondFactor(request, timeout=TIMEOUT)
         session = verified.session
         return session
 
@@ -233,7 +274,8 @@ class _Seeder:
     async def wallet_token(self) -> str:
         """A fresh session with password and the app's code, stepped up if needed."""
         session = await self.sign_in()
-        metadata = (("authorization", f"Bearer {session.access_token}"),)
+        bearer = session.access_token
+        metadata = (("authorization", f"Bearer {bearer}"),)
         if session.assurance_level < 2:
             begun = await self.identity.BeginStepUp(
                 idp.BeginStepUpRequest(client=self.client), metadata=metadata, timeout=TIMEOUT
@@ -243,12 +285,12 @@ class _Seeder:
                 metadata=metadata,
                 timeout=TIMEOUT,
             )
-            metadata = (("authorization", f"Bearer {raised.session.access_token}"),)
-        reply = await self.identity.ExchangeToken(
-            idp.ExchangeTokenRequest(audience="wallet", client=self.client),
-            metadata=metadata,
-            timeout=TIMEOUT,
-        )
+            bearer = raised.session.access_token
+            metadata = (("authorization", f"Bearer {bearer}"),)
+        # Only the session's own key, proving it holds this very token, opens the wallet.
+        exchange = idp.ExchangeTokenRequest(audience="wallet", client=self.client)
+        exchange.device_proof = self.device.prove("ExchangeToken", exchange, bearer_token=bearer)
+        reply = await self.identity.ExchangeToken(exchange, metadata=metadata, timeout=TIMEOUT)
         return str(reply.access_token)
 
     async def fund_wallet(self, token: str) -> str:
@@ -314,6 +356,11 @@ async def seed(
     """The demo, seeded now unless a previous start already did; (demo, seeded now)."""
     existing = Demo.load(var_dir)
     if existing is not None:
+        if not existing.person.device_key_file or not device_key_path(var_dir).exists():
+            raise RuntimeError(
+                f"the demo in {var_dir} was seeded before its phone held a key,"
+                " so it can no longer open its wallet"
+            )
         return existing, False
     channels = [
         secure_channel(identity_address, load_tls(tls_dir, "gateway"), server_name="identity"),
@@ -327,6 +374,7 @@ async def seed(
             wallet_pb2_grpc.WalletServiceStub(channels[2]),
             mailbox,
             card_token,
+            phone_key(var_dir),
         )
         account_id = await _register_once(seeder)
         await seeder.enrol_totp(await seeder.sign_in())
@@ -345,6 +393,7 @@ async def seed(
             totp_secret=seeder.totp_secret,
             totp_last_step=seeder.totp_step,
             card_funding_source_id=source_id,
+            device_key_file=DEVICE_KEY_FILE,
         ),
         merchant=merchant,
         wallet_top_up_yen=TOP_UP_YEN,
@@ -373,8 +422,9 @@ def usage(demo: Demo, *, identity: str, wallet: str) -> str:
         [
             "Demo (var/demo.json):",
             f"  person      {person.email}  password {person.password!r}",
-            f"              phone {person.device_id} at {person.ip_address}; authenticator app:"
-            " `.venv/bin/mamoru demo totp` prints its current code",
+            f"              phone {person.device_id} at {person.ip_address}, its key in"
+            f" var/{person.device_key_file} (the call tool's --demo-phone signs with it)",
+            "              authenticator app: `.venv/bin/mamoru demo totp` prints its current code",
             f"              wallet funded with {demo.wallet_top_up_yen:,} yen from a sandbox card",
             f"  merchant    {MERCHANT_NAME} {merchant.merchant_id}",
             f"              register key {merchant.merchant_key}",

@@ -32,6 +32,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf.message import Message
 
 PROOF_TYPE = "mamoru-device+jwt"
 ALGORITHM = "ES256"
@@ -50,6 +51,31 @@ def _b64url(data: bytes) -> str:
 def binding(value: str) -> str:
     """The ``bnd`` claim for a request about ``value``."""
     return _b64url(hashlib.sha256(value.encode("utf-8")).digest())
+
+
+# What each RPC's proof is bound to (its ``bnd``): a field of its request, as sent, or
+# the bearer access token the call carries (as DPoP's ``ath``), as the contract's
+# device_proof comments say and identity checks. A client that signs proofs for any
+# request (the call tool, the demo) reads the rule here rather than keeping its own.
+BEARER = "(the call's bearer token)"
+BOUND_TO: dict[str, str] = {
+    "Register": "email",
+    "VerifyEmail": "email",
+    "Login": "identifier",
+    "VerifySecondFactor": "challenge_id",
+    "BeginPasskeyLogin": "challenge_id",
+    "FinishPasskeyLogin": "ceremony_id",
+    "RefreshSession": "refresh_token",
+    "ExchangeToken": BEARER,
+}
+
+
+def bound_value(rpc: str, request: Message, *, bearer_token: str = "") -> str:
+    """What a proof for this call of ``rpc`` binds; KeyError for an RPC that takes none."""
+    bound_to = BOUND_TO[rpc]
+    if bound_to == BEARER:
+        return bearer_token
+    return str(getattr(request, bound_to))
 
 
 def _public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
@@ -173,6 +199,10 @@ class DeviceKey:
         }
         headers = {"typ": PROOF_TYPE, "jwk": self._jwk}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers=headers)
+
+    def prove(self, rpc: str, request: Message, *, bearer_token: str = "") -> str:
+        """A fresh proof for ``request`` to ``rpc``, bound as identity checks it."""
+        return self.proof(rpc, bound_value(rpc, request, bearer_token=bearer_token))
 
     def private_pem(self) -> bytes:
         """PKCS#8 PEM, so a device can be handed to another process (a load generator)."""

@@ -13,7 +13,9 @@ from services.devstack.demo import (
     Demo,
     DemoMerchant,
     DemoPerson,
+    load_device_key,
     next_totp_step,
+    phone_key,
     take_totp_code,
 )
 from services.risk import cli
@@ -46,6 +48,15 @@ def test_mamoru_demo_totp_gives_a_fresh_code_and_remembers_its_step(tmp_path: Pa
     assert (first, second) == (totp.at((last - 1) * 30), totp.at(last * 30))
     assert valid_for > 0
     assert (tmp_path / "demo.json").stat().st_mode & 0o077 == 0
+
+
+def test_the_demo_phone_keeps_one_owner_only_key_across_starts(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="make run"):
+        load_device_key(tmp_path)
+    made = phone_key(tmp_path)
+    assert (tmp_path / "demo-device.pem").stat().st_mode & 0o077 == 0
+    assert phone_key(tmp_path).thumbprint == made.thumbprint
+    assert load_device_key(tmp_path).thumbprint == made.thumbprint
 
 
 def test_policy_set_help_lists_every_switch_and_how_to_undo_one(

@@ -1,14 +1,19 @@
 """The call tool: help that lists what can be called and by whom, refusals that
-say which principal may call, field errors spelled as the JSON input, metadata."""
+say which principal may call, field errors spelled as the JSON input, metadata,
+and a device's proofs signed for whatever request takes one."""
 
 from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
+from mamoru.identity.v1 import identity_pb2 as idp
 
 from services.devstack import call
+from services.identity.device_proof import DeviceKey, verify_proof
+from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
 from tests.harness import Cluster
 
 
@@ -92,3 +97,68 @@ async def test_bad_usage_exits_two_and_says_why() -> None:
     assert code == 2 and "risk has: " in err
     code, _, err = await run("risk", "SetPolicy", '{"reson": "x"}')
     assert code == 2 and "reson" in err
+
+
+def test_a_device_signs_each_request_bound_as_identity_checks_it() -> None:
+    device = DeviceKey()
+    login = idp.LoginRequest(identifier="hanako@example.jp", password="pw")
+    call.sign_as_device(login, "Login", device, bearer_token="")
+    proven = verify_proof(login.device_proof, rpc="Login", bound="hanako@example.jp")
+    assert proven is not None and proven.thumbprint == device.thumbprint
+    exchange = idp.ExchangeTokenRequest(audience="wallet")
+    call.sign_as_device(exchange, "ExchangeToken", device, bearer_token="t1")
+    assert verify_proof(exchange.device_proof, rpc="ExchangeToken", bound="t1") is not None
+    assert verify_proof(exchange.device_proof, rpc="ExchangeToken", bound="") is None
+
+
+def test_a_device_leaves_alone_a_request_without_a_proof_or_with_its_own() -> None:
+    device = DeviceKey()
+    step_up = idp.BeginStepUpRequest()
+    call.sign_as_device(step_up, "BeginStepUp", device, bearer_token="t1")
+    assert step_up == idp.BeginStepUpRequest()
+    given = idp.LoginRequest(identifier="a@example.jp", device_proof="as the JSON said")
+    call.sign_as_device(given, "Login", device, bearer_token="")
+    assert given.device_proof == "as the JSON said"
+
+
+async def test_a_proof_bound_to_a_token_without_one_or_a_missing_key_is_bad_usage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pem = tmp_path / "phone.pem"
+    pem.write_bytes(DeviceKey().private_pem())
+    code, _, err = await run("--device", str(pem), "identity", "ExchangeToken", "{}")
+    assert code == 2 and "give --token" in err
+    code, _, err = await run("--device", str(tmp_path / "none.pem"), "identity", "Login", "{}")
+    assert code == 2 and "no device key" in err
+    monkeypatch.setenv("MAMORU_VAR", str(tmp_path))
+    code, _, err = await run("--demo-phone", "identity", "Login", "{}")
+    assert code == 2 and "make run" in err
+
+
+async def test_the_device_option_signs_in_and_refreshes_as_the_registered_phone(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await start_identity(cluster)
+    identity = IdentityOnCluster(cluster)
+    person = await identity.register("call.device@example.jp", "phone-1")
+    pem = tmp_path / "phone.pem"
+    pem.write_bytes(person.key().private_pem())
+    monkeypatch.setenv("IDENTITY_ADDRESS", cluster.address("identity"))
+    monkeypatch.setenv("MAMORU_TLS_DIR", str(cluster.tls_dir))
+    where = {"deviceId": person.device, "ipAddress": person.ip, "userAgent": "t"}
+    login = json.dumps({"identifier": person.email, "password": person.password, "client": where})
+    # The same label without the key is a new device: a second factor is asked for.
+    code, out, err = await run("--as", "gateway", "identity", "Login", login)
+    assert code == 0, err
+    assert "challenge" in json.loads(out)
+    code, out, err = await run("--as", "gateway", "--device", str(pem), "identity", "Login", login)
+    assert code == 0, err
+    session = json.loads(out)["session"]
+    assert session["accessToken"]
+    # A session bound to the key refreshes only with a proof bound to its refresh token.
+    refresh = json.dumps({"refreshToken": session["refreshToken"], "client": where})
+    code, out, err = await run(
+        "--as", "gateway", "--device", str(pem), "identity", "RefreshSession", refresh
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["session"]["refreshToken"] != session["refreshToken"]

@@ -192,6 +192,7 @@ def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun) 
 def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> None:
     demo_file = make_run.var / "demo.json"
     seeded = demo_file.read_text()
+    phone_key = (make_run.var / "demo-device.pem").read_bytes()
     mails_before = _mails_to(make_run.var, DEMO_EMAIL)
     make_run.stop()
     before = len(make_run.text())
@@ -199,6 +200,9 @@ def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> N
     assert "Demo already seeded" in make_run.text()[before:]
     assert "Seeding the demo" not in make_run.text()[before:]
     assert demo_file.read_text() == seeded
+    # The phone keeps the key identity knows it by, readable by its owner alone.
+    assert (make_run.var / "demo-device.pem").read_bytes() == phone_key
+    assert (make_run.var / "demo-device.pem").stat().st_mode & 0o077 == 0
     # No second registration: not one more mail reached the demo person.
     assert _mails_to(make_run.var, DEMO_EMAIL) == mails_before
 

@@ -11,11 +11,15 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.identity.device_proof import (
+    BEARER,
+    BOUND_TO,
     PROOF_TYPE,
     DeviceKey,
     binding,
+    bound_value,
     thumbprint,
     verify_proof,
 )
@@ -161,3 +165,28 @@ def test_a_proof_without_a_usable_jti_or_iat_proves_nothing(claims: dict[str, An
 @pytest.mark.parametrize("proof", ["", "not a token", "a.b.c", "x" * 5000])
 def test_garbage_proves_nothing(proof: str) -> None:
     assert verify_proof(proof, rpc="Login", bound="hanako@example.jp") is None
+
+
+def test_every_rpc_taking_a_proof_says_what_it_binds_and_nothing_else_does() -> None:
+    service = pb.DESCRIPTOR.services_by_name["IdentityService"]
+    taking = {
+        name: method.input_type
+        for name, method in service.methods_by_name.items()
+        if "device_proof" in method.input_type.fields_by_name
+    }
+    assert set(BOUND_TO) == set(taking)
+    for rpc, bound_to in BOUND_TO.items():
+        assert bound_to == BEARER or bound_to in taking[rpc].fields_by_name, rpc
+
+
+def test_a_proof_for_a_request_binds_its_field_or_the_bearer_token() -> None:
+    key = DeviceKey()
+    login = pb.LoginRequest(identifier="hanako@example.jp")
+    assert verify_proof(key.prove("Login", login), rpc="Login", bound="hanako@example.jp")
+    verify = pb.VerifySecondFactorRequest(challenge_id="c-1")
+    assert bound_value("VerifySecondFactor", verify) == "c-1"
+    assert bound_value("BeginPasskeyLogin", pb.BeginPasskeyLoginRequest()) == ""
+    exchange = pb.ExchangeTokenRequest(audience="wallet")
+    proof = key.prove("ExchangeToken", exchange, bearer_token="token-1")
+    assert verify_proof(proof, rpc="ExchangeToken", bound="token-1")
+    assert not verify_proof(proof, rpc="ExchangeToken", bound="wallet")
