@@ -40,8 +40,6 @@ from google.protobuf.message import Message
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
-from services.devstack import demo as local_demo
-from services.devstack.mailbox_view import read_mailbox, render
 from services.runtime.pki import load_tls, secure_channel
 
 TIMEOUT_SECONDS = 30.0
@@ -130,6 +128,11 @@ def _var() -> Path:
 
 def local_command(args: argparse.Namespace, out: TextIO) -> int:
     """``mail`` and ``demo``: read `make run`'s files, no server involved."""
+    # Imported here: they read the local stack's files, and the production image
+    # ships the operator commands without services.devstack.
+    from services.devstack import demo as local_demo
+    from services.devstack.mailbox_view import read_mailbox, render
+
     if args.command == "mail":
         mails = read_mailbox(_var() / "mail")
         if args.to:
