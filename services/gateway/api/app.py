@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from fastapi.routing import APIRoute
 
 from services.gateway.api import docs, oauth, problems, routes
 from services.gateway.api.security import Guard
@@ -52,8 +52,9 @@ def build_openapi(app: FastAPI, issuer: str) -> dict[str, Any]:
     )
     scopes = {
         (route.path, method.lower()): _scope_of(route)
-        for route in app.routes
-        if isinstance(route, Route)
+        # The partner resources live on one router (FastAPI wraps included routers).
+        for route in routes.router.routes
+        if isinstance(route, APIRoute)
         for method in (route.methods or ())
     }
     components = document.setdefault("components", {})

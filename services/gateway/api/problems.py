@@ -47,6 +47,7 @@ def stored_problem(status: int, body: dict[str, Any]) -> JSONResponse:
 
 
 _DESCRIPTIONS = {
+    400: "the body is not JSON (reason MALFORMED_REQUEST)",
     401: "no valid access token (reason TOKEN_INVALID)",
     403: "scope missing, merchant or store not granted, or partner suspended",
     404: "no such resource for this partner",
@@ -93,7 +94,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
+        reason = {
+            400: "MALFORMED_REQUEST",
+            404: "NOT_FOUND",
+            405: "METHOD_NOT_ALLOWED",
+        }.get(error.status_code, "HTTP_ERROR")
         return problem_response(
             error.status_code,
             reason,

@@ -1,0 +1,67 @@
+"""The gateway's pure rules: webhook signatures, grants, scopes and idempotency."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from services.gateway.domain.errors import Refusal
+from services.gateway.domain.idempotency import body_hash, check_key
+from services.gateway.domain.partners import MerchantGrant, Partner, require_scope, require_store
+from services.gateway.domain.signing import sign, verify
+
+MERCHANT = uuid.uuid4()
+STORE = uuid.uuid4()
+
+
+def partner(*grants: MerchantGrant, scopes: tuple[str, ...] = ("payments:capture",)) -> Partner:
+    return Partner(
+        partner_id=uuid.uuid4(),
+        name="p",
+        status="active",
+        scopes=frozenset(scopes),
+        requests_per_minute=10,
+        grants=grants,
+        credentials=(),
+    )
+
+
+def test_a_signature_verifies_only_with_its_secret_body_and_a_recent_timestamp() -> None:
+    body = b'{"type":"payment.captured"}'
+    header = sign("whsec_1", body, 1_800_000_000)
+    assert verify("whsec_1", body, header, now=1_800_000_010)
+    assert not verify("whsec_2", body, header, now=1_800_000_010)
+    assert not verify("whsec_1", body + b" ", header, now=1_800_000_010)
+    assert not verify("whsec_1", body, header, now=1_800_000_000 + 301)
+    assert not verify("whsec_1", body, "v1=abc", now=1_800_000_000)
+
+
+def test_a_store_outside_the_grant_and_an_unknown_store_get_the_same_refusal() -> None:
+    only_one = partner(MerchantGrant(MERCHANT, frozenset({STORE})))
+    assert require_store(only_one, MERCHANT, STORE) == MERCHANT
+    for merchant, store in ((MERCHANT, uuid.uuid4()), (None, STORE), (uuid.uuid4(), STORE)):
+        with pytest.raises(Refusal) as refused:
+            require_store(only_one, merchant, store)
+        assert (refused.value.status, refused.value.reason) == (403, "STORE_NOT_GRANTED")
+    every_store = partner(MerchantGrant(MERCHANT, None))
+    assert require_store(every_store, MERCHANT, uuid.uuid4()) == MERCHANT
+
+
+def test_a_scope_needs_both_the_token_and_the_partner_to_hold_it() -> None:
+    holder = partner(scopes=("payments:capture",))
+    require_scope(frozenset({"payments:capture"}), holder, "payments:capture")
+    with pytest.raises(Refusal):
+        require_scope(frozenset({"payments:read"}), holder, "payments:capture")
+    with pytest.raises(Refusal):
+        require_scope(frozenset({"payments:refund"}), holder, "payments:refund")
+
+
+def test_the_body_hash_ignores_key_order_but_not_values_or_operation() -> None:
+    assert body_hash("capture", {"a": 1, "b": 2}) == body_hash("capture", {"b": 2, "a": 1})
+    assert body_hash("capture", {"a": 1}) != body_hash("capture", {"a": 2})
+    assert body_hash("capture", {"a": 1}) != body_hash("refund", {"a": 1})
+    assert check_key("order-1") == "order-1"
+    for bad in (None, "", "with space", "x" * 65):
+        with pytest.raises(Refusal):
+            check_key(bad)
