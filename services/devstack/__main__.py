@@ -6,6 +6,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+from services.devstack.gateway import curl_session, seed_demo, start_gateway
 from services.devstack.stack import LocalStack
 
 VAR = Path("var")
@@ -43,7 +44,10 @@ async def _main() -> None:
         loop.add_signal_handler(sig, stop.set)
     print("Starting PostgreSQL, SMTP and the four services...", flush=True)
     async with stack:
+        print("Starting the partner gateway and its sandbox...", flush=True)
+        demo = await seed_demo(stack, await start_gateway(stack))
         print(_banner(stack), flush=True)
+        print(curl_session(demo), flush=True)
         await stop.wait()
         print("\nStopping...", flush=True)
 

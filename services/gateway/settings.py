@@ -22,7 +22,7 @@ class GatewaySettings(ServiceSettings):
         " and signs access tokens; the same on every replica",
     )
     http_host: str = env("GATEWAY_HTTP_HOST", default="127.0.0.1", help="interface of the API")
-    http_port: int = env("GATEWAY_HTTP_PORT", default=8080, help="HTTP port of the partner API")
+    http_port: int = env("GATEWAY_HTTP_PORT", default=8088, help="HTTP port of the partner API")
     public_url: str = env(
         "GATEWAY_PUBLIC_URL",
         default="",

@@ -65,3 +65,22 @@ def test_the_body_hash_ignores_key_order_but_not_values_or_operation() -> None:
     for bad in (None, "", "with space", "x" * 65):
         with pytest.raises(Refusal):
             check_key(bad)
+
+
+def test_the_readme_verification_recipe_accepts_what_the_gateway_signs() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    recipe = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "def verify(" in recipe
+    namespace: dict[str, object] = {}
+    exec(recipe, namespace)  # noqa: S102 - the README's own snippet, run as a partner would
+    readme_verify = namespace["verify"]
+    assert callable(readme_verify)
+    import time
+
+    body = b'{"id":"e1","type":"payment.captured"}'
+    header = sign("whsec_demo", body, int(time.time()))
+    assert readme_verify("whsec_demo", body, header)
+    assert not readme_verify("whsec_other", body, header)
+    assert not readme_verify("whsec_demo", body + b"\n", header)
