@@ -12,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from services.gateway.api import docs, oauth, problems, routes
 from services.gateway.api.security import Guard
@@ -30,6 +32,7 @@ DESCRIPTION = (
     "problems whose `reason` is stable and whose `field` names the offending input."
 )
 _log = structlog.get_logger("mamoru.gateway.http")
+_tracer = trace.get_tracer("mamoru.gateway")
 
 
 def _scope_of(route: Any) -> str | None:
@@ -146,7 +149,12 @@ def create_app(
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(service="gateway", request_id=request_id)
-        response = await call_next(request)
+        # One server span per request; the wallet and risk calls inside it are its children.
+        with _tracer.start_as_current_span(
+            f"{request.method} {request.url.path}", kind=SpanKind.SERVER
+        ) as span:
+            response = await call_next(request)
+            span.set_attribute("http.response.status_code", response.status_code)
         response.headers["X-Request-Id"] = request_id
         _log.info(
             "http",

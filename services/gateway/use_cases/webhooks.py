@@ -68,12 +68,10 @@ class Webhooks:
         if not events or unknown:
             raise invalid("events", f"choose among {', '.join(EVENT_TYPES)}")
         secret = "whsec_" + secrets.token_urlsafe(32)
-        subscription_id = uuid.uuid4()
         sealed = self._box.seal(secret, purpose=PURPOSE)
         row = await store.add_subscription(self._pool, partner.partner_id, url, events, sealed)
-        subscription_id = row["subscription_id"]
         # The secret is shown once, at creation; it is kept sealed for signing.
-        return {**_subscription_json(row), "id": str(subscription_id), "secret": secret}
+        return {**_subscription_json(row), "secret": secret}
 
     async def subscriptions(self, partner: Partner) -> list[dict[str, Any]]:
         rows = await store.subscriptions(self._pool, partner.partner_id)

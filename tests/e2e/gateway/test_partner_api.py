@@ -6,7 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import grpc
+import pytest
+from mamoru.common.v1 import common_pb2
+from mamoru.risk.v1 import risk_pb2
+from mamoru.wallet.v1 import wallet_pb2
+
 from tests.e2e.gateway.conftest import Gateway, eventually
+from tests.support.people import TIMEOUT
 
 
 def bearer(token: str, key: str | None = None) -> dict[str, str]:
@@ -186,3 +193,118 @@ async def test_a_bad_code_is_a_problem_naming_the_field(gateway: Gateway) -> Non
     )
     assert unknown.status_code == 422
     assert unknown.json()["reason"] == "CODE_INVALID"
+
+
+async def test_an_authorization_is_captured_or_voided_once_and_reads_follow_it(
+    gateway: Gateway,
+) -> None:
+    client_id, secret = await gateway.partner()
+    token = await gateway.token(client_id, secret)
+    http, url = gateway.http, gateway.url
+
+    held = await http.post(
+        f"{url}/v1/authorizations",
+        json=sale(gateway, await gateway.code(), 250),
+        headers=bearer(token, str(uuid.uuid4())),
+    )
+    assert held.status_code == 201, held.text
+    authorization = held.json()
+    assert authorization["status"] == "authorized" and authorization["hold_expires_at"]
+    voided = await http.post(
+        f"{url}/v1/payments/{authorization['id']}/void", headers=bearer(token, str(uuid.uuid4()))
+    )
+    assert voided.status_code == 200, voided.text
+    assert voided.json()["status"] == "voided"
+    again = await http.post(
+        f"{url}/v1/payments/{authorization['id']}/void", headers=bearer(token, str(uuid.uuid4()))
+    )
+    assert again.status_code == 422 and again.json()["reason"] == "NOT_AN_AUTHORIZATION"
+
+    second = await http.post(
+        f"{url}/v1/authorizations",
+        json=sale(gateway, await gateway.code(), 260),
+        headers=bearer(token, str(uuid.uuid4())),
+    )
+    assert second.status_code == 201, second.text
+    capture = await http.post(
+        f"{url}/v1/payments",
+        json={
+            "authorization_id": second.json()["id"],
+            "amount": {"amount_minor": 200, "currency": "JPY"},
+            "store_id": gateway.merchant.store_ids[0],
+        },
+        headers=bearer(token, str(uuid.uuid4())),
+    )
+    assert capture.status_code == 201, capture.text
+    payment = capture.json()
+    assert payment["status"] == "captured" and payment["authorization_id"] == second.json()["id"]
+    held_now = await http.get(f"{url}/v1/payments/{second.json()['id']}", headers=bearer(token))
+    assert held_now.json()["status"] == "captured"
+    assert held_now.json()["movement_id"] == payment["movement_id"]
+
+    stranger_id, stranger_secret = await gateway.partner()
+    stranger = await gateway.token(stranger_id, stranger_secret)
+    hidden = await http.get(f"{url}/v1/payments/{payment['id']}", headers=bearer(stranger))
+    assert hidden.status_code == 404
+
+
+async def test_cash_handed_over_at_a_register_tops_up_the_persons_wallet(
+    gateway: Gateway,
+) -> None:
+    client_id, secret = await gateway.partner("topups:cash")
+    token = await gateway.token(client_id, secret)
+    payer = gateway.payer
+    issued = await payer.wallet.IssueCashTopUpCode(
+        wallet_pb2.IssueCashTopUpCodeRequest(
+            channel=risk_pb2.TOP_UP_CHANNEL_CASH_REGISTER, client=payer.client
+        ),
+        metadata=payer.metadata,
+        timeout=TIMEOUT,
+    )
+    before = (await payer.balance()).wallet.balance.amount_minor
+    body = {
+        "code": issued.code,
+        "amount": {"amount_minor": 1000, "currency": "JPY"},
+        "store_id": gateway.merchant.store_ids[1],
+    }
+    accepted = await gateway.http.post(
+        f"{gateway.url}/v1/cash-top-ups", json=body, headers=bearer(token, "cash-1")
+    )
+    assert accepted.status_code == 201, accepted.text
+    assert "balance_after" not in accepted.json()
+    assert (await payer.balance()).wallet.balance.amount_minor == before + 1000
+    replayed = await gateway.http.post(
+        f"{gateway.url}/v1/cash-top-ups", json=body, headers=bearer(token, "cash-1")
+    )
+    assert replayed.json() == accepted.json()
+    assert (await payer.balance()).wallet.balance.amount_minor == before + 1000
+
+
+async def test_the_wallet_refunds_for_the_gateway_only_payments_of_the_merchant_it_names(
+    gateway: Gateway,
+) -> None:
+    client_id, secret = await gateway.partner()
+    token = await gateway.token(client_id, secret)
+    captured = await gateway.http.post(
+        f"{gateway.url}/v1/payments",
+        json=sale(gateway, await gateway.code(), 350),
+        headers=bearer(token, str(uuid.uuid4())),
+    )
+    assert captured.status_code == 201, captured.text
+    # Straight to the wallet as principal gateway, with another merchant's key.
+    other = await gateway.cluster.stub("wallet", as_="operator").RegisterMerchant(
+        wallet_pb2.RegisterMerchantRequest(name="Elsewhere", category="5411"), timeout=TIMEOUT
+    )
+    wallet = gateway.cluster.stub("wallet", as_="gateway")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await wallet.RefundPayment(
+            wallet_pb2.RefundPaymentRequest(
+                payment_movement_id=captured.json()["movement_id"],
+                amount=common_pb2.Money(amount_minor=100, currency="JPY"),
+                reason="not ours",
+                idempotency_key=str(uuid.uuid4()),
+            ),
+            metadata=(("x-merchant-key", other.merchant_key),),
+            timeout=TIMEOUT,
+        )
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND, refused.value.details()
