@@ -16,6 +16,7 @@ from services.gateway.domain.partners import Partner
 from services.gateway.domain.sealing import SecretBox, derive
 from services.gateway.settings import GatewaySettings
 from services.gateway.storage import partners as partner_store
+from services.gateway.storage import requests as request_store
 from services.gateway.storage.webhooks import TOPIC
 from services.gateway.use_cases.partners import PartnerDirectory, parse_client_id
 from services.gateway.use_cases.payments import Payments
@@ -50,12 +51,19 @@ async def build(resources: Resources) -> ServiceApp:
     async def remember_jti(partner_id: uuid.UUID, jti: str, expires_at: float) -> bool:
         return await partner_store.remember_jti(pool, partner_id, jti, expires_at)
 
+    async def count_attempt(client: uuid.UUID) -> float | None:
+        # A bucket of its own, so failed token requests never use up a partner's API calls.
+        bucket = uuid.uuid5(client, "token-requests")
+        count, remaining = await request_store.count_request(pool, bucket)
+        return remaining if count > settings.token_requests_per_minute else None
+
     tokens = TokenService(
         issuer=settings.issuer(),
         signing_key=derive(key, "mamoru-gateway access tokens v1"),
         token_seconds=settings.token_seconds,
         find_partner=find_partner,
         remember_jti=remember_jti,
+        count_attempt=count_attempt,
     )
     sender = WebhookSender(settings.webhook_timeout_seconds)
     webhooks = Webhooks(pool, box, sender, allow_http=settings.allow_http_webhooks)

@@ -31,6 +31,11 @@ class GatewaySettings(ServiceSettings):
     token_seconds: int = env(
         "GATEWAY_TOKEN_SECONDS", default=300, help="lifetime of an access token"
     )
+    token_requests_per_minute: int = env(
+        "GATEWAY_TOKEN_REQUESTS_PER_MINUTE",
+        default=60,
+        help="token requests a client may make a minute (each may cost an argon2 hash)",
+    )
     partner_cache_seconds: float = env(
         "GATEWAY_PARTNER_CACHE_SECONDS",
         default=1.0,
@@ -76,6 +81,8 @@ class GatewaySettings(ServiceSettings):
             raise ConfigError("GATEWAY_TOKEN_SECONDS must be between 30 and 3600")
         if not 0 < self.partner_cache_seconds <= 5:
             raise ConfigError("GATEWAY_PARTNER_CACHE_SECONDS must be above 0 and at most 5")
+        if self.token_requests_per_minute < 1:
+            raise ConfigError("GATEWAY_TOKEN_REQUESTS_PER_MINUTE must be at least 1")
         if self.webhook_max_attempts < 1:
             raise ConfigError("GATEWAY_WEBHOOK_MAX_ATTEMPTS must be at least 1")
         if self.webhook_backoff_seconds <= 0:

@@ -64,6 +64,7 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     responses={
         400: {"model": schemas.OAuthError, "description": "RFC 6749 §5.2"},
         401: {"model": schemas.OAuthError, "description": "client authentication failed"},
+        429: {"model": schemas.OAuthError, "description": "too many token requests; Retry-After"},
     },
     openapi_extra=_TOKEN_FORM,
     summary="Get an access token with client credentials",

@@ -8,18 +8,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from services.gateway.domain.errors import Refusal, invalid
+from services.gateway.domain.errors import Refusal
 
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,64}$")
 HEADER = "Idempotency-Key"
-
-
-def check_key(key: str | None) -> str:
-    if key is None:
-        raise invalid(HEADER, "every mutating call needs an Idempotency-Key header")
-    if not KEY_PATTERN.match(key):
-        raise invalid(HEADER, "must be 1 to 64 printable ASCII characters without spaces")
-    return key
 
 
 def body_hash(operation: str, body: dict[str, Any]) -> str:

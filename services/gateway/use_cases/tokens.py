@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 from argon2.exceptions import InvalidHashError, VerificationError
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from authlib.oauth2.rfc6749.util import scope_to_list
+from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jwt
@@ -123,6 +124,7 @@ class TokenService:
         token_seconds: int,
         find_partner: Callable[[str], Awaitable[Partner | None]],
         remember_jti: Callable[[uuid.UUID, str, float], Awaitable[bool]],
+        count_attempt: Callable[[uuid.UUID], Awaitable[float | None]],
     ) -> None:
         self.issuer = issuer
         self.token_url = f"{issuer}/oauth/token"
@@ -135,6 +137,7 @@ class TokenService:
         self._token_seconds = token_seconds
         self._find_partner = find_partner
         self._remember_jti = remember_jti
+        self._count_attempt = count_attempt
 
     def _server(self, loop: asyncio.AbstractEventLoop) -> AuthorizationServer:
         def on_loop(coroutine: Awaitable[_T]) -> _T:
@@ -193,13 +196,44 @@ class TokenService:
         )
         return server
 
+    @staticmethod
+    def claimed_client(form: Mapping[str, str], headers: Mapping[str, str]) -> uuid.UUID | None:
+        """The client a token request says it is, before anything is verified."""
+        client_id, _ = extract_basic_authorization(headers)
+        client_id = client_id or form.get("client_id")
+        assertion = form.get("client_assertion")
+        if not client_id and assertion:
+            try:
+                _, claims = JWTBearerClientAssertion().extract_assertion(assertion)
+            except InvalidClientError:
+                return None
+            client_id = claims.get("sub")
+        try:
+            return uuid.UUID(str(client_id)) if client_id else None
+        except ValueError:
+            return None
+
     async def token_response(
         self, form: dict[str, str], headers: Mapping[str, str]
     ) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """(status, JSON body, headers) exactly as RFC 6749 §5.1 and §5.2 put them.
 
         ``headers`` must look names up case-insensitively, as HTTP headers are.
+        Attempts per client are limited: checking a secret costs an argon2 hash,
+        which nobody may make the gateway compute without bound.
         """
+        claimed = self.claimed_client(form, headers)
+        if claimed is not None:
+            retry_after = await self._count_attempt(claimed)
+            if retry_after is not None:
+                return (
+                    429,
+                    {
+                        "error": "temporarily_unavailable",
+                        "error_description": "too many token requests for this client",
+                    },
+                    [("Retry-After", str(max(1, int(retry_after + 0.999))))],
+                )
         loop = asyncio.get_running_loop()
         server = self._server(loop)
         request = _Request(self.token_url, form, headers)

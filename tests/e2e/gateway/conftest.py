@@ -144,6 +144,7 @@ async def gateway(
         "GATEWAY_ALLOW_HTTP_WEBHOOKS": "true",
         "GATEWAY_WEBHOOK_BACKOFF_SECONDS": "0.2",
         "GATEWAY_TOKEN_SECONDS": "60",
+        "GATEWAY_TOKEN_REQUESTS_PER_MINUTE": "20",
     }
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         try:

@@ -176,3 +176,28 @@ async def test_risks_partner_kill_switch_refuses_the_partner_within_two_seconds(
         return reply.status_code == 200
 
     await eventually(back, within=5)
+
+
+async def test_guessing_a_clients_secret_is_cut_off_with_429_before_it_costs_more_hashes(
+    gateway: Gateway,
+) -> None:
+    client_id, secret = await gateway.partner("merchants:read")
+    token = await gateway.token(client_id, secret)
+    statuses = []
+    # Up to two windows: a minute boundary may fall inside the loop.
+    for attempt in range(45):
+        reply = await gateway.http.post(
+            f"{gateway.url}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, f"guess-{attempt}"),
+        )
+        statuses.append(reply.status_code)
+        if reply.status_code == 429:
+            break
+    assert statuses[-1] == 429, statuses
+    assert 1 <= int(reply.headers["Retry-After"]) <= 60
+    # The partner's API calls have a bucket of their own.
+    merchants = await gateway.http.get(
+        f"{gateway.url}/v1/merchants", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert merchants.status_code == 200
