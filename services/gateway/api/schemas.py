@@ -101,6 +101,25 @@ class CashTopUpRequest(Strict):
 class Payment(BaseModel):
     """A payment or authorization made through the gateway."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0c5f7d0e-3b8a-4d6e-9f21-6a7b8c9d0e1f",
+                    "status": "captured",
+                    "merchant_id": "a3e1b2c4-5d6f-4a7b-8c9d-0e1f2a3b4c5d",
+                    "store_id": STORE_EXAMPLE,
+                    "authorization_id": None,
+                    "movement_id": "0c5f7d0e-3b8a-4d6e-9f21-6a7b8c9d0e1f",
+                    "amount": {"amount_minor": 1200, "currency": "JPY"},
+                    "refunded": {"amount_minor": 0, "currency": "JPY"},
+                    "occurred_at": "2026-11-28T09:15:00+00:00",
+                    "hold_expires_at": None,
+                }
+            ]
+        }
+    )
+
     id: str = Field(description="the capture's movement ID, or the authorization's ID")
     status: Literal["authorized", "captured", "voided"]
     merchant_id: str
@@ -205,6 +224,22 @@ class DeliveryList(BaseModel):
 class Problem(BaseModel):
     """An RFC 9457 problem: ``reason`` is stable for programs, ``detail`` is for people."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "about:blank",
+                    "title": "Unprocessable Content",
+                    "status": 422,
+                    "detail": "the code is unknown, used or expired",
+                    "reason": "CODE_INVALID",
+                    "field": "code",
+                    "instance": "/v1/payments",
+                }
+            ]
+        }
+    )
+
     type: str = Field(default="about:blank")
     title: str
     status: int
@@ -215,10 +250,25 @@ class Problem(BaseModel):
 
 
 class TokenResponse(BaseModel):
+    """RFC 6749 §5.1; the token is a JWT to send as ``Authorization: Bearer``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9...",
+                    "token_type": "Bearer",
+                    "expires_in": 300,
+                    "scope": "payments:capture payments:refund",
+                }
+            ]
+        }
+    )
+
     access_token: str
     token_type: Literal["Bearer"]
     expires_in: int
-    scope: str
+    scope: str | None = None
 
 
 class OAuthError(BaseModel):

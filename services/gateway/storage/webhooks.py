@@ -54,12 +54,13 @@ async def deactivate(db: Db, partner_id: uuid.UUID, subscription_id: uuid.UUID) 
     return str(result).endswith(" 1")
 
 
-async def target(db: Db, subscription_id: uuid.UUID) -> tuple[str, bytes] | None:
+async def target(db: Db, subscription_id: uuid.UUID) -> tuple[str, bytes, bool] | None:
+    """(URL, sealed secret, still active) of a subscription."""
     row = await db.fetchrow(
-        "select url, sealed_secret from webhook_subscriptions where subscription_id = $1",
+        "select url, sealed_secret, active from webhook_subscriptions where subscription_id = $1",
         subscription_id,
     )
-    return None if row is None else (row["url"], bytes(row["sealed_secret"]))
+    return None if row is None else (row["url"], bytes(row["sealed_secret"]), row["active"])
 
 
 async def emit(

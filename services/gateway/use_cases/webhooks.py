@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import secrets
+import socket
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +53,20 @@ def _delivery_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def reaches_only_public_addresses(hostname: str) -> bool:
+    """True when every address ``hostname`` resolves to is a public one.
+
+    A partner's URL must not turn the gateway into a way into our own network
+    (loopback, private ranges, link-local metadata services).
+    """
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(hostname, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
+    return bool(addresses) and all(address.is_global for address in addresses)
+
+
 class Webhooks:
     def __init__(
         self, pool: asyncpg.Pool, box: SecretBox, poster: WebhookPoster, *, allow_http: bool
@@ -64,6 +81,8 @@ class Webhooks:
         schemes = ("https", "http") if self._allow_http else ("https",)
         if parts.scheme not in schemes or not parts.hostname or len(url) > 2000:
             raise invalid("url", f"must be an absolute {' or '.join(schemes)} URL")
+        if not self._allow_http and not await reaches_only_public_addresses(parts.hostname):
+            raise invalid("url", "must resolve to public addresses only")
         unknown = sorted(set(events) - set(EVENT_TYPES))
         if not events or unknown:
             raise invalid("events", f"choose among {', '.join(EVENT_TYPES)}")
@@ -105,9 +124,18 @@ class Webhooks:
         target = await store.target(self._pool, row["subscription_id"])
         if target is None:
             return
-        url, sealed = target
+        url, sealed, active = target
+        if not active:
+            await store.record_attempt(
+                self._pool, delivery_id, status=None, error="subscription removed", delivered=False
+            )
+            return
         secret = self._box.open(sealed, purpose=PURPOSE)
         try:
+            hostname = urlsplit(url).hostname or ""
+            # Checked again at each delivery: a name may resolve elsewhere since.
+            if not self._allow_http and not await reaches_only_public_addresses(hostname):
+                raise DeliveryFailed(None, "the URL resolves to a non-public address")
             status = await self._poster.post(url, secret, str(delivery_id), row["payload"])
         except DeliveryFailed as failure:
             await store.record_attempt(

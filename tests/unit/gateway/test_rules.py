@@ -83,3 +83,11 @@ def test_the_readme_verification_recipe_accepts_what_the_gateway_signs() -> None
     assert readme_verify("whsec_demo", body, header)
     assert not readme_verify("whsec_other", body, header)
     assert not readme_verify("whsec_demo", body + b"\n", header)
+
+
+async def test_webhook_urls_must_reach_public_addresses_only() -> None:
+    from services.gateway.use_cases.webhooks import reaches_only_public_addresses
+
+    for internal in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "localhost"):
+        assert not await reaches_only_public_addresses(internal), internal
+    assert await reaches_only_public_addresses("93.184.215.14")
