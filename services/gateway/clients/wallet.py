@@ -6,9 +6,12 @@ field it named, so partners see the same codes a register would.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from mamoru.common.v1 import common_pb2
@@ -16,6 +19,7 @@ from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.gateway.domain.errors import Refusal
+from services.gateway.domain.payments import Sale, WalletPayment, WalletTopUp
 
 MERCHANT_KEY_HEADER = "x-merchant-key"
 # Wallet field names differ from the API's where the API speaks of its own resources.
@@ -69,7 +73,29 @@ def jpy(amount_minor: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=amount_minor, currency=currency)
 
 
+def _time(stamp: Timestamp) -> datetime | None:
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _payment(payment: wallet_pb2.Payment, currency: str) -> WalletPayment:
+    return WalletPayment(
+        movement_id=payment.movement_id,
+        authorization_id=payment.authorization_id,
+        merchant_id=uuid.UUID(payment.merchant_id),
+        store_id=uuid.UUID(payment.store_id),
+        amount_minor=payment.amount.amount_minor,
+        currency=payment.amount.currency or currency,
+        refunded_minor=payment.refunded.amount_minor,
+        occurred_at=_time(payment.occurred_at),
+        hold_expires_at=_time(payment.hold_expires_at),
+    )
+
+
 class WalletClient:
+    """The ``Wallet`` port over gRPC: domain values in, domain values out."""
+
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
         self._stub = wallet_pb2_grpc.WalletServiceStub(channel)
         self._timeout = timeout
@@ -82,34 +108,87 @@ class WalletClient:
         except grpc.aio.AioRpcError as error:
             raise _refusal(error) from None
 
-    async def authorize(
-        self, merchant_key: str, request: wallet_pb2.AuthorizePaymentRequest
-    ) -> wallet_pb2.Payment:
-        reply = await self._call("AuthorizePayment", request, merchant_key)
-        payment: wallet_pb2.Payment = reply.payment
-        return payment
+    async def authorize(self, merchant_key: str, sale: Sale) -> WalletPayment:
+        reply = await self._call(
+            "AuthorizePayment",
+            wallet_pb2.AuthorizePaymentRequest(
+                code=sale.code,
+                amount=jpy(sale.amount_minor, sale.currency),
+                store_id=str(sale.store_id),
+                basket_categories=[BASKET[c] for c in sale.basket],
+                idempotency_key=sale.idempotency_key,
+            ),
+            merchant_key,
+        )
+        return _payment(reply.payment, sale.currency)
 
-    async def capture(
-        self, merchant_key: str, request: wallet_pb2.CapturePaymentRequest
-    ) -> wallet_pb2.Payment:
+    async def capture(self, merchant_key: str, sale: Sale) -> WalletPayment:
+        request = wallet_pb2.CapturePaymentRequest(
+            amount=jpy(sale.amount_minor, sale.currency),
+            store_id=str(sale.store_id),
+            basket_categories=[BASKET[c] for c in sale.basket],
+            idempotency_key=sale.idempotency_key,
+        )
+        if sale.authorization_id:
+            request.authorization_id = sale.authorization_id
+        else:
+            request.code = sale.code
         reply = await self._call("CapturePayment", request, merchant_key)
-        payment: wallet_pb2.Payment = reply.payment
-        return payment
+        return _payment(reply.payment, sale.currency)
 
-    async def void(self, merchant_key: str, request: wallet_pb2.VoidAuthorizationRequest) -> None:
-        await self._call("VoidAuthorization", request, merchant_key)
+    async def void(self, merchant_key: str, authorization_id: str, idempotency_key: str) -> None:
+        await self._call(
+            "VoidAuthorization",
+            wallet_pb2.VoidAuthorizationRequest(
+                authorization_id=authorization_id, idempotency_key=idempotency_key
+            ),
+            merchant_key,
+        )
 
     async def refund(
-        self, merchant_key: str, request: wallet_pb2.RefundPaymentRequest
-    ) -> wallet_pb2.RefundPaymentResponse:
-        reply: wallet_pb2.RefundPaymentResponse = await self._call(
-            "RefundPayment", request, merchant_key
+        self,
+        merchant_key: str,
+        movement_id: str,
+        amount_minor: int,
+        currency: str,
+        reason: str,
+        idempotency_key: str,
+    ) -> tuple[str, WalletPayment]:
+        reply = await self._call(
+            "RefundPayment",
+            wallet_pb2.RefundPaymentRequest(
+                payment_movement_id=movement_id,
+                amount=jpy(amount_minor, currency),
+                reason=reason,
+                idempotency_key=idempotency_key,
+            ),
+            merchant_key,
         )
-        return reply
+        return str(reply.movement_id), _payment(reply.payment, currency)
 
     async def accept_cash(
-        self, merchant_key: str, request: wallet_pb2.AcceptCashTopUpRequest
-    ) -> wallet_pb2.TopUp:
-        reply = await self._call("AcceptCashTopUp", request, merchant_key)
-        top_up: wallet_pb2.TopUp = reply.top_up
-        return top_up
+        self,
+        merchant_key: str,
+        code: str,
+        amount_minor: int,
+        currency: str,
+        store_id: uuid.UUID,
+        idempotency_key: str,
+    ) -> WalletTopUp:
+        reply = await self._call(
+            "AcceptCashTopUp",
+            wallet_pb2.AcceptCashTopUpRequest(
+                code=code,
+                amount=jpy(amount_minor, currency),
+                store_id=str(store_id),
+                idempotency_key=idempotency_key,
+            ),
+            merchant_key,
+        )
+        top_up = reply.top_up
+        return WalletTopUp(
+            movement_id=top_up.movement_id,
+            amount_minor=top_up.amount.amount_minor,
+            currency=top_up.amount.currency or currency,
+            occurred_at=_time(top_up.occurred_at),
+        )

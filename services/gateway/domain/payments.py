@@ -17,6 +17,42 @@ EVENT_TYPES = (
 
 
 @dataclass(frozen=True)
+class Sale:
+    """What a register asks of the wallet: hold or capture ``amount`` at a store."""
+
+    store_id: uuid.UUID
+    amount_minor: int
+    currency: str
+    basket: tuple[str, ...]
+    idempotency_key: str
+    code: str = ""
+    authorization_id: str = ""
+
+
+@dataclass(frozen=True)
+class WalletPayment:
+    """A payment or authorization as the wallet answered it."""
+
+    movement_id: str
+    authorization_id: str
+    merchant_id: uuid.UUID
+    store_id: uuid.UUID
+    amount_minor: int
+    currency: str
+    refunded_minor: int
+    occurred_at: datetime | None
+    hold_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WalletTopUp:
+    movement_id: str
+    amount_minor: int
+    currency: str
+    occurred_at: datetime | None
+
+
+@dataclass(frozen=True)
 class PaymentRecord:
     """``payment_id`` is the capture's movement ID, or the authorization's ID until then."""
 

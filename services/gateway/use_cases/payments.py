@@ -15,14 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from google.protobuf.timestamp_pb2 import Timestamp
-from mamoru.wallet.v1 import wallet_pb2
 
-from services.gateway.clients.wallet import BASKET, jpy
 from services.gateway.domain.errors import Refusal, not_found
 from services.gateway.domain.idempotency import body_hash, key_reused, wallet_key
 from services.gateway.domain.partners import Partner, require_merchant, require_store
-from services.gateway.domain.payments import PaymentRecord
+from services.gateway.domain.payments import PaymentRecord, Sale, WalletPayment
 from services.gateway.domain.sealing import SecretBox
 from services.gateway.storage import partners as partner_store
 from services.gateway.storage import payments as payment_store
@@ -45,28 +42,32 @@ class Outcome:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def _time(stamp: Timestamp) -> datetime | None:
-    if not stamp.seconds and not stamp.nanos:
-        return None
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _record(
-    partner: Partner, payment: wallet_pb2.Payment, status: str, currency: str
-) -> PaymentRecord:
+def _record(partner: Partner, payment: WalletPayment, status: str) -> PaymentRecord:
     return PaymentRecord(
         payment_id=payment.movement_id or payment.authorization_id,
         partner_id=partner.partner_id,
-        merchant_id=uuid.UUID(payment.merchant_id),
-        store_id=uuid.UUID(payment.store_id),
+        merchant_id=payment.merchant_id,
+        store_id=payment.store_id,
         authorization_id=payment.authorization_id,
         movement_id=payment.movement_id,
         status=status,
-        amount_minor=payment.amount.amount_minor,
-        currency=payment.amount.currency or currency,
-        refunded_minor=payment.refunded.amount_minor,
-        occurred_at=_time(payment.occurred_at) or datetime.now(UTC),
-        hold_expires_at=_time(payment.hold_expires_at),
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        refunded_minor=payment.refunded_minor,
+        occurred_at=payment.occurred_at or datetime.now(UTC),
+        hold_expires_at=payment.hold_expires_at,
+    )
+
+
+def _sale(partner: Partner, key: str, body: dict[str, Any]) -> Sale:
+    return Sale(
+        store_id=uuid.UUID(body["store_id"]),
+        amount_minor=body["amount"]["amount_minor"],
+        currency=body["amount"]["currency"],
+        basket=tuple(body.get("basket_categories", ())),
+        idempotency_key=wallet_key(partner.client_id, key),
+        code=body.get("code") or "",
+        authorization_id=body.get("authorization_id") or "",
     )
 
 
@@ -129,16 +130,9 @@ class Payments:
 
         async def perform() -> Outcome:
             payment = await self._wallet.authorize(
-                await self._merchant_key(merchant_id),
-                wallet_pb2.AuthorizePaymentRequest(
-                    code=body["code"],
-                    amount=jpy(body["amount"]["amount_minor"], body["amount"]["currency"]),
-                    store_id=str(store_id),
-                    basket_categories=[BASKET[c] for c in body.get("basket_categories", [])],
-                    idempotency_key=wallet_key(partner.client_id, key),
-                ),
+                await self._merchant_key(merchant_id), _sale(partner, key, body)
             )
-            record = _record(partner, payment, "authorized", body["amount"]["currency"])
+            record = _record(partner, payment, "authorized")
             data = record.to_json()
             return Outcome(201, data, records=[record], events=[("payment.authorized", data)])
 
@@ -155,18 +149,10 @@ class Payments:
                 raise not_found("no such authorization for this partner")
 
         async def perform() -> Outcome:
-            request = wallet_pb2.CapturePaymentRequest(
-                amount=jpy(body["amount"]["amount_minor"], body["amount"]["currency"]),
-                store_id=str(store_id),
-                basket_categories=[BASKET[c] for c in body.get("basket_categories", [])],
-                idempotency_key=wallet_key(partner.client_id, key),
+            payment = await self._wallet.capture(
+                await self._merchant_key(merchant_id), _sale(partner, key, body)
             )
-            if authorization_id:
-                request.authorization_id = authorization_id
-            else:
-                request.code = body["code"]
-            payment = await self._wallet.capture(await self._merchant_key(merchant_id), request)
-            record = _record(partner, payment, "captured", body["amount"]["currency"])
+            record = _record(partner, payment, "captured")
             data = record.to_json()
             records = [record]
             if held is not None:
@@ -196,10 +182,8 @@ class Payments:
                 raise Refusal(422, "NOT_AN_AUTHORIZATION", "only an authorization can be voided")
             await self._wallet.void(
                 await self._merchant_key(record.merchant_id),
-                wallet_pb2.VoidAuthorizationRequest(
-                    authorization_id=record.authorization_id,
-                    idempotency_key=wallet_key(partner.client_id, key),
-                ),
+                record.authorization_id,
+                wallet_key(partner.client_id, key),
             )
             voided = PaymentRecord(**{**record.__dict__, "status": "voided"})
             data = voided.to_json()
@@ -215,18 +199,17 @@ class Payments:
         async def perform() -> Outcome:
             if record.status != "captured":
                 raise Refusal(422, "NOT_CAPTURED", "only a captured payment can be refunded")
-            reply = await self._wallet.refund(
+            refund_id, after = await self._wallet.refund(
                 await self._merchant_key(record.merchant_id),
-                wallet_pb2.RefundPaymentRequest(
-                    payment_movement_id=record.movement_id,
-                    amount=jpy(body["amount"]["amount_minor"], body["amount"]["currency"]),
-                    reason=body.get("reason", ""),
-                    idempotency_key=wallet_key(partner.client_id, key),
-                ),
+                record.movement_id,
+                body["amount"]["amount_minor"],
+                body["amount"]["currency"],
+                body.get("reason", ""),
+                wallet_key(partner.client_id, key),
             )
-            payment = _record(partner, reply.payment, "captured", record.currency)
+            payment = _record(partner, after, "captured")
             data = {
-                "id": reply.movement_id,
+                "id": refund_id,
                 "amount": body["amount"],
                 "payment": payment.to_json(),
             }
@@ -241,22 +224,18 @@ class Payments:
         async def perform() -> Outcome:
             top_up = await self._wallet.accept_cash(
                 await self._merchant_key(merchant_id),
-                wallet_pb2.AcceptCashTopUpRequest(
-                    code=body["code"],
-                    amount=jpy(body["amount"]["amount_minor"], body["amount"]["currency"]),
-                    store_id=str(store_id),
-                    idempotency_key=wallet_key(partner.client_id, key),
-                ),
+                body["code"],
+                body["amount"]["amount_minor"],
+                body["amount"]["currency"],
+                store_id,
+                wallet_key(partner.client_id, key),
             )
-            occurred = _time(top_up.occurred_at) or datetime.now(UTC)
+            occurred = top_up.occurred_at or datetime.now(UTC)
             # The person's balance stays between them and the wallet.
             data = {
                 "id": top_up.movement_id,
                 "store_id": str(store_id),
-                "amount": {
-                    "amount_minor": top_up.amount.amount_minor,
-                    "currency": top_up.amount.currency or body["amount"]["currency"],
-                },
+                "amount": {"amount_minor": top_up.amount_minor, "currency": top_up.currency},
                 "occurred_at": occurred.isoformat(),
             }
             return Outcome(201, data, events=[("topup.accepted", data)])

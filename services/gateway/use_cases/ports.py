@@ -5,29 +5,41 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
-from mamoru.wallet.v1 import wallet_pb2
+from services.gateway.domain.payments import Sale, WalletPayment, WalletTopUp
 
 
 class Wallet(Protocol):
-    async def authorize(
-        self, merchant_key: str, request: wallet_pb2.AuthorizePaymentRequest
-    ) -> wallet_pb2.Payment: ...
+    """The wallet's store RPCs, called with the merchant's key."""
 
-    async def capture(
-        self, merchant_key: str, request: wallet_pb2.CapturePaymentRequest
-    ) -> wallet_pb2.Payment: ...
+    async def authorize(self, merchant_key: str, sale: Sale) -> WalletPayment: ...
+
+    async def capture(self, merchant_key: str, sale: Sale) -> WalletPayment: ...
 
     async def void(
-        self, merchant_key: str, request: wallet_pb2.VoidAuthorizationRequest
+        self, merchant_key: str, authorization_id: str, idempotency_key: str
     ) -> None: ...
 
     async def refund(
-        self, merchant_key: str, request: wallet_pb2.RefundPaymentRequest
-    ) -> wallet_pb2.RefundPaymentResponse: ...
+        self,
+        merchant_key: str,
+        movement_id: str,
+        amount_minor: int,
+        currency: str,
+        reason: str,
+        idempotency_key: str,
+    ) -> tuple[str, WalletPayment]:
+        """(the refund's movement ID, the payment after it)."""
+        ...
 
     async def accept_cash(
-        self, merchant_key: str, request: wallet_pb2.AcceptCashTopUpRequest
-    ) -> wallet_pb2.TopUp: ...
+        self,
+        merchant_key: str,
+        code: str,
+        amount_minor: int,
+        currency: str,
+        store_id: uuid.UUID,
+        idempotency_key: str,
+    ) -> WalletTopUp: ...
 
 
 class KillSwitch(Protocol):
