@@ -4,7 +4,9 @@ It works on the gateway's own database (``DATABASE_URL``, ``GATEWAY_SECRETS_KEY`
 as the gateway reads them), which is an operator's privilege; every running
 replica sees a change within GATEWAY_PARTNER_CACHE_SECONDS. Answers are JSON.
 
+    [--actor NAME] (default: $USER; recorded with every change in admin_log)
     partner create --name "Register vendor" --scope payments:capture --scope payments:refund
+    partner show PARTNER              scopes, grants, credential IDs (never secrets)
     partner secret PARTNER            a new client secret (shown once); the old one stays
     partner key PARTNER --jwk FILE    a public key for private_key_jwt
     partner remove-credential PARTNER CREDENTIAL
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -39,6 +42,9 @@ from services.runtime.migrations import migrate
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.gateway.admin")
+    parser.add_argument(
+        "--actor", default=os.environ.get("USER") or "operator", help="who makes the change"
+    )
     kinds = parser.add_subparsers(dest="kind", required=True)
 
     partner = kinds.add_parser("partner").add_subparsers(dest="action", required=True)
@@ -46,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--scope", action="append", choices=SCOPES, required=True)
     create.add_argument("--requests-per-minute", type=int, default=600)
+    partner.add_parser("show").add_argument("partner", type=uuid.UUID)
     partner.add_parser("secret").add_argument("partner", type=uuid.UUID)
     key = partner.add_parser("key")
     key.add_argument("partner", type=uuid.UUID)
@@ -90,6 +97,8 @@ async def _apply(admin: PartnerAdmin, args: argparse.Namespace) -> dict[str, Any
     if action == "create":
         partner_id = await admin.create(args.name, args.scope, args.requests_per_minute)
         return {"partner_id": str(partner_id), "client_id": str(partner_id)}
+    if action == "show":
+        return await admin.show(args.partner)
     if action == "secret":
         credential_id, secret = await admin.add_secret(args.partner)
         return {"credential_id": str(credential_id), "client_secret": secret}
@@ -117,7 +126,8 @@ async def run(argv: Sequence[str], environ: dict[str, str] | None = None) -> dic
     try:
         async with pool.acquire() as conn:
             await migrate(conn, "gateway", MIGRATIONS)
-        return await _apply(PartnerAdmin(pool, SecretBox(settings.sealing_key())), args)
+        admin = PartnerAdmin(pool, SecretBox(settings.sealing_key()), actor=args.actor)
+        return await _apply(admin, args)
     finally:
         await close_pool(pool)
 

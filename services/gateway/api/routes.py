@@ -197,7 +197,7 @@ async def stores(
     "/stores/{store_id}/payments",
     response_model=schemas.PaymentPage,
     responses=problems(*_COMMON, 404),
-    summary="A store's payments made through the gateway, newest first",
+    summary="A store's payments this partner made through the gateway, newest first",
     tags=["payments"],
 )
 async def store_payments(

@@ -94,7 +94,7 @@ create table payments (
     hold_expires_at timestamptz,
     updated_at timestamptz not null default now()
 );
-create index payments_of_store on payments (store_id, occurred_at desc, payment_id);
+create index payments_of_store on payments (store_id, partner_id, occurred_at desc, payment_id);
 
 create table webhook_subscriptions (
     subscription_id uuid primary key,
@@ -123,6 +123,16 @@ create table webhook_deliveries (
     delivered_at timestamptz
 );
 create index webhook_deliveries_of_partner on webhook_deliveries (partner_id, created_at desc);
+
+-- What operators changed, by whom and when (python -m services.gateway.admin).
+create table admin_log (
+    entry_id bigserial primary key,
+    at timestamptz not null default now(),
+    actor text not null,
+    action text not null,
+    subject text not null,
+    detail jsonb not null default '{}'
+);
 
 -- Fixed one-minute windows shared by every replica.
 create table rate_windows (

@@ -199,6 +199,18 @@ async def stores_of(db: Db, merchant_id: uuid.UUID) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+async def log_change(
+    db: Db, actor: str, action: str, subject: str, detail: dict[str, Any] | None = None
+) -> None:
+    await db.execute(
+        "insert into admin_log (actor, action, subject, detail) values ($1, $2, $3, $4)",
+        actor,
+        action,
+        subject,
+        detail or {},
+    )
+
+
 async def remember_jti(db: Db, partner_id: uuid.UUID, jti: str, expires_at: float) -> bool:
     """True the first time ``jti`` is seen for the partner (RFC 7523 §3, item 7)."""
     first = await db.fetchval(

@@ -55,19 +55,22 @@ async def get(db: asyncpg.Pool | asyncpg.Connection, payment_id: str) -> Payment
 
 async def list_for_store(
     db: asyncpg.Pool | asyncpg.Connection,
+    partner_id: uuid.UUID,
     store_id: uuid.UUID,
     *,
     limit: int,
     before: tuple[datetime, str] | None,
 ) -> list[PaymentRecord]:
-    """Newest first; ``before`` is the (time, id) of the last row of the previous page."""
+    """The partner's own, newest first; ``before`` is the (time, id) of the last row of
+    the previous page."""
     rows = await db.fetch(
-        f"select {_COLUMNS} from payments where store_id = $1"  # noqa: S608
+        f"select {_COLUMNS} from payments where store_id = $1 and partner_id = $5"  # noqa: S608
         " and ($2::timestamptz is null or (occurred_at, payment_id) < ($2, $3))"
         " order by occurred_at desc, payment_id desc limit $4",
         store_id,
         before[0] if before else None,
         before[1] if before else "",
         limit,
+        partner_id,
     )
     return [_record(row) for row in rows]

@@ -53,11 +53,48 @@ def parse_client_id(client_id: str) -> uuid.UUID | None:
 
 
 class PartnerAdmin:
-    """What operators do to partners (through ``python -m services.gateway.admin``)."""
+    """What operators do to partners (through ``python -m services.gateway.admin``).
 
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox) -> None:
+    Every change is written to ``admin_log`` with the operator who made it; secrets
+    and merchant keys never are.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox, actor: str = "operator") -> None:
         self._pool = pool
         self._box = box
+        self._actor = actor
+
+    async def _log(self, action: str, subject: object, **detail: Any) -> None:
+        await store.log_change(self._pool, self._actor, action, str(subject), detail)
+
+    async def show(self, partner_id: uuid.UUID) -> dict[str, Any]:
+        """The partner as an operator needs it to rotate or revoke, without secrets."""
+        partner = await self._partner(partner_id)
+        return {
+            "partner_id": partner.client_id,
+            "name": partner.name,
+            "status": partner.status,
+            "scopes": sorted(partner.scopes),
+            "requests_per_minute": partner.requests_per_minute,
+            "grants": [
+                {
+                    "merchant_id": str(grant.merchant_id),
+                    "stores": None
+                    if grant.store_ids is None
+                    else sorted(str(store_id) for store_id in grant.store_ids),
+                }
+                for grant in partner.grants
+            ],
+            "credentials": [
+                {
+                    "credential_id": str(credential.credential_id),
+                    "kind": credential.kind,
+                    "created_at": credential.created_at.isoformat(),
+                    "kid": (credential.public_jwk or {}).get("kid"),
+                }
+                for credential in partner.credentials
+            ],
+        }
 
     async def create(self, name: str, scopes: list[str], requests_per_minute: int) -> uuid.UUID:
         normalise_scopes(scopes)
@@ -67,6 +104,7 @@ class PartnerAdmin:
             raise ValueError("requests_per_minute must be at least 1")
         partner_id = uuid.uuid4()
         await store.create_partner(self._pool, partner_id, name, scopes, requests_per_minute)
+        await self._log("partner.create", partner_id, name=name, scopes=sorted(scopes))
         return partner_id
 
     async def _partner(self, partner_id: uuid.UUID) -> Partner:
@@ -82,6 +120,7 @@ class PartnerAdmin:
         credential_id = await store.add_credential(
             self._pool, partner_id, "secret", secret_hash=SECRET_HASHER.hash(secret)
         )
+        await self._log("credential.add", partner_id, credential_id=str(credential_id))
         return credential_id, secret
 
     async def add_key(self, partner_id: uuid.UUID, public_jwk: dict[str, Any]) -> uuid.UUID:
@@ -94,17 +133,23 @@ class PartnerAdmin:
             raise ValueError("the key must be EC, RSA or OKP")
         document = key.as_dict(private=False)
         document.setdefault("kid", key.thumbprint())
-        return await store.add_credential(self._pool, partner_id, "key", public_jwk=document)
+        credential_id = await store.add_credential(
+            self._pool, partner_id, "key", public_jwk=document
+        )
+        await self._log("credential.add", partner_id, credential_id=str(credential_id))
+        return credential_id
 
     async def remove_credential(self, partner_id: uuid.UUID, credential_id: uuid.UUID) -> None:
         if not await store.revoke_credential(self._pool, partner_id, credential_id):
             raise LookupError(f"no live credential {credential_id} of partner {partner_id}")
+        await self._log("credential.remove", partner_id, credential_id=str(credential_id))
 
     async def set_status(self, partner_id: uuid.UUID, status: str) -> None:
         if status not in ("active", "revoked"):
             raise ValueError("status must be active or revoked")
         if not await store.update_partner(self._pool, partner_id, status=status):
             raise LookupError(f"no partner {partner_id}")
+        await self._log("partner.status", partner_id, status=status)
 
     async def update(
         self,
@@ -121,16 +166,21 @@ class PartnerAdmin:
             self._pool, partner_id, scopes=scopes, requests_per_minute=requests_per_minute
         ):
             raise LookupError(f"no partner {partner_id}")
+        await self._log(
+            "partner.update", partner_id, scopes=scopes, requests_per_minute=requests_per_minute
+        )
 
     async def add_merchant(self, merchant_id: uuid.UUID, name: str, merchant_key: str) -> None:
         """A merchant the gateway may act for, with the key the wallet issued to it."""
         sealed = self._box.seal(merchant_key, purpose=f"{MERCHANT_KEY_PURPOSE}:{merchant_id}")
         await store.add_merchant(self._pool, merchant_id, name, sealed)
+        await self._log("merchant.add", merchant_id, name=name)
 
     async def add_store(
         self, store_id: uuid.UUID, merchant_id: uuid.UUID, store_code: str, name: str
     ) -> None:
         await store.add_store(self._pool, store_id, merchant_id, store_code, name)
+        await self._log("store.add", store_id, merchant_id=str(merchant_id), name=name)
 
     async def grant(
         self, partner_id: uuid.UUID, merchant_id: uuid.UUID, store_ids: list[uuid.UUID] | None
@@ -138,6 +188,12 @@ class PartnerAdmin:
         await self._partner(partner_id)
         async with self._pool.acquire() as conn:
             await store.grant(conn, partner_id, merchant_id, store_ids)
+        await self._log(
+            "partner.grant",
+            partner_id,
+            merchant_id=str(merchant_id),
+            stores=None if store_ids is None else [str(s) for s in store_ids],
+        )
 
 
 def open_merchant_key(box: SecretBox, merchant_id: uuid.UUID, sealed: bytes) -> str:

@@ -251,7 +251,7 @@ class Payments:
         await self._store_merchant(partner, store_id)
         before = _decode_cursor(cursor)
         records = await payment_store.list_for_store(
-            self._pool, store_id, limit=limit + 1, before=before
+            self._pool, partner.partner_id, store_id, limit=limit + 1, before=before
         )
         page = records[:limit]
         next_cursor = None

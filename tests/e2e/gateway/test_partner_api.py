@@ -12,6 +12,7 @@ from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
 
+from services.gateway.domain.errors import Refusal
 from tests.e2e.gateway.conftest import Gateway, eventually
 from tests.support.people import TIMEOUT
 
@@ -98,6 +99,15 @@ async def test_a_second_secret_works_beside_the_first_until_the_first_is_removed
     second = await gateway.admin("partner", "secret", client_id)
     await gateway.token(client_id, first["client_secret"])
     await gateway.token(client_id, second["client_secret"])
+    shown = await gateway.admin("partner", "show", client_id)
+    assert [c["credential_id"] for c in shown["credentials"]] == [
+        first["credential_id"],
+        second["credential_id"],
+    ]
+    assert first["client_secret"] not in str(shown)
+    with pytest.raises(Refusal) as crowded:
+        await gateway.admin("partner", "secret", client_id)
+    assert crowded.value.reason == "TOO_MANY_CREDENTIALS"
     await gateway.admin("partner", "remove-credential", client_id, first["credential_id"])
 
     async def first_refused() -> bool:
@@ -246,6 +256,10 @@ async def test_an_authorization_is_captured_or_voided_once_and_reads_follow_it(
     stranger = await gateway.token(stranger_id, stranger_secret)
     hidden = await http.get(f"{url}/v1/payments/{payment['id']}", headers=bearer(stranger))
     assert hidden.status_code == 404
+    listed = await http.get(
+        f"{url}/v1/stores/{gateway.merchant.store_ids[0]}/payments", headers=bearer(stranger)
+    )
+    assert listed.status_code == 200 and listed.json()["payments"] == []
 
 
 async def test_cash_handed_over_at_a_register_tops_up_the_persons_wallet(
