@@ -91,3 +91,17 @@ async def test_webhook_urls_must_reach_public_addresses_only() -> None:
     for internal in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "localhost"):
         assert not await reaches_only_public_addresses(internal), internal
     assert await reaches_only_public_addresses("93.184.215.14")
+
+
+def test_every_rpc_the_gateway_calls_admits_the_gateway_principal() -> None:
+    from services.gateway.access import OUTBOUND
+    from services.risk.access import ACCESS as RISK
+    from services.wallet.access import ACCESS as WALLET
+
+    policies = {"wallet": WALLET, "risk": RISK}
+    for service, methods in OUTBOUND.items():
+        for method in methods:
+            assert "gateway" in policies[service][method].callers, (service, method)
+    # And nothing that moves a person's own money without their token.
+    assert "gateway" not in WALLET["CloseWallet"].callers
+    assert WALLET["TopUpFromCard"].audiences
