@@ -106,7 +106,7 @@ async def metadata(request: Request) -> dict[str, Any]:
         "token_endpoint": service.token_url,
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": [*SECRET_METHODS, ASSERTION_METHOD],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
         "scopes_supported": list(SCOPES),
         "response_types_supported": [],
         "service_documentation": f"{service.issuer}/docs",

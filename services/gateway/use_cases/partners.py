@@ -8,6 +8,7 @@ message between replicas.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 import uuid
@@ -124,14 +125,22 @@ class PartnerAdmin:
         return credential_id, secret
 
     async def add_key(self, partner_id: uuid.UUID, public_jwk: dict[str, Any]) -> uuid.UUID:
-        """A public key for private_key_jwt (EC P-256, RSA or Ed25519; never a private one)."""
+        """A public key for private_key_jwt: EC P-256 (ES256) or RSA of 2048 bits or more
+        (RS256), the algorithms the token endpoint verifies; never a private key."""
         check_room_for(await self._partner(partner_id), "key")
         key = import_key(public_jwk)
         if key.is_private:
             raise ValueError("register the public key only; the private key stays with the partner")
-        if key.key_type not in ("EC", "RSA", "OKP"):
-            raise ValueError("the key must be EC, RSA or OKP")
         document = key.as_dict(private=False)
+        if key.key_type == "EC":
+            if document.get("crv") != "P-256":
+                raise ValueError("an EC key must be on P-256 (ES256)")
+        elif key.key_type == "RSA":
+            modulus = base64.urlsafe_b64decode(str(document["n"]) + "==")
+            if len(modulus.lstrip(b"\0")) * 8 < 2048:
+                raise ValueError("an RSA key must have at least 2048 bits (RS256)")
+        else:
+            raise ValueError("the key must be EC P-256 or RSA")
         document.setdefault("kid", key.thumbprint())
         credential_id = await store.add_credential(
             self._pool, partner_id, "key", public_jwk=document
