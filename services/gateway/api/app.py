@@ -32,6 +32,8 @@ DESCRIPTION = (
     "problems whose `reason` is stable and whose `field` names the offending input."
 )
 _log = structlog.get_logger("mamoru.gateway.http")
+# Far above any real request; a larger body is refused before it is read into memory.
+MAX_BODY_BYTES = 64 * 1024
 _tracer = trace.get_tracer("mamoru.gateway")
 
 
@@ -140,6 +142,21 @@ def create_app(
         if await ready():
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "starting"}, status_code=503)
+
+    @app.middleware("http")
+    async def bounded_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            return problems.problem_response(
+                413, "BODY_TOO_LARGE", f"bodies are limited to {MAX_BODY_BYTES} bytes"
+            )
+        if "chunked" in request.headers.get("transfer-encoding", "").lower():
+            return problems.problem_response(
+                411, "LENGTH_REQUIRED", "send the body with a Content-Length"
+            )
+        return await call_next(request)
 
     @app.middleware("http")
     async def one_line_per_request(

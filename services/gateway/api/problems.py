@@ -52,6 +52,8 @@ _DESCRIPTIONS = {
     403: "scope missing, merchant or store not granted, or partner suspended",
     404: "no such resource for this partner",
     409: "the Idempotency-Key was used with another body",
+    411: "send the body with a Content-Length",
+    413: "the body is larger than 64 KiB",
     422: "invalid input (field names it) or a business refusal (reason names it)",
     429: "over the partner's rate limit; see Retry-After",
     503: "a service behind the gateway did not answer; retry with the same key",

@@ -27,7 +27,7 @@ IdempotencyKey = Annotated[
         examples=["order-4711-capture"],
     ),
 ]
-_COMMON = (400, 401, 403, 422, 429, 503)
+_COMMON = (400, 401, 403, 411, 413, 422, 429, 503)
 _MUTATING = (*_COMMON, 404, 409)
 
 

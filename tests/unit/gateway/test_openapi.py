@@ -3,6 +3,7 @@ every partner operation secured by a scope, every error a problem document."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from openapi_spec_validator import validate
@@ -67,3 +68,32 @@ def test_the_browsable_page_carries_no_script() -> None:
     page = docs.render(document())
     assert "<script" not in page.lower()
     assert "/v1/payments" in page
+
+
+async def test_an_oversized_or_unsized_body_is_refused_before_it_is_read() -> None:
+    from typing import cast
+
+    import httpx
+
+    from services.gateway.api.app import MAX_BODY_BYTES, create_app
+
+    unused = cast(Any, None)
+    app = create_app(
+        issuer="http://t",
+        guard=unused,
+        tokens=unused,
+        payments=unused,
+        webhooks=unused,
+        ready=unused,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        large = await client.post("/v1/payments", content=b"x" * (MAX_BODY_BYTES + 1))
+        assert large.status_code == 413
+        assert large.headers["content-type"] == "application/problem+json"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"{}"
+
+        unsized = await client.post("/v1/payments", content=chunks())
+        assert (unsized.status_code, unsized.json()["reason"]) == (411, "LENGTH_REQUIRED")
