@@ -36,6 +36,7 @@ ALG = "HS256"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a JWT "typ", not a secret
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 ASSERTION_METHOD = "private_key_jwt"
+MAX_ASSERTION_SECONDS = 300
 _T = TypeVar("_T")
 
 
@@ -164,6 +165,19 @@ class TokenService:
 
         class Assertion(JWTBearerClientAssertion):
             CLIENT_AUTH_METHOD = ASSERTION_METHOD
+
+            def verify_claims(self, claims: Any) -> None:
+                # A long-lived assertion is a bearer credential in all but name, and its
+                # jti would have to be kept as long (RFC 7523 §3, item 4 allows refusing it).
+                expires = claims.get("exp")
+                if (
+                    isinstance(expires, int | float)
+                    and expires > time.time() + MAX_ASSERTION_SECONDS
+                ):
+                    raise InvalidClientError(
+                        description=f"the assertion must expire within {MAX_ASSERTION_SECONDS} s"
+                    )
+                super().verify_claims(claims)
 
             def get_audiences(self) -> list[str]:
                 return [service.token_url, service.issuer]

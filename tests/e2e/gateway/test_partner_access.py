@@ -83,6 +83,12 @@ async def test_private_key_jwt_issues_a_token_and_refuses_a_forged_replayed_or_e
     )
     assert (expired_status, expired["error"]) == (400, "invalid_client")
 
+    now = int(time.time())
+    lasting_status, lasting = await token_with(
+        gateway, assertion(client_id, audience, key, iat=now, exp=now + 3600)
+    )
+    assert (lasting_status, lasting["error"]) == (400, "invalid_client")
+
     elsewhere_status, _ = await token_with(
         gateway, assertion(client_id, "https://elsewhere.example/token", key)
     )
