@@ -50,6 +50,7 @@ lint: protos buf-lint buf-breaking
 	$(VENV)/bin/ruff check services tests bench deploy
 	$(VENV)/bin/ruff format --check services tests bench deploy
 	$(VENV)/bin/mypy
+	$(PY) -m services.gateway.api.openapi --check
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from services.devstack import demo
+from services.devstack.gateway import curl_session, seed_demo, start_gateway
 from services.devstack.stack import LocalStack
 from services.devstack.supervisor import supervise
 
@@ -95,7 +96,10 @@ async def _main() -> None:
     _say("Starting PostgreSQL, SMTP, the sandboxes and the four services...")
     async with stack:
         await _seed_demo(stack, var)
+        _say("Starting the partner gateway and its sandbox...")
+        partner_demo = await seed_demo(stack, await start_gateway(stack))
         print(_banner(stack, var), flush=True)
+        print(curl_session(partner_demo), flush=True)
         watcher = asyncio.create_task(supervise(stack, _say))
         await stop.wait()
         watcher.cancel()

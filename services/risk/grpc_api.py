@@ -75,6 +75,7 @@ def policy_to_proto(policy: Policy) -> risk_pb2.Policy:
             currency=policy.payment_fallback_currency,
         ),
         updated_at=timestamp(policy.updated_at),
+        suspended_partners=sorted(policy.suspended_partners),
     )
 
 
@@ -991,6 +992,14 @@ def _policy_change(check: Violations, request: risk_pb2.SetPolicyRequest) -> Pol
         return PolicyChange(
             switch="external_login", key=provider, value=request.external_login.suspended
         )
+    if which == "partner":
+        partner_id = request.partner.partner_id
+        check.require(
+            bool(_PROVIDER.match(partner_id)),
+            "partner.partner_id",
+            "must be 1 to 64 of a-z 0-9 _ . -",
+        )
+        return PolicyChange(switch="partner", key=partner_id, value=request.partner.suspended)
     if which == "top_up_channel":
         channel = request.top_up_channel.channel
         valid = (

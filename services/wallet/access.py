@@ -7,7 +7,9 @@ PERMISSION_DENIED and the reason WALLET_AUDIENCE_REQUIRED (see
 from services.runtime.access import Access, allow
 
 PAYER = allow("gateway", audiences=["wallet", "group"])
-STORE = allow("pos")
+# Store systems: a register with the shared ``pos`` certificate, or the partner
+# gateway acting for a merchant it holds the key of; both send ``x-merchant-key``.
+STORE = allow("pos", "gateway")
 OPERATOR = allow("operator")
 
 ACCESS: dict[str, Access] = {
@@ -25,7 +27,7 @@ ACCESS: dict[str, Access] = {
     "AuthorizePayment": STORE,
     "CapturePayment": STORE,
     "VoidAuthorization": STORE,
-    "RefundPayment": allow("pos", "operator"),
+    "RefundPayment": allow("pos", "gateway", "operator"),
     "RegisterMerchant": OPERATOR,
     "RegisterStore": OPERATOR,
     "ReportUnauthorized": PAYER,

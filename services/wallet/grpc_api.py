@@ -662,7 +662,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         check.idempotency_key("idempotency_key", request.idempotency_key)
         check.raise_if_any()
         assert payment_id is not None
-        merchant_id = (await self._merchant(context)).id if current_caller() == "pos" else None
+        # Only an operator refunds across merchants; a store system refunds its own payments.
+        merchant_id = None if current_caller() == "operator" else (await self._merchant(context)).id
         result = await self._store.refund(
             payment_id=payment_id,
             amount=amount,

@@ -26,6 +26,7 @@ class Policy:
     wind_down: bool = False
     payment_fallback_limit_minor: int = DEFAULT_PAYMENT_FALLBACK_MINOR
     payment_fallback_currency: str = DEFAULT_CURRENCY
+    suspended_partners: frozenset[str] = frozenset()
     updated_at: datetime | None = None
 
     def to_document(self) -> dict[str, Any]:
@@ -41,6 +42,7 @@ class Policy:
                 "amount_minor": self.payment_fallback_limit_minor,
                 "currency": self.payment_fallback_currency,
             },
+            "suspended_partners": sorted(self.suspended_partners),
         }
 
     @classmethod
@@ -62,6 +64,7 @@ class Policy:
                 limit.get("amount_minor", DEFAULT_PAYMENT_FALLBACK_MINOR)
             ),
             payment_fallback_currency=str(limit.get("currency", DEFAULT_CURRENCY)),
+            suspended_partners=frozenset(document.get("suspended_partners", ())),
             updated_at=updated_at,
         )
 
@@ -92,6 +95,7 @@ SWITCHES = (
     "payments_suspended",
     "wind_down",
     "payment_fallback_limit",
+    "partner",
 )
 
 
@@ -113,6 +117,8 @@ def apply_change(policy: Policy, change: PolicyChange) -> Policy:
         updates = {
             "top_up_suspended_channels": _toggle(policy.top_up_suspended_channels, change.key, on)
         }
+    elif change.switch == "partner":
+        updates = {"suspended_partners": _toggle(policy.suspended_partners, change.key, on)}
     elif change.switch in ("registration_suspended", "payments_suspended", "wind_down"):
         updates = {change.switch: on}
     elif change.switch == "payment_fallback_limit":
@@ -127,12 +133,15 @@ def apply_change(policy: Policy, change: PolicyChange) -> Policy:
 
 def parse_switch(text: str) -> PolicyChange:
     """An automatic action as rules store it: ``wind_down``, ``top_up_channel:card``,
-    ``external_login:line``, ``country:XX``, ``payments_suspended``, ``registration_suspended``.
+    ``external_login:line``, ``partner:ID``, ``country:XX``, ``payments_suspended``,
+    ``registration_suspended``.
     Turning a switch on is the only automatic action: only a person turns one off."""
     switch, _, key = text.partition(":")
     if switch in ("registration_suspended", "payments_suspended", "wind_down") and not key:
         return PolicyChange(switch=switch, value=True)
     if switch == "top_up_channel" and key in TOP_UP_CHANNELS:
+        return PolicyChange(switch=switch, key=key, value=True)
+    if switch == "partner" and key:
         return PolicyChange(switch=switch, key=key, value=True)
     if switch == "external_login" and key:
         return PolicyChange(switch=switch, key=key, value=True)

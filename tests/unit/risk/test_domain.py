@@ -181,3 +181,14 @@ def test_every_rule_has_a_score_and_alert_rules_a_window():
         assert "score" in rule.thresholds
         if rule.rule_id.startswith("alert."):
             assert "window_seconds" in rule.thresholds
+
+
+def test_a_partner_switch_suspends_one_partner_and_survives_its_stored_form():
+    partner = "0b8e3d52-6f0e-4f7a-9d2c-1a2b3c4d5e6f"
+    policy = apply_change(Policy(), PolicyChange("partner", True, key=partner))
+    policy = apply_change(policy, PolicyChange("partner", True, key="other"))
+    policy = apply_change(policy, PolicyChange("partner", False, key="other"))
+    assert policy.suspended_partners == frozenset({partner})
+    stored = Policy.from_document(policy.version, policy.to_document(), None)
+    assert stored.suspended_partners == frozenset({partner})
+    assert parse_switch(f"partner:{partner}") == PolicyChange("partner", True, key=partner)
