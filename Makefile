@@ -51,8 +51,12 @@ lint: protos buf-lint buf-breaking
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# REPLICAS=2 starts two processes of every service; PGBOUNCER=1 puts PgBouncer
+# (transaction mode) between the services and PostgreSQL.
+REPLICAS ?= 1
+PGBOUNCER ?=
 run: protos
-	$(PY) -m services.devstack
+	MAMORU_REPLICAS=$(REPLICAS) MAMORU_PGBOUNCER=$(PGBOUNCER) $(PY) -m services.devstack
 
 # Benchmarks of DESIGN.md's targets (never timed tests): results in bench/results.json,
 # latency over time in bench/latency.png. bench-quick takes about three minutes.

@@ -27,10 +27,10 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import tracing
+from services.runtime import metrics, tracing
 from services.runtime.access import Access, AccessInterceptor
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
-from services.runtime.db import close_pool, create_pool
+from services.runtime.db import close_pool, create_pool, session_connection
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import MigrationError, migrate
@@ -86,6 +86,21 @@ class ServiceApp:
 BuildApp = Callable[[Resources], Awaitable[ServiceApp]]
 
 
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """Connections end after a while, so clients spread over replicas added since.
+
+    gRPC sends GOAWAY at the age limit; RPCs in flight get the grace period, and
+    the followers' streams then reconnect (to any replica) and resume.
+    """
+    return [
+        ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            int(settings.grpc_max_connection_age_grace_seconds * 1000),
+        ),
+    ]
+
+
 def method_access(service: ServiceDescriptor, rules: Mapping[str, Access]) -> dict[str, Access]:
     """Key a service's access rules by full method name, insisting every RPC has one."""
     methods = set(service.methods_by_name)
@@ -114,6 +129,7 @@ class RunningService:
         pool: asyncpg.Pool,
         app: ServiceApp,
         stopping: asyncio.Event,
+        metrics_endpoint: metrics.MetricsEndpoint | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -125,6 +141,8 @@ class RunningService:
         self._health_server = health_server
         self._health = health
         self._stopping_event = stopping
+        self._metrics_endpoint = metrics_endpoint
+        self.metrics_port = metrics_endpoint.port if metrics_endpoint is not None else 0
         self._stop_background = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = [
             asyncio.create_task(job(self._stop_background), name=f"{name}-background")
@@ -158,6 +176,8 @@ class RunningService:
             with contextlib.suppress(Exception):
                 await close()
         await close_pool(self.pool)
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.stop()
         await self._health_server.stop(0)
         tracing.shutdown_tracing()
         log.info("service.stopped")
@@ -184,22 +204,33 @@ async def start_service(
     log.info("health.listening", port=health_port)
 
     pool: asyncpg.Pool | None = None
+    endpoint: metrics.MetricsEndpoint | None = None
     try:
         tls = load_tls(settings.tls_dir, name)
-        pool = await create_pool(settings.database_url.reveal(), max_size=settings.db_pool_max)
-        async with pool.acquire() as conn:
+        pooled = settings.behind_transaction_pooler()
+        pool = await create_pool(
+            settings.database_url.reveal(),
+            max_size=settings.db_pool_max,
+            direct_url=settings.direct_database_url() if pooled else None,
+        )
+        # Migrations hold a session advisory lock, so they never go through a pooler.
+        async with session_connection(pool, application_name=f"mamoru-{name}-migrate") as conn:
             applied = await migrate(conn, name, migrations)
         log.info("migrations.applied", applied=applied)
+        service_metrics = metrics.for_service(name)
+        service_metrics.start_over()
+        service_metrics.watch_pool(pool)
         resources = Resources(name=name, settings=settings, pool=pool, tls=tls)
         app = await build(resources)
 
         interceptors: list[Any] = [
             *tracing.server_interceptors(),
             RpcLogInterceptor(),
+            metrics.MetricsInterceptor(service_metrics),
             AccessInterceptor(app.access, app.verifier),
             ErrorMappingInterceptor(),
         ]
-        server = grpc.aio.server(interceptors=interceptors)
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         for add, servicer in app.servicers:
             add(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -215,7 +246,11 @@ async def start_service(
             f"{settings.grpc_host}:{settings.grpc_port}", server_credentials(tls)
         )
         await server.start()
+        endpoint = metrics.MetricsEndpoint(service_metrics)
+        await endpoint.start(settings.grpc_host, settings.metrics_port)
     except BaseException:
+        if endpoint is not None:
+            await endpoint.stop()
         if pool is not None:
             await close_pool(pool)
         await health_server.stop(0)
@@ -232,10 +267,16 @@ async def start_service(
         pool=pool,
         app=app,
         stopping=resources.stopping,
+        metrics_endpoint=endpoint,
     )
     for service_name in ("", *app.service_names):
         await health.set(service_name, SERVING)
-    log.info("service.serving", grpc_port=grpc_port, health_port=health_port)
+    log.info(
+        "service.serving",
+        grpc_port=grpc_port,
+        health_port=health_port,
+        metrics_port=endpoint.port,
+    )
     return running
 
 
