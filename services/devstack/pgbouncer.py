@@ -48,10 +48,18 @@ def _free_port() -> int:
 class LocalPgBouncer:
     """PgBouncer on a free local port, pooling every database of ``server_url``."""
 
-    def __init__(self, server_url: str, folder: Path, *, pool_size: int = 20) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        folder: Path,
+        *,
+        pool_size: int = 10,
+        max_server_connections: int = 60,
+    ) -> None:
         self.server_url = server_url
         self.folder = folder
         self.pool_size = pool_size
+        self.max_server_connections = max_server_connections
         self.port = 0
         self._process: asyncio.subprocess.Process | None = None
         parts = urllib.parse.urlsplit(server_url)
@@ -61,6 +69,10 @@ class LocalPgBouncer:
         # The embedded server listens on a unix socket only (host=<folder> in the query).
         self._host = (query.get("host") or [parts.hostname or "127.0.0.1"])[0]
         self._server_port = parts.port or 5432
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "pgbouncer.log"
 
     def url(self, direct_url: str) -> str:
         """``direct_url`` (a database on the server) as reached through PgBouncer."""
@@ -100,12 +112,18 @@ class LocalPgBouncer:
                     f"auth_file = {userlist}",
                     "pool_mode = transaction",
                     f"default_pool_size = {self.pool_size}",
+                    # Tests make databases by the hundred: sessions to finished ones must
+                    # close soon, and all of them together stay under the server's limit
+                    # (clients then wait for a session instead of failing).
+                    f"max_user_connections = {self.max_server_connections}",
+                    "server_idle_timeout = 5",
                     "max_client_conn = 2000",
                     "server_reset_query =",
                     # asyncpg sends it at start; PgBouncer must not refuse the connection.
                     "ignore_startup_parameters = extra_float_digits",
-                    f"logfile = {self.folder / 'pgbouncer.log'}",
-                    f"pidfile = {self.folder / 'pgbouncer.pid'}",
+                    # Logs go to stderr, which is a file this process opened, so the
+                    # user PgBouncer runs as needs no access to the folder.
+                    "syslog = 0",
                     "",
                 ]
             )
@@ -115,13 +133,11 @@ class LocalPgBouncer:
             # PgBouncer refuses to run as root; it runs as the server's owner, who
             # may also open the server's socket folder.
             owner = _owner_of(Path(self._host)) if self._host.startswith("/") else "nobody"
-            shutil.chown(self.folder, user=owner)
-            for path in (config, userlist):
-                path.chmod(0o644)
             command += ["-u", owner]
-        self._process = await asyncio.create_subprocess_exec(
-            *command, str(config), stdin=asyncio.subprocess.DEVNULL
-        )
+        with self.log.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *command, str(config), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
         await self._wait_accepting()
 
     async def _wait_accepting(self) -> None:
@@ -129,8 +145,7 @@ class LocalPgBouncer:
         last: BaseException | None = None
         while asyncio.get_running_loop().time() < deadline:
             if self._process is not None and self._process.returncode is not None:
-                log = self.folder / "pgbouncer.log"
-                tail = log.read_text()[-2000:] if log.exists() else ""
+                tail = self.log.read_text()[-2000:] if self.log.exists() else ""
                 raise RuntimeError(f"pgbouncer exited with {self._process.returncode}: {tail}")
             try:
                 conn = await asyncpg.connect(
