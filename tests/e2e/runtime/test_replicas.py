@@ -4,6 +4,7 @@ clients spreading calls over them: what one replica learns, every replica enforc
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -395,7 +396,8 @@ async def test_killing_a_wallet_replica_during_captures_loses_and_duplicates_not
             if started == kill_at:
                 sending.set()
             reply = await retried(
-                lambda request=request: pos.CapturePayment(
+                functools.partial(
+                    pos.CapturePayment,
                     request,
                     metadata=(("x-merchant-key", merchant.merchant_key),),
                     timeout=TIMEOUT,
