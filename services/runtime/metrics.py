@@ -26,7 +26,9 @@ Series (the manifests' alerts use these names):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -288,7 +290,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             error: BaseException | None = None
             try:
                 responses = behavior(request, context)
-                if hasattr(responses, "__aiter__"):
+                if inspect.isasyncgen(responses):
+                    async with contextlib.aclosing(responses):
+                        async for response in responses:
+                            yield response
+                elif hasattr(responses, "__aiter__"):
                     async for response in responses:
                         yield response
                 else:
