@@ -257,6 +257,10 @@ class ServiceSettings:
             raise ConfigError("DATABASE_DIRECT_URL must be a postgresql:// URL")
         if self.database_pooler not in ("auto", "none", "transaction"):
             raise ConfigError("DATABASE_POOLER must be none, transaction or auto")
+        if self.database_pooler == "transaction" and direct is None:
+            # Migrations hold a session lock and LISTEN needs its session: neither
+            # survives a pooler that hands the session to another client.
+            raise ConfigError("DATABASE_POOLER=transaction needs DATABASE_DIRECT_URL")
         if (
             self.grpc_max_connection_age_seconds <= 0
             or self.grpc_max_connection_age_grace_seconds < 0

@@ -30,12 +30,16 @@ def test_without_a_direct_url_the_service_talks_to_postgresql_itself() -> None:
 
 
 def test_the_pooler_mode_can_be_forced_either_way() -> None:
-    assert settings(DATABASE_POOLER="transaction").behind_transaction_pooler()
+    assert settings(
+        DATABASE_POOLER="transaction", DATABASE_DIRECT_URL=DIRECT
+    ).behind_transaction_pooler()
     assert not settings(
         DATABASE_POOLER="none", DATABASE_DIRECT_URL=DIRECT
     ).behind_transaction_pooler()
     with pytest.raises(ConfigError, match="DATABASE_POOLER"):
         settings(DATABASE_POOLER="session")
+    with pytest.raises(ConfigError, match="needs DATABASE_DIRECT_URL"):
+        settings(DATABASE_POOLER="transaction")
     with pytest.raises(ConfigError, match="DATABASE_DIRECT_URL"):
         settings(DATABASE_DIRECT_URL="mysql://db")
 
