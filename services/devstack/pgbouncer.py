@@ -124,11 +124,13 @@ class LocalPgBouncer:
                     # Logs go to stderr, which is a file this process opened, so the
                     # user PgBouncer runs as needs no access to the folder.
                     "syslog = 0",
+                    "log_connections = 0",
+                    "log_disconnections = 0",
                     "",
                 ]
             )
         )
-        command = [program(), "-q"]
+        command = [program()]
         if os.geteuid() == 0:
             # PgBouncer refuses to run as root; it runs as the server's owner, who
             # may also open the server's socket folder.
