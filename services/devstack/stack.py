@@ -143,21 +143,25 @@ class LocalStack:
         await self.points_program.start()
         for name in SERVICES:
             for replica in range(1, self.replicas + 1):
-                if self.fixed_ports:
-                    step = REPLICA_PORT_STEP * (replica - 1)
-                    grpc_port, health_port = (port + step for port in DEFAULT_PORTS[name])
-                    metrics_port = DEFAULT_METRICS_PORTS[name] + step // 10
-                else:
-                    grpc_port, health_port, metrics_port = free_port(), free_port(), free_port()
-                proc = ServiceProcess(
-                    name, grpc_port, health_port, metrics_port=metrics_port, replica=replica
-                )
+                proc = self.plan(name, replica)
                 self.processes[proc.key] = proc
         env = await self._environment()
         started = [proc for proc in self.processes.values() if proc.name in self.services]
         for proc in started:
             await self._spawn(proc, env)
         await asyncio.gather(*(self.wait_serving(proc.key) for proc in started))
+
+    def plan(self, name: str, replica: int) -> ServiceProcess:
+        """Replica ``replica`` (from 1) of ``name``, on its ports, not yet started."""
+        if self.fixed_ports:
+            step = REPLICA_PORT_STEP * (replica - 1)
+            grpc_port, health_port = (port + step for port in DEFAULT_PORTS[name])
+            metrics_port = DEFAULT_METRICS_PORTS[name] + step // 10
+        else:
+            grpc_port, health_port, metrics_port = free_port(), free_port(), free_port()
+        return ServiceProcess(
+            name, grpc_port, health_port, metrics_port=metrics_port, replica=replica
+        )
 
     def replicas_of(self, name: str) -> list[ServiceProcess]:
         return [proc for proc in self.processes.values() if proc.name == name]
