@@ -51,7 +51,8 @@ lint: protos buf-lint buf-breaking
 
 test: lint pgbouncer
 	$(PY) -m pytest $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-through-pgbouncer
+	@# A chosen subset (PYTEST_ARGS) is not followed by the pooled pass.
+	$(if $(PYTEST_ARGS),,$(MAKE) --no-print-directory test-through-pgbouncer)
 
 # Debian's PgBouncer, which the tests put in transaction mode in front of PostgreSQL
 # as production's pooler is. Installed once; quiet when already there.
