@@ -119,6 +119,12 @@ async def refusal(call: Awaitable[Any]) -> grpc.aio.AioRpcError | None:
     return None
 
 
+def denied_by(decision: risk_pb2.Decision, rule_id: str) -> bool:
+    return decision.verdict == risk_pb2.VERDICT_DENY and any(
+        reason.rule_id == rule_id for reason in decision.reasons
+    )
+
+
 async def funded_payer(replicated: Replicated, amount: int) -> Payer:
     """A payer with ``amount`` (below risk's step-up for a new card) from a card."""
     identity = IdentityDriver(
@@ -153,10 +159,15 @@ async def test_a_kill_switch_set_through_one_risk_replica_is_enforced_by_every_r
         key: identity_pb2_grpc.IdentityServiceStub(channel)
         for key, channel in replicated.each("identity", as_="gateway").items()
     }
-    risks = {
-        key: risk_pb2_grpc.RiskServiceStub(channel)
-        for key, channel in replicated.each("risk", as_="operator").items()
-    }
+    # Risk's assessments decide from the policy each replica holds in memory.
+    risk_for_wallet = [
+        risk_pb2_grpc.RiskServiceStub(channel)
+        for channel in replicated.each("risk", as_="wallet").values()
+    ]
+    risk_for_identity = [
+        risk_pb2_grpc.RiskServiceStub(channel)
+        for channel in replicated.each("risk", as_="identity").values()
+    ]
     for stub in wallets.values():
         await stub.IssuePaymentCode(
             wallet_pb2.IssuePaymentCodeRequest(client=payer.client),
@@ -175,7 +186,20 @@ async def test_a_kill_switch_set_through_one_risk_replica_is_enforced_by_every_r
             )
             if error is None or reason_of(error) != "PAYMENTS_SUSPENDED":
                 return False
-        return await risk_policies_show(lambda policy: policy.payments_suspended)
+        for stub in risk_for_wallet:
+            reply = await stub.AssessPayment(
+                risk_pb2.AssessPaymentRequest(
+                    wallet_id=str(uuid.uuid4()),
+                    payer_id=payer.person.account_id,
+                    amount=jpy(100),
+                    merchant_id="merchant-1",
+                    merchant_category="5411",
+                ),
+                timeout=TIMEOUT,
+            )
+            if not denied_by(reply.decision, "payment.suspended"):
+                return False
+        return True
 
     async def registration_refused_everywhere() -> bool:
         for stub in identities.values():
@@ -191,12 +215,14 @@ async def test_a_kill_switch_set_through_one_risk_replica_is_enforced_by_every_r
             )
             if error is None or reason_of(error) != "REGISTRATION_SUSPENDED":
                 return False
-        return await risk_policies_show(lambda policy: policy.registration_suspended)
-
-    async def risk_policies_show(switch: Callable[[risk_pb2.Policy], bool]) -> bool:
-        for stub in risks.values():
-            reply = await stub.GetPolicies(risk_pb2.GetPoliciesRequest(), timeout=TIMEOUT)
-            if not switch(reply.policy):
+        for stub in risk_for_identity:
+            reply = await stub.AssessRegistration(
+                risk_pb2.AssessRegistrationRequest(
+                    email_domain="example.jp", client=client("phone-1", home_address())
+                ),
+                timeout=TIMEOUT,
+            )
+            if not denied_by(reply.decision, "registration.suspended"):
                 return False
         return True
 
