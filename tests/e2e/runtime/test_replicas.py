@@ -186,8 +186,8 @@ async def test_a_kill_switch_set_through_one_risk_replica_is_enforced_by_every_r
             )
             if error is None or reason_of(error) != "PAYMENTS_SUSPENDED":
                 return False
-        for stub in risk_for_wallet:
-            reply = await stub.AssessPayment(
+        for risk in risk_for_wallet:
+            reply = await risk.AssessPayment(
                 risk_pb2.AssessPaymentRequest(
                     wallet_id=str(uuid.uuid4()),
                     payer_id=payer.person.account_id,
@@ -215,8 +215,8 @@ async def test_a_kill_switch_set_through_one_risk_replica_is_enforced_by_every_r
             )
             if error is None or reason_of(error) != "REGISTRATION_SUSPENDED":
                 return False
-        for stub in risk_for_identity:
-            reply = await stub.AssessRegistration(
+        for risk in risk_for_identity:
+            reply = await risk.AssessRegistration(
                 risk_pb2.AssessRegistrationRequest(
                     email_domain="example.jp", client=client("phone-1", home_address())
                 ),
