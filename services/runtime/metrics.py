@@ -44,6 +44,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -59,6 +60,9 @@ _REFRESH_TIMEOUT_SECONDS = 2.0
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Unknown method names come from callers; one label keeps them from growing the series.
 _UNKNOWN_METHOD = "unknown"
+
+# A ``*_created`` series per counter doubles what Prometheus stores and no alert uses it.
+disable_created_metrics()
 
 _registries: dict[str, CollectorRegistry] = {}
 
