@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 GEN := gen
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 
-.PHONY: venv protos lint buf-lint buf-breaking typecheck test run clean bench bench-quick
+.PHONY: venv protos lint buf-lint buf-breaking typecheck test run clean bench bench-quick \
+	pgbouncer test-through-pgbouncer
 
 venv: $(STAMP)
 
@@ -52,11 +53,33 @@ lint: protos buf-lint buf-breaking
 	$(VENV)/bin/mypy
 	$(PY) -m services.gateway.api.openapi --check
 
-test: lint
+test: lint pgbouncer
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@# A chosen subset (PYTEST_ARGS) is not followed by the pooled pass.
+	$(if $(PYTEST_ARGS),,$(MAKE) --no-print-directory test-through-pgbouncer)
 
+# Debian's PgBouncer, which the tests put in transaction mode in front of PostgreSQL
+# as production's pooler is. Installed once; quiet when already there.
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		echo "installing pgbouncer (apt-get)"; \
+		$$SUDO apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			pgbouncer >/dev/null; }
+
+# The wallet and identity end-to-end tests and the incident drill again, with every
+# service's database traffic through PgBouncer in transaction mode.
+PGBOUNCER_TESTS ?= tests/e2e/wallet tests/e2e/identity tests/e2e/drill
+test-through-pgbouncer: protos pgbouncer
+	MAMORU_PGBOUNCER=1 $(PY) -m pytest -q $(PGBOUNCER_TESTS)
+
+# REPLICAS=2 starts two processes of every service; PGBOUNCER=1 puts PgBouncer
+# (transaction mode) between the services and PostgreSQL.
+REPLICAS ?= 1
+PGBOUNCER ?=
 run: protos
-	$(PY) -m services.devstack
+	MAMORU_REPLICAS=$(REPLICAS) MAMORU_PGBOUNCER=$(PGBOUNCER) $(PY) -m services.devstack
 
 # Benchmarks of the targets in docs/architecture.md (never timed tests): results in
 # bench/results.json, latency over time in bench/latency.png; bench also regenerates

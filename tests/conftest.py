@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from services.devstack import pgbouncer
 from services.runtime import devdb
 
 
@@ -24,6 +25,23 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         devdb.stop_embedded()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pooler(
+    pg_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[pgbouncer.LocalPgBouncer | None]:
+    """PgBouncer in transaction mode in front of the server when MAMORU_PGBOUNCER=1:
+    services started by the harness then reach their databases through it."""
+    if not pgbouncer.wanted():
+        yield None
+        return
+    bouncer = pgbouncer.LocalPgBouncer(pg_server_url, tmp_path_factory.mktemp("pgbouncer"))
+    await bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        await bouncer.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from services.devstack.card_processor import SandboxProcessor
+from services.devstack.pgbouncer import LocalPgBouncer
 from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
 from services.devstack.stack import CLIENT_PRINCIPALS, SERVICES, free_port, random_secrets
@@ -41,8 +42,10 @@ class Cluster:
         folder: Path,
         new_database: Callable[..., Awaitable[str]],
         env: Mapping[str, str] | None = None,
+        pooler: LocalPgBouncer | None = None,
     ) -> None:
         self.folder = folder
+        self.pooler = pooler
         self.tls_dir = folder / "tls"
         self.new_database = new_database
         self.env = {**random_secrets(), **(env or {})}
@@ -59,6 +62,9 @@ class Cluster:
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name][0]}"
 
+    def metrics_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.running[name].metrics_port}/metrics"
+
     async def _environment(self, name: str, overrides: Mapping[str, str]) -> dict[str, str]:
         if not self._smtp_started:
             ensure_local_pki(self.tls_dir, [*SERVICES, *CLIENT_PRINCIPALS])
@@ -68,8 +74,9 @@ class Cluster:
             self._smtp_started = True
         if name not in self.database_urls:
             self.database_urls[name] = await self.new_database(name)
+        direct = self.database_urls[name]
         env = {
-            "DATABASE_URL": self.database_urls[name],
+            "DATABASE_URL": direct if self.pooler is None else self.pooler.url(direct),
             "MAMORU_TLS_DIR": str(self.tls_dir),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "warning",
@@ -82,6 +89,9 @@ class Cluster:
             env[f"{peer.upper()}_ADDRESS"] = f"127.0.0.1:{grpc_port}"
             env[f"{peer.upper()}_GRPC_PORT"] = str(grpc_port)
             env[f"{peer.upper()}_HEALTH_PORT"] = str(health_port)
+            env[f"{peer.upper()}_METRICS_PORT"] = "0"
+        if self.pooler is not None:
+            env["DATABASE_DIRECT_URL"] = direct
         env.update(self.env)
         env.update(overrides)
         return env

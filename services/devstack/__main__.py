@@ -28,9 +28,12 @@ def _say(line: str) -> None:
 def _banner(stack: LocalStack, var: Path) -> str:
     assert stack.smtp is not None
     lines = ["", "Mamoru is running.", ""]
-    lines.append(f"  {'service':<9} {'gRPC (mTLS)':<18} health (plaintext)")
+    lines.append(f"  {'service':<11} {'gRPC (mTLS)':<18} {'health (plaintext)':<20} metrics")
     for proc in stack.processes.values():
-        lines.append(f"  {proc.name:<9} {proc.address:<18} 127.0.0.1:{proc.health_port}")
+        lines.append(
+            f"  {proc.key:<11} {proc.address:<18} {'127.0.0.1:' + str(proc.health_port):<20}"
+            f" http://127.0.0.1:{proc.metrics_port}/metrics"
+        )
     lines += [
         "",
         f"  SMTP (keeps every message)  127.0.0.1:{stack.smtp.port}  -> {var / 'mail'}"
@@ -38,6 +41,11 @@ def _banner(stack: LocalStack, var: Path) -> str:
         f"  sandbox card processor      {stack.card_processor.url if stack.card_processor else ''}",
         f"  sandbox points program      {stack.points_program.url if stack.points_program else ''}",
         f"  PostgreSQL                  {stack.server_url}",
+        *(
+            [f"  PgBouncer (transaction)     127.0.0.1:{stack.bouncer.port}"]
+            if stack.bouncer is not None
+            else []
+        ),
         f"  certificates                {stack.tls_dir}  (clients: operator, gateway, pos)",
         f"  service logs                {var / 'logs'}",
         "",
@@ -88,7 +96,10 @@ async def _seed_demo(stack: LocalStack, var: Path) -> None:
 
 async def _main() -> None:
     var = Path(os.environ.get("MAMORU_VAR", "var"))
-    stack = LocalStack(var_dir=var, fixed_ports=True, log_dir=var / "logs")
+    replicas = int(os.environ.get("MAMORU_REPLICAS") or 1)
+    if replicas < 1:
+        raise SystemExit("REPLICAS must be at least 1")
+    stack = LocalStack(var_dir=var, fixed_ports=True, log_dir=var / "logs", replicas=replicas)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -39,7 +39,7 @@ def tables() -> str:
         "|---|---|---|",
     ]
     for name, default, help_text in shared_rows:
-        if name.endswith(("_GRPC_PORT", "_HEALTH_PORT")):
+        if name.endswith(("_GRPC_PORT", "_HEALTH_PORT", "_METRICS_PORT")):
             default = "per service, below"
         lines.append(f"| `{name}` | {_cell(default)} | {_cell(help_text)} |")
     for service in SERVICES:
@@ -49,7 +49,7 @@ def tables() -> str:
         lines += [
             "",
             f"**{service}** — gRPC port {cls.default_grpc_port}, "
-            f"health port {cls.default_health_port}:",
+            f"health port {cls.default_health_port}, metrics port {cls.default_metrics_port}:",
             "",
             "| variable | default | meaning |",
             "|---|---|---|",

@@ -25,6 +25,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.devstack.card_processor import SandboxProcessor
+from services.devstack.pgbouncer import LocalPgBouncer
+from services.devstack.pgbouncer import wanted as pgbouncer_wanted
 from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
 from services.runtime import devdb
@@ -38,6 +40,10 @@ DEFAULT_PORTS = {
     "risk": (50053, 50063),
     "notify": (50054, 50064),
 }
+DEFAULT_METRICS_PORTS = {"identity": 9461, "wallet": 9462, "risk": 9463, "notify": 9464}
+# Replica n (from 1) of `make run REPLICAS=n` listens on the default ports plus this
+# times n - 1 (the metrics port plus a tenth of it).
+REPLICA_PORT_STEP = 100
 DEFAULT_SMTP_PORT = 2525
 DEFAULT_CARD_PROCESSOR_PORT = 8089
 DEFAULT_POINTS_PROGRAM_PORT = 8090
@@ -100,10 +106,17 @@ class ServiceProcess:
     grpc_port: int
     health_port: int
     process: asyncio.subprocess.Process | None = None
+    metrics_port: int = 0
+    replica: int = 1
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def key(self) -> str:
+        """Its name in ``LocalStack.processes``: ``wallet``, then ``wallet-2``..."""
+        return self.name if self.replica == 1 else f"{self.name}-{self.replica}"
 
 
 @dataclass
@@ -120,6 +133,11 @@ class LocalStack:
     points_program: SandboxPointsProgram | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     server_url: str = ""
+    # Processes per service, against the same databases; clients spread calls over them.
+    replicas: int = 1
+    # Services reach their databases through PgBouncer in transaction mode.
+    pgbouncer: bool = field(default_factory=pgbouncer_wanted)
+    bouncer: LocalPgBouncer | None = None
 
     @property
     def tls_dir(self) -> Path:
@@ -129,6 +147,9 @@ class LocalStack:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         ensure_local_pki(self.tls_dir, [*SERVICES, *CLIENT_PRINCIPALS])
         self.server_url = await asyncio.to_thread(devdb.server_url, self.var_dir / "postgres")
+        if self.pgbouncer and self.bouncer is None:
+            self.bouncer = LocalPgBouncer(self.server_url, self.var_dir / "pgbouncer")
+            await self.bouncer.start()
         smtp_port = configured_port("SMTP_PORT", DEFAULT_SMTP_PORT) if self.fixed_ports else 0
         self.smtp = LocalSmtpServer(port=smtp_port, maildir=self.var_dir / "mail")
         await self.smtp.start()
@@ -145,14 +166,36 @@ class LocalStack:
         )
         await self.points_program.start()
         for name in SERVICES:
-            grpc_port, health_port = (
-                fixed_service_ports(name) if self.fixed_ports else (free_port(), free_port())
-            )
-            self.processes[name] = ServiceProcess(name, grpc_port, health_port)
+            for replica in range(1, self.replicas + 1):
+                proc = self.plan(name, replica)
+                self.processes[proc.key] = proc
         env = await self._environment()
-        for name in self.services:
-            await self._spawn(self.processes[name], env)
-        await asyncio.gather(*(self.wait_serving(name) for name in self.services))
+        started = [proc for proc in self.processes.values() if proc.name in self.services]
+        for proc in started:
+            await self._spawn(proc, env)
+        await asyncio.gather(*(self.wait_serving(proc.key) for proc in started))
+
+    def plan(self, name: str, replica: int) -> ServiceProcess:
+        """Replica ``replica`` (from 1) of ``name``, on its ports, not yet started."""
+        if self.fixed_ports:
+            step = REPLICA_PORT_STEP * (replica - 1)
+            grpc_port, health_port = (port + step for port in fixed_service_ports(name))
+            metrics_port = (
+                configured_port(f"{name.upper()}_METRICS_PORT", DEFAULT_METRICS_PORTS[name])
+                + step // 10
+            )
+        else:
+            grpc_port, health_port, metrics_port = free_port(), free_port(), free_port()
+        return ServiceProcess(
+            name, grpc_port, health_port, metrics_port=metrics_port, replica=replica
+        )
+
+    def replicas_of(self, name: str) -> list[ServiceProcess]:
+        return [proc for proc in self.processes.values() if proc.name == name]
+
+    def address_of(self, name: str) -> str:
+        """The service's gRPC target: its one address, or the list of its replicas'."""
+        return ",".join(proc.address for proc in self.replicas_of(name))
 
     async def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -168,19 +211,29 @@ class LocalStack:
         env["WALLET_POINTS_URL"] = self.points_program.url
         for proc in self.processes.values():
             prefix = proc.name.upper()
-            env[f"{prefix}_ADDRESS"] = proc.address
-            env[f"{prefix}_GRPC_PORT"] = str(proc.grpc_port)
-            env[f"{prefix}_HEALTH_PORT"] = str(proc.health_port)
+            env[f"{prefix}_ADDRESS"] = self.address_of(proc.name)
+            if proc.replica == 1:
+                env[f"{prefix}_GRPC_PORT"] = str(proc.grpc_port)
+                env[f"{prefix}_HEALTH_PORT"] = str(proc.health_port)
+                env[f"{prefix}_METRICS_PORT"] = str(proc.metrics_port)
         env.update(self.extra_env)
         return env
 
     async def _spawn(self, proc: ServiceProcess, base_env: dict[str, str]) -> None:
         env = dict(base_env)
-        env["DATABASE_URL"] = await devdb.ensure_database(self.server_url, f"mamoru_{proc.name}")
+        prefix = proc.name.upper()
+        env[f"{prefix}_GRPC_PORT"] = str(proc.grpc_port)
+        env[f"{prefix}_HEALTH_PORT"] = str(proc.health_port)
+        env[f"{prefix}_METRICS_PORT"] = str(proc.metrics_port)
+        direct = await devdb.ensure_database(self.server_url, f"mamoru_{proc.name}")
+        env["DATABASE_URL"] = direct
+        if self.bouncer is not None:
+            env["DATABASE_URL"] = self.bouncer.url(direct)
+            env["DATABASE_DIRECT_URL"] = direct
         stdout: int | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_file = (self.log_dir / f"{proc.name}.log").open("ab")
+            log_file = (self.log_dir / f"{proc.key}.log").open("ab")
             stdout = log_file.fileno()
         proc.process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -234,6 +287,9 @@ class LocalStack:
             await self.card_processor.stop()
         if self.points_program is not None:
             await self.points_program.stop()
+        if self.bouncer is not None:
+            await self.bouncer.stop()
+            self.bouncer = None
         if "DATABASE_URL" not in os.environ:
             await asyncio.to_thread(devdb.stop_embedded, self.var_dir / "postgres")
 

@@ -17,6 +17,7 @@ from services.identity.revocations import RevocationFeed
 from services.identity.risk import RiskClient
 from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
+from services.runtime import metrics
 from services.runtime.outbox import OutboxRelay
 from services.runtime.peers import TOKEN_ISSUER, PolicyView, follow_policies
 from services.runtime.server import Resources, ServiceApp, method_access
@@ -49,6 +50,7 @@ async def build(resources: Resources) -> ServiceApp:
         pseudonyms=Pseudonyms(settings.pseudonym_key_bytes() or sealing_key),
         policies=policies,
     )
+    metrics.for_service(resources.name).watch_policy(lambda: policies.policy)
     feed = RevocationFeed(resources.pool)
     # Identity verifies its own person tokens from its own key store, never by calling itself.
     own_revocations = RevocationList()

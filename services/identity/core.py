@@ -63,6 +63,7 @@ from services.identity.sealing import (
     token_hash,
 )
 from services.identity.settings import IdentitySettings
+from services.runtime import metrics
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -365,6 +366,7 @@ class Identity:
             email_domain=key.rpartition("@")[2], client=client
         )
         if refuse_before_hashing(assessment.verdict):
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.inc()
             raise FailedPrecondition(
                 "REGISTRATION_REFUSED", "registration is not possible right now; try again later"
             )
@@ -517,6 +519,7 @@ class Identity:
             method="password",
         )
         if refuse_before_hashing(assessment.verdict):
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.inc()
             raise invalid_credentials()
         usable = account is not None and account["status"] == "active"
         matches = await self.hasher.verify(

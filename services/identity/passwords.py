@@ -12,6 +12,7 @@ import structlog
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from services.identity.domain.credentials import identifier_key
+from services.runtime import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -43,14 +44,17 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         self.computed += 1
-        return await asyncio.to_thread(self._argon.hash, password)
+        metrics.IDENTITY_PASSWORD_HASHES.inc()
+        with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
+            return await asyncio.to_thread(self._argon.hash, password)
 
     async def verify(self, stored: str | None, password: str) -> bool:
         """True when ``password`` matches; an absent hash still costs one verification."""
         self.computed += 1
-        return await asyncio.to_thread(self._verify, stored or self._dummy, password) and (
-            stored is not None
-        )
+        metrics.IDENTITY_PASSWORD_HASHES.inc()
+        with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
+            matches = await asyncio.to_thread(self._verify, stored or self._dummy, password)
+        return matches and stored is not None
 
     def needs_rehash(self, stored: str) -> bool:
         try:

@@ -21,6 +21,7 @@ import asyncpg
 import structlog
 
 from services.identity import storage
+from services.runtime.db import session_connection
 from services.runtime.outages import OutageLog
 from services.runtime.tokens import RevocationList
 
@@ -58,7 +59,7 @@ class RevocationFeed:
         outage = OutageLog(log, "revocations.listen_failed")
         while not stop.is_set():
             try:
-                async with self._pool.acquire() as conn:
+                async with session_connection(self._pool) as conn:
                     await conn.add_listener(storage.REVOCATIONS_CHANNEL, on_notify)
                     outage.ok()
                     try:

@@ -31,6 +31,7 @@ class IdentitySettings(ServiceSettings):
     env_prefix: ClassVar[str] = "IDENTITY"
     default_grpc_port: ClassVar[int] = 50051
     default_health_port: ClassVar[int] = 50061
+    default_metrics_port: ClassVar[int] = 9461
 
     secrets_key: Secret | None = env(
         "IDENTITY_SECRETS_KEY",

@@ -15,6 +15,7 @@ from services.notify.grpc_api import NotifyApi
 from services.notify.settings import NotifySettings
 from services.notify.storage import NoticeStore, RateLimit
 from services.notify.worker import DeliveryWorker, RetryPolicy
+from services.runtime import metrics
 from services.runtime.config import Secret
 from services.runtime.peers import follow_revocations, identity_token_verifier
 from services.runtime.server import Closer, Resources, ServiceApp, method_access
@@ -89,6 +90,11 @@ async def build(resources: Resources) -> ServiceApp:
         ),
         on_accepted=worker.wake,
     )
+
+    async def delivery_lag() -> None:
+        metrics.NOTIFY_DELIVERY_LAG.set(await store.oldest_due_age_seconds())
+
+    metrics.for_service(resources.name).on_scrape(delivery_lag)
     closers: list[Closer] = [identity.close, *(provider.close for provider in [*sms, *push])]
     return ServiceApp(
         servicers=[(notify_pb2_grpc.add_NotifyServiceServicer_to_server, api)],

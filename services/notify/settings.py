@@ -14,6 +14,7 @@ class NotifySettings(ServiceSettings):
     env_prefix: ClassVar[str] = "NOTIFY"
     default_grpc_port: ClassVar[int] = 50054
     default_health_port: ClassVar[int] = 50064
+    default_metrics_port: ClassVar[int] = 9464
 
     smtp_host: str = env("SMTP_HOST", default="127.0.0.1", help="SMTP relay host")
     smtp_port: int = env("SMTP_PORT", default=2525, help="SMTP relay port")

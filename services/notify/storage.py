@@ -201,6 +201,14 @@ class NoticeStore:
             return None
         return AcceptedNotice(notice_id=row["id"], coalesced=row["coalesced"])
 
+    async def oldest_due_age_seconds(self) -> float:
+        """How long the oldest unsent delivery (pending or awaiting a retry) has waited."""
+        value = await self._pool.fetchval(
+            "select coalesce(extract(epoch from now() - min(created_at)), 0)::float8"
+            " from deliveries where status in ('pending', 'failed')"
+        )
+        return max(float(value), 0.0)
+
     async def claim_due(self, *, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
         """Take up to ``limit`` due deliveries for one attempt each, leased to this worker."""
         token = uuid.uuid4()

@@ -22,6 +22,7 @@ from services.notify.domain.kinds import CODE_KINDS, Channel, NoticeKind
 from services.notify.domain.routing import Language, destination
 from services.notify.domain.templates import RenderedNotice, render
 from services.notify.storage import ClaimedDelivery, NoticeStore
+from services.runtime import metrics
 from services.runtime.outages import OutageLog
 from services.runtime.outbox import backoff_seconds
 
@@ -197,6 +198,7 @@ class DeliveryWorker:
             claimed.attempts, base=self._retry.base_seconds, cap=self._retry.max_seconds
         )
         await self._store.record_failure(claimed, error=error, dead=dead, retry_in_seconds=delay)
+        (metrics.NOTIFY_DEAD_LETTERS if dead else metrics.NOTIFY_RETRIES).inc()
         event = "notify.delivery_dead" if dead else "notify.delivery_failed"
         log.warning(
             event,

@@ -14,9 +14,10 @@ from services.risk import storage
 from services.risk.access import ACCESS
 from services.risk.alerts import AlertJob, notify_operators
 from services.risk.geo import country_lookup
-from services.risk.grpc_api import RiskApi
+from services.risk.grpc_api import RiskApi, policy_to_proto
 from services.risk.settings import RiskSettings
 from services.risk.state import RiskState
+from services.runtime import metrics
 from services.runtime.outbox import OutboxRelay
 from services.runtime.server import Resources, ServiceApp, method_access
 
@@ -56,6 +57,15 @@ async def build(resources: Resources) -> ServiceApp:
                 await storage.purge_old_counters(resources.pool, datetime.now(UTC))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=_PURGE_INTERVAL_SECONDS)
+
+    async def stuffing_signal() -> None:
+        now = datetime.now(UTC)
+        first = storage.window_start(now, state.rules.window("login.global_failures"))
+        metrics.RISK_STUFFING_SIGNAL.set(await storage.global_failures_since(resources.pool, first))
+
+    service_metrics = metrics.for_service(resources.name)
+    service_metrics.on_scrape(stuffing_signal)
+    service_metrics.watch_policy(lambda: policy_to_proto(state.policy))
 
     return ServiceApp(
         servicers=[(risk_pb2_grpc.add_RiskServiceServicer_to_server, api)],

@@ -24,6 +24,7 @@ from services.risk.domain.policy import DEFAULT_CURRENCY, Policy, PolicyChange, 
 from services.risk.domain.rules import Verdict
 from services.risk.geo import CountryLookup
 from services.risk.state import RiskState
+from services.runtime import metrics
 from services.runtime.access import current_caller
 from services.runtime.errors import FailedPrecondition, NotFound, invalid
 from services.runtime.validation import Violations
@@ -143,6 +144,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
         now: datetime,
     ) -> risk_pb2.Decision:
         decision_id = uuid.uuid4()
+        metrics.RISK_DECISIONS.labels(kind, result.verdict.name.lower()).inc()
         await self._decisions.add(
             storage.StoredDecision(
                 decision_id=decision_id,

@@ -14,6 +14,7 @@ class RiskSettings(ServiceSettings):
     env_prefix: ClassVar[str] = "RISK"
     default_grpc_port: ClassVar[int] = 50053
     default_health_port: ClassVar[int] = 50063
+    default_metrics_port: ClassVar[int] = 9463
 
     geoip_database: Path | None = env(
         "RISK_GEOIP_DATABASE",

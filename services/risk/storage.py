@@ -745,6 +745,17 @@ async def find_affected(
 
 # ---------------------------------------------------------------- alerts
 
+
+async def global_failures_since(pool: asyncpg.Pool, first_bucket: int) -> int:
+    """Failed sign-ins across all IPs from ``first_bucket`` on, as every replica counted them."""
+    value = await pool.fetchval(
+        "select coalesce(sum(failures), 0) from counters"
+        " where dimension = 'global' and key = '' and bucket >= $1",
+        first_bucket,
+    )
+    return int(value)
+
+
 _ALERT_LOCK = int.from_bytes(b"riskalrt", "big") - 2**63
 
 

@@ -144,6 +144,7 @@ class ServiceSettings:
     env_prefix: typing.ClassVar[str] = ""
     default_grpc_port: typing.ClassVar[int] = 0
     default_health_port: typing.ClassVar[int] = 0
+    default_metrics_port: typing.ClassVar[int] = 0
 
     database_url: Secret = env("DATABASE_URL", help="PostgreSQL URL of this service's own database")
     grpc_host: str = env("{PREFIX}_GRPC_HOST", default="127.0.0.1", help="interface to bind")
@@ -155,6 +156,33 @@ class ServiceSettings:
         "MAMORU_TLS_DIR",
         default=Path("var/tls"),
         help="folder with ca.pem and <service>.pem/<service>-key.pem",
+    )
+    metrics_port: int = env(
+        "{PREFIX}_METRICS_PORT",
+        default=-1,
+        help="plaintext Prometheus /metrics port, on GRPC_HOST (0 = any free)",
+    )
+    database_direct_url: Secret | None = env(
+        "DATABASE_DIRECT_URL",
+        default=None,
+        help="PostgreSQL URL that bypasses the pooler, for migrations and LISTEN; "
+        "unset = DATABASE_URL",
+    )
+    database_pooler: str = env(
+        "DATABASE_POOLER",
+        default="auto",
+        help="none, transaction (DATABASE_URL is PgBouncer in transaction mode) or auto "
+        "(transaction when DATABASE_DIRECT_URL is set and differs)",
+    )
+    grpc_max_connection_age_seconds: float = env(
+        "GRPC_MAX_CONNECTION_AGE_SECONDS",
+        default=300.0,
+        help="servers close connections older than this so clients rebalance over replicas",
+    )
+    grpc_max_connection_age_grace_seconds: float = env(
+        "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        default=30.0,
+        help="how long RPCs on a closing connection may still run (streams then reconnect)",
     )
     log_format: str = env("LOG_FORMAT", default="auto", help="json, console or auto (by terminal)")
     log_level: str = env("LOG_LEVEL", default="info", help="debug, info, warning or error")
@@ -171,17 +199,35 @@ class ServiceSettings:
         "IDENTITY_ADDRESS", default="127.0.0.1:50051", help="host:port of identity (mTLS)"
     )
     wallet_address: str = env(
-        "WALLET_ADDRESS", default="127.0.0.1:50052", help="host:port of wallet (mTLS)"
+        "WALLET_ADDRESS",
+        default="127.0.0.1:50052",
+        help="host:port, list or dns:/// target of wallet (mTLS)",
     )
     risk_address: str = env(
-        "RISK_ADDRESS", default="127.0.0.1:50053", help="host:port of risk (mTLS)"
+        "RISK_ADDRESS",
+        default="127.0.0.1:50053",
+        help="host:port, list or dns:/// target of risk (mTLS)",
     )
     notify_address: str = env(
-        "NOTIFY_ADDRESS", default="127.0.0.1:50054", help="host:port of notify (mTLS)"
+        "NOTIFY_ADDRESS",
+        default="127.0.0.1:50054",
+        help="host:port, list or dns:/// target of notify (mTLS)",
     )
 
     def peer_address(self, service: str) -> str:
         return str(getattr(self, f"{service}_address"))
+
+    def behind_transaction_pooler(self) -> bool:
+        """Whether DATABASE_URL reaches PostgreSQL through a transaction-mode pooler."""
+        if self.database_pooler != "auto":
+            return self.database_pooler == "transaction"
+        direct = self.database_direct_url
+        return direct is not None and direct != self.database_url
+
+    def direct_database_url(self) -> str:
+        """The URL for migrations and LISTEN, which need a session of their own."""
+        direct = self.database_direct_url or self.database_url
+        return direct.reveal()
 
     def __post_init__(self) -> None:
         # -1 means "the service's documented default port".
@@ -189,9 +235,15 @@ class ServiceSettings:
             object.__setattr__(self, "grpc_port", self.default_grpc_port)
         if self.health_port == -1:
             object.__setattr__(self, "health_port", self.default_health_port)
+        if self.metrics_port == -1:
+            object.__setattr__(self, "metrics_port", self.default_metrics_port)
 
     def validate(self) -> None:
-        for var, port in (("GRPC_PORT", self.grpc_port), ("HEALTH_PORT", self.health_port)):
+        for var, port in (
+            ("GRPC_PORT", self.grpc_port),
+            ("HEALTH_PORT", self.health_port),
+            ("METRICS_PORT", self.metrics_port),
+        ):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{self.env_prefix}_{var} must be between 0 and 65535")
         if self.log_format not in ("auto", "json", "console"):
@@ -200,5 +252,21 @@ class ServiceSettings:
             raise ConfigError("LOG_LEVEL must be debug, info, warning or error")
         if not self.database_url.reveal().startswith(("postgres://", "postgresql://")):
             raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+        direct = self.database_direct_url
+        if direct is not None and not direct.reveal().startswith(("postgres://", "postgresql://")):
+            raise ConfigError("DATABASE_DIRECT_URL must be a postgresql:// URL")
+        if self.database_pooler not in ("auto", "none", "transaction"):
+            raise ConfigError("DATABASE_POOLER must be none, transaction or auto")
+        if self.database_pooler == "transaction" and direct is None:
+            # Migrations hold a session lock and LISTEN needs its session: neither
+            # survives a pooler that hands the session to another client.
+            raise ConfigError("DATABASE_POOLER=transaction needs DATABASE_DIRECT_URL")
+        if (
+            self.grpc_max_connection_age_seconds <= 0
+            or self.grpc_max_connection_age_grace_seconds < 0
+        ):
+            raise ConfigError(
+                "GRPC_MAX_CONNECTION_AGE_SECONDS must be positive and its GRACE not negative"
+            )
         if self.shutdown_grace_seconds < 0:
             raise ConfigError(f"{self.env_prefix}_SHUTDOWN_GRACE_SECONDS must not be negative")

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from services.runtime.db import session_connection
 from services.runtime.outages import OutageLog
 
 NOTIFY_CHANNEL = "mamoru_outbox"
@@ -209,7 +210,8 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, woken by NOTIFY and polling as a fallback.
 
-        The pool needs a spare connection: one is held for LISTEN. Losing the
+        The pool needs a spare connection: one is held for LISTEN (behind a
+        transaction pooler, a direct connection instead). Losing the
         database is logged and retried, never fatal.
         """
         outage = OutageLog(_log, "outbox.relay_error")
@@ -244,7 +246,7 @@ class OutboxRelay:
             lost.set()
             wake.set()
 
-        async with self._pool.acquire() as listener:
+        async with session_connection(self._pool) as listener:
             listener.add_termination_listener(on_lost)
             await listener.add_listener(NOTIFY_CHANNEL, on_notify)
             listening()

@@ -115,12 +115,19 @@ def secure_channel(
     """An mTLS channel that expects the server's certificate to be for ``server_name``.
 
     The override lets ``127.0.0.1:port`` reach a server whose certificate names
-    ``identity`` rather than the address dialled.
+    ``identity`` rather than the address dialled. ``target`` may name several
+    replicas (see ``grpc_target``); calls are spread over them round robin.
     """
     return grpc.aio.secure_channel(
-        target,
+        grpc_target(target),
         channel_credentials(tls),
-        options=[("grpc.ssl_target_name_override", server_name), *RECONNECT_OPTIONS],
+        options=[
+            ("grpc.ssl_target_name_override", server_name),
+            # Every address the name resolves to gets a connection and a share of
+            # the calls, instead of all calls on the first address.
+            ("grpc.lb_policy_name", "round_robin"),
+            *RECONNECT_OPTIONS,
+        ],
         interceptors=interceptors,
     )
 
@@ -135,6 +142,19 @@ RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.min_reconnect_backoff_ms", 5000),
 )
+
+
+def grpc_target(address: str) -> str:
+    """A gRPC target for ``address``: ``host:port``, a comma-separated list of them
+    (``127.0.0.1:50052,127.0.0.1:50072``, several local replicas), or any target
+    with a scheme, such as ``dns:///wallet.mamoru.svc:50052`` for a headless
+    Kubernetes Service, which resolves to every ready pod."""
+    address = address.strip()
+    if "," not in address or ":///" in address or address.startswith(("ipv4:", "ipv6:")):
+        return address
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    scheme = "ipv6" if all(part.startswith("[") for part in parts) else "ipv4"
+    return f"{scheme}:{','.join(parts)}"
 
 
 @contextmanager

@@ -27,10 +27,16 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import tracing
+from services.runtime import metrics, tracing
 from services.runtime.access import Access, AccessInterceptor
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
-from services.runtime.db import close_pool, create_pool, describe_database, not_ready_reason
+from services.runtime.db import (
+    close_pool,
+    create_pool,
+    describe_database,
+    not_ready_reason,
+    session_connection,
+)
 from services.runtime.decoding import RequestDecodingInterceptor
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
@@ -87,6 +93,21 @@ class ServiceApp:
 BuildApp = Callable[[Resources], Awaitable[ServiceApp]]
 
 
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """Connections end after a while, so clients spread over replicas added since.
+
+    gRPC sends GOAWAY at the age limit; RPCs in flight get the grace period, and
+    the followers' streams then reconnect (to any replica) and resume.
+    """
+    return [
+        ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            int(settings.grpc_max_connection_age_grace_seconds * 1000),
+        ),
+    ]
+
+
 def method_access(service: ServiceDescriptor, rules: Mapping[str, Access]) -> dict[str, Access]:
     """Key a service's access rules by full method name, insisting every RPC has one."""
     methods = set(service.methods_by_name)
@@ -115,6 +136,7 @@ class RunningService:
         pool: asyncpg.Pool,
         app: ServiceApp,
         stopping: asyncio.Event,
+        metrics_endpoint: metrics.MetricsEndpoint | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -126,6 +148,8 @@ class RunningService:
         self._health_server = health_server
         self._health = health
         self._stopping_event = stopping
+        self._metrics_endpoint = metrics_endpoint
+        self.metrics_port = metrics_endpoint.port if metrics_endpoint is not None else 0
         self._stop_background = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = [
             asyncio.create_task(job(self._stop_background), name=f"{name}-background")
@@ -159,6 +183,8 @@ class RunningService:
             with contextlib.suppress(Exception):
                 await close()
         await close_pool(self.pool)
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.stop()
         await self._health_server.stop(0)
         tracing.shutdown_tracing()
         log.info("service.stopped")
@@ -185,9 +211,13 @@ async def start_service(
     log.info("health.listening", port=health_port)
 
     pool: asyncpg.Pool | None = None
+    endpoint: metrics.MetricsEndpoint | None = None
     try:
         tls = load_tls(settings.tls_dir, name)
         pool = await _open_database(name, settings, migrations)
+        service_metrics = metrics.for_service(name)
+        service_metrics.start_over()
+        service_metrics.watch_pool(pool)
         resources = Resources(name=name, settings=settings, pool=pool, tls=tls)
         app = await build(resources)
 
@@ -195,10 +225,11 @@ async def start_service(
             *tracing.server_interceptors(),
             RpcLogInterceptor(),
             RequestDecodingInterceptor(),
+            metrics.MetricsInterceptor(service_metrics),
             AccessInterceptor(app.access, app.verifier),
             ErrorMappingInterceptor(),
         ]
-        server = grpc.aio.server(interceptors=interceptors)
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         for add, servicer in app.servicers:
             add(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -214,7 +245,11 @@ async def start_service(
             f"{settings.grpc_host}:{settings.grpc_port}", server_credentials(tls)
         )
         await server.start()
+        endpoint = metrics.MetricsEndpoint(service_metrics)
+        await endpoint.start(settings.grpc_host, settings.metrics_port)
     except BaseException:
+        if endpoint is not None:
+            await endpoint.stop()
         if pool is not None:
             await close_pool(pool)
         await health_server.stop(0)
@@ -231,10 +266,16 @@ async def start_service(
         pool=pool,
         app=app,
         stopping=resources.stopping,
+        metrics_endpoint=endpoint,
     )
     for service_name in ("", *app.service_names):
         await health.set(service_name, SERVING)
-    log.info("service.serving", grpc_port=grpc_port, health_port=health_port)
+    log.info(
+        "service.serving",
+        grpc_port=grpc_port,
+        health_port=health_port,
+        metrics_port=endpoint.port,
+    )
     return running
 
 
@@ -258,8 +299,16 @@ async def _open_database(name: str, settings: ServiceSettings, migrations: Path)
         attempt += 1
         pool: asyncpg.Pool | None = None
         try:
-            pool = await create_pool(url, max_size=settings.db_pool_max)
-            async with pool.acquire() as conn:
+            pooled = settings.behind_transaction_pooler()
+            pool = await create_pool(
+                url,
+                max_size=settings.db_pool_max,
+                direct_url=settings.direct_database_url() if pooled else None,
+            )
+            # Migrations hold a session advisory lock, so they never go through a pooler.
+            async with session_connection(
+                pool, application_name=f"mamoru-{name}-migrate"
+            ) as conn:
                 applied = await migrate(conn, name, migrations)
         except asyncpg.InvalidAuthorizationSpecificationError:
             raise ConfigError(f"database {where} refused this service's credentials") from None

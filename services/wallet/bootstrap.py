@@ -7,6 +7,7 @@ from pathlib import Path
 from mamoru.notify.v1 import notify_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
+from services.runtime import metrics
 from services.runtime.outbox import OutboxRelay
 from services.runtime.peers import (
     PolicyView,
@@ -53,6 +54,7 @@ async def build(resources: Resources) -> ServiceApp:
         resources.pool,
         outbox_delivery(notify_pb2_grpc.NotifyServiceStub(notify), gate.record_outcome, processor),
     )
+    metrics.for_service(resources.name).watch_policy(lambda: policies.policy)
     servicer = WalletServicer(store, processor, points, gate, settings)
     return ServiceApp(
         servicers=[(wallet_pb2_grpc.add_WalletServiceServicer_to_server, servicer)],

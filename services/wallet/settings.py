@@ -16,6 +16,7 @@ class WalletSettings(ServiceSettings):
     env_prefix: ClassVar[str] = "WALLET"
     default_grpc_port: ClassVar[int] = 50052
     default_health_port: ClassVar[int] = 50062
+    default_metrics_port: ClassVar[int] = 9462
 
     processor_url: str = env(
         "WALLET_PROCESSOR_URL",

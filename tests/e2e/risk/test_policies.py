@@ -138,6 +138,7 @@ async def test_a_change_made_through_one_replica_reaches_followers_of_another(cl
             "MAMORU_TLS_DIR": str(cluster.tls_dir),
             "RISK_GRPC_PORT": "0",
             "RISK_HEALTH_PORT": "0",
+            "RISK_METRICS_PORT": "0",
             "LOG_LEVEL": "warning",
             "LOG_FORMAT": "json",
         },

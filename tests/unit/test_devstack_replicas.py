@@ -1,0 +1,43 @@
+"""`make run REPLICAS=n`: ports per replica, the clients' target, and the banner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.devstack.__main__ import _banner
+from services.devstack.smtp import LocalSmtpServer
+from services.devstack.stack import SERVICES, LocalStack
+
+
+def planned(replicas: int) -> LocalStack:
+    """A stack laid out as `make run` lays it out, without starting anything."""
+    stack = LocalStack(var_dir=Path("var"), fixed_ports=True, replicas=replicas)
+    stack.smtp = LocalSmtpServer(port=2525)
+    for name in SERVICES:
+        for replica in range(1, replicas + 1):
+            proc = stack.plan(name, replica)
+            stack.processes[proc.key] = proc
+    return stack
+
+
+def test_clients_of_a_replicated_service_are_given_every_replica() -> None:
+    stack = planned(2)
+    assert stack.address_of("wallet") == "127.0.0.1:50052,127.0.0.1:50152"
+    assert planned(1).address_of("wallet") == "127.0.0.1:50052"
+
+
+def test_no_two_processes_share_a_port() -> None:
+    stack = planned(3)
+    ports = [
+        port
+        for proc in stack.processes.values()
+        for port in (proc.grpc_port, proc.health_port, proc.metrics_port)
+    ]
+    assert len(ports) == len(set(ports)) == 3 * 3 * len(SERVICES)
+
+
+def test_make_run_prints_every_replica_with_its_metrics_address() -> None:
+    banner = _banner(planned(2))
+    for proc in planned(2).processes.values():
+        assert f"{proc.key} " in banner
+        assert f"http://127.0.0.1:{proc.metrics_port}/metrics" in banner
