@@ -306,9 +306,7 @@ async def _open_database(name: str, settings: ServiceSettings, migrations: Path)
                 direct_url=settings.direct_database_url() if pooled else None,
             )
             # Migrations hold a session advisory lock, so they never go through a pooler.
-            async with session_connection(
-                pool, application_name=f"mamoru-{name}-migrate"
-            ) as conn:
+            async with session_connection(pool, application_name=f"mamoru-{name}-migrate") as conn:
                 applied = await migrate(conn, name, migrations)
         except asyncpg.InvalidAuthorizationSpecificationError:
             raise ConfigError(f"database {where} refused this service's credentials") from None

@@ -37,7 +37,7 @@ def test_no_two_processes_share_a_port() -> None:
 
 
 def test_make_run_prints_every_replica_with_its_metrics_address() -> None:
-    banner = _banner(planned(2))
+    banner = _banner(planned(2), Path("var"))
     for proc in planned(2).processes.values():
         assert f"{proc.key} " in banner
         assert f"http://127.0.0.1:{proc.metrics_port}/metrics" in banner
