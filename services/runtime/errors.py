@@ -15,6 +15,7 @@ Everything else becomes INTERNAL with a generic message (details go to the log).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -179,11 +180,31 @@ def _own_transient_kind(error: BaseException) -> str | None:
         return "TRANSACTION_CONFLICT"
     if isinstance(error, grpc.aio.AioRpcError) and error.code() in _PEER_AWAY_CODES:
         return "PEER_UNAVAILABLE"
-    if isinstance(error, OSError):
+    if isinstance(error, _AWAY_OS_ERRORS):
         # Refused, reset, unreachable, a unix socket that vanished with its
-        # server, a connect that timed out: the network or a server is away.
+        # server, a connect or a command that timed out: the network or a server is
+        # away. Any other OSError (permissions, a missing file) is a bug.
         return "STORAGE_UNAVAILABLE"
     return None
+
+
+# What the network or a stopped server raises. TimeoutError is also what asyncpg
+# raises when a command outlives its timeout, which may be a stuck lock: such a
+# call still gets the retry advice, but is logged as an error (see _abort).
+_AWAY_OS_ERRORS = (ConnectionError, TimeoutError, FileNotFoundError, socket.gaierror)
+
+
+def _deserves_attention(error: BaseException) -> bool:
+    """A transient failure that may also be our bug: a deadlock (lock order) or a
+    timeout (a stuck lock, a slow query). Logged with its traceback at error level."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, asyncpg.DeadlockDetectedError | TimeoutError):
+            return True
+        current = current.__cause__
+    return False
 
 
 def transient_status(kind: str) -> status_pb2.Status:
@@ -202,8 +223,11 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseExcepti
         # The generated servicer base class raises it for RPCs a service lacks.
         status = status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message="not implemented")
     elif (kind := transient_kind(error)) is not None:
-        # An outage fails many calls at once: one line each, without a traceback.
-        log.warning("rpc.transient_failure", kind=kind, error_type=type(error).__name__)
+        if _deserves_attention(error):
+            log.error("rpc.transient_failure", kind=kind, exc_info=error)
+        else:
+            # An outage fails many calls at once: one line each, without a traceback.
+            log.warning("rpc.transient_failure", kind=kind, error_type=type(error).__name__)
         status = transient_status(kind)
     else:
         log.error("rpc.unhandled_exception", exc_info=error)

@@ -6,7 +6,7 @@ import asyncpg
 import grpc
 import pytest
 
-from services.runtime.errors import transient_kind
+from services.runtime.errors import _deserves_attention, transient_kind
 
 
 def _peer_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -53,6 +53,8 @@ def test_a_transaction_postgres_rolled_back_is_a_conflict_to_retry():
         asyncpg.UniqueViolationError("duplicate key"),
         asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+        PermissionError(13, "permission denied"),
+        IsADirectoryError(21, "is a directory"),
     ],
 )
 def test_a_bug_stays_a_bug(error: BaseException):
@@ -71,3 +73,14 @@ def test_a_wrapped_outage_is_an_outage_and_a_bug_beside_one_is_a_bug():
     assert transient_kind(outages) == "STORAGE_UNAVAILABLE"
     mixed = ExceptionGroup("mixed", [ConnectionResetError(), ValueError("bug")])
     assert transient_kind(mixed) is None
+
+
+def test_a_deadlock_or_a_timeout_gets_retry_advice_and_is_logged_as_an_error():
+    """Lock-order bugs and stuck locks must not hide among outages: the caller is told
+    to retry, and the log carries an error with the traceback."""
+
+    assert transient_kind(TimeoutError()) == "STORAGE_UNAVAILABLE"
+    assert _deserves_attention(asyncpg.DeadlockDetectedError("deadlock"))
+    assert _deserves_attention(TimeoutError())
+    assert not _deserves_attention(ConnectionResetError(104, "reset"))
+    assert not _deserves_attention(asyncpg.SerializationError("could not serialize"))
