@@ -111,13 +111,14 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
         async def unary_response(request: Any, context: Any) -> Any:
             tokens = _bind_rpc_context(method, context)
             started = time.perf_counter()
+            peer = context.peer()
             try:
                 response = await behavior(request, context)
             except BaseException as error:
-                _finish(context, started, quiet, error)
+                _finish(context, peer, started, quiet, error)
                 raise
             else:
-                _finish(context, started, quiet, None)
+                _finish(context, peer, started, quiet, None)
                 return response
             finally:
                 _unbind(tokens)
@@ -125,6 +126,9 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
         async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
             tokens = _bind_rpc_context(method, context)
             started = time.perf_counter()
+            # Read while the call lives: a stream's generator may be finalised after
+            # its call is gone (a server stopping), when asking the call segfaults.
+            peer = context.peer()
             error: BaseException | None = None
             try:
                 responses = behavior(request, context)
@@ -142,7 +146,7 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                _finish(context, started, quiet, error)
+                _finish(context, peer, started, quiet, error)
                 _unbind(tokens)
 
         return stream_response if response_streaming else unary_response
@@ -177,7 +181,9 @@ def _unbind(tokens: Mapping[str, Token[Any]]) -> None:
         structlog.contextvars.reset_contextvars(**tokens)
 
 
-def _finish(context: Any, started: float, quiet: bool, error: BaseException | None) -> None:
+def _finish(
+    context: Any, peer: str, started: float, quiet: bool, error: BaseException | None
+) -> None:
     code = _final_status(context, error)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     unexpected = error is not None and not isinstance(
@@ -193,7 +199,7 @@ def _finish(context: Any, started: float, quiet: bool, error: BaseException | No
     fields: dict[str, Any] = {
         "code": code.name,
         "duration_ms": duration_ms,
-        "peer": context.peer(),
+        "peer": peer,
     }
     if unexpected:
         fields["exc_info"] = error
@@ -207,7 +213,10 @@ def _finish(context: Any, started: float, quiet: bool, error: BaseException | No
 
 def _final_status(context: Any, error: BaseException | None) -> grpc.StatusCode:
     """The status grpc sends for this outcome: set or aborted code, else OK or UNKNOWN."""
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+    if isinstance(error, GeneratorExit):
+        # The stream was closed from outside (its call may already be gone).
+        return grpc.StatusCode.CANCELLED
+    if isinstance(error, asyncio.CancelledError):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             return grpc.StatusCode.DEADLINE_EXCEEDED
