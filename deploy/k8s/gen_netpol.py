@@ -92,8 +92,14 @@ def service_ports(service: str) -> Ports:
     """The service's default ports, which the container uses unchanged."""
     cls = settings_class(service)
     metrics = int(getattr(cls, "default_metrics_port", 0) or METRICS_PORTS[service])
-    http = {field.name: field.default for field in dataclasses.fields(cls)}.get("http_port", 0)
-    return Ports(cls.default_grpc_port, cls.default_health_port, metrics, int(http or 0))
+    defaults = {field.name: field.default for field in dataclasses.fields(cls)}
+    http = defaults.get("http_port", 0)
+    return Ports(
+        cls.default_grpc_port,
+        cls.default_health_port,
+        metrics,
+        http if isinstance(http, int) else 0,
+    )
 
 
 def outbound(service: str, graph: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
