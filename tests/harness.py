@@ -90,6 +90,8 @@ class Cluster:
             env[f"{peer.upper()}_GRPC_PORT"] = str(grpc_port)
             env[f"{peer.upper()}_HEALTH_PORT"] = str(health_port)
             env[f"{peer.upper()}_METRICS_PORT"] = "0"
+        # Services beyond the four (the gateway) too: tests never take a fixed metrics port.
+        env[f"{name.upper()}_METRICS_PORT"] = "0"
         if self.pooler is not None:
             env["DATABASE_DIRECT_URL"] = direct
         env.update(self.env)

@@ -34,7 +34,7 @@ from services.runtime import devdb
 from services.runtime.pki import load_tls, secure_channel
 
 if TYPE_CHECKING:
-    from services.devstack.stack import LocalStack
+    from services.devstack.stack import LocalStack, ServiceProcess
 
 GATEWAY_PORTS = (50055, 50065)
 GATEWAY_HTTP_PORT = 8088
@@ -63,13 +63,27 @@ def gateway_env(stack: LocalStack, http_port: int) -> dict[str, str]:
     }
 
 
+def plan_gateway(stack: LocalStack) -> tuple[ServiceProcess, int]:
+    """The gateway process on its ports (`make run`: the documented ones), and its HTTP port."""
+    from services.devstack.stack import (
+        DEFAULT_METRICS_PORTS,
+        ServiceProcess,
+        configured_port,
+        free_port,
+    )
+
+    if not stack.fixed_ports:
+        return ServiceProcess(
+            "gateway", free_port(), free_port(), metrics_port=free_port()
+        ), free_port()
+    metrics_port = configured_port("GATEWAY_METRICS_PORT", DEFAULT_METRICS_PORTS["gateway"])
+    process = ServiceProcess("gateway", *GATEWAY_PORTS, metrics_port=metrics_port)
+    return process, GATEWAY_HTTP_PORT
+
+
 async def start_gateway(stack: LocalStack) -> str:
     """Start the gateway like the other services; returns its base URL once ready."""
-    from services.devstack.stack import ServiceProcess, free_port
-
-    grpc_port, health_port = GATEWAY_PORTS if stack.fixed_ports else (free_port(), free_port())
-    http_port = GATEWAY_HTTP_PORT if stack.fixed_ports else free_port()
-    process = ServiceProcess("gateway", grpc_port, health_port)
+    process, http_port = plan_gateway(stack)
     stack.processes["gateway"] = process
     env = {**await stack._environment(), **gateway_env(stack, http_port)}
     await stack._spawn(process, env)

@@ -40,7 +40,13 @@ DEFAULT_PORTS = {
     "risk": (50053, 50063),
     "notify": (50054, 50064),
 }
-DEFAULT_METRICS_PORTS = {"identity": 9461, "wallet": 9462, "risk": 9463, "notify": 9464}
+DEFAULT_METRICS_PORTS = {
+    "identity": 9461,
+    "wallet": 9462,
+    "risk": 9463,
+    "notify": 9464,
+    "gateway": 9465,
+}
 # Replica n (from 1) of `make run REPLICAS=n` listens on the default ports plus this
 # times n - 1 (the metrics port plus a tenth of it).
 REPLICA_PORT_STEP = 100

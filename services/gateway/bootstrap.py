@@ -22,6 +22,7 @@ from services.gateway.use_cases.partners import PartnerDirectory, parse_client_i
 from services.gateway.use_cases.payments import Payments
 from services.gateway.use_cases.tokens import TokenService
 from services.gateway.use_cases.webhooks import Webhooks
+from services.runtime import metrics
 from services.runtime.outbox import OutboxMessage, OutboxRelay
 from services.runtime.peers import PolicyView, follow_policies
 from services.runtime.server import Resources, ServiceApp
@@ -36,6 +37,7 @@ async def build(resources: Resources) -> ServiceApp:
     wallet = resources.connect("wallet")
     risk = resources.connect("risk")
     policies = PolicyView()
+    metrics.for_service(resources.name).watch_policy(lambda: policies.policy)
     switch = PartnerSwitch(policies)
     key = settings.sealing_key()
     box = SecretBox(key)

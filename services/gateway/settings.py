@@ -15,6 +15,7 @@ class GatewaySettings(ServiceSettings):
     env_prefix: ClassVar[str] = "GATEWAY"
     default_grpc_port: ClassVar[int] = 50055
     default_health_port: ClassVar[int] = 50065
+    default_metrics_port: ClassVar[int] = 9465
 
     secrets_key: Secret = env(
         "GATEWAY_SECRETS_KEY",

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.devstack.__main__ import _banner
+from services.devstack.gateway import plan_gateway
 from services.devstack.smtp import LocalSmtpServer
 from services.devstack.stack import SERVICES, LocalStack
+from services.gateway.settings import GatewaySettings
 
 
 def planned(replicas: int) -> LocalStack:
@@ -41,3 +43,17 @@ def test_make_run_prints_every_replica_with_its_metrics_address() -> None:
     for proc in planned(2).processes.values():
         assert f"{proc.key} " in banner
         assert f"http://127.0.0.1:{proc.metrics_port}/metrics" in banner
+
+
+def test_make_run_gives_the_gateway_its_documented_metrics_port_and_prints_it() -> None:
+    stack = planned(1)
+    gateway, http_port = plan_gateway(stack)
+    stack.processes[gateway.key] = gateway
+    assert gateway.metrics_port == GatewaySettings.default_metrics_port == 9465
+    ports = [
+        port
+        for proc in stack.processes.values()
+        for port in (proc.grpc_port, proc.health_port, proc.metrics_port)
+    ]
+    assert len([*ports, http_port]) == len({*ports, http_port})
+    assert "http://127.0.0.1:9465/metrics" in _banner(stack, Path("var"))

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.gateway.api import docs, oauth, problems, routes
+from services.gateway.api.metrics import HttpMetricsMiddleware
 from services.gateway.api.security import Guard
 from services.gateway.domain.partners import SCOPE_HELP
 from services.gateway.use_cases.payments import Payments
@@ -182,4 +183,6 @@ def create_app(
         )
         return response
 
+    # Added last, so it wraps the others: refused bodies are counted too.
+    app.add_middleware(HttpMetricsMiddleware, service="gateway")
     return app

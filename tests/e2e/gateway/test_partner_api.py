@@ -14,6 +14,7 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from services.gateway.domain.errors import Refusal
 from tests.e2e.gateway.conftest import Gateway, eventually
+from tests.e2e.runtime.test_metrics import scrape, value
 from tests.support.people import TIMEOUT
 
 
@@ -322,3 +323,39 @@ async def test_the_wallet_refunds_for_the_gateway_only_payments_of_the_merchant_
             timeout=TIMEOUT,
         )
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND, refused.value.details()
+
+
+async def test_the_gateway_counts_api_requests_by_route_template_and_status_on_metrics(
+    gateway: Gateway,
+) -> None:
+    metrics_url = gateway.cluster.metrics_url("gateway")
+    before = await scrape(metrics_url)
+    client_id, secret = await gateway.partner("payments:read")
+    token = await gateway.token(client_id, secret)
+    http, url = gateway.http, gateway.url
+    for _ in range(2):
+        unknown = await http.get(f"{url}/v1/payments/{uuid.uuid4()}", headers=bearer(token))
+        assert unknown.status_code == 404
+    unauthenticated = await http.get(f"{url}/v1/payments/{uuid.uuid4()}")
+    assert unauthenticated.status_code == 401
+    nowhere = await http.get(f"{url}/no/such/{uuid.uuid4()}")
+    assert nowhere.status_code == 404
+    after = await scrape(metrics_url)
+
+    def grew(name: str, **labels: str) -> float:
+        labels = {"service": "gateway", **labels}
+        return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+    payment = {"method": "GET", "route": "/v1/payments/{payment_id}"}
+    assert grew("mamoru_http_requests_total", **payment, code="404") == 2
+    assert grew("mamoru_http_requests_total", **payment, code="401") == 1
+    assert grew("mamoru_http_requests_total", route="/oauth/token", code="200") == 1
+    # Made-up paths share one series instead of one each.
+    assert grew("mamoru_http_requests_total", route="unmatched", code="404") == 1
+    routes = {label for (_, labels) in after for key, label in labels if key == "route"}
+    assert not [route for route in routes if route.startswith("/no/such")]
+    assert grew("mamoru_http_request_duration_seconds_count", **payment) == 3
+    # The runtime's series are on the same endpoint.
+    assert value(after, "mamoru_db_pool_connections", service="gateway", state="max")
+    assert value(after, "mamoru_outbox_backlog", service="gateway") is not None
+    assert value(after, "mamoru_kill_switch", switch="payments") is not None

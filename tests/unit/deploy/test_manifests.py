@@ -15,10 +15,11 @@ import kubernetes_validate
 import pytest
 
 from deploy.k8s import gen_netpol
-from services.runtime.config import describe
+from services.runtime.config import describe, load_settings
 from tests.unit.deploy.kustomize import K8S, RENDERED, of_kind, render
 
-SERVICES = ("identity", "wallet", "risk", "notify")
+# Every service under services/, found the way the network policies find them.
+SERVICES = gen_netpol.SERVICES
 CLIENTS = ("gateway", "pos", "operator")
 OVERLAYS = ("overlays/dev", "overlays/production")
 # The oldest Kubernetes the README supports (native gRPC probes, preStop sleep) and the newest
@@ -30,13 +31,12 @@ PKI_FILES = {"ca.crt": "ca.pem", "tls.crt": "{name}.pem", "tls.key": "{name}-key
 
 
 def settings_class(service: str) -> Any:
-    module = importlib.import_module(f"services.{service}.settings")
-    (cls,) = [
-        value
-        for name, value in vars(module).items()
-        if name.endswith("Settings") and getattr(value, "env_prefix", "") == service.upper()
-    ]
-    return cls
+    return gen_netpol.settings_class(service)
+
+
+def http_port(service: str) -> int:
+    """The port of the service's HTTP API (0: it serves none)."""
+    return gen_netpol.service_ports(service).http
 
 
 def pod_specs(objects: tuple[dict[str, Any], ...]) -> list[tuple[str, dict[str, Any]]]:
@@ -67,6 +67,12 @@ def custom_schema(api_version: str, kind: str) -> dict[str, Any]:
 
 def test_ci_renders_both_overlays_and_the_test_combinations():
     assert {*OVERLAYS, "tests/without-operators", "."} <= set(RENDERED)
+
+
+def test_every_service_in_the_repository_is_deployed():
+    assert {"identity", "wallet", "risk", "notify", "gateway"} <= set(SERVICES)
+    deployed = {d["metadata"]["name"] for d in of_kind(render("."), "Deployment")}
+    assert deployed == set(SERVICES)
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -144,8 +150,15 @@ def test_every_deployment_probes_grpc_health_on_its_plaintext_health_port(kustom
         metrics = getattr(cls, "default_metrics_port", 0) or gen_netpol.METRICS_PORTS[service]
         assert ports["metrics"] == metrics
         assert container["command"] == ["python", "-m", f"services.{service}"]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": ports["health"]}, (service, probe)
+        readiness = container["readinessProbe"]
+        if http_port(service):
+            # Ready for partners once the API says so (risk's kill switches are known).
+            assert ports["http"] == http_port(service)
+            assert readiness["httpGet"] == {"path": "/health/ready", "port": "http"}
+        else:
+            assert readiness["grpc"] == {"port": ports["health"]}, service
 
 
 @pytest.mark.parametrize("kustomization", RENDERED)
@@ -193,6 +206,14 @@ def test_every_service_is_headless_so_clients_balance_over_all_replicas(kustomiz
         ports = {p["name"]: p for p in svc["spec"]["ports"]}
         assert ports["grpc"]["port"] == settings_class(service).default_grpc_port
         assert "metrics" in ports
+        if http_port(service):
+            # HTTP is balanced per request by the proxy or Ingress, so a virtual IP.
+            (api,) = [
+                s for s in of_kind(objects, "Service") if s["metadata"]["name"] == f"{service}-http"
+            ]
+            assert api["spec"].get("clusterIP") != "None"
+            assert api["spec"]["selector"] == svc["spec"]["selector"]
+            assert [p["targetPort"] for p in api["spec"]["ports"]] == ["http"]
 
 
 @pytest.mark.parametrize("kustomization", RENDERED)
@@ -205,12 +226,34 @@ def test_every_configmap_setting_is_a_variable_its_service_reads(kustomization):
         known = {name for name, _, _ in describe(settings_class(service))}
         assert set(config["data"]) <= known, sorted(set(config["data"]) - known)
         assert config["data"][f"{service.upper()}_GRPC_HOST"] == "0.0.0.0"
+        if http_port(service):
+            assert config["data"][f"{service.upper()}_HTTP_HOST"] == "0.0.0.0"
         for peer in SERVICES:
+            if f"{peer.upper()}_ADDRESS" not in known:
+                continue
             port = settings_class(peer).default_grpc_port
             assert config["data"][f"{peer.upper()}_ADDRESS"] == f"dns:///{peer}:{port}"
         (container,) = deployment(objects, service)["spec"]["template"]["spec"]["containers"]
         refs = [e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e]
         assert refs == [config["metadata"]["name"]]
+
+
+def test_every_configmap_with_its_secrets_makes_settings_the_service_accepts():
+    objects = render("overlays/production")
+    for service in SERVICES:
+        (config,) = [
+            c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].startswith(service)
+        ]
+        # What the Secrets add (placeholders of the right shape) and the Deployment's env.
+        environ = {
+            **config["data"],
+            "DATABASE_URL": f"postgresql://{service}-db-pooler-rw:5432/{service}",
+            "IDENTITY_SECRETS_KEY": "A" * 43 + "=",
+            "IDENTITY_PSEUDONYM_KEY": "B" * 43 + "=",
+            "GATEWAY_SECRETS_KEY": "C" * 43 + "=",
+        }
+        settings = load_settings(settings_class(service), environ)
+        assert settings.metrics_port == gen_netpol.service_ports(service).metrics
 
 
 @pytest.mark.parametrize("kustomization", RENDERED)
@@ -330,7 +373,47 @@ def test_network_policies_allow_exactly_one_rule_per_call_graph_edge(overlay):
             egress_edges += [(owner, callee) for callee in callees]
     graph = access_graph()
     assert sorted(ingress_edges) == sorted(graph)
-    assert sorted(egress_edges) == sorted((a, b) for a, b in graph if a in SERVICES)
+    assert sorted(egress_edges) == sorted(
+        (a, b) for a, b in graph if a in SERVICES and b in declared_outbound(a, SERVICES)
+    )
+
+
+def declared_outbound(service: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The callees a service's access.py declares it calls (OUTBOUND), else ``default``."""
+    module = importlib.import_module(f"services.{service}.access")
+    return tuple(getattr(module, "OUTBOUND", {s: () for s in default}))
+
+
+def test_the_gateway_may_reach_wallet_and_risk_and_nothing_else_of_ours():
+    policy = gen_netpol.policies()["gateway.yaml"]
+    callees = [callee for rule in policy["spec"]["egress"] for callee in principals(rule["to"])]
+    assert sorted(callees) == ["risk", "wallet"]
+
+
+def test_an_outbound_call_the_callee_does_not_allow_is_refused(monkeypatch):
+    access = importlib.import_module("services.gateway.access")
+    monkeypatch.setattr(access, "OUTBOUND", {**access.OUTBOUND, "wallet": ("CreditWallet",)})
+    with pytest.raises(ValueError, match="CreditWallet"):
+        gen_netpol.policies()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_an_http_api_is_open_to_the_namespace_and_the_ingress_controller(overlay):
+    policies = {p["metadata"]["name"]: p for p in of_kind(render(overlay), "NetworkPolicy")}
+    for name, policy in policies.items():
+        for rule in policy["spec"].get("ingress", []):
+            if {"podSelector": {}} not in rule["from"]:
+                continue
+            # Only a service's HTTP API; its gRPC and metrics ports stay closed to them.
+            assert name in SERVICES and http_port(name), name
+            assert rule["ports"] == [{"port": http_port(name), "protocol": "TCP"}]
+            ingress = {"kubernetes.io/metadata.name": gen_netpol.INGRESS_NAMESPACE}
+            assert {"namespaceSelector": {"matchLabels": ingress}} in rule["from"]
+    opened = [s for s in SERVICES if http_port(s)]
+    assert opened == ["gateway"]
+    assert any(
+        {"podSelector": {}} in rule["from"] for rule in policies["gateway"]["spec"]["ingress"]
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -363,6 +446,8 @@ EXPORTED = {
     "mamoru_identity_password_hashes_total",
     "mamoru_identity_password_hashes_in_flight",
     "mamoru_identity_refused_without_hash_total",
+    "mamoru_http_requests_total",
+    "mamoru_http_request_duration_seconds_bucket",
 }
 
 
@@ -379,6 +464,7 @@ def test_alerts_cover_the_incident_and_use_only_exported_series():
         "MamoruOutboxBacklog",
         "MamoruNotifyDeadLetters",
         "MamoruHighErrorRate",
+        "MamoruGatewayHighErrorRate",
     } <= set(alerts)
     for name, expr in alerts.items():
         used = set(re.findall(r"\bmamoru_[a-z_]+", expr))
