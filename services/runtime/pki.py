@@ -118,18 +118,27 @@ def secure_channel(
     ``identity`` rather than the address dialled. ``target`` may name several
     replicas (see ``grpc_target``); calls are spread over them round robin.
     """
+    resolved = grpc_target(target)
+    options: list[tuple[str, Any]] = [
+        ("grpc.ssl_target_name_override", server_name),
+        *RECONNECT_OPTIONS,
+    ]
+    if _may_name_several(resolved):
+        # Every address the name resolves to gets a connection and a share of the
+        # calls, instead of all calls on the first address. One address keeps
+        # pick_first, whose call after a dropped connection waits for the new one
+        # instead of failing at once as round robin's does while it reconnects.
+        options.append(("grpc.lb_policy_name", "round_robin"))
     return grpc.aio.secure_channel(
-        grpc_target(target),
-        channel_credentials(tls),
-        options=[
-            ("grpc.ssl_target_name_override", server_name),
-            # Every address the name resolves to gets a connection and a share of
-            # the calls, instead of all calls on the first address.
-            ("grpc.lb_policy_name", "round_robin"),
-            *RECONNECT_OPTIONS,
-        ],
-        interceptors=interceptors,
+        resolved, channel_credentials(tls), options=options, interceptors=interceptors
     )
+
+
+def _may_name_several(target: str) -> bool:
+    """A list of addresses, or a name that may resolve to several (dns:///...)."""
+    if target.startswith(("ipv4:", "ipv6:")):
+        return "," in target
+    return "://" in target or not target.replace(".", "").replace(":", "").isdigit()
 
 
 # gRPC's default reconnect backoff grows to 120 s, so a peer back after a minute's
