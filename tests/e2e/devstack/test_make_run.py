@@ -48,6 +48,9 @@ class MakeRun:
             "SMTP_PORT",
             "WALLET_SANDBOX_PROCESSOR_PORT",
             "WALLET_SANDBOX_POINTS_PORT",
+            "GATEWAY_GRPC_PORT",
+            "GATEWAY_HEALTH_PORT",
+            "GATEWAY_HTTP_PORT",
         ):
             self.env[variable] = str(free_port())
         self.process: subprocess.Popen[bytes] | None = None
@@ -194,6 +197,8 @@ def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> N
     seeded = demo_file.read_text()
     phone_key = (make_run.var / "demo-device.pem").read_bytes()
     mails_before = _mails_to(make_run.var, DEMO_EMAIL)
+    partner = _printed_partner(make_run.text())
+    sandbox = (make_run.var / "gateway-demo.json").read_text()
     make_run.stop()
     before = len(make_run.text())
     make_run.start()
@@ -205,6 +210,17 @@ def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> N
     assert (make_run.var / "demo-device.pem").stat().st_mode & 0o077 == 0
     # No second registration: not one more mail reached the demo person.
     assert _mails_to(make_run.var, DEMO_EMAIL) == mails_before
+    # The partner quickstart names the same partner, kept as it was.
+    assert _printed_partner(make_run.text()[before:]) == partner
+    assert (make_run.var / "gateway-demo.json").read_text() == sandbox
+
+
+def _printed_partner(output: str) -> tuple[str, str]:
+    """The client id and secret the last printed partner quickstart exports."""
+    printed = re.findall(r"export CLIENT_ID=(\S+) CLIENT_SECRET=(\S+)", output)
+    assert printed, output[-3000:]
+    client_id, secret = printed[-1]
+    return str(client_id), str(secret)
 
 
 def _mails_to(var: Path, address: str) -> int:
