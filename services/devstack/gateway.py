@@ -64,10 +64,10 @@ async def start_gateway(stack: LocalStack) -> str:
         http_port = configured_port("GATEWAY_HTTP_PORT", GATEWAY_HTTP_PORT)
     else:
         grpc_port, health_port, http_port = free_port(), free_port(), free_port()
-    process = ServiceProcess("gateway", grpc_port, health_port)
+    # Kept with the process, so that a restart by make run's supervisor has them too.
+    process = ServiceProcess("gateway", grpc_port, health_port, env=gateway_env(stack, http_port))
     stack.processes["gateway"] = process
-    env = {**await stack._environment(), **gateway_env(stack, http_port)}
-    await stack._spawn(process, env)
+    await stack._spawn(process, await stack._environment())
     await stack.wait_serving("gateway")
     url = f"http://127.0.0.1:{http_port}"
     async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(60):

@@ -100,6 +100,8 @@ class ServiceProcess:
     grpc_port: int
     health_port: int
     process: asyncio.subprocess.Process | None = None
+    # What this process reads beyond the stack's shared environment, on every start.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -175,7 +177,7 @@ class LocalStack:
         return env
 
     async def _spawn(self, proc: ServiceProcess, base_env: dict[str, str]) -> None:
-        env = dict(base_env)
+        env = {**base_env, **proc.env}
         env["DATABASE_URL"] = await devdb.ensure_database(self.server_url, f"mamoru_{proc.name}")
         stdout: int | None = None
         if self.log_dir is not None:

@@ -181,15 +181,16 @@ def test_the_readme_walkthrough_pays_at_the_demo_register_and_reads_every_mail(
     assert re.search(r"Latest codes.*\n  \d{6} ", done.stdout), done.stdout
 
 
-def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun) -> None:
+@pytest.mark.parametrize("name", ["wallet", "gateway"])
+def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun, name: str) -> None:
     before = len(make_run.text())
-    health = make_run.port("WALLET_HEALTH_PORT")
-    victim = make_run.service_pid("wallet")
+    health = make_run.port(f"{name.upper()}_HEALTH_PORT")
+    victim = make_run.service_pid(name)
     os.kill(victim, signal.SIGKILL)
-    make_run.wait_for_output("wallet exited with code", 60, after=before)
-    make_run.wait_for_output("wallet is serving again", 120, after=before)
-    assert make_run.service_pid("wallet") != victim
-    wait_until(lambda: serving(health), 30, "wallet SERVING after its restart")
+    make_run.wait_for_output(f"{name} exited with code", 60, after=before)
+    make_run.wait_for_output(f"{name} is serving again", 120, after=before)
+    assert make_run.service_pid(name) != victim
+    wait_until(lambda: serving(health), 30, f"{name} SERVING after its restart")
 
 
 def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> None:
