@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 
 from services.devstack import demo
-from services.devstack.gateway import curl_session, seed_demo, start_gateway
+from services.devstack.gateway import Sandbox, curl_session, seed_partner, start_gateway
 from services.devstack.stack import LocalStack
 from services.devstack.supervisor import supervise
+from services.gateway.domain.errors import Refusal
 
 
 def _say(line: str) -> None:
@@ -59,30 +61,17 @@ def _banner(stack: LocalStack, var: Path) -> str:
     return "\n".join(lines)
 
 
-async def _seed_demo(stack: LocalStack, var: Path) -> None:
-    assert stack.smtp is not None and stack.card_processor is not None
+async def _seed_demo(stack: LocalStack, var: Path) -> demo.Demo | None:
     if demo.Demo.load(var) is None:
         _say("Seeding the demo (a person with a funded wallet, a merchant with stores)...")
     try:
-        seeded, now = await demo.seed(
-            var,
-            tls_dir=stack.tls_dir,
-            identity_address=stack.processes["identity"].address,
-            wallet_address=stack.processes["wallet"].address,
-            mailbox=stack.smtp,
-            card_token=stack.card_processor.tokenise(demo.CARD_NUMBER),
-        )
+        seeded, now = await demo.seed_stack(stack)
     except (grpc.aio.AioRpcError, RuntimeError, TimeoutError) as error:
-        reason = (
-            f"{error.code().name}: {error.details()}"
-            if isinstance(error, grpc.aio.AioRpcError)
-            else str(error) or type(error).__name__
-        )
         _say(
-            f"The demo could not be seeded ({reason}); everything else runs."
+            f"The demo could not be seeded ({_reason(error)}); everything else runs."
             " `make clean && make run` seeds it afresh."
         )
-        return
+        return None
     _say("Demo seeded." if now else "Demo already seeded on an earlier start; kept as it is.")
     print(
         demo.usage(
@@ -92,6 +81,25 @@ async def _seed_demo(stack: LocalStack, var: Path) -> None:
         ),
         flush=True,
     )
+    return seeded
+
+
+async def _seed_partner(stack: LocalStack, seeded: demo.Demo | None) -> Sandbox | None:
+    url = await start_gateway(stack)
+    if seeded is None:
+        _say("No partner quickstart: its partner acts for the demo merchant, which is missing.")
+        return None
+    try:
+        return await seed_partner(stack, url, seeded)
+    except (httpx.HTTPError, ValueError, LookupError, Refusal) as error:
+        _say(f"The partner sandbox could not be seeded ({_reason(error)}); the gateway runs.")
+        return None
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error) or type(error).__name__
 
 
 async def _main() -> None:
@@ -106,11 +114,12 @@ async def _main() -> None:
         loop.add_signal_handler(sig, stop.set)
     _say("Starting PostgreSQL, SMTP, the sandboxes and the four services...")
     async with stack:
-        await _seed_demo(stack, var)
+        seeded = await _seed_demo(stack, var)
         _say("Starting the partner gateway and its sandbox...")
-        partner_demo = await seed_demo(stack, await start_gateway(stack))
+        sandbox = await _seed_partner(stack, seeded)
         print(_banner(stack, var), flush=True)
-        print(curl_session(partner_demo), flush=True)
+        if sandbox is not None:
+            print(curl_session(sandbox), flush=True)
         watcher = asyncio.create_task(supervise(stack, _say))
         await stop.wait()
         watcher.cancel()

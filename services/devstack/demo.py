@@ -12,7 +12,8 @@ a later start finds it and seeds nothing.
 
 ``mamoru demo`` reads it: ``mamoru demo totp`` prints the authenticator's current
 code, ``mamoru demo show`` the whole file. The call tool's ``--demo-phone`` signs
-proofs with the phone's key.
+proofs with the phone's key, and ``wallet_token`` signs in as the phone for the
+partner gateway's sandbox, which acts for this merchant (``gateway.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pyotp
@@ -37,6 +38,9 @@ from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.devstack.smtp import LocalSmtpServer
 from services.identity.device_proof import DeviceKey
 from services.runtime.pki import load_tls, secure_channel
+
+if TYPE_CHECKING:
+    from services.devstack.stack import LocalStack
 
 DEMO_FILE = "demo.json"
 DEVICE_KEY_FILE = "demo-device.pem"
@@ -177,29 +181,40 @@ def take_totp_code(var_dir: Path) -> tuple[str, float]:
     return pyotp.TOTP(demo.person.totp_secret).at(step * TOTP_STEP_SECONDS), valid_for
 
 
-class _Seeder:
+def phone_client() -> common_pb2.ClientContext:
+    """What the demo phone's app says about itself on every call."""
+    return common_pb2.ClientContext(ip_address=IP, device_id=DEVICE, user_agent=USER_AGENT)
+
+
+class _Phone:
+    """The demo person's phone as identity meets it: its key proves every sign-in call,
+    the person types the password and the authenticator's codes.
+
+    While seeding, the authenticator's last used step is kept here; once the demo is
+    saved (``var_dir``), in the demo file, shared with `mamoru demo totp`.
+    """
+
     def __init__(
         self,
         identity: Any,
-        wallet: Any,
-        wallet_operator: Any,
-        mailbox: LocalSmtpServer,
-        card_token: tuple[str, str],
         device: DeviceKey,
+        *,
+        mailbox: LocalSmtpServer | None = None,
+        totp_secret: str = "",
+        var_dir: Path | None = None,
     ) -> None:
-        self.device = device
         self.identity = identity
-        self.wallet = wallet
-        self.wallet_operator = wallet_operator
+        self.device = device
         self.mailbox = mailbox
-        self.card_token = card_token
-        self.client = common_pb2.ClientContext(
-            ip_address=IP, device_id=DEVICE, user_agent=USER_AGENT
-        )
-        self.totp_secret = ""
+        self.client = phone_client()
+        self.totp_secret = totp_secret
         self.totp_step = 0
+        self.var_dir = var_dir
 
     async def _totp(self) -> str:
+        if self.var_dir is not None:
+            code, _ = await asyncio.to_thread(take_totp_code, self.var_dir)
+            return code
         # Waiting on the clock, not on an event: the next step begins when it begins.
         while (step := next_totp_step(self.totp_step)) is None:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
@@ -207,6 +222,7 @@ class _Seeder:
         return pyotp.TOTP(self.totp_secret).at(step * TOTP_STEP_SECONDS)
 
     async def _code_mailed(self, before: int, *subjects: str) -> str:
+        assert self.mailbox is not None
         async with asyncio.timeout(TIMEOUT):
             while True:
                 arrived = await self.mailbox.wait_for(before + 1, within=TIMEOUT, to=EMAIL)
@@ -216,18 +232,6 @@ class _Seeder:
                         if match:
                             return match.group(1)
                 before = len(arrived)
-
-    async def register(self) -> str:
-        before = len(self.mailbox.to(EMAIL))
-        register = idp.RegisterRequest(email=EMAIL, password=PASSWORD, client=self.client)
-        register.device_proof = self.device.prove("Register", register)
-        await self.identity.Register(register, timeout=TIMEOUT)
-        code = await self._code_mailed(before, "確認コード", "verification code")
-        # The phone's key becomes the account's first device.
-        verify = idp.VerifyEmailRequest(email=EMAIL, code=code, client=self.client)
-        verify.device_proof = self.device.prove("VerifyEmail", verify)
-        reply = await self.identity.VerifyEmail(verify, timeout=TIMEOUT)
-        return str(reply.account_id)
 
     async def sign_in(self) -> idp.SessionTokens:
         """Password, then whatever identity asks: the app's code, else a mailed code."""
@@ -242,6 +246,9 @@ class _Seeder:
         if self.totp_secret and idp.CHALLENGE_METHOD_TOTP in challenge.methods:
             answer = {"totp_code": await self._totp()}
         else:
+            if self.mailbox is None:
+                # Only seeding reads the mail; the saved demo has its authenticator app.
+                raise RuntimeError("identity asked the demo phone for a mailed sign-in code")
             before = len(self.mailbox.to(EMAIL))
             await self.identity.SendSignInCode(
                 idp.SendSignInCodeRequest(challenge_id=challenge.challenge_id), timeout=TIMEOUT
@@ -292,6 +299,37 @@ class _Seeder:
         exchange.device_proof = self.device.prove("ExchangeToken", exchange, bearer_token=bearer)
         reply = await self.identity.ExchangeToken(exchange, metadata=metadata, timeout=TIMEOUT)
         return str(reply.access_token)
+
+
+class _Seeder(_Phone):
+    """The phone that registers the person, and the operator who adds the merchant."""
+
+    def __init__(
+        self,
+        identity: Any,
+        wallet: Any,
+        wallet_operator: Any,
+        mailbox: LocalSmtpServer,
+        card_token: tuple[str, str],
+        device: DeviceKey,
+    ) -> None:
+        super().__init__(identity, device, mailbox=mailbox)
+        self.wallet = wallet
+        self.wallet_operator = wallet_operator
+        self.card_token = card_token
+
+    async def register(self) -> str:
+        assert self.mailbox is not None
+        before = len(self.mailbox.to(EMAIL))
+        register = idp.RegisterRequest(email=EMAIL, password=PASSWORD, client=self.client)
+        register.device_proof = self.device.prove("Register", register)
+        await self.identity.Register(register, timeout=TIMEOUT)
+        code = await self._code_mailed(before, "確認コード", "verification code")
+        # The phone's key becomes the account's first device.
+        verify = idp.VerifyEmailRequest(email=EMAIL, code=code, client=self.client)
+        verify.device_proof = self.device.prove("VerifyEmail", verify)
+        reply = await self.identity.VerifyEmail(verify, timeout=TIMEOUT)
+        return str(reply.account_id)
 
     async def fund_wallet(self, token: str) -> str:
         metadata = (("authorization", f"Bearer {token}"),)
@@ -400,6 +438,32 @@ async def seed(
     )
     demo.save(var_dir)
     return demo, True
+
+
+async def seed_stack(stack: LocalStack) -> tuple[Demo, bool]:
+    """``seed`` on a running local stack, as `make run` does it."""
+    assert stack.smtp is not None and stack.card_processor is not None
+    return await seed(
+        stack.var_dir,
+        tls_dir=stack.tls_dir,
+        identity_address=stack.processes["identity"].address,
+        wallet_address=stack.processes["wallet"].address,
+        mailbox=stack.smtp,
+        card_token=stack.card_processor.tokenise(CARD_NUMBER),
+    )
+
+
+async def wallet_token(var_dir: Path, identity: Any) -> str:
+    """A wallet token of the demo person, as their phone's app gets one: the password
+    from the phone that proves its key, the authenticator's next unused code, and the
+    exchange proven by that key. ``identity`` is a stub on a `gateway` channel."""
+    demo = Demo.load(var_dir)
+    if demo is None:
+        raise FileNotFoundError(f"no demo in {var_dir}: start `make run` once first")
+    phone = _Phone(
+        identity, load_device_key(var_dir), totp_secret=demo.person.totp_secret, var_dir=var_dir
+    )
+    return await phone.wallet_token()
 
 
 async def _register_once(seeder: _Seeder) -> str:

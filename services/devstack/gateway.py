@@ -1,10 +1,11 @@
 """The partner gateway in the local stack, and its sandbox: a demo partner acting
-for a demo merchant's stores, and a demo person with a funded wallet.
+for the demo merchant's stores, paid by the demo person (both from ``demo.py``).
 
 ``LocalStack`` calls ``start_gateway`` after the four services, as one more
-process; ``make run`` then calls ``seed_demo`` and prints the curl session.
-``python -m services.devstack.gateway code`` signs the demo person in (password
-and authenticator app) and prints a fresh payment code, as their phone would show.
+process; ``make run`` then calls ``seed_partner`` and prints the curl session.
+``python -m services.devstack.gateway code`` signs the demo person in from their
+phone (its key, the password and the authenticator app) and prints a fresh
+payment code, as the phone would show.
 """
 
 from __future__ import annotations
@@ -13,22 +14,18 @@ import asyncio
 import base64
 import contextlib
 import json
-import re
 import secrets
 import sys
-import time
-import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
-import pyotp
-from mamoru.common.v1 import common_pb2
-from mamoru.identity.v1 import identity_pb2 as idp
 from mamoru.identity.v1 import identity_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
+from services.devstack import demo
 from services.gateway import admin
 from services.runtime import devdb
 from services.runtime.pki import load_tls, secure_channel
@@ -38,15 +35,9 @@ if TYPE_CHECKING:
 
 GATEWAY_PORTS = (50055, 50065)
 GATEWAY_HTTP_PORT = 8088
-DEMO_FILE = "gateway-demo.json"
+SANDBOX_FILE = "gateway-demo.json"
+PARTNER_NAME = "Demo register vendor"
 TIMEOUT = 15.0
-_CODE = re.compile(r"(?:コード|Code): (\d+)")
-_DEVICE = "demo-phone"
-_IP = "2001:db8:feed::1"
-
-
-def _client() -> common_pb2.ClientContext:
-    return common_pb2.ClientContext(ip_address=_IP, device_id=_DEVICE, user_agent="MamoruApp/1.0")
 
 
 def gateway_env(stack: LocalStack, http_port: int) -> dict[str, str]:
@@ -64,7 +55,8 @@ def gateway_env(stack: LocalStack, http_port: int) -> dict[str, str]:
 
 
 def plan_gateway(stack: LocalStack) -> tuple[ServiceProcess, int]:
-    """The gateway process on its ports (`make run`: the documented ones), and its HTTP port."""
+    """The gateway process on its ports (`make run`: the documented ones, each
+    overridable like the other services'), and its HTTP port."""
     from services.devstack.stack import (
         DEFAULT_METRICS_PORTS,
         ServiceProcess,
@@ -72,21 +64,24 @@ def plan_gateway(stack: LocalStack) -> tuple[ServiceProcess, int]:
         free_port,
     )
 
-    if not stack.fixed_ports:
-        return ServiceProcess(
-            "gateway", free_port(), free_port(), metrics_port=free_port()
-        ), free_port()
-    metrics_port = configured_port("GATEWAY_METRICS_PORT", DEFAULT_METRICS_PORTS["gateway"])
-    process = ServiceProcess("gateway", *GATEWAY_PORTS, metrics_port=metrics_port)
-    return process, GATEWAY_HTTP_PORT
+    if stack.fixed_ports:
+        grpc_port = configured_port("GATEWAY_GRPC_PORT", GATEWAY_PORTS[0])
+        health_port = configured_port("GATEWAY_HEALTH_PORT", GATEWAY_PORTS[1])
+        http_port = configured_port("GATEWAY_HTTP_PORT", GATEWAY_HTTP_PORT)
+        metrics_port = configured_port("GATEWAY_METRICS_PORT", DEFAULT_METRICS_PORTS["gateway"])
+    else:
+        grpc_port, health_port, http_port, metrics_port = (free_port() for _ in range(4))
+    process = ServiceProcess("gateway", grpc_port, health_port, metrics_port=metrics_port)
+    return process, http_port
 
 
 async def start_gateway(stack: LocalStack) -> str:
     """Start the gateway like the other services; returns its base URL once ready."""
     process, http_port = plan_gateway(stack)
+    # Kept with the process, so that a restart by make run's supervisor has them too.
+    process.env = gateway_env(stack, http_port)
     stack.processes["gateway"] = process
-    env = {**await stack._environment(), **gateway_env(stack, http_port)}
-    await stack._spawn(process, env)
+    await stack._spawn(process, await stack._environment())
     await stack.wait_serving("gateway")
     url = f"http://127.0.0.1:{http_port}"
     async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(60):
@@ -108,86 +103,90 @@ async def _admin_env(stack: LocalStack) -> dict[str, str]:
     return env
 
 
-async def seed_demo(stack: LocalStack, url: str) -> dict[str, Any]:
-    """The sandbox, made once and kept in var/gateway-demo.json across runs."""
-    path = stack.var_dir / DEMO_FILE
-    if path.exists():
-        demo: dict[str, Any] = json.loads(path.read_text())
-        if await _still_valid(url, demo):
-            return {**demo, **_addresses(stack), "url": url}
-    env = await _admin_env(stack)
-    wallet_address = stack.processes["wallet"].address
-    identity_address = stack.processes["identity"].address
-    async with (
-        _channel(stack.tls_dir, wallet_address, "wallet", "operator") as operator_channel,
-        _channel(stack.tls_dir, wallet_address, "wallet", "gateway") as wallet_channel,
-        _channel(stack.tls_dir, identity_address, "identity", "gateway") as identity_channel,
+@dataclass(frozen=True)
+class Sandbox:
+    """What the partner quickstart needs: the gateway, the partner's credentials, the stores."""
+
+    url: str
+    client_id: str
+    client_secret: str
+    merchant_name: str
+    store_ids: list[str]
+
+
+async def seed_partner(stack: LocalStack, url: str, seeded: demo.Demo) -> Sandbox:
+    """The demo's merchant and stores registered with the gateway and a demo partner
+    granted that merchant, made once and kept in var/gateway-demo.json across runs."""
+    path = stack.var_dir / SANDBOX_FILE
+    kept: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
+    merchant = seeded.merchant
+    if (
+        kept is not None
+        and kept.get("merchant_id") == merchant.merchant_id
+        and await _still_valid(url, kept)
     ):
-        operator = wallet_pb2_grpc.WalletServiceStub(operator_channel)
-        merchant = await operator.RegisterMerchant(
-            wallet_pb2.RegisterMerchantRequest(name="Mamoru Mart", category="5411"),
-            timeout=TIMEOUT,
-        )
-        merchant_id = merchant.merchant.merchant_id
+        sandbox = dict(kept)
+    else:
+        sandbox = await _register_partner(stack, merchant)
+    # The code command reaches the services where this start put them.
+    sandbox.update(_addresses(stack))
+    if sandbox != kept:
+        _save(path, sandbox)
+    return Sandbox(
+        url=url,
+        client_id=sandbox["client_id"],
+        client_secret=sandbox["client_secret"],
+        merchant_name=demo.MERCHANT_NAME,
+        store_ids=[store.store_id for store in merchant.stores],
+    )
+
+
+async def _register_partner(stack: LocalStack, merchant: demo.DemoMerchant) -> dict[str, Any]:
+    env = await _admin_env(stack)
+    # Adding a merchant or store the gateway knows updates it: safe after a half-done start.
+    await admin.run(
+        [
+            "merchant",
+            "add",
+            merchant.merchant_id,
+            "--name",
+            demo.MERCHANT_NAME,
+            f"--key={merchant.merchant_key}",
+        ],
+        env,
+    )
+    for store in merchant.stores:
         await admin.run(
             [
-                "merchant",
+                "store",
                 "add",
-                merchant_id,
+                store.store_id,
+                "--merchant",
+                merchant.merchant_id,
+                "--code",
+                store.store_code,
                 "--name",
-                "Mamoru Mart",
-                f"--key={merchant.merchant_key}",
+                store.name,
             ],
             env,
         )
-        stores = []
-        for code, name in (("shibuya", "Shibuya"), ("shinjuku", "Shinjuku")):
-            shop = await operator.RegisterStore(
-                wallet_pb2.RegisterStoreRequest(
-                    merchant_id=merchant_id, store_code=code, name=name
-                ),
-                timeout=TIMEOUT,
-            )
-            await admin.run(
-                [
-                    "store",
-                    "add",
-                    shop.store_id,
-                    "--merchant",
-                    merchant_id,
-                    "--code",
-                    code,
-                    "--name",
-                    name,
-                ],
-                env,
-            )
-            stores.append(shop.store_id)
-        scopes = [arg for scope in _all_scopes() for arg in ("--scope", scope)]
-        partner = await admin.run(
-            ["partner", "create", "--name", "Demo register vendor", *scopes], env
-        )
-        client_id = partner["client_id"]
-        await admin.run(["partner", "grant", client_id, merchant_id], env)
-        secret = await admin.run(["partner", "secret", client_id], env)
-        person = await _demo_person(
-            stack,
-            identity_pb2_grpc.IdentityServiceStub(identity_channel),
-            wallet_pb2_grpc.WalletServiceStub(wallet_channel),
-        )
-    # Identity takes each authenticator step once; the next process must know the last.
-    person["totp_step"] = _steps.get(person["totp_secret"], 0)
-    demo = {
-        **_addresses(stack),
+    scopes = [arg for scope in _all_scopes() for arg in ("--scope", scope)]
+    partner = await admin.run(["partner", "create", "--name", PARTNER_NAME, *scopes], env)
+    client_id = partner["client_id"]
+    await admin.run(["partner", "grant", client_id, merchant.merchant_id], env)
+    secret = await admin.run(["partner", "secret", client_id], env)
+    return {
         "client_id": client_id,
         "client_secret": secret["client_secret"],
-        "merchant_id": merchant_id,
-        "store_ids": stores,
-        "person": person,
+        "merchant_id": merchant.merchant_id,
     }
-    path.write_text(json.dumps(demo, indent=2))
-    path.chmod(0o600)
-    return {**demo, "url": url}
+
+
+def _save(path: Path, sandbox: dict[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(sandbox, indent=2) + "\n")
+    partial.chmod(0o600)
+    partial.replace(path)
 
 
 def _addresses(stack: LocalStack) -> dict[str, str]:
@@ -197,13 +196,13 @@ def _addresses(stack: LocalStack) -> dict[str, str]:
     }
 
 
-async def _still_valid(url: str, demo: dict[str, Any]) -> bool:
-    """The kept sandbox matches this database (var/ may have been partly cleaned)."""
+async def _still_valid(url: str, sandbox: dict[str, Any]) -> bool:
+    """The kept partner matches this database (var/ may have been partly cleaned)."""
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         reply = await http.post(
             f"{url}/oauth/token",
             data={"grant_type": "client_credentials"},
-            auth=(demo["client_id"], demo["client_secret"]),
+            auth=(sandbox["client_id"], sandbox["client_secret"]),
         )
     return reply.status_code == 200
 
@@ -214,163 +213,19 @@ def _all_scopes() -> tuple[str, ...]:
     return SCOPES
 
 
-_steps: dict[str, int] = {}
-
-
-async def _totp(secret: str) -> str:
-    """A code of a step not used before: identity refuses a step twice."""
-    totp = pyotp.TOTP(secret)
-    async with asyncio.timeout(70):
-        while True:
-            current = int(time.time()) // 30
-            step = max(current, _steps.get(secret, current - 1) + 1)
-            if step <= current + 1:
-                _steps[secret] = step
-                return totp.at(step * 30)
-            await asyncio.sleep(0.5)
-
-
-async def _mail_code(stack: LocalStack, email: str, before: int) -> str:
-    assert stack.smtp is not None
-    arrived = await stack.smtp.wait_for(before + 1, within=TIMEOUT, to=email)
-    for message in reversed(arrived):
-        match = _CODE.search(message.text())
-        if match:
-            return match.group(1)
-    raise RuntimeError(f"no code mailed to {email}")
-
-
-async def _demo_person(stack: LocalStack, identity: Any, wallet: Any) -> dict[str, Any]:
-    email = f"demo-{uuid.uuid4().hex[:8]}@example.jp"
-    password = secrets.token_urlsafe(16)
-    assert stack.smtp is not None
-    before = len(stack.smtp.to(email))
-    await identity.Register(
-        idp.RegisterRequest(email=email, password=password, client=_client()), timeout=TIMEOUT
-    )
-    await identity.VerifyEmail(
-        idp.VerifyEmailRequest(
-            email=email, code=await _mail_code(stack, email, before), client=_client()
-        ),
-        timeout=TIMEOUT,
-    )
-    login = await identity.Login(
-        idp.LoginRequest(identifier=email, password=password, client=_client()), timeout=TIMEOUT
-    )
-    if login.HasField("session"):
-        session = login.session
-    else:
-        before = len(stack.smtp.to(email))
-        await identity.SendSignInCode(
-            idp.SendSignInCodeRequest(challenge_id=login.challenge.challenge_id), timeout=TIMEOUT
-        )
-        answered = await identity.VerifySecondFactor(
-            idp.VerifySecondFactorRequest(
-                challenge_id=login.challenge.challenge_id,
-                client=_client(),
-                email_code=await _mail_code(stack, email, before),
-            ),
-            timeout=TIMEOUT,
-        )
-        session = answered.session
-    bearer = (("authorization", f"Bearer {session.access_token}"),)
-    begun = await identity.BeginTotpEnrollment(
-        idp.BeginTotpEnrollmentRequest(), metadata=bearer, timeout=TIMEOUT
-    )
-    await identity.ConfirmTotpEnrollment(
-        idp.ConfirmTotpEnrollmentRequest(
-            enrollment_id=begun.enrollment_id, code=await _totp(begun.secret)
-        ),
-        metadata=bearer,
-        timeout=TIMEOUT,
-    )
-    person: dict[str, Any] = {"email": email, "password": password, "totp_secret": begun.secret}
-    token = await _wallet_token(identity, person)
-    metadata = (("authorization", f"Bearer {token}"),)
-    await wallet.Enroll(
-        wallet_pb2.EnrollRequest(client=_client()), metadata=metadata, timeout=TIMEOUT
-    )
-    assert stack.card_processor is not None
-    card_token, three_ds = stack.card_processor.tokenise("4242424242424242")
-    card = await wallet.RegisterFundingSource(
-        wallet_pb2.RegisterFundingSourceRequest(
-            processor_token=card_token, three_ds_transaction_id=three_ds
-        ),
-        metadata=metadata,
-        timeout=TIMEOUT,
-    )
-    await wallet.TopUpFromCard(
-        wallet_pb2.TopUpFromCardRequest(
-            funding_source_id=card.funding_source.funding_source_id,
-            amount=common_pb2.Money(amount_minor=5_000, currency="JPY"),
-            idempotency_key=str(uuid.uuid4()),
-            client=_client(),
-        ),
-        metadata=metadata,
-        timeout=TIMEOUT,
-    )
-    return person
-
-
-async def _wallet_token(identity: Any, person: dict[str, Any]) -> str:
-    """Sign in with password and authenticator app, then exchange for a wallet token."""
-    login = await identity.Login(
-        idp.LoginRequest(identifier=person["email"], password=person["password"], client=_client()),
-        timeout=TIMEOUT,
-    )
-    if login.HasField("session"):
-        session = login.session
-    else:
-        answered = await identity.VerifySecondFactor(
-            idp.VerifySecondFactorRequest(
-                challenge_id=login.challenge.challenge_id,
-                client=_client(),
-                totp_code=await _totp(person["totp_secret"]),
-            ),
-            timeout=TIMEOUT,
-        )
-        session = answered.session
-    bearer = (("authorization", f"Bearer {session.access_token}"),)
-    if session.assurance_level < 2:
-        begun = await identity.BeginStepUp(
-            idp.BeginStepUpRequest(client=_client()), metadata=bearer, timeout=TIMEOUT
-        )
-        raised = await identity.StepUp(
-            idp.StepUpRequest(
-                challenge_id=begun.challenge_id, totp_code=await _totp(person["totp_secret"])
-            ),
-            metadata=bearer,
-            timeout=TIMEOUT,
-        )
-        bearer = (("authorization", f"Bearer {raised.session.access_token}"),)
-    exchanged = await identity.ExchangeToken(
-        idp.ExchangeTokenRequest(audience="wallet", client=_client()),
-        metadata=bearer,
-        timeout=TIMEOUT,
-    )
-    return str(exchanged.access_token)
-
-
 async def payment_code(var_dir: Path) -> str:
     """A fresh payment code of the demo person, from the running local stack."""
-    path = var_dir / DEMO_FILE
-    demo = json.loads(path.read_text())
-    person = demo["person"]
-    _steps[person["totp_secret"]] = int(person.get("totp_step", 0))
+    sandbox = json.loads((var_dir / SANDBOX_FILE).read_text())
     tls = var_dir / "tls"
     async with (
-        _channel(tls, demo["identity_address"], "identity", "gateway") as identity_channel,
-        _channel(tls, demo["wallet_address"], "wallet", "gateway") as wallet_channel,
+        _channel(tls, sandbox["identity_address"], "identity", "gateway") as identity_channel,
+        _channel(tls, sandbox["wallet_address"], "wallet", "gateway") as wallet_channel,
     ):
-        try:
-            token = await _wallet_token(
-                identity_pb2_grpc.IdentityServiceStub(identity_channel), person
-            )
-        finally:
-            person["totp_step"] = _steps[person["totp_secret"]]
-            path.write_text(json.dumps(demo, indent=2))
+        token = await demo.wallet_token(
+            var_dir, identity_pb2_grpc.IdentityServiceStub(identity_channel)
+        )
         reply = await wallet_pb2_grpc.WalletServiceStub(wallet_channel).IssuePaymentCode(
-            wallet_pb2.IssuePaymentCodeRequest(client=_client()),
+            wallet_pb2.IssuePaymentCodeRequest(client=demo.phone_client()),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=TIMEOUT,
         )
@@ -391,18 +246,19 @@ Partner quickstart (paste into another terminal):
 """
 
 
-def curl_session(demo: dict[str, Any]) -> str:
+def curl_session(sandbox: Sandbox) -> str:
     """What a partner's developer types first, with the sandbox's own values."""
-    url = demo["url"]
+    url = sandbox.url
     header = (
         f"Partner gateway  {url}  (OpenAPI {url}/openapi.json, browsable {url}/docs)\n"
-        f"  demo partner {demo['client_id']} acts for Mamoru Mart's two stores\n\n"
+        f"  demo partner {sandbox.client_id} acts for {sandbox.merchant_name}'s"
+        f" {len(sandbox.store_ids)} stores (var/{SANDBOX_FILE})\n\n"
     )
     return header + _SESSION.format(
         url=url,
-        store=demo["store_ids"][0],
-        client_id=demo["client_id"],
-        client_secret=demo["client_secret"],
+        store=sandbox.store_ids[0],
+        client_id=sandbox.client_id,
+        client_secret=sandbox.client_secret,
     )
 
 
@@ -410,7 +266,12 @@ def main(argv: list[str]) -> None:
     if argv[:1] != ["code"] or len(argv) not in (1, 3) or argv[1:2] not in ([], ["--var"]):
         print("usage: python -m services.devstack.gateway code [--var DIR]", file=sys.stderr)
         raise SystemExit(2)
-    print(asyncio.run(payment_code(Path(argv[2] if len(argv) == 3 else "var"))))
+    var_dir = Path(argv[2] if len(argv) == 3 else "var")
+    try:
+        print(asyncio.run(payment_code(var_dir)))
+    except FileNotFoundError as error:
+        print(f"{error} (no demo or partner sandbox: start `make run` once first)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

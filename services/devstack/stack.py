@@ -114,6 +114,8 @@ class ServiceProcess:
     process: asyncio.subprocess.Process | None = None
     metrics_port: int = 0
     replica: int = 1
+    # What this process reads beyond the stack's shared environment, on every start.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -226,7 +228,7 @@ class LocalStack:
         return env
 
     async def _spawn(self, proc: ServiceProcess, base_env: dict[str, str]) -> None:
-        env = dict(base_env)
+        env = {**base_env, **proc.env}
         prefix = proc.name.upper()
         env[f"{prefix}_GRPC_PORT"] = str(proc.grpc_port)
         env[f"{prefix}_HEALTH_PORT"] = str(proc.health_port)

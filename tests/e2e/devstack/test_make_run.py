@@ -48,6 +48,9 @@ class MakeRun:
             "SMTP_PORT",
             "WALLET_SANDBOX_PROCESSOR_PORT",
             "WALLET_SANDBOX_POINTS_PORT",
+            "GATEWAY_GRPC_PORT",
+            "GATEWAY_HEALTH_PORT",
+            "GATEWAY_HTTP_PORT",
         ):
             self.env[variable] = str(free_port())
         self.process: subprocess.Popen[bytes] | None = None
@@ -178,15 +181,16 @@ def test_the_readme_walkthrough_pays_at_the_demo_register_and_reads_every_mail(
     assert re.search(r"Latest codes.*\n  \d{6} ", done.stdout), done.stdout
 
 
-def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun) -> None:
+@pytest.mark.parametrize("name", ["wallet", "gateway"])
+def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun, name: str) -> None:
     before = len(make_run.text())
-    health = make_run.port("WALLET_HEALTH_PORT")
-    victim = make_run.service_pid("wallet")
+    health = make_run.port(f"{name.upper()}_HEALTH_PORT")
+    victim = make_run.service_pid(name)
     os.kill(victim, signal.SIGKILL)
-    make_run.wait_for_output("wallet exited with code", 60, after=before)
-    make_run.wait_for_output("wallet is serving again", 120, after=before)
-    assert make_run.service_pid("wallet") != victim
-    wait_until(lambda: serving(health), 30, "wallet SERVING after its restart")
+    make_run.wait_for_output(f"{name} exited with code", 60, after=before)
+    make_run.wait_for_output(f"{name} is serving again", 120, after=before)
+    assert make_run.service_pid(name) != victim
+    wait_until(lambda: serving(health), 30, f"{name} SERVING after its restart")
 
 
 def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> None:
@@ -194,6 +198,8 @@ def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> N
     seeded = demo_file.read_text()
     phone_key = (make_run.var / "demo-device.pem").read_bytes()
     mails_before = _mails_to(make_run.var, DEMO_EMAIL)
+    partner = _printed_partner(make_run.text())
+    sandbox = (make_run.var / "gateway-demo.json").read_text()
     make_run.stop()
     before = len(make_run.text())
     make_run.start()
@@ -205,6 +211,17 @@ def test_a_second_start_keeps_the_demo_and_seeds_nothing(make_run: MakeRun) -> N
     assert (make_run.var / "demo-device.pem").stat().st_mode & 0o077 == 0
     # No second registration: not one more mail reached the demo person.
     assert _mails_to(make_run.var, DEMO_EMAIL) == mails_before
+    # The partner quickstart names the same partner, kept as it was.
+    assert _printed_partner(make_run.text()[before:]) == partner
+    assert (make_run.var / "gateway-demo.json").read_text() == sandbox
+
+
+def _printed_partner(output: str) -> tuple[str, str]:
+    """The client id and secret the last printed partner quickstart exports."""
+    printed = re.findall(r"export CLIENT_ID=(\S+) CLIENT_SECRET=(\S+)", output)
+    assert printed, output[-3000:]
+    client_id, secret = printed[-1]
+    return str(client_id), str(secret)
 
 
 def _mails_to(var: Path, address: str) -> int:
