@@ -1842,11 +1842,14 @@ class Identity:
         device_proof: str = "",
     ) -> Any:
         session = await self.require_recent_auth(claims)
+        moves_links = make_primary and kind == storage.EMAIL
+        proven = (
+            await self._proven(device_proof, "AddContact", access_token) if moves_links else None
+        )
         code = new_code()
         expires_at = _now() + CODE_LIFETIME
         async with self.pool.acquire() as conn, conn.transaction():
-            if make_primary and kind == storage.EMAIL:
-                proven = await self._proven(device_proof, "AddContact", access_token)
+            if moves_links:
                 await self._may_move_credential_links(conn, session, proven)
             contact = await storage.add_contact(
                 conn,
@@ -1854,7 +1857,7 @@ class Identity:
                 kind=kind,
                 address=address,
                 address_key=cred.identifier_key(address),
-                make_primary=make_primary and kind == storage.EMAIL,
+                make_primary=moves_links,
                 code_hash=self.box.code_hash(code, purpose="contact"),
                 code_expires_at=expires_at,
             )
