@@ -270,13 +270,15 @@ class _Phone:
             idp.BeginTotpEnrollmentRequest(), metadata=metadata, timeout=TIMEOUT
         )
         self.totp_secret = begun.secret
-        await self.identity.ConfirmTotpEnrollment(
-            idp.ConfirmTotpEnrollmentRequest(
-                enrollment_id=begun.enrollment_id, code=await self._totp()
-            ),
-            metadata=metadata,
-            timeout=TIMEOUT,
+        request = idp.ConfirmTotpEnrollmentRequest(
+            enrollment_id=begun.enrollment_id, code=await self._totp()
         )
+        # The phone the account was registered on proves its key, so its first factor
+        # starts no cool-off and the wallet opens at once.
+        request.device_proof = self.device.prove(
+            "ConfirmTotpEnrollment", request, bearer_token=session.access_token
+        )
+        await self.identity.ConfirmTotpEnrollment(request, metadata=metadata, timeout=TIMEOUT)
 
     async def wallet_token(self) -> str:
         """A fresh session with password and the app's code, stepped up if needed."""

@@ -290,6 +290,24 @@ class Identity:
             return None
         return proven
 
+    async def _on_registration_device(
+        self,
+        conn: asyncpg.Connection,
+        account: Any,
+        session: Any,
+        proven: ProvenDevice | None,
+    ) -> bool:
+        """Whether this call comes from the device the account was registered on: its
+        key proves itself on the call (bound to the bearer token, so a copied token is
+        not enough), the session is that key's, and the device is still registered (a
+        removed phone signed in again, by whoever holds it, is a new device)."""
+        return (
+            proven is not None
+            and session["device_id"] == proven.thumbprint
+            and account["registration_device_id"] == proven.thumbprint
+            and await storage.device(conn, account["id"], proven.thumbprint) is not None
+        )
+
     async def forget_spent_proofs(self, stop: asyncio.Event) -> None:
         """Background job: drop spent proofs once they are too old to be accepted anyway."""
         while not stop.is_set():
@@ -361,6 +379,10 @@ class Identity:
             )
         key = cred.identifier_key(email)
         await self._check_new_password("password", password, email=email, has_second_factor=False)
+        # The registration answers only to the device that made it: its proven key, or a
+        # marked label for a client without one (which never becomes a trusted device).
+        # Risk sees that device too, never a label the client chose.
+        client = as_seen(client, await self._proven(device_proof, "Register", email))
         # Risk being away does not stop registration: the address must still be verified.
         assessment = await self.risk.assess_registration(
             email_domain=key.rpartition("@")[2], client=client
@@ -374,9 +396,6 @@ class Identity:
         code = new_code()
         expires_at = _now() + CODE_LIFETIME
         code_hash = self.box.code_hash(code, purpose="contact")
-        # The registration answers only to the device that made it: its proven key, or a
-        # marked label for a client without one (which never becomes a trusted device).
-        client = as_seen(client, await self._proven(device_proof, "Register", email))
         async with self.pool.acquire() as conn, conn.transaction():
             await storage.lock_address(conn, key)
             existing = await storage.account_by_login(conn, key)
@@ -1102,8 +1121,11 @@ class Identity:
         attestation_json: str,
         name: str,
         client: common_pb2.ClientContext,
+        access_token: str = "",
+        device_proof: str = "",
     ) -> Any:
         session = await self.require_factor_change(claims)
+        proven = await self._proven(device_proof, "FinishPasskeyRegistration", access_token)
         async with self.pool.acquire() as conn, conn.transaction():
             ceremony = await storage.take_ceremony(conn, ceremony_id, "register")
             if ceremony is None or ceremony["session_id"] != session["id"]:
@@ -1131,7 +1153,12 @@ class Identity:
                 sign_count=verified.sign_count,
             )
             await self._factor_changed(
-                conn, session, client, detail="passkey added", first_factor=first_factor
+                conn,
+                session,
+                client,
+                detail="passkey added",
+                first_factor=first_factor,
+                proven=proven,
             )
         return factor
 
@@ -1143,19 +1170,20 @@ class Identity:
         *,
         detail: str,
         first_factor: bool = False,
+        proven: ProvenDevice | None = None,
     ) -> None:
         """A factor was added or removed: other sessions end, the owner hears, cool-off starts.
 
         The one exception: the first factor, enrolled on the device the account was
-        registered from, is how a new account becomes safe, not a takeover sign.
+        registered from (``proven`` by its key on this call), is how a new account
+        becomes safe, not a takeover sign.
         """
         account_id = session["account_id"]
         account = await storage.account(conn, account_id)
         exempt = (
             first_factor
             and account is not None
-            and device_key_of(session["device_id"]) is not None
-            and account["registration_device_id"] == session["device_id"]
+            and await self._on_registration_device(conn, account, session, proven)
         )
         await storage.log_event(
             conn,
@@ -1203,8 +1231,11 @@ class Identity:
         enrollment_id: uuid.UUID,
         code: str,
         client: common_pb2.ClientContext,
+        access_token: str = "",
+        device_proof: str = "",
     ) -> tuple[Any, list[str]]:
         session = await self.require_factor_change(claims)
+        proven = await self._proven(device_proof, "ConfirmTotpEnrollment", access_token)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
             pending = await storage.pending_totp(conn, enrollment_id, account_id)
@@ -1217,7 +1248,12 @@ class Identity:
             factor = await storage.confirm_factor(conn, enrollment_id, step)
             codes = await self._new_recovery_codes(conn, account_id)
             await self._factor_changed(
-                conn, session, client, detail="authenticator app added", first_factor=first_factor
+                conn,
+                session,
+                client,
+                detail="authenticator app added",
+                first_factor=first_factor,
+                proven=proven,
             )
         return factor, codes
 
@@ -1796,21 +1832,32 @@ class Identity:
             return await storage.contacts(conn, session["account_id"], verified_only=False)
 
     async def add_contact(
-        self, claims: TokenClaims, *, kind: int, address: str, make_primary: bool
+        self,
+        claims: TokenClaims,
+        *,
+        kind: int,
+        address: str,
+        make_primary: bool,
+        access_token: str = "",
+        device_proof: str = "",
     ) -> Any:
         session = await self.require_recent_auth(claims)
+        moves_links = make_primary and kind == storage.EMAIL
+        proven = (
+            await self._proven(device_proof, "AddContact", access_token) if moves_links else None
+        )
         code = new_code()
         expires_at = _now() + CODE_LIFETIME
         async with self.pool.acquire() as conn, conn.transaction():
-            if make_primary and kind == storage.EMAIL:
-                await self._may_move_credential_links(conn, session)
+            if moves_links:
+                await self._may_move_credential_links(conn, session, proven)
             contact = await storage.add_contact(
                 conn,
                 account_id=session["account_id"],
                 kind=kind,
                 address=address,
                 address_key=cred.identifier_key(address),
-                make_primary=make_primary and kind == storage.EMAIL,
+                make_primary=moves_links,
                 code_hash=self.box.code_hash(code, purpose="contact"),
                 code_expires_at=expires_at,
             )
@@ -1832,18 +1879,18 @@ class Identity:
             )
         return contact
 
-    async def _may_move_credential_links(self, conn: asyncpg.Connection, session: Any) -> None:
+    async def _may_move_credential_links(
+        self, conn: asyncpg.Connection, session: Any, proven: ProvenDevice | None
+    ) -> None:
         """The primary email is where reset links and sign-in codes go, so it moves only
-        from the device the account was registered on, or in a session that could open
+        from the device the account was registered on (its key ``proven`` on this very
+        call: a copy of a session's token is not the device), or in a session that could open
         the wallet, outside a cool-off: the password with one code from the inbox, or a
         factor enrolled in such a session, must not point the account's resets elsewhere."""
         account = await storage.account(conn, session["account_id"])
         if account is None:
             raise session_ended()
-        if (
-            device_key_of(session["device_id"]) is not None
-            and account["registration_device_id"] == session["device_id"]
-        ):
+        if await self._on_registration_device(conn, account, session, proven):
             return
         if not cred.may_open_wallet(session["methods"]):
             raise PermissionDenied(

@@ -67,6 +67,11 @@ BOUND_TO: dict[str, str] = {
     "FinishPasskeyLogin": "ceremony_id",
     "RefreshSession": "refresh_token",
     "ExchangeToken": BEARER,
+    # The registration device's privileges (a new primary email without a strong
+    # session, a first factor without a cool-off) need the key itself, not its token.
+    "AddContact": BEARER,
+    "FinishPasskeyRegistration": BEARER,
+    "ConfirmTotpEnrollment": BEARER,
 }
 
 

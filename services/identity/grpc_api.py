@@ -396,6 +396,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         )
         check.text("name", request.name, max_length=100, single_line=True)
         check.client("client", request.client)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         factor = await self.identity.finish_passkey_registration(
             _claims(),
@@ -403,6 +404,8 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             attestation_json=request.attestation_json,
             name=request.name,
             client=request.client,
+            access_token=_bearer(context),
+            device_proof=request.device_proof,
         )
         return pb.FinishPasskeyRegistrationResponse(factor=_factor(factor))
 
@@ -420,6 +423,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         check = Violations()
         enrollment_id = _required_uuid(check, "enrollment_id", request.enrollment_id)
         _code(check, "code", request.code)
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         claims = _claims()
         factor, codes = await self.identity.confirm_totp(
@@ -427,6 +431,8 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             enrollment_id=enrollment_id,
             code=request.code,
             client=_client_from_claims(claims),
+            access_token=_bearer(context),
+            device_proof=request.device_proof,
         )
         return pb.ConfirmTotpEnrollmentResponse(factor=_factor(factor), recovery_codes=codes)
 
@@ -563,9 +569,15 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             check.text("address", request.address, max_length=4096, required=True, single_line=True)
         else:
             check.add("kind", "must be EMAIL, PHONE or PUSH")
+        _device_proof(check, request.device_proof)
         check.raise_if_any()
         row = await self.identity.add_contact(
-            _claims(), kind=request.kind, address=request.address, make_primary=request.make_primary
+            _claims(),
+            kind=request.kind,
+            address=request.address,
+            make_primary=request.make_primary,
+            access_token=_bearer(context),
+            device_proof=request.device_proof,
         )
         return pb.AddContactResponse(contact=_contact(row))
 

@@ -465,9 +465,14 @@ async def devices(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[Recor
 
 
 async def remove_device(conn: asyncpg.Connection, account_id: uuid.UUID, device_id: str) -> bool:
+    """Remove a device; when it is the one the account was registered on, its privileges
+    go with it for good: the same key signing in again is just another device."""
     done = await conn.fetchval(
-        "update devices set removed_at = now() where account_id = $1 and device_id = $2"
-        " and removed_at is null returning true",
+        "with removed as (update devices set removed_at = now()"
+        " where account_id = $1 and device_id = $2 and removed_at is null returning device_id),"
+        " unregistered as (update accounts set registration_device_id = null"
+        " where id = $1 and registration_device_id in (select device_id from removed))"
+        " select exists (select 1 from removed)",
         account_id,
         device_id,
     )

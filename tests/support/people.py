@@ -196,6 +196,17 @@ class Person:
         """A fresh proof by ``device``'s key for one call of ``rpc`` about ``bound``."""
         return self.key(device).proof(rpc, bound)
 
+    def session_proof(self, rpc: str, session: pb.SessionTokens) -> str:
+        """A fresh proof for ``rpc`` bound to the session's access token, signed by the
+        key the session is bound to (its ``cnf.jkt``), as the app on that device does;
+        empty when the person holds no such key (a session of an unproven device)."""
+        claims = jwt.decode(session.access_token, options={"verify_signature": False})
+        bound_key = claims.get("cnf", {}).get("jkt")
+        for key in self.keys.values():
+            if key.thumbprint == bound_key:
+                return key.proof(rpc, session.access_token)
+        return ""
+
 
 # Methods identity never lets open the wallet (the same inbox as a reset, a lost
 # device, someone else's ID).
@@ -424,14 +435,17 @@ class IdentityDriver:
         )
 
     async def enrol_totp(self, person: Person, session: pb.SessionTokens | None = None) -> None:
-        """Add an authenticator app; keeps its secret and the recovery codes on ``person``."""
+        """Add an authenticator app; keeps its secret and the recovery codes on ``person``.
+        The session's device proves its key, as the app does."""
         session = session or self._session_of(person)
         begun = await self.stub.BeginTotpEnrollment(
             pb.BeginTotpEnrollmentRequest(), metadata=bearer(session), timeout=TIMEOUT
         )
         confirmed = await self.stub.ConfirmTotpEnrollment(
             pb.ConfirmTotpEnrollmentRequest(
-                enrollment_id=begun.enrollment_id, code=await next_totp(begun.secret)
+                enrollment_id=begun.enrollment_id,
+                code=await next_totp(begun.secret),
+                device_proof=person.session_proof("ConfirmTotpEnrollment", session),
             ),
             metadata=bearer(session),
             timeout=TIMEOUT,
@@ -462,6 +476,7 @@ class IdentityDriver:
                 attestation_json=authenticator.create(begun.options_json),
                 name=name,
                 client=client(device, person.ip),
+                device_proof=person.session_proof("FinishPasskeyRegistration", session),
             ),
             metadata=bearer(session),
             timeout=TIMEOUT,

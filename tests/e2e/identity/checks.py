@@ -101,12 +101,17 @@ async def add_verified_email(
     address: str,
     *,
     make_primary: bool = False,
+    device_proof: str = "",
 ) -> pb.Contact:
-    """Add an email to the account and verify it with the code mailed to it."""
+    """Add an email to the account and verify it with the code mailed to it
+    (``device_proof``: the session's device proving its key, bound to its token)."""
     before = mail_count(identity, address)
     added = await identity.stub.AddContact(
         pb.AddContactRequest(
-            kind=pb.CONTACT_KIND_EMAIL, address=address, make_primary=make_primary
+            kind=pb.CONTACT_KIND_EMAIL,
+            address=address,
+            make_primary=make_primary,
+            device_proof=device_proof,
         ),
         metadata=bearer(session),
         timeout=TIMEOUT,

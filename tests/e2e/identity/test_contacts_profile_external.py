@@ -109,7 +109,13 @@ async def test_a_wrong_or_used_freeze_link_changes_nothing(identity: IdentityOnC
     person = await identity.register("hanako@example.jp")
     here = (await identity.login(person)).session
     before = mail_count(identity, person.email)
-    await add_verified_email(identity, here, "hanako.new@example.jp", make_primary=True)
+    await add_verified_email(
+        identity,
+        here,
+        "hanako.new@example.jp",
+        make_primary=True,
+        device_proof=person.session_proof("AddContact", here),
+    )
     notice = await mail_after(identity, person.email, CONTACT_CHANGED_SUBJECTS, after=before)
     freeze_token = freeze_token_in(notice)
 
@@ -346,7 +352,13 @@ async def test_a_freeze_link_brings_back_the_old_address_even_after_it_was_remov
     # Someone in the account moves it to their own address, then drops the owner's.
     intruder = (await identity.login(person)).session
     before = mail_count(identity, person.email)
-    await add_verified_email(identity, intruder, "intruder@evil.example", make_primary=True)
+    await add_verified_email(
+        identity,
+        intruder,
+        "intruder@evil.example",
+        make_primary=True,
+        device_proof=person.session_proof("AddContact", intruder),
+    )
     notice = await mail_after(identity, person.email, CONTACT_CHANGED_SUBJECTS, after=before)
     owners = next(c for c in await contacts(identity, intruder) if c.address == person.email)
     await identity.stub.RemoveContact(

@@ -83,7 +83,10 @@ async def test_a_new_primary_email_takes_effect_once_verified_and_the_old_one_ca
     added = (
         await identity.stub.AddContact(
             pb.AddContactRequest(
-                kind=pb.CONTACT_KIND_EMAIL, address="hanako.new@example.jp", make_primary=True
+                kind=pb.CONTACT_KIND_EMAIL,
+                address="hanako.new@example.jp",
+                make_primary=True,
+                device_proof=person.session_proof("AddContact", here),
             ),
             metadata=identity.bearer(here),
             timeout=TIMEOUT,

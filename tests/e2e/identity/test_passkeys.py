@@ -15,8 +15,10 @@ pytestmark = pytest.mark.asyncio
 
 
 async def register_passkey(
-    identity: IdentityOnCluster, session: pb.SessionTokens, device: str = "phone-1"
+    identity: IdentityOnCluster, person: Person, session: pb.SessionTokens, device: str = "phone-1"
 ) -> tuple[SoftwareAuthenticator, pb.Factor]:
+    """A new passkey for ``person``, from the device ``session`` is bound to (its key
+    proves itself, as the app does)."""
     authenticator = SoftwareAuthenticator()
     begun = await identity.stub.BeginPasskeyRegistration(
         pb.BeginPasskeyRegistrationRequest(client=client(device)),
@@ -29,6 +31,7 @@ async def register_passkey(
             attestation_json=authenticator.create(begun.options_json),
             name="iPhone",
             client=client(device),
+            device_proof=person.session_proof("FinishPasskeyRegistration", session),
         ),
         metadata=identity.bearer(session),
         timeout=TIMEOUT,
@@ -67,7 +70,7 @@ async def test_a_passkey_registers_and_signs_in_without_a_username_at_level_two(
 ):
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
-    authenticator, factor = await register_passkey(identity, session)
+    authenticator, factor = await register_passkey(identity, person, session)
     assert factor.method == pb.CHALLENGE_METHOD_PASSKEY
     assert factor.name == "iPhone"
 
@@ -87,7 +90,9 @@ async def test_a_passkey_registers_and_signs_in_without_a_username_at_level_two(
 
 async def test_a_passkey_answers_a_new_device_challenge(identity: IdentityOnCluster):
     person = await identity.register("hanako@example.jp")
-    authenticator, _ = await register_passkey(identity, (await identity.login(person)).session)
+    authenticator, _ = await register_passkey(
+        identity, person, (await identity.login(person)).session
+    )
     reply = await identity.login(person, device="laptop")
     assert pb.CHALLENGE_METHOD_PASSKEY in reply.challenge.methods
     challenge_id = reply.challenge.challenge_id
@@ -113,7 +118,7 @@ async def test_a_signature_counter_going_backwards_suspends_the_passkey_and_tell
 ):
     person = await identity.register("hanako@example.jp")
     session = (await identity.login(person)).session
-    authenticator, factor = await register_passkey(identity, session)
+    authenticator, factor = await register_passkey(identity, person, session)
     await passkey_login(identity, person, authenticator, sign_count=5)
 
     with pytest.raises(grpc.aio.AioRpcError) as cloned:
@@ -136,7 +141,7 @@ async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
     identity: IdentityOnCluster,
 ):
     person = await identity.register("hanako@example.jp")
-    owners_key, _ = await register_passkey(identity, (await identity.login(person)).session)
+    owners_key, _ = await register_passkey(identity, person, (await identity.login(person)).session)
 
     await identity.stub.RequestPasswordReset(
         pb.RequestPasswordResetRequest(identifier=person.email), timeout=TIMEOUT
@@ -154,7 +159,7 @@ async def test_after_a_reset_only_a_passkey_enrolled_before_it_opens_the_wallet(
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
 
     # A passkey enrolled during the cool-off (as someone holding the mailbox would) does not help.
-    newcomer, _ = await register_passkey(identity, session)
+    newcomer, _ = await register_passkey(identity, person, session)
     step = await identity.stub.BeginStepUp(
         pb.BeginStepUpRequest(client=client()), metadata=identity.bearer(session), timeout=TIMEOUT
     )

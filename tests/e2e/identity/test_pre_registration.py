@@ -333,7 +333,12 @@ async def test_an_unverified_contact_of_someone_elses_address_neither_blocks_nor
     attacker = await identity.register("mallory@example.jp", device="attacker-laptop")
     session = await identity.sign_in(attacker)
     await identity.stub.AddContact(
-        pb.AddContactRequest(kind=pb.CONTACT_KIND_EMAIL, address=VICTIM, make_primary=True),
+        pb.AddContactRequest(
+            kind=pb.CONTACT_KIND_EMAIL,
+            address=VICTIM,
+            make_primary=True,
+            device_proof=attacker.session_proof("AddContact", session),
+        ),
         metadata=identity.bearer(session),
         timeout=TIMEOUT,
     )
@@ -358,7 +363,12 @@ async def test_verifying_an_address_another_account_holds_leaves_it_with_that_ac
     session = await identity.sign_in(other)
     before = len(identity.mailbox.to(VICTIM))
     added = await identity.stub.AddContact(
-        pb.AddContactRequest(kind=pb.CONTACT_KIND_EMAIL, address=VICTIM, make_primary=True),
+        pb.AddContactRequest(
+            kind=pb.CONTACT_KIND_EMAIL,
+            address=VICTIM,
+            make_primary=True,
+            device_proof=other.session_proof("AddContact", session),
+        ),
         metadata=identity.bearer(session),
         timeout=TIMEOUT,
     )

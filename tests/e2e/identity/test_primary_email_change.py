@@ -20,10 +20,20 @@ ATTACKER = "mine@attacker.example"
 
 
 async def add_email(
-    identity: IdentityOnCluster, session: pb.SessionTokens, address: str, *, primary: bool
+    identity: IdentityOnCluster,
+    session: pb.SessionTokens,
+    address: str,
+    *,
+    primary: bool,
+    device_proof: str = "",
 ) -> pb.Contact:
     reply = await identity.stub.AddContact(
-        pb.AddContactRequest(kind=pb.CONTACT_KIND_EMAIL, address=address, make_primary=primary),
+        pb.AddContactRequest(
+            kind=pb.CONTACT_KIND_EMAIL,
+            address=address,
+            make_primary=primary,
+            device_proof=device_proof,
+        ),
         metadata=identity.bearer(session),
         timeout=TIMEOUT,
     )
@@ -52,9 +62,16 @@ async def test_an_email_code_session_on_a_new_device_cannot_make_its_own_address
     # A second address only ever hears that a reset was asked for; adding one stays possible.
     second = await add_email(identity, stranger, ATTACKER, primary=False)
     assert not second.primary
-    # The person on the phone they registered with moves the primary email as before.
+    # The person on the phone they registered with moves the primary email as before,
+    # the phone proving its key on the call.
     own = (await identity.login(person, device="phone-1")).session
-    moved = await add_email(identity, own, "hanako.new@example.jp", primary=True)
+    moved = await add_email(
+        identity,
+        own,
+        "hanako.new@example.jp",
+        primary=True,
+        device_proof=person.session_proof("AddContact", own),
+    )
     mail = await next_mail(
         identity.mailbox, "hanako.new@example.jp", subject_is("確認コード", "verification"), after=0
     )

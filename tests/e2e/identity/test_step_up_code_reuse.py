@@ -36,7 +36,11 @@ async def test_stepping_up_with_the_code_used_for_enrolment_says_wait_for_the_ne
     step = int(time.time()) // 30 + 1
     code = totp.at(step * 30)
     await identity.stub.ConfirmTotpEnrollment(
-        pb.ConfirmTotpEnrollmentRequest(enrollment_id=begun.enrollment_id, code=code),
+        pb.ConfirmTotpEnrollmentRequest(
+            enrollment_id=begun.enrollment_id,
+            code=code,
+            device_proof=person.session_proof("ConfirmTotpEnrollment", session),
+        ),
         metadata=bearer(session),
         timeout=TIMEOUT,
     )

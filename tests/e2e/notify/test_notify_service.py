@@ -374,7 +374,8 @@ async def test_a_reset_goes_to_the_address_verified_at_send_time_not_at_request_
     identity = people(cluster)
     someone = await identity.register(old)
     account_id = someone.account_id
-    person = bearer_metadata((await identity.sign_in(someone)).access_token)
+    session = await identity.sign_in(someone)
+    person = bearer_metadata(session.access_token)
     # The reset is accepted while no relay is reachable, so it is dead-lettered
     # after its only attempt and sent again by an operator after the change.
     await cluster.restart("notify", env={**FAST, "SMTP_PORT": "1", "NOTIFY_MAX_ATTEMPTS": "1"})
@@ -394,7 +395,11 @@ async def test_a_reset_goes_to_the_address_verified_at_send_time_not_at_request_
     gateway = cluster.stub("identity", as_="gateway")
     added = await gateway.AddContact(
         identity_pb2.AddContactRequest(
-            kind=identity_pb2.CONTACT_KIND_EMAIL, address=new, make_primary=True
+            kind=identity_pb2.CONTACT_KIND_EMAIL,
+            address=new,
+            make_primary=True,
+            # The phone the account was registered on, proving its key on the call.
+            device_proof=someone.session_proof("AddContact", session),
         ),
         metadata=person,
         timeout=TIMEOUT,

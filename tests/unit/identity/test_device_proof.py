@@ -190,3 +190,11 @@ def test_a_proof_for_a_request_binds_its_field_or_the_bearer_token() -> None:
     proof = key.prove("ExchangeToken", exchange, bearer_token="token-1")
     assert verify_proof(proof, rpc="ExchangeToken", bound="token-1")
     assert not verify_proof(proof, rpc="ExchangeToken", bound="wallet")
+
+
+def test_the_registration_devices_privileges_are_proven_against_the_bearer_token() -> None:
+    # A copied token alone must not carry them: the proof binds the very token shown.
+    for rpc in ("AddContact", "FinishPasskeyRegistration", "ConfirmTotpEnrollment"):
+        assert BOUND_TO[rpc] == BEARER, rpc
+    add = pb.AddContactRequest(address="hanako.new@example.jp", make_primary=True)
+    assert bound_value("AddContact", add, bearer_token="token-1") == "token-1"
