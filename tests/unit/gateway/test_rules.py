@@ -86,11 +86,38 @@ def test_the_readme_verification_recipe_accepts_what_the_gateway_signs() -> None
 
 
 async def test_webhook_urls_must_reach_public_addresses_only() -> None:
-    from services.gateway.use_cases.webhooks import reaches_only_public_addresses
+    from services.gateway.clients.webhooks import SystemResolver, only_public
 
-    for internal in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "localhost"):
-        assert not await reaches_only_public_addresses(internal), internal
-    assert await reaches_only_public_addresses("93.184.215.14")
+    resolver = SystemResolver()
+    for internal in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "::1",
+        "::ffff:127.0.0.1",
+        "100.64.0.1",
+        "localhost",
+        "no-such-host.invalid",
+    ):
+        assert not only_public(await resolver.resolve(internal)), internal
+    assert only_public(await resolver.resolve("93.184.215.14"))
+
+
+def test_production_webhook_urls_are_https_on_port_443() -> None:
+    from services.gateway.use_cases.webhooks import url_problem
+
+    assert url_problem("https://hooks.example/in", allow_http=False) is None
+    assert url_problem("https://hooks.example:443/in", allow_http=False) is None
+    for refused in (
+        "https://hooks.example:8443/in",
+        "https://hooks.example:22/in",
+        "http://hooks.example/in",
+        "https:///in",
+        "hooks.example/in",
+        "https://hooks.example:99999/in",
+    ):
+        assert url_problem(refused, allow_http=False), refused
+    assert url_problem("http://127.0.0.1:8080/in", allow_http=True) is None
 
 
 def test_every_rpc_the_gateway_calls_admits_the_gateway_principal() -> None:
