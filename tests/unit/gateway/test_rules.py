@@ -132,3 +132,40 @@ def test_every_rpc_the_gateway_calls_admits_the_gateway_principal() -> None:
     # And nothing that moves a person's own money without their token.
     assert "gateway" not in WALLET["CloseWallet"].callers
     assert WALLET["TopUpFromCard"].audiences
+
+
+def test_an_access_token_that_names_no_credential_is_refused() -> None:
+    import time
+
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    from services.gateway.use_cases.tokens import TokenInvalid, TokenService
+
+    async def never(*_: object) -> None:
+        raise AssertionError("not called")
+
+    signing_key = b"k" * 32
+    tokens = TokenService(
+        issuer="https://gw.example",
+        signing_key=signing_key,
+        token_seconds=60,
+        find_partner=never,
+        remember_jti=never,  # type: ignore[arg-type]
+        count_attempt=never,
+    )
+    partner_id, credential_id = uuid.uuid4(), uuid.uuid4()
+    claims = {
+        "iss": "https://gw.example",
+        "aud": "https://gw.example",
+        "sub": str(partner_id),
+        "exp": int(time.time()) + 60,
+        "scope": "merchants:read",
+    }
+    header = {"alg": "HS256", "typ": "at+jwt"}
+    key = OctKey.import_key(signing_key)
+    named = tokens.verify(jwt.encode(header, {**claims, "cid": str(credential_id)}, key))
+    assert (named.partner_id, named.credential_id) == (partner_id, credential_id)
+    for unbound in (claims, {**claims, "cid": "not-a-credential"}):
+        with pytest.raises(TokenInvalid):
+            tokens.verify(jwt.encode(header, unbound, key))
