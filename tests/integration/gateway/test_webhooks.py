@@ -7,16 +7,22 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from services.devstack.stack import free_port
 from services.gateway.bootstrap import MIGRATIONS
@@ -165,6 +171,81 @@ async def test_a_delivery_connects_to_the_resolved_address_not_to_the_name_again
         with pytest.raises(DeliveryFailed) as closed:
             await sender.post(f"http://closed.partner.test:{free_port()}/in", "s", "d", {})
         assert str(closed.value) == UNREACHABLE
+    finally:
+        await sender.close()
+        await runner.cleanup()
+
+
+def certificate_for(name: str, folder: Path) -> tuple[Path, Path, Path]:
+    """(CA, certificate, key) files: a CA and a server certificate for ``name`` only,
+    no address, so only a check against the name can pass."""
+    now = datetime.now(UTC)
+
+    def issue(
+        subject: str, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        issue("test CA", ca_key, ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        issue(name, key, ca_key)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "leaf.pem", folder / "leaf-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+async def test_tls_to_the_checked_address_still_verifies_the_certificate_for_the_name(
+    tmp_path: Path,
+) -> None:
+    ca, leaf, key = certificate_for("hooks.partner.test", tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(leaf, key)
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/in", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    dns = PartnerDns({"hooks.partner.test": ["127.0.0.1"], "other.partner.test": ["127.0.0.1"]})
+    sender = WebhookSender(
+        5, resolver=dns, allow_private=True, verify=ssl.create_default_context(cafile=ca)
+    )
+    try:
+        # Connected to 127.0.0.1, which the certificate does not name: it verifies
+        # only because the name went along for SNI and the hostname check.
+        assert await sender.post(f"https://hooks.partner.test:{port}/in", "s", "d", {}) == 200
+        with pytest.raises(DeliveryFailed) as mismatched:
+            await sender.post(f"https://other.partner.test:{port}/in", "s", "d", {})
+        assert str(mismatched.value) == UNREACHABLE
     finally:
         await sender.close()
         await runner.cleanup()
