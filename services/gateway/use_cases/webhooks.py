@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ from services.gateway.use_cases.ports import AddressResolver, WebhookPoster
 from services.runtime.outbox import OutboxMessage
 
 PURPOSE = "webhook-secret"
+RESOLVE_SECONDS = 5.0
 
 
 def _subscription_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +96,11 @@ class Webhooks:
         if not self._allow_http:
             # A first look for the partner's sake; each delivery checks again.
             host = httpx.URL(url).raw_host.decode("ascii")
-            if not only_public(await self._resolver.resolve(host)):
+            try:
+                addresses = await asyncio.wait_for(self._resolver.resolve(host), RESOLVE_SECONDS)
+            except TimeoutError:
+                addresses = []
+            if not only_public(addresses):
                 raise invalid("url", "must resolve to public addresses only")
         unknown = sorted(set(events) - set(EVENT_TYPES))
         if not events or unknown:
