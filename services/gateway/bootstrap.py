@@ -11,7 +11,7 @@ from services.gateway.api.app import create_app
 from services.gateway.api.security import Guard
 from services.gateway.clients.policy import PartnerSwitch
 from services.gateway.clients.wallet import WalletClient
-from services.gateway.clients.webhooks import WebhookSender
+from services.gateway.clients.webhooks import SystemResolver, WebhookSender
 from services.gateway.domain.partners import Partner
 from services.gateway.domain.sealing import SecretBox, derive
 from services.gateway.settings import GatewaySettings
@@ -67,8 +67,20 @@ async def build(resources: Resources) -> ServiceApp:
         remember_jti=remember_jti,
         count_attempt=count_attempt,
     )
-    sender = WebhookSender(settings.webhook_timeout_seconds)
-    webhooks = Webhooks(pool, box, sender, allow_http=settings.allow_http_webhooks)
+    resolver = SystemResolver()
+    sender = WebhookSender(
+        settings.webhook_timeout_seconds,
+        resolver=resolver,
+        allow_private=settings.allow_http_webhooks,
+    )
+    webhooks = Webhooks(
+        pool,
+        box,
+        sender,
+        resolver,
+        allow_http=settings.allow_http_webhooks,
+        max_subscriptions=settings.webhook_subscriptions_per_partner,
+    )
 
     async def deliver(message: OutboxMessage) -> None:
         if message.topic == TOPIC:

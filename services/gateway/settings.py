@@ -59,7 +59,13 @@ class GatewaySettings(ServiceSettings):
     allow_http_webhooks: bool = env(
         "GATEWAY_ALLOW_HTTP_WEBHOOKS",
         default=False,
-        help="accept http:// webhook URLs (local development only; https otherwise)",
+        help="accept http:// webhook URLs on any port and at private addresses"
+        " (local development only; https on port 443 at public addresses otherwise)",
+    )
+    webhook_subscriptions_per_partner: int = env(
+        "GATEWAY_WEBHOOK_SUBSCRIPTIONS_PER_PARTNER",
+        default=10,
+        help="active webhook subscriptions a partner may hold",
     )
 
     def sealing_key(self) -> bytes:
@@ -86,5 +92,7 @@ class GatewaySettings(ServiceSettings):
             raise ConfigError("GATEWAY_TOKEN_REQUESTS_PER_MINUTE must be at least 1")
         if self.webhook_max_attempts < 1:
             raise ConfigError("GATEWAY_WEBHOOK_MAX_ATTEMPTS must be at least 1")
+        if self.webhook_subscriptions_per_partner < 1:
+            raise ConfigError("GATEWAY_WEBHOOK_SUBSCRIPTIONS_PER_PARTNER must be at least 1")
         if self.webhook_backoff_seconds <= 0:
             raise ConfigError("GATEWAY_WEBHOOK_BACKOFF_SECONDS must be positive")

@@ -51,7 +51,7 @@ _DESCRIPTIONS = {
     401: "no valid access token (reason TOKEN_INVALID)",
     403: "scope missing, merchant or store not granted, or partner suspended",
     404: "no such resource for this partner",
-    409: "the Idempotency-Key was used with another body",
+    409: "the Idempotency-Key was used with another body, or a limit is reached (reason names it)",
     411: "send the body with a Content-Length",
     413: "the body is larger than 64 KiB",
     422: "invalid input (field names it) or a business refusal (reason names it)",

@@ -217,7 +217,7 @@ async def store_payments(
     "/webhook-subscriptions",
     status_code=201,
     response_model=schemas.SubscriptionCreated,
-    responses=problems(*_COMMON),
+    responses=problems(*_COMMON, 409),
     summary="Subscribe a URL to events; the signing secret is shown once",
     tags=["webhooks"],
 )

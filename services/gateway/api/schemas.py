@@ -180,7 +180,11 @@ class StoreList(BaseModel):
 class SubscriptionRequest(Strict):
     """Where to post which events."""
 
-    url: str = Field(max_length=2000, examples=["https://partner.example/hooks/mamoru"])
+    url: str = Field(
+        max_length=2000,
+        description="https on port 443, at a name that resolves to public addresses only",
+        examples=["https://partner.example/hooks/mamoru"],
+    )
     events: list[EventType] = Field(
         min_length=1, max_length=len(EVENT_TYPES), examples=[["payment.captured"]]
     )

@@ -45,6 +45,10 @@ class Guard:
         partner = await self.partners.get(access.partner_id)
         if partner is None or not partner.active:
             raise unauthenticated("the access token is invalid or expired")
+        # A token lives only as long as the secret or key that minted it, so removing
+        # a leaked credential ends its tokens as soon as this replica re-reads the partner.
+        if not any(c.credential_id == access.credential_id for c in partner.credentials):
+            raise unauthenticated("the access token is invalid or expired")
         if self.switch.suspended(partner.partner_id):
             raise Refusal(403, "PARTNER_SUSPENDED", "this partner's access is suspended")
         # One shared counter per partner and minute in the database, so the limit

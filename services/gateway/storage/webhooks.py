@@ -20,17 +20,33 @@ Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 async def add_subscription(
-    db: Db, partner_id: uuid.UUID, url: str, events: list[str], sealed_secret: bytes
-) -> dict[str, Any]:
-    row = await db.fetchrow(
-        "insert into webhook_subscriptions (subscription_id, partner_id, url, events,"  # noqa: S608
-        f" sealed_secret) values ($1, $2, $3, $4, $5) returning {_SUBSCRIPTION}",
-        uuid.uuid4(),
-        partner_id,
-        url,
-        sorted(events),
-        sealed_secret,
-    )
+    pool: asyncpg.Pool,
+    partner_id: uuid.UUID,
+    url: str,
+    events: list[str],
+    sealed_secret: bytes,
+    *,
+    limit: int,
+) -> dict[str, Any] | None:
+    """The new subscription, or None when the partner already holds ``limit`` active ones."""
+    async with pool.acquire() as conn, conn.transaction():
+        # The partner's row is the lock, so racing requests cannot both take the last place.
+        await conn.execute("select 1 from partners where partner_id = $1 for update", partner_id)
+        held = await conn.fetchval(
+            "select count(*) from webhook_subscriptions where partner_id = $1 and active",
+            partner_id,
+        )
+        if held >= limit:
+            return None
+        row = await conn.fetchrow(
+            "insert into webhook_subscriptions (subscription_id, partner_id, url, events,"  # noqa: S608
+            f" sealed_secret) values ($1, $2, $3, $4, $5) returning {_SUBSCRIPTION}",
+            uuid.uuid4(),
+            partner_id,
+            url,
+            sorted(events),
+            sealed_secret,
+        )
     assert row is not None
     return dict(row)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from services.gateway.domain.payments import Sale, WalletPayment, WalletTopUp
 
@@ -52,3 +53,12 @@ class WebhookPoster(Protocol):
     async def post(
         self, url: str, secret: str, delivery_id: str, payload: dict[str, Any]
     ) -> int: ...
+
+
+Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class AddressResolver(Protocol):
+    async def resolve(self, host: str) -> list[Address]:
+        """Every address ``host`` resolves to; none when it does not resolve."""
+        ...

@@ -45,6 +45,7 @@ class AccessToken:
     """A verified access token: who it was issued to and what it allows."""
 
     partner_id: uuid.UUID
+    credential_id: uuid.UUID  # the secret or key that minted it: removing that ends it
     scopes: frozenset[str]
     expires_at: int
 
@@ -56,6 +57,7 @@ class TokenInvalid(Exception):
 class _Client(ClientMixin):
     def __init__(self, partner: Partner) -> None:
         self.partner = partner
+        self.credential_id: uuid.UUID | None = None  # set by the check that succeeded
 
     def get_client_id(self) -> str:
         return self.partner.client_id
@@ -76,6 +78,7 @@ class _Client(ClientMixin):
             try:
                 assert credential.secret_hash is not None
                 if SECRET_HASHER.verify(credential.secret_hash, client_secret):
+                    self.credential_id = credential.credential_id
                     return True
             except (VerificationError, InvalidHashError):
                 continue
@@ -183,8 +186,24 @@ class TokenService:
                 return [service.token_url, service.issuer]
 
             def resolve_client_public_key(self, client: _Client) -> KeySet:
+                self.client = client
                 keys: list[Any] = [c.public_jwk for c in live_credentials(client.partner, "key")]
                 return KeySet.import_key_set({"keys": keys})
+
+            def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+                # Key by key rather than against the whole set, to learn which key
+                # signed: the access token names it (this object serves one request).
+                for credential in live_credentials(self.client.partner, "key"):
+                    jwk: Any = credential.public_jwk
+                    keys = KeySet.import_key_set({"keys": [jwk]})
+                    try:
+                        token = jwt.decode(assertion, keys)
+                    except JoseError:
+                        continue
+                    self.verify_claims(token.claims)
+                    self.client.credential_id = credential.credential_id
+                    return token.claims
+                raise InvalidClientError(description="the assertion's signature is not valid")
 
             def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
                 partner_id = uuid.UUID(str(claims["sub"]))
@@ -196,6 +215,12 @@ class TokenService:
 
             def get_audiences(self, client: Any, user: Any, scope: Any) -> str:
                 return service.issuer
+
+            def get_extra_claims(
+                self, client: Any, grant_type: Any, user: Any, scope: Any
+            ) -> dict[str, Any]:
+                assert isinstance(client, _Client) and client.credential_id is not None
+                return {"cid": str(client.credential_id)}
 
         server = Server(scopes_supported=list(SCOPES))
         server.register_grant(_Grant)
@@ -268,6 +293,7 @@ class TokenService:
             aud={"essential": True, "value": self.issuer},
             exp={"essential": True},
             sub={"essential": True},
+            cid={"essential": True},
         )
         try:
             registry.validate(decoded.claims)
@@ -275,10 +301,12 @@ class TokenService:
             raise TokenInvalid(str(error)) from None
         try:
             partner_id = uuid.UUID(str(decoded.claims["sub"]))
+            credential_id = uuid.UUID(str(decoded.claims["cid"]))
         except ValueError:
-            raise TokenInvalid("bad subject") from None
+            raise TokenInvalid("bad subject or credential") from None
         return AccessToken(
             partner_id=partner_id,
+            credential_id=credential_id,
             scopes=frozenset(scope_to_list(decoded.claims.get("scope") or "") or ()),
             expires_at=int(decoded.claims["exp"]),
         )

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import secrets
-import socket
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 
-from services.gateway.clients.webhooks import DeliveryFailed
-from services.gateway.domain.errors import invalid, not_found
+from services.gateway.clients.webhooks import DeliveryFailed, only_public
+from services.gateway.domain.errors import Refusal, invalid, not_found
 from services.gateway.domain.partners import Partner
 from services.gateway.domain.payments import EVENT_TYPES
 from services.gateway.domain.sealing import SecretBox
 from services.gateway.storage import webhooks as store
-from services.gateway.use_cases.ports import WebhookPoster
+from services.gateway.use_cases.ports import AddressResolver, WebhookPoster
 from services.runtime.outbox import OutboxMessage
 
 PURPOSE = "webhook-secret"
+RESOLVE_SECONDS = 5.0
 
 
 def _subscription_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -53,42 +52,71 @@ def _delivery_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def reaches_only_public_addresses(hostname: str) -> bool:
-    """True when every address ``hostname`` resolves to is a public one.
+def url_problem(url: str, *, allow_http: bool) -> str | None:
+    """Why a webhook URL is not acceptable, or None.
 
-    A partner's URL must not turn the gateway into a way into our own network
-    (loopback, private ranges, link-local metadata services).
+    In production a delivery goes to https on port 443 only: a partner choosing
+    the port could probe services that listen on others.
     """
+    # Parsed as the sender parses it, so the check and the delivery see one host and port.
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(hostname, None)
-    except (socket.gaierror, UnicodeError):
-        return False
-    addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-    return bool(addresses) and all(address.is_global for address in addresses)
+        parts = httpx.URL(url)
+    except httpx.InvalidURL:
+        parts = None
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts is None or parts.scheme not in schemes or not parts.raw_host or len(url) > 2000:
+        return f"must be an absolute {' or '.join(schemes)} URL"
+    if not allow_http and parts.port not in (None, 443):
+        return "must use port 443 (leave the port out)"
+    return None
 
 
 class Webhooks:
     def __init__(
-        self, pool: asyncpg.Pool, box: SecretBox, poster: WebhookPoster, *, allow_http: bool
+        self,
+        pool: asyncpg.Pool,
+        box: SecretBox,
+        poster: WebhookPoster,
+        resolver: AddressResolver,
+        *,
+        allow_http: bool,
+        max_subscriptions: int,
     ) -> None:
         self._pool = pool
         self._box = box
         self._poster = poster
+        self._resolver = resolver
         self._allow_http = allow_http
+        self._max_subscriptions = max_subscriptions
 
     async def subscribe(self, partner: Partner, url: str, events: list[str]) -> dict[str, Any]:
-        parts = urlsplit(url)
-        schemes = ("https", "http") if self._allow_http else ("https",)
-        if parts.scheme not in schemes or not parts.hostname or len(url) > 2000:
-            raise invalid("url", f"must be an absolute {' or '.join(schemes)} URL")
-        if not self._allow_http and not await reaches_only_public_addresses(parts.hostname):
-            raise invalid("url", "must resolve to public addresses only")
+        problem = url_problem(url, allow_http=self._allow_http)
+        if problem is not None:
+            raise invalid("url", problem)
+        if not self._allow_http:
+            # A first look for the partner's sake; each delivery checks again.
+            host = httpx.URL(url).raw_host.decode("ascii")
+            try:
+                addresses = await asyncio.wait_for(self._resolver.resolve(host), RESOLVE_SECONDS)
+            except TimeoutError:
+                addresses = []
+            if not only_public(addresses):
+                raise invalid("url", "must resolve to public addresses only")
         unknown = sorted(set(events) - set(EVENT_TYPES))
         if not events or unknown:
             raise invalid("events", f"choose among {', '.join(EVENT_TYPES)}")
         secret = "whsec_" + secrets.token_urlsafe(32)
         sealed = self._box.seal(secret, purpose=PURPOSE)
-        row = await store.add_subscription(self._pool, partner.partner_id, url, events, sealed)
+        row = await store.add_subscription(
+            self._pool, partner.partner_id, url, events, sealed, limit=self._max_subscriptions
+        )
+        if row is None:
+            raise Refusal(
+                409,
+                "TOO_MANY_SUBSCRIPTIONS",
+                f"a partner holds at most {self._max_subscriptions} subscriptions;"
+                " remove one first",
+            )
         # The secret is shown once, at creation; it is kept sealed for signing.
         return {**_subscription_json(row), "secret": secret}
 
@@ -132,10 +160,9 @@ class Webhooks:
             return
         secret = self._box.open(sealed, purpose=PURPOSE)
         try:
-            hostname = urlsplit(url).hostname or ""
-            # Checked again at each delivery: a name may resolve elsewhere since.
-            if not self._allow_http and not await reaches_only_public_addresses(hostname):
-                raise DeliveryFailed(None, "the URL resolves to a non-public address")
+            # Checked again at each delivery: the rules may be newer than the URL.
+            if url_problem(url, allow_http=self._allow_http) is not None:
+                raise DeliveryFailed(None, "the URL is no longer accepted; subscribe again")
             status = await self._poster.post(url, secret, str(delivery_id), row["payload"])
         except DeliveryFailed as failure:
             await store.record_attempt(

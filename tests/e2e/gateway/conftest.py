@@ -142,6 +142,7 @@ async def gateway(
         "GATEWAY_HEALTH_PORT": str(free_port()),
         "GATEWAY_HTTP_PORT": str(http_port),
         "GATEWAY_ALLOW_HTTP_WEBHOOKS": "true",
+        "GATEWAY_WEBHOOK_SUBSCRIPTIONS_PER_PARTNER": "3",
         "GATEWAY_WEBHOOK_BACKOFF_SECONDS": "0.2",
         "GATEWAY_TOKEN_SECONDS": "60",
         "GATEWAY_TOKEN_REQUESTS_PER_MINUTE": "20",

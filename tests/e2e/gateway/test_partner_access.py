@@ -3,6 +3,7 @@ rate limits and risk's partner kill switch, against the running system."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -118,6 +119,85 @@ async def test_revoking_a_partner_refuses_its_live_token_within_two_seconds(
         auth=(client_id, secret),
     )
     assert again.status_code == 401
+
+
+async def test_removing_a_secret_refuses_its_tokens_within_two_seconds_but_not_the_others(
+    gateway: Gateway,
+) -> None:
+    client_id, leaked = await gateway.partner("merchants:read")
+    rotated = await gateway.admin("partner", "secret", client_id)
+    shown = await gateway.admin("partner", "show", client_id)
+    [leaked_id] = [
+        c["credential_id"]
+        for c in shown["credentials"]
+        if c["kind"] == "secret" and c["credential_id"] != rotated["credential_id"]
+    ]
+    old = {"Authorization": f"Bearer {await gateway.token(client_id, leaked)}"}
+    new = {"Authorization": f"Bearer {await gateway.token(client_id, rotated['client_secret'])}"}
+    assert (await gateway.http.get(f"{gateway.url}/v1/merchants", headers=old)).is_success
+
+    await gateway.admin("partner", "remove-credential", client_id, leaked_id)
+    removed_at = time.monotonic()
+
+    async def refused() -> bool:
+        reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=old)
+        return reply.status_code == 401
+
+    await eventually(refused, within=5)
+    assert time.monotonic() - removed_at <= 2.0
+    assert (await gateway.http.get(f"{gateway.url}/v1/merchants", headers=new)).is_success
+    again = await gateway.http.post(
+        f"{gateway.url}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client_id, leaked),
+    )
+    assert again.status_code == 401
+
+
+async def test_removing_a_key_refuses_the_tokens_it_signed_for_but_not_the_other_keys(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    created = await gateway.admin(
+        "partner", "create", "--name", "two keys", "--scope", "merchants:read"
+    )
+    client_id = created["client_id"]
+    audience = f"{gateway.url}/oauth/token"
+    keys = {name: ECKey.generate_key("P-256") for name in ("old", "new")}
+    key_ids = {}
+    for name, key in keys.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(key.as_dict(private=False)))
+        added = await gateway.admin(
+            "partner", "key", client_id, "--jwk", str(tmp_path / f"{name}.json")
+        )
+        key_ids[name] = added["credential_id"]
+    headers: dict[str, dict[str, str]] = {}
+
+    async def token_signed_by(name: str) -> bool:
+        # No kid in the assertion: the gateway finds the key that signed it. Polled, as
+        # a replica may still hold its copy of the partner from before the key was added.
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "exp": int(time.time()) + 60,
+            "jti": str(uuid.uuid4()),
+        }
+        status, body = await token_with(gateway, jwt.encode({"alg": "ES256"}, claims, keys[name]))
+        headers[name] = {"Authorization": f"Bearer {body.get('access_token')}"}
+        return status == 200
+
+    for name in keys:
+        await eventually(functools.partial(token_signed_by, name), within=5)
+
+    await gateway.admin("partner", "remove-credential", client_id, key_ids["old"])
+
+    async def refused() -> bool:
+        reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=headers["old"])
+        return reply.status_code == 401
+
+    await eventually(refused, within=5)
+    reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=headers["new"])
+    assert reply.status_code == 200
 
 
 async def test_past_its_rate_limit_a_partner_gets_429_with_retry_after(gateway: Gateway) -> None:

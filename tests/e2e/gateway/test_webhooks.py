@@ -1,5 +1,6 @@
 """Webhooks: a capture's event reaches the partner signed, is retried after the
-receiver fails, shows in the delivery log and can be sent again."""
+receiver fails, shows in the delivery log and can be sent again; a partner holds
+only so many subscriptions."""
 
 from __future__ import annotations
 
@@ -117,3 +118,23 @@ async def test_a_capture_event_arrives_signed_and_is_retried_after_the_receiver_
         headers={"Authorization": f"Bearer {foreign}"},
     )
     assert refused.status_code == 404
+
+
+async def test_past_its_subscription_cap_a_partner_gets_a_409_problem(
+    gateway: Gateway, receiver: Receiver
+) -> None:
+    client_id, secret = await gateway.partner("webhooks:manage")
+    headers = {"Authorization": f"Bearer {await gateway.token(client_id, secret)}"}
+    body = {"url": receiver.url, "events": ["payment.captured"]}
+    url = f"{gateway.url}/v1/webhook-subscriptions"
+    for _ in range(3):
+        assert (await gateway.http.post(url, json=body, headers=headers)).status_code == 201
+    refused = await gateway.http.post(url, json=body, headers=headers)
+    assert refused.status_code == 409
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert refused.json()["reason"] == "TOO_MANY_SUBSCRIPTIONS"
+    held = (await gateway.http.get(url, headers=headers)).json()["subscriptions"]
+    assert len(held) == 3
+    removed = await gateway.http.delete(f"{url}/{held[0]['id']}", headers=headers)
+    assert removed.status_code == 204
+    assert (await gateway.http.post(url, json=body, headers=headers)).status_code == 201

@@ -109,7 +109,7 @@ async def setup(pool: asyncpg.Pool, wallet: StandInWallet) -> tuple[Payments, Pa
     partner_id = await admin.create("vendor", ["payments:capture"], 100)
     await admin.grant(partner_id, MERCHANT, None)
     await webhook_store.add_subscription(
-        pool, partner_id, "https://hooks.example/x", ["payment.captured"], b"sealed"
+        pool, partner_id, "https://hooks.example/x", ["payment.captured"], b"sealed", limit=10
     )
     partner = await partner_store.load_partner(pool, partner_id)
     assert partner is not None

@@ -86,11 +86,38 @@ def test_the_readme_verification_recipe_accepts_what_the_gateway_signs() -> None
 
 
 async def test_webhook_urls_must_reach_public_addresses_only() -> None:
-    from services.gateway.use_cases.webhooks import reaches_only_public_addresses
+    from services.gateway.clients.webhooks import SystemResolver, only_public
 
-    for internal in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "localhost"):
-        assert not await reaches_only_public_addresses(internal), internal
-    assert await reaches_only_public_addresses("93.184.215.14")
+    resolver = SystemResolver()
+    for internal in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "::1",
+        "::ffff:127.0.0.1",
+        "100.64.0.1",
+        "localhost",
+        "no-such-host.invalid",
+    ):
+        assert not only_public(await resolver.resolve(internal)), internal
+    assert only_public(await resolver.resolve("93.184.215.14"))
+
+
+def test_production_webhook_urls_are_https_on_port_443() -> None:
+    from services.gateway.use_cases.webhooks import url_problem
+
+    assert url_problem("https://hooks.example/in", allow_http=False) is None
+    assert url_problem("https://hooks.example:443/in", allow_http=False) is None
+    for refused in (
+        "https://hooks.example:8443/in",
+        "https://hooks.example:22/in",
+        "http://hooks.example/in",
+        "https:///in",
+        "hooks.example/in",
+        "https://hooks.example:99999/in",
+    ):
+        assert url_problem(refused, allow_http=False), refused
+    assert url_problem("http://127.0.0.1:8080/in", allow_http=True) is None
 
 
 def test_every_rpc_the_gateway_calls_admits_the_gateway_principal() -> None:
@@ -105,3 +132,40 @@ def test_every_rpc_the_gateway_calls_admits_the_gateway_principal() -> None:
     # And nothing that moves a person's own money without their token.
     assert "gateway" not in WALLET["CloseWallet"].callers
     assert WALLET["TopUpFromCard"].audiences
+
+
+def test_an_access_token_that_names_no_credential_is_refused() -> None:
+    import time
+
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    from services.gateway.use_cases.tokens import TokenInvalid, TokenService
+
+    async def never(*_: object) -> None:
+        raise AssertionError("not called")
+
+    signing_key = b"k" * 32
+    tokens = TokenService(
+        issuer="https://gw.example",
+        signing_key=signing_key,
+        token_seconds=60,
+        find_partner=never,
+        remember_jti=never,  # type: ignore[arg-type]
+        count_attempt=never,
+    )
+    partner_id, credential_id = uuid.uuid4(), uuid.uuid4()
+    claims = {
+        "iss": "https://gw.example",
+        "aud": "https://gw.example",
+        "sub": str(partner_id),
+        "exp": int(time.time()) + 60,
+        "scope": "merchants:read",
+    }
+    header = {"alg": "HS256", "typ": "at+jwt"}
+    key = OctKey.import_key(signing_key)
+    named = tokens.verify(jwt.encode(header, {**claims, "cid": str(credential_id)}, key))
+    assert (named.partner_id, named.credential_id) == (partner_id, credential_id)
+    for unbound in (claims, {**claims, "cid": "not-a-credential"}):
+        with pytest.raises(TokenInvalid):
+            tokens.verify(jwt.encode(header, unbound, key))
