@@ -864,7 +864,7 @@ class WalletStore:
                 "select c.wallet_id, w.payer_id, c.device_id, c.session_id, c.channel"
                 " from one_time_codes c join wallets w on w.id = c.wallet_id"
                 " where c.code_hash = $1 and c.purpose = $2 and c.status = 'active'"
-                " and c.expires_at > now()",
+                " and c.expires_at > now()" + _SESSION_LIVE.format(made="c"),
                 code_hash(code),
                 purpose,
             )
@@ -893,7 +893,8 @@ class WalletStore:
         row = await conn.fetchrow(
             "update one_time_codes set status = 'used'"
             " where code_hash = $1 and purpose = $2 and status = 'active' and expires_at > now()"
-            " returning wallet_id, device_id, session_id, channel",
+            + _SESSION_LIVE.format(made="one_time_codes")
+            + " returning wallet_id, device_id, session_id, channel",
             code_hash(code),
             purpose,
         )
@@ -1076,7 +1077,9 @@ class WalletStore:
             hold = await conn.fetchrow(
                 "update authorizations set status = 'captured'"
                 " where id = $1 and merchant_id = $2 and status = 'held'"
-                " and hold_expires_at > now() returning wallet_id, amount, session_id",
+                " and hold_expires_at > now()"
+                + _SESSION_LIVE.format(made="authorizations")
+                + " returning wallet_id, amount, session_id",
                 authorization_id,
                 store.merchant_id,
             )
@@ -1108,6 +1111,15 @@ class WalletStore:
         code or hold is no longer live) or finds the code or hold voided.
         """
         async with self.pool.acquire() as conn, conn.transaction():
+            # Recorded for good, before anything is voided: identity announces a
+            # revocation only for a while, and what the session made must stay
+            # refused after this replica restarts and forgets it. Sorted, so two
+            # replicas recording overlapping batches wait on each other in one order.
+            await conn.execute(
+                "insert into revoked_sessions (session_id)"
+                " select s from unnest($1::text[]) as s order by s on conflict do nothing",
+                sorted(set(session_ids)),
+            )
             wallets = await conn.fetchval(
                 "select coalesce(array_agg(distinct wallet_id), '{}') from ("
                 " select wallet_id from one_time_codes"
@@ -1654,7 +1666,8 @@ class WalletStore:
                 raise FailedPrecondition("WALLET_FROZEN", "the wallet is frozen")
             account = await conn.fetchrow(
                 "select bank_code, branch_code, account_number, holder_name, session_id"
-                " from payout_accounts where wallet_id = $1",
+                " from payout_accounts where wallet_id = $1"
+                + _SESSION_LIVE.format(made="payout_accounts"),
                 wallet_id,
             )
             # Set in a session since revoked: void_sessions is about to forget it.
@@ -1731,6 +1744,13 @@ class WalletStore:
         ]
         more = page[-1].wallet_id if len(rows) > limit else None
         return page, int(totals["total"]), int(totals["wallets"]), more
+
+
+# What a session made is dead once the session is recorded as revoked, even when
+# this replica's memory of the revocation is gone (a restart, a long outage).
+_SESSION_LIVE = (
+    " and not exists (select 1 from revoked_sessions r where r.session_id = {made}.session_id)"
+)
 
 
 def _never_revoked(session_id: str) -> bool:
