@@ -189,8 +189,12 @@ class Identity:
         self.pwned = PwnedRange(settings.pwned_range_url) if settings.pwned_range_url else None
         self.token_lifetime = timedelta(seconds=settings.access_token_seconds)
         self.cooloff = timedelta(hours=settings.cooloff_hours)
-        # How long a revocation must be remembered: the last token of the session expires by then.
-        self.revocation_lifetime = self.token_lifetime + timedelta(minutes=1)
+        # How long a revocation is remembered and replayed: the session's last token
+        # expires by then, and so has what the session made in the wallet (a hold, a
+        # cash code), so a wallet back from an outage still hears of it and voids them.
+        self.revocation_lifetime = max(
+            self.token_lifetime, timedelta(seconds=settings.revocation_replay_seconds)
+        ) + timedelta(minutes=1)
         self.providers = {
             name: IdTokenVerifier(provider)
             for name, provider in parse_providers(settings.oidc_providers).items()

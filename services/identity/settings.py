@@ -48,6 +48,13 @@ class IdentitySettings(ServiceSettings):
     access_token_seconds: int = env(
         "IDENTITY_ACCESS_TOKEN_SECONDS", default=600, help="access token lifetime (at most 600)"
     )
+    revocation_replay_seconds: int = env(
+        "IDENTITY_REVOCATION_REPLAY_SECONDS",
+        default=3600,
+        help="how long WatchRevocations replays a revocation (with the access token life, "
+        "whichever is longer); at least as long as anything a session makes in the wallet "
+        "lives (WALLET_HOLD_SECONDS, WALLET_CASH_CODE_SECONDS)",
+    )
     refresh_token_days: int = env(
         "IDENTITY_REFRESH_TOKEN_DAYS", default=30, help="how long a session may be refreshed"
     )
@@ -118,6 +125,8 @@ class IdentitySettings(ServiceSettings):
             decode_key("IDENTITY_PSEUDONYM_KEY", self.pseudonym_key)
         if not 30 <= self.access_token_seconds <= MAX_ACCESS_TOKEN_SECONDS:
             raise ConfigError("IDENTITY_ACCESS_TOKEN_SECONDS must be between 30 and 600")
+        if self.revocation_replay_seconds < 0:
+            raise ConfigError("IDENTITY_REVOCATION_REPLAY_SECONDS must not be negative")
         if self.refresh_token_days < 1:
             raise ConfigError("IDENTITY_REFRESH_TOKEN_DAYS must be at least 1")
         if self.cooloff_hours < 0:

@@ -3,10 +3,12 @@ codes, the holds made with them, and the payout account it registered.
 
 Identity's revocation stream reaches every replica. Each replica refuses the
 session's codes and holds at once from memory (``WalletStore.session_revoked``)
-and voids them in the database in the background, so the replicas that have not
-heard yet, and the wallet after a restart, find them dead too. Voiding is
-idempotent: every replica does it, and a restarted wallet replays every
-revocation whose tokens could still be alive.
+and voids them in the database in the background, recording the session in
+``revoked_sessions`` in the same transaction, so the replicas that have not heard
+yet, and the wallet after a restart, find them dead too. Voiding is idempotent:
+every replica does it, and a restarted wallet hears again of every revocation
+identity still replays (an hour by default, longer than any hold or code lives),
+so a revocation that arrived while the database was away is voided when it returns.
 """
 
 from __future__ import annotations

@@ -189,7 +189,10 @@ class WalletStore:
 
     ``session_revoked`` says whether identity has revoked a session (this replica's
     copy of the revocation stream): a code or hold of such a session is refused
-    even before ``void_sessions`` has voided it in the database.
+    even before ``void_sessions`` has voided it in the database. ``void_sessions``
+    also records the session in ``revoked_sessions``, and the code, hold, cash code
+    and payout paths refuse what a recorded session made: that record outlives this
+    replica's memory and identity's announcement of the revocation.
     """
 
     def __init__(
@@ -864,7 +867,8 @@ class WalletStore:
                 "select c.wallet_id, w.payer_id, c.device_id, c.session_id, c.channel"
                 " from one_time_codes c join wallets w on w.id = c.wallet_id"
                 " where c.code_hash = $1 and c.purpose = $2 and c.status = 'active'"
-                " and c.expires_at > now()",
+                " and c.expires_at > now() and not exists (select 1 from revoked_sessions r"
+                " where r.session_id = c.session_id)",
                 code_hash(code),
                 purpose,
             )
@@ -893,6 +897,8 @@ class WalletStore:
         row = await conn.fetchrow(
             "update one_time_codes set status = 'used'"
             " where code_hash = $1 and purpose = $2 and status = 'active' and expires_at > now()"
+            " and not exists (select 1 from revoked_sessions r"
+            " where r.session_id = one_time_codes.session_id)"
             " returning wallet_id, device_id, session_id, channel",
             code_hash(code),
             purpose,
@@ -1076,7 +1082,9 @@ class WalletStore:
             hold = await conn.fetchrow(
                 "update authorizations set status = 'captured'"
                 " where id = $1 and merchant_id = $2 and status = 'held'"
-                " and hold_expires_at > now() returning wallet_id, amount, session_id",
+                " and hold_expires_at > now() and not exists (select 1 from revoked_sessions r"
+                " where r.session_id = authorizations.session_id)"
+                " returning wallet_id, amount, session_id",
                 authorization_id,
                 store.merchant_id,
             )
@@ -1108,6 +1116,15 @@ class WalletStore:
         code or hold is no longer live) or finds the code or hold voided.
         """
         async with self.pool.acquire() as conn, conn.transaction():
+            # Recorded for good, before anything is voided: identity announces a
+            # revocation only for a while, and what the session made must stay
+            # refused after this replica restarts and forgets it. Sorted, so two
+            # replicas recording overlapping batches wait on each other in one order.
+            await conn.execute(
+                "insert into revoked_sessions (session_id)"
+                " select s from unnest($1::text[]) as s order by s on conflict do nothing",
+                sorted(set(session_ids)),
+            )
             wallets = await conn.fetchval(
                 "select coalesce(array_agg(distinct wallet_id), '{}') from ("
                 " select wallet_id from one_time_codes"
@@ -1654,7 +1671,8 @@ class WalletStore:
                 raise FailedPrecondition("WALLET_FROZEN", "the wallet is frozen")
             account = await conn.fetchrow(
                 "select bank_code, branch_code, account_number, holder_name, session_id"
-                " from payout_accounts where wallet_id = $1",
+                " from payout_accounts p where wallet_id = $1 and not exists"
+                " (select 1 from revoked_sessions r where r.session_id = p.session_id)",
                 wallet_id,
             )
             # Set in a session since revoked: void_sessions is about to forget it.

@@ -297,3 +297,52 @@ async def test_a_payment_code_dies_on_every_wallet_replica(
     stolen = await refused(capture(elsewhere, code=code))
     assert reason_of(stolen) == "CODE_INVALID"
     assert await balance_of(running.running["wallet"], wallet_id) == 5_000
+
+
+SHORT_TOKENS = {**IDENTITY_ENV, "IDENTITY_ACCESS_TOKEN_SECONDS": "30"}
+# How long identity used to announce a revocation: the last token's life and a minute.
+TOKEN_WINDOW_SECONDS = 30 + 60
+
+
+async def test_a_hold_dies_with_a_session_revoked_while_the_wallet_was_down_for_long(
+    cluster: Cluster,
+) -> None:
+    await cluster.start("risk", "identity", "notify", "wallet", env=SHORT_TOKENS)
+    identity = IdentityDriver(
+        cluster.stub("identity", as_="gateway"),
+        cluster.smtp,
+        operator=cluster.stub("identity", as_="operator"),
+    )
+    wallet = cluster.stub("wallet", as_="gateway")
+    register = await a_register(cluster)
+    payer, _ = await funded_payer(cluster, identity, wallet, 5_000)
+    wallet_id = (await payer.balance()).wallet.wallet_id
+    held = await register.authorize(await payer.payment_code(), 1_000)
+    old_session = session_of(payer)
+
+    await cluster.stop("wallet")
+    await log_out(identity, payer)
+    # The wallet stays away longer than the session's last token lives (and the
+    # minute after): identity's record of the revocation is aged by that much
+    # rather than the test waiting it out. The hold itself lives 15 minutes.
+    aged = await cluster.running["identity"].pool.execute(
+        "update revocations set expires_at = expires_at - make_interval(secs => $2)"
+        " where session_id = $1::uuid",
+        old_session,
+        TOKEN_WINDOW_SECONDS,
+    )
+    assert aged == "UPDATE 1"
+    await cluster.start("wallet", env=SHORT_TOKENS)
+
+    await wait_for_rows(
+        cluster.running["wallet"],
+        "select status from authorizations where session_id = $1",
+        old_session,
+        "voided",
+    )
+    assert await cluster.running["wallet"].pool.fetchval(
+        "select count(*) from revoked_sessions where session_id = $1", old_session
+    )
+    stolen = await refused(capture(register, authorization_id=held.authorization_id))
+    assert reason_of(stolen) == "AUTHORIZATION_INVALID"
+    assert await balance_of(cluster.running["wallet"], wallet_id) == 5_000

@@ -162,3 +162,87 @@ async def test_a_payout_account_set_in_a_revoked_session_no_longer_receives_the_
         else:
             raise AssertionError("the balance was paid to an account set in a revoked session")
     assert (await wallet_store.wallet_by_id(wallet.id)).balance == 10_000
+
+
+async def test_a_session_recorded_as_revoked_stays_dead_for_a_wallet_that_forgot_it(
+    wallet_store: WalletStore,
+) -> None:
+    # ``wallet_store`` is a fresh process: its memory of revocations is empty.
+    shop = await a_store(wallet_store)
+    wallet = await funded_wallet(wallet_store, 10_000)
+    held = await authorize(wallet_store, shop, await code_of(wallet_store, wallet.id, "stolen"))
+    code = await code_of(wallet_store, wallet.id, "stolen")
+    cash_code, _ = await wallet_store.issue_code(
+        wallet_id=wallet.id,
+        purpose="cash_top_up",
+        device_id="device-1",
+        session_id="stolen",
+        lifetime=timedelta(minutes=10),
+    )
+    await wallet_store.register_payout_account(
+        wallet.id,
+        bank_code="0001",
+        branch_code="123",
+        account_number="6666666",
+        holder_name="ヤマダ タロウ",
+        session_id="stolen",
+    )
+    # Recorded by a replica that heard of the revocation but could not void yet.
+    await wallet_store.pool.execute("insert into revoked_sessions (session_id) values ('stolen')")
+
+    assert await wallet_store.code_holder(code, "payment") is None
+    assert await wallet_store.code_holder(cash_code, "cash_top_up") is None
+    attempts = {
+        "code": capture(wallet_store, shop, code, PAYMENT),
+        "hold": capture_hold(wallet_store, shop, held),
+        "cash code": wallet_store.accept_cash_top_up(
+            code=cash_code,
+            amount=1_000,
+            store=shop,
+            idempotency_key=str(uuid.uuid4()),
+            request_hash=fingerprint({"code": cash_code}),
+        ),
+        "payout": wallet_store.claim_payout(
+            wallet.id, idempotency_key="payout", request_hash="all"
+        ),
+    }
+    for made, attempt in attempts.items():
+        try:
+            await attempt
+        except FailedPrecondition as refused:
+            assert refused.reason in (
+                "CODE_INVALID",
+                "AUTHORIZATION_INVALID",
+                "PAYOUT_ACCOUNT_REQUIRED",
+            ), made
+        else:
+            raise AssertionError(f"the {made} of a revoked session moved money")
+    assert (await wallet_store.wallet_by_id(wallet.id)).balance == 10_000
+
+
+async def test_voiding_a_session_records_it_so_what_its_tokens_make_later_is_refused(
+    wallet_store: WalletStore,
+) -> None:
+    wallet = await funded_wallet(wallet_store, 10_000)
+    assert await wallet_store.void_sessions(["stolen", "stolen"]) == (0, 0, 0)
+    assert await wallet_store.void_sessions(["stolen"]) == (0, 0, 0)
+    # A replica restarted and forgot the revocation, and still honours the
+    # session's last token: the payout account it sets never receives money.
+    await wallet_store.register_payout_account(
+        wallet.id,
+        bank_code="0001",
+        branch_code="123",
+        account_number="6666666",
+        holder_name="ヤマダ タロウ",
+        session_id="stolen",
+    )
+    code = await code_of(wallet_store, wallet.id, "stolen")
+
+    assert await wallet_store.code_holder(code, "payment") is None
+    try:
+        await wallet_store.claim_payout(wallet.id, idempotency_key="payout", request_hash="all")
+    except FailedPrecondition as refused:
+        assert refused.reason == "PAYOUT_ACCOUNT_REQUIRED"
+    else:
+        raise AssertionError("the balance was paid to an account set in a revoked session")
+    assert (await wallet_store.wallet_by_id(wallet.id)).balance == 10_000
