@@ -61,10 +61,10 @@ class StandInWallet:
         )
 
     async def authorize(self, merchant_key: str, sale: Sale) -> WalletPayment:
-        raise NotImplementedError
+        raise AssertionError("these tests only capture")
 
     async def void(self, merchant_key: str, authorization_id: str, idempotency_key: str) -> None:
-        raise NotImplementedError
+        raise AssertionError("these tests only capture")
 
     async def refund(
         self,
@@ -75,7 +75,7 @@ class StandInWallet:
         reason: str,
         idempotency_key: str,
     ) -> tuple[str, WalletPayment]:
-        raise NotImplementedError
+        raise AssertionError("these tests only capture")
 
     async def accept_cash(
         self,
@@ -86,7 +86,7 @@ class StandInWallet:
         store_id: uuid.UUID,
         idempotency_key: str,
     ) -> WalletTopUp:
-        raise NotImplementedError
+        raise AssertionError("these tests only capture")
 
 
 @pytest_asyncio.fixture
