@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -50,26 +49,6 @@ async def refused(call: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await call
     return error.value
-
-
-@pytest_asyncio.fixture
-async def running(cluster: Cluster) -> Cluster:
-    await cluster.start("risk", "identity", "notify", "wallet", env=IDENTITY_ENV)
-    return cluster
-
-
-@pytest.fixture
-def identity(running: Cluster) -> IdentityDriver:
-    return IdentityDriver(
-        running.stub("identity", as_="gateway"),
-        running.smtp,
-        operator=running.stub("identity", as_="operator"),
-    )
-
-
-@pytest.fixture
-def wallet(running: Cluster) -> Any:
-    return running.stub("wallet", as_="gateway")
 
 
 class Register:

@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from mamoru.identity.v1 import identity_pb2
 from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
@@ -41,26 +40,6 @@ from tests.support.people import (
 # Invariant 8: everything a session made stops working within 5 s of its revocation.
 REVOCATION_REACHES_THE_WALLET = 5.0
 NEW_PASSWORD = "an entirely fresh passphrase 2026"
-
-
-@pytest_asyncio.fixture
-async def running(cluster: Cluster) -> Cluster:
-    await cluster.start("risk", "identity", "notify", "wallet", env=IDENTITY_ENV)
-    return cluster
-
-
-@pytest.fixture
-def identity(running: Cluster) -> IdentityDriver:
-    return IdentityDriver(
-        running.stub("identity", as_="gateway"),
-        running.smtp,
-        operator=running.stub("identity", as_="operator"),
-    )
-
-
-@pytest.fixture
-def wallet(running: Cluster) -> Any:
-    return running.stub("wallet", as_="gateway")
 
 
 async def log_out(identity: IdentityDriver, payer: Payer) -> None:
