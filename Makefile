@@ -8,7 +8,7 @@ GEN := gen
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
 
 .PHONY: venv protos lint buf-lint buf-breaking typecheck test run clean bench bench-quick \
-	pgbouncer test-through-pgbouncer
+	pgbouncer chromium test-through-pgbouncer
 
 venv: $(STAMP)
 
@@ -53,7 +53,7 @@ lint: protos buf-lint buf-breaking
 	$(VENV)/bin/mypy
 	$(PY) -m services.gateway.api.openapi --check
 
-test: lint pgbouncer
+test: lint pgbouncer chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@# A chosen subset (PYTEST_ARGS) is not followed by the pooled pass.
 	$(if $(PYTEST_ARGS),,$(MAKE) --no-print-directory test-through-pgbouncer)
@@ -67,6 +67,16 @@ pgbouncer:
 		$$SUDO apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			pgbouncer >/dev/null; }
+
+# Debian's Chromium, which the browser tests drive through Playwright (no browser
+# download), and Japanese fonts so the people's pages render as they will for them.
+chromium:
+	@test -x /usr/bin/chromium || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		echo "installing chromium (apt-get)"; \
+		$$SUDO apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			chromium fonts-noto-cjk >/dev/null; }
 
 # The wallet and identity end-to-end tests and the incident drill again, with every
 # service's database traffic through PgBouncer in transaction mode.
