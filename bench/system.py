@@ -31,10 +31,10 @@ from mamoru.wallet.v1 import wallet_pb2_grpc
 
 from bench import profile
 from bench.load import START_DELAY_SECONDS, Endpoint
+from services.devstack import devdb
 from services.devstack.stack import LocalStack
 from services.identity.domain.credentials import identifier_key
 from services.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
-from services.runtime import devdb
 from tests.support import people
 from tests.support.people import IDENTITY_ENV, IdentityDriver, stack_channel
 

@@ -49,7 +49,7 @@ from services.devstack import demo
 from services.devstack.stack import DEFAULT_PORTS
 from services.identity.device_proof import BEARER, BOUND_TO, DeviceKey
 from services.runtime.access import Access
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 SERVICE_NAMES = tuple(DEFAULT_PORTS)
 _STATUS_DETAILS = "grpc-status-details-bin"

@@ -1,7 +1,7 @@
 """Who may call what: per-RPC allow-lists of calling principals and bearer-token checks.
 
 The caller is the common name of the peer's client certificate, which the server
-only accepts when our CA issued it (see ``pki.server_credentials``). A method
+only accepts when our CA issued it (see ``tls.server_credentials``). A method
 missing from the policy is refused, so a new RPC is closed until someone opens it.
 Handlers must be ``async`` (coroutines or async generators), as grpc.aio servicers are.
 """

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from jwt.utils import base64url_encode
 
+from services.devstack.pki import ensure_local_pki
 from services.runtime.access import (
     AccessInterceptor,
     allow,
@@ -34,13 +35,7 @@ from services.runtime.access import (
     current_claims,
 )
 from services.runtime.config import ConfigError
-from services.runtime.pki import (
-    TlsMaterial,
-    ensure_local_pki,
-    load_tls,
-    secure_channel,
-    server_credentials,
-)
+from services.runtime.tls import TlsMaterial, load_tls, secure_channel, server_credentials
 from services.runtime.tokens import (
     JwksCache,
     RevocationList,

@@ -38,7 +38,7 @@ from services.devstack.smtp import LocalSmtpServer, ReceivedMessage
 from services.devstack.stack import LocalStack
 from services.identity.device_proof import DeviceKey
 from services.runtime.access import bearer_metadata
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 from tests.support.authenticator import SoftwareAuthenticator
 
 TIMEOUT = 15.0

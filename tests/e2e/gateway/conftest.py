@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from mamoru.wallet.v1 import wallet_pb2
 
+from services.devstack import devdb
 from services.devstack.stack import free_port
 from services.gateway import admin
-from services.runtime import devdb
 from tests.harness import Cluster
 from tests.support.people import IDENTITY_ENV, TIMEOUT, IdentityDriver, Payer
 

@@ -22,7 +22,7 @@ from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.devstack.stack import LocalStack
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 from tests.e2e.runtime.test_metrics import scrape, value
 from tests.support.people import (
     IDENTITY_ENV,
