@@ -36,7 +36,8 @@ from services.devstack.stack import LocalStack
 from services.identity.domain.credentials import identifier_key
 from services.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
 from tests.support import people
-from tests.support.people import IDENTITY_ENV, IdentityDriver, stack_channel
+from tests.support.identity_driver import IdentityDriver
+from tests.support.people import IDENTITY_ENV, stack_channel
 
 CARD_NUMBER = "4242424242424242"
 # The identity storage module's value for an email contact.

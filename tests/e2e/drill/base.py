@@ -22,8 +22,9 @@ from services.devstack.stack import LocalStack
 from services.runtime.access import bearer_metadata
 from tests.e2e.drill.cast import OPERATOR_METADATA, PROVIDER, Attacker, Member, Register
 from tests.e2e.drill.report import Check, DrillReport, DrillSize, Timeline, control_of
+from tests.support.identity_driver import IdentityDriver
 from tests.support.oidc import LocalOidcProvider
-from tests.support.people import TIMEOUT, IdentityDriver, client, stack_channel
+from tests.support.people import TIMEOUT, client, stack_channel
 
 
 class DrillBase:

@@ -26,7 +26,8 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from services.devstack.smtp import ReceivedMessage
 from services.identity.device_proof import DeviceKey
-from tests.support.people import TIMEOUT, Payer, Person, jpy
+from tests.support.payer import Payer
+from tests.support.people import TIMEOUT, Person, jpy
 
 T = TypeVar("T")
 

@@ -23,7 +23,9 @@ from services.devstack import devdb
 from services.devstack.stack import free_port
 from services.gateway import admin
 from tests.harness import Cluster
-from tests.support.people import IDENTITY_ENV, TIMEOUT, IdentityDriver, Payer
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
+from tests.support.people import IDENTITY_ENV, TIMEOUT
 
 CARD_NUMBER = "4242424242424242"
 ALL_SCOPES = (

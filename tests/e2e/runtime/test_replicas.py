@@ -24,16 +24,9 @@ from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.devstack.stack import LocalStack
 from services.runtime.tls import load_tls, secure_channel
 from tests.e2e.runtime.test_metrics import scrape, value
-from tests.support.people import (
-    IDENTITY_ENV,
-    TIMEOUT,
-    IdentityDriver,
-    Payer,
-    bearer,
-    client,
-    home_address,
-    jpy,
-)
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
+from tests.support.people import IDENTITY_ENV, TIMEOUT, bearer, client, home_address, jpy
 
 pytestmark = pytest.mark.slow
 
