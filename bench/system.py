@@ -253,7 +253,7 @@ async def _one_person(system: System, funded_with: int) -> Someone:
         device=person.device,
         ip=person.ip,
         totp_secret=person.totp_secret,
-        last_totp_step=people._last_totp_step.get(person.totp_secret, 0),
+        last_totp_step=people.last_totp_step(person.totp_secret),
         wallet_token=token,
         device_key_pem=person.key().private_pem(),
     )

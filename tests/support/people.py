@@ -133,6 +133,11 @@ async def reset_mail(
 _last_totp_step: dict[str, int] = {}
 
 
+def last_totp_step(secret: str) -> int:
+    """The time step of the last code ``next_totp`` gave for ``secret`` (0: none yet)."""
+    return _last_totp_step.get(secret, 0)
+
+
 async def next_totp(secret: str) -> str:
     """A TOTP code of a later time step than the last one used with ``secret``.
 
