@@ -28,6 +28,11 @@ Around: TypeAlias = Callable[[Context], contextlib.AbstractAsyncContextManager[o
 CheckRequest: TypeAlias = Callable[[Any, Context], Awaitable[None]]
 Deserializer: TypeAlias = Callable[[bytes], Any]
 
+# The server counts a call's deadline from when the request arrived, so the client's
+# own deadline ends a moment earlier and its cancellation can beat the server's timer.
+# A call cancelled that close to its deadline was the client giving up on it.
+DEADLINE_SLACK_SECONDS = 0.25
+
 
 class HandlerInterceptor(grpc.aio.ServerInterceptor):
     """A server interceptor that rebuilds each method's handler (with ``wrap_handler``)."""
@@ -193,7 +198,7 @@ def final_status(context: Context, error: BaseException | None) -> grpc.StatusCo
         return grpc.StatusCode.CANCELLED
     if isinstance(error, asyncio.CancelledError):
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= DEADLINE_SLACK_SECONDS:
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     code = context.code()
