@@ -27,6 +27,8 @@ Behaviour: TypeAlias = Callable[[Any, Context], Any]
 Around: TypeAlias = Callable[[Context], contextlib.AbstractAsyncContextManager[object]]
 CheckRequest: TypeAlias = Callable[[Any, Context], Awaitable[None]]
 Deserializer: TypeAlias = Callable[[bytes], Any]
+# What the behaviour is handed in place of the request (or request stream) grpc passes in.
+Requests: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
 
 # The server counts a call's deadline from when the request arrived, so the client's
 # own deadline ends a moment earlier and its cancellation can beat the server's timer.
@@ -35,7 +37,8 @@ DEADLINE_SLACK_SECONDS = 0.25
 
 
 class HandlerInterceptor(grpc.aio.ServerInterceptor):
-    """A server interceptor that rebuilds each method's handler (with ``wrap_handler``)."""
+    """A server interceptor that serves each known method with the handler ``wrap`` makes
+    of it (usually with ``wrap_handler``); ``unknown_method`` hears of the others."""
 
     async def intercept_service(
         self,
@@ -99,9 +102,6 @@ def wrap_handler(
     )
 
 
-Requests: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
-
-
 def _unary(behaviour: Behaviour, around: Around, requests: Requests) -> Behaviour:
     async def run(request: Any, context: Context) -> Any:
         async with around(context):
@@ -114,14 +114,13 @@ def _streaming(behaviour: Behaviour, around: Around, requests: Requests) -> Beha
     async def run(request: Any, context: Context) -> AsyncIterator[Any]:
         async with around(context):
             responses = behaviour(await requests(request, context), context)
-            async for response in responses_of(responses):
+            async for response in _responses_of(responses):
                 yield response
 
     return run
 
 
 def _checked(check: CheckRequest | None, request_streaming: bool) -> Requests:
-    """What the behaviour is handed for the request (or request stream) grpc passes in."""
 
     async def as_is(request: Any, _: Context) -> Any:
         return request
@@ -169,7 +168,7 @@ def observed(begin: Callable[[Context], Callable[[BaseException | None], None]])
     return around
 
 
-async def responses_of(result: Any) -> AsyncIterator[Any]:
+async def _responses_of(result: Any) -> AsyncIterator[Any]:
     """The responses of a response-streaming behaviour's ``result``, whatever its style.
 
     grpc.aio accepts an async generator, any async iterable, or a coroutine that

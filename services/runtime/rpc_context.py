@@ -181,52 +181,38 @@ class _RequestIdForwarding:
         metadata.add(REQUEST_ID_METADATA_KEY, request_id)
         return details._replace(metadata=metadata)
 
-
-class RequestIdClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.UnaryUnaryClientInterceptor,
-):
-    """Sends the current request id as ``x-request-id`` on unary-unary calls.
-
-    grpc.aio files each interceptor object under the first call kind it
-    implements, so one object cannot serve every kind: give a channel
-    ``request_id_client_interceptors()``, which adds the streaming kinds.
-    """
-
-    async def intercept_unary_unary(
+    async def forward(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
         return await continuation(self.with_request_id(client_call_details), request)
+
+
+# grpc.aio files each interceptor object under the first call kind it implements, so
+# one object cannot serve every kind: a channel is given one per kind.
+
+
+class RequestIdClientInterceptor(_RequestIdForwarding, grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends the current request id as ``x-request-id`` on unary-unary calls."""
+
+    intercept_unary_unary = _RequestIdForwarding.forward
 
 
 class RequestIdUnaryStreamClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.UnaryStreamClientInterceptor,
+    _RequestIdForwarding, grpc.aio.UnaryStreamClientInterceptor
 ):
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self.with_request_id(client_call_details), request)
+    intercept_unary_stream = _RequestIdForwarding.forward
 
 
 class RequestIdStreamUnaryClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.StreamUnaryClientInterceptor,
+    _RequestIdForwarding, grpc.aio.StreamUnaryClientInterceptor
 ):
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any
-    ) -> Any:
-        return await continuation(self.with_request_id(client_call_details), requests)
+    intercept_stream_unary = _RequestIdForwarding.forward
 
 
 class RequestIdStreamStreamClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.StreamStreamClientInterceptor,
+    _RequestIdForwarding, grpc.aio.StreamStreamClientInterceptor
 ):
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any
-    ) -> Any:
-        return await continuation(self.with_request_id(client_call_details), requests)
+    intercept_stream_stream = _RequestIdForwarding.forward
 
 
 def request_id_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
