@@ -37,6 +37,7 @@ from services.runtime.db import (
     not_ready_reason,
     session_connection,
 )
+from services.runtime.contracts import RequestValidationInterceptor
 from services.runtime.decoding import RequestDecodingInterceptor
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
@@ -228,6 +229,8 @@ async def start_service(
             metrics.MetricsInterceptor(service_metrics),
             AccessInterceptor(app.access, app.verifier),
             ErrorMappingInterceptor(),
+            # Innermost: the proto's rules, once the caller may call the RPC at all.
+            RequestValidationInterceptor(),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         for add, servicer in app.servicers:
