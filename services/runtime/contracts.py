@@ -38,7 +38,9 @@ _DESCRIPTIONS: dict[str, Callable[[Any], str]] = {
     "string.ip": lambda _: "must be an IPv4 or IPv6 address",
     "string.ip_empty": lambda _: "is required",
     "string.max_len": lambda limit: f"must be at most {limit} characters",
-    "string.min_len": lambda limit: "is required" if limit == 1 else f"must be at least {limit} characters",
+    "string.min_len": lambda limit: (
+        "is required" if limit == 1 else f"must be at least {limit} characters"
+    ),
     "enum.defined_only": lambda _: "is not a known value",
     # Only ever used to refuse the zero value, which means "not set".
     "enum.not_in": lambda _: "is required",
@@ -47,7 +49,8 @@ _DESCRIPTIONS: dict[str, Callable[[Any], str]] = {
 
 def _field_path(violation: protovalidate.Violation) -> str:
     path = ""
-    for element in violation.proto.field.elements:
+    where = violation.proto.field
+    for element in where.elements if where is not None else ():
         path = f"{path}.{element.field_name}" if path else element.field_name
         if element.subscript is not None:
             path += f"[{element.subscript.value}]"

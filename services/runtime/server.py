@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime import metrics, tracing
 from services.runtime.access import Access, AccessInterceptor
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
+from services.runtime.contracts import RequestValidationInterceptor
 from services.runtime.db import (
     close_pool,
     create_pool,
@@ -37,7 +38,6 @@ from services.runtime.db import (
     not_ready_reason,
     session_connection,
 )
-from services.runtime.contracts import RequestValidationInterceptor
 from services.runtime.decoding import RequestDecodingInterceptor
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
