@@ -47,14 +47,20 @@ _DESCRIPTIONS: dict[str, Callable[[Any], str]] = {
 }
 
 
+# Rules set on a message field that are about one field inside it: the violation
+# names that inner field, as the handlers always have ("amount.amount_minor").
+_INNER_FIELD = {"money.positive": "amount_minor"}
+
+
 def _field_path(violation: protovalidate.Violation) -> str:
+    inner = _INNER_FIELD.get(violation.proto.rule_id, "")
     path = ""
     where = violation.proto.field
     for element in where.elements if where is not None else ():
         path = f"{path}.{element.field_name}" if path else element.field_name
         if element.subscript is not None:
             path += f"[{element.subscript.value}]"
-    return path
+    return f"{path}.{inner}" if inner else path
 
 
 def _description(violation: protovalidate.Violation) -> str:

@@ -169,3 +169,13 @@ def test_free_text_keeps_line_breaks_and_refuses_other_control_characters(
         idempotency_key=GOOD_KEY,
     )
     assert (contracts.violations_of(request) == []) is accepted
+
+
+def test_money_rules_name_the_amount_and_currency_inside_the_field() -> None:
+    request = wallet_pb2.TopUpFromPointsRequest(
+        amount=common_pb2.Money(amount_minor=0, currency="USD"), idempotency_key=GOOD_KEY
+    )
+    assert contracts.violations_of(request) == [
+        ("amount.amount_minor", "must be greater than 0"),
+        ("amount.currency", "must be one of JPY"),
+    ]
