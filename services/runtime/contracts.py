@@ -47,20 +47,27 @@ _DESCRIPTIONS: dict[str, Callable[[Any], str]] = {
 }
 
 
-# Rules set on a message field that are about one field inside it: the violation
-# names that inner field, as the handlers always have ("amount.amount_minor").
-_INNER_FIELD = {"money.positive": "amount_minor"}
+# Rules that are about one field but must be set elsewhere (on the message holding
+# it, or on a message-typed field around it) name that field by their id, so the
+# violation names it as the handlers always have. A path starting with "." is
+# relative to the field the rule is set on.
+_RULE_FIELD = {
+    "money.positive": ".amount_minor",
+    "notice.movement_id": "money.movement_id",
+}
 
 
 def _field_path(violation: protovalidate.Violation) -> str:
-    inner = _INNER_FIELD.get(violation.proto.rule_id, "")
+    named = _RULE_FIELD.get(violation.proto.rule_id, "")
+    if named and not named.startswith("."):
+        return named
     path = ""
     where = violation.proto.field
     for element in where.elements if where is not None else ():
         path = f"{path}.{element.field_name}" if path else element.field_name
         if element.subscript is not None:
             path += f"[{element.subscript.value}]"
-    return f"{path}.{inner}" if inner else path
+    return f"{path}{named}"
 
 
 def _description(violation: protovalidate.Violation) -> str:
