@@ -100,10 +100,28 @@ def fixed_service_ports(name: str) -> tuple[int, int]:
     )
 
 
+# Ports handed out below the kernel's ephemeral range (32768 and up on Linux), so an
+# outgoing connection's source port can never take one between the check and the
+# server binding it: on a busy machine, with other suites connecting all the time,
+# a port from bind(0) is taken that way often enough to fail a start.
+_PORT_RANGE = (20000, 32767)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, never handed out before by this process."""
+    for _ in range(1000):
+        port = _PORT_RANGE[0] + secrets.randbelow(_PORT_RANGE[1] - _PORT_RANGE[0] + 1)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {_PORT_RANGE[0]}-{_PORT_RANGE[1]}")
 
 
 @dataclass

@@ -168,7 +168,7 @@ def test_the_readme_walkthrough_pays_at_the_demo_register_and_reads_every_mail(
 ) -> None:
     done = subprocess.run(  # noqa: S603 - the README's own commands
         ["bash", "-e", "-o", "pipefail", "-c", _readme_walkthrough()],  # noqa: S607
-        cwd=ROOT, env=make_run.env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=make_run.env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     balances = re.findall(r'"amountMinor": "(\d+)"', done.stdout)
