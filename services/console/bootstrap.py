@@ -32,7 +32,7 @@ async def build(resources: Resources) -> ServiceApp:
     pool = resources.pool
     # The console's own certificate serves its health port; to its peers it is an
     # operators' tool and presents the operator certificate.
-    operator_tls = load_tls(settings.tls_dir, PRINCIPAL)
+    operator_tls = load_tls(settings.operator_tls(), PRINCIPAL)
     channels = {
         peer: secure_channel(
             settings.peer_address(peer),

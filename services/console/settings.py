@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import ClassVar
 
 from services.console.domain.operators import OperatorBook, parse_operators
@@ -20,6 +21,12 @@ class ConsoleSettings(ServiceSettings):
         "CONSOLE_OPERATORS",
         help="who may sign in: NAME:ARGON2ID_HASH entries separated by ';' or new lines"
         " (`python -m services.console hash-password NAME` makes one)",
+    )
+    operator_tls_dir: str = env(
+        "CONSOLE_OPERATOR_TLS_DIR",
+        default="",
+        help="folder of the operator certificate (operator.pem, operator-key.pem, ca.pem)"
+        " the console presents to the services; empty = MAMORU_TLS_DIR",
     )
     http_host: str = env("CONSOLE_HTTP_HOST", default="127.0.0.1", help="interface of the pages")
     http_port: int = env("CONSOLE_HTTP_PORT", default=8081, help="HTTP port of the console")
@@ -44,6 +51,9 @@ class ConsoleSettings(ServiceSettings):
         default=2.0,
         help="how often open pages ask for new alerts and reset progress",
     )
+
+    def operator_tls(self) -> Path:
+        return Path(self.operator_tls_dir) if self.operator_tls_dir else self.tls_dir
 
     def operator_book(self) -> OperatorBook:
         return parse_operators(self.operators.reveal())
