@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -182,3 +183,32 @@ async def test_the_charts_show_attempts_refusals_and_decisions_by_outcome(
             await expect(image).to_have_js_property("complete", True)
             assert await image.evaluate("i => i.naturalWidth") > 0
         await screenshot(page, "charts")
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+async def test_every_page_passes_the_axe_core_wcag_aa_rules(console: Console) -> None:
+    # Only this test's browser lets the vendored checker in past the console's CSP.
+    context = await console.browser.new_context(base_url=console.url, bypass_csp=True)
+    try:
+        page = await context.new_page()
+        found = {}
+        for path in ("/sign-in", *PAGES[:-1]):
+            if path == "/sign-in":
+                await page.goto(path)
+            elif page.url.endswith("/sign-in") or "/sign-in?" in page.url:
+                await signed_in(page)
+            await page.goto(path)
+            assert page.url == f"{console.url}{path}"
+            await page.add_script_tag(path=AXE)
+            result = await page.evaluate(
+                "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", WCAG
+            )
+            found[path] = [
+                (v["id"], [node["target"] for node in v["nodes"]]) for v in result["violations"]
+            ]
+        assert found == {path: [] for path in found}
+    finally:
+        await context.close()
