@@ -28,7 +28,7 @@ def _say(line: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
 
-def _banner(stack: LocalStack, var: Path, console: ConsoleLogin | None) -> str:
+def _banner(stack: LocalStack, var: Path, console: ConsoleLogin | None = None) -> str:
     assert stack.smtp is not None
     lines = ["", "Mamoru is running.", ""]
     lines.append(f"  {'service':<11} {'gRPC (mTLS)':<18} {'health (plaintext)':<20} metrics")

@@ -22,7 +22,8 @@ from services.console.domain.records import Session
 from services.console.storage import actions as action_store
 from services.console.use_cases.operations import Invalid, Operations
 
-CHART_WINDOW = timedelta(hours=24)
+# The windows the charts offer, in hours; the first is shown unless one is chosen.
+CHART_HOURS = (24, 6, 1)
 CHART_MOST_DECISIONS = 5000
 NOTICES = {
     "policy": "The policy changed.",
@@ -281,23 +282,32 @@ def router(
 
     # --- charts -------------------------------------------------------------
 
-    async def decision_points(session: Session) -> tuple[list[charts.Point], datetime]:
+    def window_of(request: Request) -> int:
+        chosen = request.query_params.get("hours", "")
+        return int(chosen) if chosen in {str(h) for h in CHART_HOURS} else CHART_HOURS[0]
+
+    async def decision_points(
+        session: Session, window: timedelta
+    ) -> tuple[list[charts.Point], datetime]:
         now = datetime.now(UTC)
         since = timestamp_pb2.Timestamp()
-        since.FromDatetime(now - CHART_WINDOW)
+        since.FromDatetime(now - window)
         records = await peers.decisions(since, session.operator, CHART_MOST_DECISIONS)
         return [views.point(record) for record in records], now
 
     @routes.get("/charts")
     async def charts_page(request: Request) -> Response:
         session = await signed_in(request)
-        points, now = await decision_points(session)
-        series = charts.over_time(points, now, CHART_WINDOW)
+        hours = window_of(request)
+        points, now = await decision_points(session, timedelta(hours=hours))
+        series = charts.over_time(points, now, timedelta(hours=hours))
         return render(
             request,
             session,
             "charts.html",
             {
+                "hours": hours,
+                "choices": CHART_HOURS,
                 "counts": charts.by_outcome(points),
                 "total": len(points),
                 "rows": [
@@ -315,9 +325,10 @@ def router(
         session = await signed_in(request)
         if name not in ("attempts", "outcomes"):
             return Response("no such chart", status_code=404)
-        points, now = await decision_points(session)
+        window = timedelta(hours=window_of(request))
+        points, now = await decision_points(session, window)
         if name == "attempts":
-            svg = charts.attempts_svg(charts.over_time(points, now, CHART_WINDOW))
+            svg = charts.attempts_svg(charts.over_time(points, now, window))
         else:
             svg = charts.outcomes_svg(charts.by_outcome(points))
         return Response(

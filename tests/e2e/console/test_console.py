@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 from playwright.async_api import expect
@@ -174,11 +177,27 @@ async def test_a_forced_reset_started_from_the_console_shows_its_progress(
 async def test_the_charts_show_attempts_refusals_and_decisions_by_outcome(
     console: Console,
 ) -> None:
+    since = Timestamp()
+    since.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    decisions = (
+        await console.cluster.stub("risk").ListDecisions(
+            risk_pb2.ListDecisionsRequest(since=since), timeout=TIMEOUT
+        )
+    ).decisions
+    verdicts = Counter(
+        risk_pb2.Verdict.Name(d.decision.verdict).removeprefix("VERDICT_").lower()
+        for d in decisions
+    )
+    assert verdicts["allow"] > 0
     async with console.page() as page:
         await signed_in(page)
         await page.get_by_role("link", name="Charts").click()
-        outcomes = page.locator("#outcomes")
-        await expect(outcomes).to_contain_text("allow")
+        await page.get_by_role("link", name="last 1 hour").click()
+        await expect(page.get_by_text(f"({len(decisions)} in all)")).to_be_visible()
+        rows = page.locator("#outcomes tbody tr")
+        for verdict in ("allow", "challenge", "throttle", "deny"):
+            row = rows.filter(has=page.get_by_role("cell", name=verdict, exact=True))
+            await expect(row.locator("td").nth(1)).to_have_text(str(verdicts[verdict]))
         for image in await page.get_by_role("img").all():
             await expect(image).to_have_js_property("complete", True)
             assert await image.evaluate("i => i.naturalWidth") > 0
