@@ -55,7 +55,11 @@ async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(
         before = await console.cluster.stub("risk").GetPolicies(
             risk_pb2.GetPoliciesRequest(), timeout=TIMEOUT
         )
-        form = {"switch": "registration_suspended", "value": "on", "reason": "forged"}
+        form: dict[str, str | float | bool] = {
+            "switch": "registration_suspended",
+            "value": "on",
+            "reason": "forged",
+        }
         # The browser's own cookies (the session), but a form made elsewhere.
         for sent in (form, {**form, "csrf_token": "guessed"}):
             answer = await page.request.post("/policy", form=sent, max_redirects=0)

@@ -376,9 +376,11 @@ def test_network_policies_allow_exactly_one_rule_per_call_graph_edge(overlay):
     graph = access_graph()
     assert sorted(ingress_edges) == sorted(graph)
     # A service calls as its principal (the console as `operator`), to what it declares.
-    callers = {gen_netpol.principal_of(service): service for service in SERVICES}
+    calling_as = {gen_netpol.principal_of(service): service for service in SERVICES}
     assert sorted(egress_edges) == sorted(
-        (a, b) for a, b in graph if a in callers and b in declared_outbound(callers[a], SERVICES)
+        (a, b)
+        for a, b in graph
+        if a in calling_as and b in declared_outbound(calling_as[a], SERVICES)
     )
 
 
