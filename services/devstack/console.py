@@ -4,16 +4,13 @@ var/console-operator.json (owner-only)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
 from services.console.domain.operators import entry
+from services.devstack import http_service
 
 if TYPE_CHECKING:
     from services.devstack.stack import LocalStack
@@ -49,31 +46,13 @@ def _operator(stack: LocalStack) -> tuple[str, str, str]:
 
 async def start_console(stack: LocalStack) -> ConsoleLogin:
     """Start the console like the other services; returns where and as whom to sign in."""
-    from services.devstack.stack import (
-        DEFAULT_METRICS_PORTS,
-        ServiceProcess,
-        configured_port,
-        free_port,
-    )
-
-    if stack.fixed_ports:
-        grpc_port = configured_port("CONSOLE_GRPC_PORT", CONSOLE_PORTS[0])
-        health_port = configured_port("CONSOLE_HEALTH_PORT", CONSOLE_PORTS[1])
-        http_port = configured_port("CONSOLE_HTTP_PORT", CONSOLE_HTTP_PORT)
-        metrics_port = configured_port("CONSOLE_METRICS_PORT", DEFAULT_METRICS_PORTS["console"])
-    else:
-        grpc_port, health_port, http_port, metrics_port = (free_port() for _ in range(4))
     name, password, operators = _operator(stack)
-    process = ServiceProcess("console", grpc_port, health_port, metrics_port=metrics_port)
-    # Kept with the process, so that a restart by make run's supervisor has them too.
-    process.env = {"CONSOLE_HTTP_PORT": str(http_port), "CONSOLE_OPERATORS": operators}
-    stack.processes["console"] = process
-    await stack._spawn(process, await stack._environment())
-    await stack.wait_serving("console")
-    url = f"http://127.0.0.1:{http_port}"
-    async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(60):
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(f"{url}/healthz")).status_code == 200:
-                    return ConsoleLogin(url, name, password)
-            await asyncio.sleep(0.1)
+    process, http_port = http_service.plan(stack, "console", *CONSOLE_PORTS, CONSOLE_HTTP_PORT)
+    url = await http_service.start(
+        stack,
+        process,
+        http_port,
+        lambda port: {"CONSOLE_HTTP_PORT": str(port), "CONSOLE_OPERATORS": operators},
+        "/healthz",
+    )
+    return ConsoleLogin(url, name, password)

@@ -56,6 +56,7 @@ class Operations:
         target: str,
         reason: str,
         call: Callable[[], Awaitable[T]],
+        outcome: Callable[[T], str] = lambda _: "done",
     ) -> T:
         try:
             result = await call()
@@ -75,7 +76,7 @@ class Operations:
             action=action,
             target=target,
             reason=reason,
-            outcome="done",
+            outcome=outcome(result),
         )
         return result
 
@@ -168,20 +169,16 @@ class Operations:
         )
         scope = "every account" if all_accounts else ", ".join(account_ids)
         stream = self.peers.force_reset(request, operator)
-        try:
-            first = await anext(stream)
-        except PeerRefused as refused:
-            await action_store.record(
-                self.pool,
-                operator=operator,
-                action="reset.start",
-                target=scope,
-                reason=reason,
-                outcome=f"refused: {refused.code}",
-            )
-            raise
-        except StopAsyncIteration:
-            raise PeerRefused("identity", "UNAVAILABLE", "the reset sent no progress") from None
+
+        async def started() -> identity_pb2.ForceCredentialResetResponse:
+            try:
+                return await anext(stream)
+            except StopAsyncIteration:
+                raise PeerRefused("identity", "UNAVAILABLE", "the reset sent no progress") from None
+
+        first = await self._audited(
+            operator, "reset.start", scope, reason, started, lambda f: f"started {f.job_id}"
+        )
         now = datetime.now(UTC)
         job = ResetJob(
             job_id=first.job_id,
@@ -196,18 +193,10 @@ class Operations:
             updated_at=now,
         )
         await action_store.start_reset(self.pool, job)
-        await action_store.record(
-            self.pool,
-            operator=operator,
-            action="reset.start",
-            target=scope,
-            reason=reason,
-            outcome=f"started {first.job_id}",
-        )
         task = asyncio.create_task(self._follow(first.job_id, stream))
         self._resets.add(task)
         task.add_done_callback(self._resets.discard)
-        return first.job_id
+        return job.job_id
 
     async def _follow(self, job_id: str, stream: Any) -> None:
         progress = None
