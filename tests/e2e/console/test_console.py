@@ -47,7 +47,7 @@ async def test_pages_without_a_session_send_the_browser_to_sign_in(console: Cons
         await screenshot(page, "sign-in")
 
 
-async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(
+async def test_a_post_without_the_csrf_token_or_a_reason_is_refused_and_changes_nothing(
     console: Console,
 ) -> None:
     async with console.page() as page:
@@ -65,6 +65,15 @@ async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(
             answer = await page.request.post("/policy", form=sent, max_redirects=0)
             assert answer.status == 403
             assert "CSRF" in await answer.text()
+        # The right token but no reason: refused before risk is asked.
+        await page.goto("/policy")
+        token = await page.locator("input[name=csrf_token]").first.get_attribute("value")
+        assert token
+        blank = await page.request.post(
+            "/policy", form={**form, "reason": "  ", "csrf_token": token}, max_redirects=0
+        )
+        assert blank.status == 400
+        assert "reason: a reason is required" in await blank.text()
         after = await console.cluster.stub("risk").GetPolicies(
             risk_pb2.GetPoliciesRequest(), timeout=TIMEOUT
         )
