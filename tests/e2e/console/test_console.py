@@ -34,8 +34,17 @@ async def test_pages_without_a_session_send_the_browser_to_sign_in(console: Cons
         # The live parts of a page hear "signed out" rather than a sign-in page.
         fragment = await http.get("/alerts/rows", headers={"x-console-fragment": "1"})
         assert fragment.status_code == 401
-        forged = await http.get("/alerts", cookies={"console-session": "made-up"})
+        http.cookies.set("console-session", "made-up")
+        forged = await http.get("/alerts")
         assert forged.status_code == 303
+        # Every answer, redirects included, carries the strict policy and is counted.
+        assert "script-src 'self'" in forged.headers["content-security-policy"]
+        assert "'unsafe-inline'" not in forged.headers["content-security-policy"]
+        metrics = (await http.get(console.cluster.metrics_url("console"))).text
+        series = (
+            'mamoru_http_requests_total{code="303",method="GET",route="/alerts",service="console"}'
+        )
+        assert series in metrics
 
     async with console.page() as page:
         await page.goto("/policy")
