@@ -177,9 +177,27 @@ def router(
         session = await signed_in(request)
         found = await peers.cases(session.operator)
         actions = await action_store.recent(pool, prefix="case.")
-        return render(
-            request, session, "cases.html", {"cases": views.cases(found), "actions": actions}
-        )
+        asked = request.query_params
+        values: dict[str, Any] = {
+            "cases": views.cases(found),
+            "actions": actions,
+            "query": {key: asked.get(key, "") for key in ("ips", "subnets", "devices", "since")},
+            "today": datetime.now(UTC).strftime("%Y-%m-%dT00:00Z"),
+        }
+        status = 200
+        if asked.get("since"):
+            try:
+                answer = await operations.victims(
+                    session.operator,
+                    ips=_lines(asked.get("ips", "")),
+                    subnets=_lines(asked.get("subnets", "")),
+                    devices=_lines(asked.get("devices", "")),
+                    since=asked.get("since", ""),
+                )
+                values["victims"] = views.victims(answer)
+            except (Invalid, PeerRefused) as error:
+                values["error"], status = str(error), _status_of(error)
+        return render(request, session, "cases.html", values, status)
 
     async def case_page(
         request: Request,

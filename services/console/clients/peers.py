@@ -100,8 +100,15 @@ class Peers:
         found: risk_pb2.Case = reply.case
         return found
 
-    async def victims(self, case_id: str, operator: str) -> risk_pb2.FindAffectedAccountsResponse:
-        request = risk_pb2.FindAffectedAccountsRequest(case_id=case_id)
+    async def victims(
+        self, query: str | risk_pb2.Indicators, operator: str
+    ) -> risk_pb2.FindAffectedAccountsResponse:
+        """By a confirmed case's ID, or by indicators given directly."""
+        request = (
+            risk_pb2.FindAffectedAccountsRequest(case_id=query)
+            if isinstance(query, str)
+            else risk_pb2.FindAffectedAccountsRequest(indicators=query)
+        )
         reply: risk_pb2.FindAffectedAccountsResponse = await self._call(
             "risk", self.risk.FindAffectedAccounts, request, operator
         )

@@ -43,6 +43,22 @@ def reason_of(text: str) -> str:
     return reason
 
 
+def indicators(
+    ips: Sequence[str], subnets: Sequence[str], devices: Sequence[str], since: str
+) -> risk_pb2.Indicators:
+    try:
+        start = datetime.fromisoformat(since.strip())
+    except ValueError:
+        raise Invalid("since", "an ISO 8601 time, for example 2026-11-28T00:00Z") from None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    found = risk_pb2.Indicators(
+        ip_addresses=list(ips), subnets=list(subnets), device_ids=list(devices)
+    )
+    found.window_start.FromDatetime(start)
+    return found
+
+
 @dataclass
 class Operations:
     pool: asyncpg.Pool
@@ -114,6 +130,20 @@ class Operations:
             lambda: self.peers.update_alert(alert_id, statuses[status], reason, operator),
         )
 
+    async def victims(
+        self,
+        operator: str,
+        *,
+        ips: Sequence[str],
+        subnets: Sequence[str],
+        devices: Sequence[str],
+        since: str,
+    ) -> risk_pb2.FindAffectedAccountsResponse:
+        """The victim query by indicators: read-only, so not in the action log."""
+        if not (ips or subnets or devices):
+            raise Invalid("ips", "give at least one IP address, subnet or device")
+        return await self.peers.victims(indicators(ips, subnets, devices, since), operator)
+
     async def confirm_fraud(
         self,
         operator: str,
@@ -126,22 +156,13 @@ class Operations:
         reason_text: str,
     ) -> risk_pb2.Case:
         reason = reason_of(reason_text)
-        try:
-            start = datetime.fromisoformat(since.strip())
-        except ValueError:
-            raise Invalid("since", "an ISO 8601 time, for example 2026-11-28T00:00Z") from None
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=UTC)
-        indicators = risk_pb2.Indicators(
-            ip_addresses=list(ips), subnets=list(subnets), device_ids=list(devices)
-        )
-        indicators.window_start.FromDatetime(start)
+        found = indicators(ips, subnets, devices, since)
         return await self._audited(
             operator,
             "case.confirm_fraud",
             case_id,
             reason,
-            lambda: self.peers.confirm_fraud(case_id, indicators, reason, operator),
+            lambda: self.peers.confirm_fraud(case_id, found, reason, operator),
         )
 
     async def compensate(

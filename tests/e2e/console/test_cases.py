@@ -69,8 +69,16 @@ async def test_an_operator_confirms_a_case_sees_its_victims_and_compensates_them
         await expect(paid).to_contain_text(top_up.movement_id)
         await screenshot(page, "case")
 
+        # The victim query by indicators alone finds the same account and amount.
         await page.get_by_role("link", name="Cases").click()
-        changes = page.locator("table").nth(1)
+        await page.get_by_label("IP addresses (one a line)").fill(ATTACKER_IP)
+        await page.get_by_label("From (ISO 8601)").fill(since)
+        await page.get_by_role("button", name="Find victims").click()
+        await expect(page.locator("#victims")).to_contain_text(victim.person.account_id)
+        await expect(page.locator("#victims-total")).to_have_text("3,000 JPY")
+        await screenshot(page, "victims")
+
+        changes = page.get_by_role("table", name="Operators' changes through the console")
         await expect(changes).to_contain_text("case.compensate")
         await expect(changes).to_contain_text(OPERATOR)
     assert [r["amount"] for r in cluster.card_processor.refunds.values()] == [3_000]
