@@ -30,6 +30,7 @@ NOTICES = {
     "alert": "The alert was updated.",
     "confirmed": "Fraud confirmed for the case.",
     "reset": "The forced reset started; its progress follows below.",
+    "resumed": "The forced reset goes on; its progress follows below.",
 }
 
 
@@ -297,6 +298,15 @@ def router(
         except (Invalid, PeerRefused) as error:
             return await resets_page(request, session, str(error), _status_of(error))
         return RedirectResponse("/resets?done=reset", status_code=303)
+
+    @routes.post("/resets/{job_id}/resume")
+    async def resume_reset(request: Request, job_id: str) -> Response:
+        session, form = await posted(request)
+        try:
+            await operations.resume_reset(session.operator, job_id, first(form, "reason"))
+        except (Invalid, PeerRefused) as error:
+            return await resets_page(request, session, str(error), _status_of(error))
+        return RedirectResponse("/resets?done=resumed", status_code=303)
 
     # --- charts -------------------------------------------------------------
 

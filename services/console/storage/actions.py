@@ -63,6 +63,15 @@ async def update_reset(
     )
 
 
+async def fail_reset(pool: asyncpg.Pool, job_id: str, failure: str) -> None:
+    """Marks a reset whose progress stopped arriving; its counts stay as last heard."""
+    await pool.execute(
+        "update console_resets set failure = $2, updated_at = now() where job_id = $1 and not done",
+        job_id,
+        failure,
+    )
+
+
 async def resets(pool: asyncpg.Pool, limit: int = 20) -> list[ResetJob]:
     rows = await pool.fetch(
         "select job_id, operator, reason, scope, processed, total, done, failure, started_at,"

@@ -22,6 +22,7 @@ from services.console.storage import actions as action_store
 from services.risk.cli import UsageError, set_policy_request
 
 _log = structlog.get_logger("mamoru.console")
+STOPPED_FOLLOWING = "the console stopped following it"
 MAX_REASON = 1000
 T = TypeVar("T")
 
@@ -57,6 +58,14 @@ def indicators(
     )
     found.window_start.FromDatetime(start)
     return found
+
+
+async def _first(stream: Any) -> identity_pb2.ForceCredentialResetResponse:
+    try:
+        first: identity_pb2.ForceCredentialResetResponse = await anext(stream)
+    except StopAsyncIteration:
+        raise PeerRefused("identity", "UNAVAILABLE", "the reset sent no progress") from None
+    return first
 
 
 @dataclass
@@ -190,15 +199,13 @@ class Operations:
         )
         scope = "every account" if all_accounts else ", ".join(account_ids)
         stream = self.peers.force_reset(request, operator)
-
-        async def started() -> identity_pb2.ForceCredentialResetResponse:
-            try:
-                return await anext(stream)
-            except StopAsyncIteration:
-                raise PeerRefused("identity", "UNAVAILABLE", "the reset sent no progress") from None
-
         first = await self._audited(
-            operator, "reset.start", scope, reason, started, lambda f: f"started {f.job_id}"
+            operator,
+            "reset.start",
+            scope,
+            reason,
+            lambda: _first(stream),
+            lambda f: f"started {f.job_id}",
         )
         now = datetime.now(UTC)
         job = ResetJob(
@@ -214,13 +221,29 @@ class Operations:
             updated_at=now,
         )
         await action_store.start_reset(self.pool, job)
-        task = asyncio.create_task(self._follow(first.job_id, stream))
-        self._resets.add(task)
-        task.add_done_callback(self._resets.discard)
+        self._follow(job.job_id, stream)
         return job.job_id
 
-    async def _follow(self, job_id: str, stream: Any) -> None:
-        progress = None
+    async def resume_reset(self, operator: str, job_id: str, reason_text: str) -> None:
+        """Continues a reset whose progress the console stopped following (it restarted,
+        or identity went away): identity picks the job up where it stopped."""
+        reason = reason_of(reason_text)
+        request = identity_pb2.ForceCredentialResetRequest(resume_job_id=job_id, reason=reason)
+        stream = self.peers.force_reset(request, operator)
+        first = await self._audited(
+            operator, "reset.resume", job_id, reason, lambda: _first(stream)
+        )
+        await action_store.update_reset(
+            self.pool, job_id, processed=first.processed, total=first.total, done=first.done
+        )
+        self._follow(job_id, stream)
+
+    def _follow(self, job_id: str, stream: Any) -> None:
+        task = asyncio.create_task(self._record_progress(job_id, stream))
+        self._resets.add(task)
+        task.add_done_callback(self._resets.discard)
+
+    async def _record_progress(self, job_id: str, stream: Any) -> None:
         try:
             async for progress in stream:
                 await action_store.update_reset(
@@ -231,14 +254,11 @@ class Operations:
                     done=progress.done,
                 )
         except PeerRefused as refused:
-            await action_store.update_reset(
-                self.pool,
-                job_id,
-                processed=progress.processed if progress else 0,
-                total=progress.total if progress else 0,
-                done=False,
-                failure=f"{refused.code}: {refused.details}",
-            )
+            await action_store.fail_reset(self.pool, job_id, f"{refused.code}: {refused.details}")
+        except asyncio.CancelledError:
+            # The console is stopping; identity keeps the job, which can be resumed.
+            await action_store.fail_reset(self.pool, job_id, STOPPED_FOLLOWING)
+            raise
         except Exception:
             _log.exception("console.reset_follow_failed", job_id=job_id)
 
