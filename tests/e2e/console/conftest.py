@@ -5,6 +5,7 @@ Debian's Chromium driving the pages as an operator would."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -54,6 +55,10 @@ async def signed_in(page: Page, name: str = OPERATOR, password: str = PASSWORD) 
 
 
 async def screenshot(page: Page, name: str) -> None:
+    """docs/screenshots/console-NAME.png, when MAMORU_SCREENSHOTS=1 asks for fresh ones
+    (other runs leave the committed pictures alone)."""
+    if os.environ.get("MAMORU_SCREENSHOTS") != "1":
+        return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
 
