@@ -34,6 +34,9 @@ from services.devstack.smtp import LocalSmtpServer
 
 SERVICES = ("identity", "risk", "notify", "wallet")
 CLIENT_PRINCIPALS = ("operator", "gateway", "pos")
+# Every certificate the local CA issues: the four services, the clients, and the
+# operators' console's own (its health port; it calls the others as `operator`).
+CERTIFICATES = (*SERVICES, *CLIENT_PRINCIPALS, "console")
 DEFAULT_PORTS = {
     "identity": (50051, 50061),
     "wallet": (50052, 50062),
@@ -46,6 +49,7 @@ DEFAULT_METRICS_PORTS = {
     "risk": 9463,
     "notify": 9464,
     "gateway": 9465,
+    "console": 9466,
 }
 # Replica n (from 1) of `make run REPLICAS=n` listens on the default ports plus this
 # times n - 1 (the metrics port plus a tenth of it).
@@ -171,7 +175,7 @@ class LocalStack:
 
     async def start(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        ensure_local_pki(self.tls_dir, [*SERVICES, *CLIENT_PRINCIPALS])
+        ensure_local_pki(self.tls_dir, CERTIFICATES)
         self.server_url = await asyncio.to_thread(devdb.server_url, self.var_dir / "postgres")
         if self.pgbouncer and self.bouncer is None:
             self.bouncer = LocalPgBouncer(self.server_url, self.var_dir / "pgbouncer")
