@@ -23,6 +23,7 @@ from services.risk.domain.policy import Policy, PolicyChange, PolicyChangeRecord
 from services.risk.domain.rules import Rule, RuleBook, Verdict
 from services.risk.storage import policies as policy_store
 from services.runtime.errors import InvalidArgument
+from services.runtime.jobs import wait_for_any
 
 
 class RiskState:
@@ -58,19 +59,13 @@ class RiskState:
     async def watch(self, stopping: asyncio.Event) -> AsyncIterator[Policy]:
         """The current policy, then every newer one, until ``stopping`` is set."""
         sent = -1
-        stopper = asyncio.ensure_future(stopping.wait())
-        try:
-            while not stopping.is_set():
-                if self.policy.version > sent or sent < 0:
-                    policy = self.policy
-                    sent = policy.version
-                    yield policy
-                    continue
-                changed = asyncio.ensure_future(self._changed.wait())
-                await asyncio.wait({changed, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
-        finally:
-            stopper.cancel()
+        while not stopping.is_set():
+            if self.policy.version > sent or sent < 0:
+                policy = self.policy
+                sent = policy.version
+                yield policy
+                continue
+            await wait_for_any(self._changed, stopping)
 
 
 @dataclass(frozen=True)
