@@ -49,10 +49,7 @@ from services.runtime.validation import Violations
 
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _PROVIDER = re.compile(r"^[a-z0-9_.-]{1,64}$")
-_MCC = re.compile(r"^\d{4}$")
-_EXTERNAL_METHOD = re.compile(r"^external:[a-z0-9_.-]{1,64}$")
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 # The sort key of a listed row: its time and its ID, newest first.
 After = tuple[datetime, uuid.UUID]
@@ -95,18 +92,18 @@ def case_status(status: risk_pb2.CaseStatus.ValueType) -> str:
 # ---------------------------------------------------------------- pages
 
 
-def page_of(check: Violations, page: common_pb2.PageRequest) -> tuple[int, After | None]:
-    """(limit, the sort key the page starts after) from a PageRequest."""
-    size = page.page_size or DEFAULT_PAGE_SIZE
-    check.require(0 < size <= MAX_PAGE_SIZE, "page.page_size", "must be between 0 and 500")
+def page_of(page: common_pb2.PageRequest) -> tuple[int, After | None]:
+    """(limit, the sort key the page starts after); the size's range is the proto's."""
     after = None
     if page.page_token:
         try:
             when, key = paging.decode(page.page_token, field="page.page_token", parts=2)
             after = (datetime.fromisoformat(when), uuid.UUID(key))
         except (InvalidArgument, ValueError):
-            check.add("page.page_token", "must be a next_page_token from a previous response")
-    return size, after
+            raise InvalidArgument(
+                [("page.page_token", "must be a next_page_token from a previous response")]
+            ) from None
+    return page.page_size or DEFAULT_PAGE_SIZE, after
 
 
 def next_token(keys: Sequence[After], limit: int) -> str:
@@ -118,26 +115,37 @@ def next_token(keys: Sequence[After], limit: int) -> str:
 
 
 # ---------------------------------------------------------------- requests
+#
+# The protos declare each field's format and the runtime checks it before any
+# handler. What remains here is what a field rule cannot say: text that is only
+# blanks, fields required by another field's value, a client context required by
+# one RPC and optional in another, and values parsed into domain types.
+
+
+def _present(check: Violations, field: str, value: str) -> None:
+    check.require(bool(value.strip()), field, "is required")
+
+
+def _amount(check: Violations, field: str, request: Any) -> int:
+    """The amount of a Money field the RPC requires (its format is the proto's)."""
+    if not request.HasField(field):
+        check.add(f"{field}.currency", "is required")
+        return 0
+    return int(getattr(request, field).amount_minor)
+
+
+def _ip(value: str) -> str:
+    return normalised(value) if value else ""
 
 
 def login_command(request: risk_pb2.AssessLoginRequest) -> LoginCommand:
     check = Violations()
-    check.uuid("account_id", request.account_id, required=False)
-    check.text("identifier_hash", request.identifier_hash, max_length=128, single_line=True)
     check.require(
         bool(request.account_id or request.identifier_hash),
         "identifier_hash",
         "is required when account_id is empty",
     )
-    check.require(request.HasField("client"), "client", "is required")
     check.client("client", request.client)
-    check.text("method", request.method, max_length=80, single_line=True, required=True)
-    check.require(
-        request.method in ("password", "passkey", "reset")
-        or bool(_EXTERNAL_METHOD.match(request.method)),
-        "method",
-        'must be "password", "passkey", "reset" or "external:<provider>"',
-    )
     check.raise_if_any()
     return LoginCommand(
         ip=normalised(request.client.ip_address),
@@ -151,10 +159,7 @@ def login_command(request: risk_pb2.AssessLoginRequest) -> LoginCommand:
 
 def registration_command(request: risk_pb2.AssessRegistrationRequest) -> RegistrationCommand:
     check = Violations()
-    check.text(
-        "email_domain", request.email_domain, max_length=253, single_line=True, required=True
-    )
-    check.require(request.HasField("client"), "client", "is required")
+    _present(check, "email_domain", request.email_domain)
     check.client("client", request.client)
     check.raise_if_any()
     return RegistrationCommand(
@@ -166,19 +171,13 @@ def registration_command(request: risk_pb2.AssessRegistrationRequest) -> Registr
 
 def top_up_command(request: risk_pb2.AssessTopUpRequest) -> TopUpCommand:
     check = Violations()
-    check.uuid("wallet_id", request.wallet_id)
-    check.text("payer_id", request.payer_id, max_length=128, single_line=True, required=True)
-    amount = check.money("amount", request.amount if request.HasField("amount") else None)
-    check.require(
-        _known(request.channel, risk_pb2.TopUpChannel), "channel", "must be a top-up channel"
-    )
-    check.text("funding_source_id", request.funding_source_id, max_length=128, single_line=True)
-    check.text("session_id", request.session_id, max_length=128, single_line=True)
+    _present(check, "payer_id", request.payer_id)
+    amount = _amount(check, "amount", request)
     if request.HasField("client"):
         check.client("client", request.client, required=False)
     check.raise_if_any()
     return TopUpCommand(
-        ip=normalised(request.client.ip_address) if request.client.ip_address else "",
+        ip=_ip(request.client.ip_address),
         device_id=request.client.device_id,
         wallet_id=request.wallet_id,
         payer_id=request.payer_id,
@@ -193,24 +192,9 @@ def top_up_command(request: risk_pb2.AssessTopUpRequest) -> TopUpCommand:
 
 def payment_command(request: risk_pb2.AssessPaymentRequest) -> PaymentCommand:
     check = Violations()
-    check.uuid("wallet_id", request.wallet_id)
-    check.text("payer_id", request.payer_id, max_length=128, single_line=True, required=True)
-    amount = check.money("amount", request.amount if request.HasField("amount") else None)
-    check.text("merchant_id", request.merchant_id, max_length=128, single_line=True, required=True)
-    check.require(
-        bool(_MCC.match(request.merchant_category)),
-        "merchant_category",
-        "must be a 4-digit ISO 18245 code",
-    )
-    check.text("store_id", request.store_id, max_length=128, single_line=True)
-    for index, category in enumerate(request.basket_categories):
-        check.require(
-            _known(category, risk_pb2.GoodsCategory),
-            f"basket_categories[{index}]",
-            "must be a goods category",
-        )
-    check.text("device_id", request.device_id, max_length=128, single_line=True)
-    check.text("session_id", request.session_id, max_length=128, single_line=True)
+    _present(check, "payer_id", request.payer_id)
+    amount = _amount(check, "amount", request)
+    _present(check, "merchant_id", request.merchant_id)
     check.raise_if_any()
     basket = {
         risk_pb2.GoodsCategory.Name(c).removeprefix("GOODS_CATEGORY_").lower()
@@ -232,22 +216,9 @@ def payment_command(request: risk_pb2.AssessPaymentRequest) -> PaymentCommand:
 
 def outcome_event(request: risk_pb2.RecordOutcomeRequest, now: datetime) -> OutcomeEvent:
     check = Violations()
-    check.require(_known(request.outcome, risk_pb2.Outcome), "outcome", "must be an outcome")
-    check.uuid("decision_id", request.decision_id, required=False)
-    check.uuid("account_id", request.account_id, required=False)
-    check.uuid("wallet_id", request.wallet_id, required=False)
-    for name in ("session_id", "movement_id", "identifier_hash", "payer_id"):
-        check.text(name, getattr(request, name), max_length=128, single_line=True)
     if request.HasField("client"):
         check.client("client", request.client, required=False)
-    amount = 0
-    if request.HasField("amount"):
-        amount = check.money("amount", request.amount)
-    outcome = (
-        risk_pb2.Outcome.Name(request.outcome).removeprefix("OUTCOME_").lower()
-        if request.outcome in risk_pb2.Outcome.values()
-        else ""
-    )
+    outcome = risk_pb2.Outcome.Name(request.outcome).removeprefix("OUTCOME_").lower()
     if outcome in MONEY_OUTCOMES:
         check.require(bool(request.movement_id), "movement_id", "is required for money")
         check.require(bool(request.wallet_id), "wallet_id", "is required for money")
@@ -266,9 +237,9 @@ def outcome_event(request: risk_pb2.RecordOutcomeRequest, now: datetime) -> Outc
         wallet_id=request.wallet_id,
         payer_id=request.payer_id,
         session_id=request.session_id,
-        ip=normalised(request.client.ip_address) if request.client.ip_address else "",
+        ip=_ip(request.client.ip_address),
         device_id=request.client.device_id,
-        amount_minor=amount,
+        amount_minor=request.amount.amount_minor,
         currency=request.amount.currency,
         movement_id=request.movement_id,
         identifier_hash=request.identifier_hash,
@@ -276,17 +247,19 @@ def outcome_event(request: risk_pb2.RecordOutcomeRequest, now: datetime) -> Outc
     )
 
 
-def reason_text(check: Violations, value: str) -> str:
-    check.text("reason", value, max_length=1000, required=True)
-    return value
+def decision_query(
+    request: risk_pb2.ListDecisionsRequest,
+) -> tuple[str, datetime | None, int, After | None]:
+    """(the IP in one spelling, since, limit, after)."""
+    limit, after = page_of(request.page)
+    return _ip(request.ip_address), moment_or_none(request, "since"), limit, after
 
 
 def rule_update(request: risk_pb2.UpdateRuleRequest) -> tuple[RuleUpdate, str]:
     """The change and its reason; whether the rule and its thresholds exist is the
     use case's to check."""
     check = Violations()
-    reason = reason_text(check, request.reason)
-    check.require(request.verdict in risk_pb2.Verdict.values(), "verdict", "must be a verdict")
+    _present(check, "reason", request.reason)
     for name, value in request.thresholds.items():
         if not (value >= 0 and value < 1e12):
             check.add(f"thresholds[{name}]", "must be a number from 0 to 1e12")
@@ -311,85 +284,51 @@ def rule_update(request: risk_pb2.UpdateRuleRequest) -> tuple[RuleUpdate, str]:
         verdict=verdict,
         auto_action=request.auto_action if request.HasField("auto_action") else None,
     )
-    return update, reason
+    return update, request.reason
+
+
+# Switches keyed by a name: (the key's field, the value's field, its pattern, in words).
+_NAME = "must be 1 to 64 of a-z 0-9 _ . -"
+_KEYED = {
+    "country": ("country_code", "blocked", _COUNTRY, "must be ISO 3166-1 alpha-2, upper case"),
+    "external_login": ("provider", "suspended", _PROVIDER, _NAME),
+    "partner": ("partner_id", "suspended", _PROVIDER, _NAME),
+}
 
 
 def policy_change(request: risk_pb2.SetPolicyRequest) -> tuple[PolicyChange, str]:
-    """The one switch a SetPolicyRequest flips, and its reason."""
+    """The one switch a SetPolicyRequest flips (the proto requires one), and its reason."""
     check = Violations()
-    reason = reason_text(check, request.reason)
-    change = _policy_change(check, request)
-    check.raise_if_any()
-    assert change is not None
-    return change, reason
-
-
-def _policy_change(check: Violations, request: risk_pb2.SetPolicyRequest) -> PolicyChange | None:
+    _present(check, "reason", request.reason)
     which = request.WhichOneof("change")
-    if which is None:
-        check.add("change", "exactly one change is required")
-        return None
-    if which == "country":
-        code = request.country.country_code
-        check.require(
-            bool(_COUNTRY.match(code)),
-            "country.country_code",
-            "must be ISO 3166-1 alpha-2, upper case",
-        )
-        return PolicyChange(switch="country", key=code, value=request.country.blocked)
-    if which == "external_login":
-        provider = request.external_login.provider
-        check.require(
-            bool(_PROVIDER.match(provider)),
-            "external_login.provider",
-            "must be 1 to 64 of a-z 0-9 _ . -",
-        )
-        return PolicyChange(
-            switch="external_login", key=provider, value=request.external_login.suspended
-        )
-    if which == "partner":
-        partner_id = request.partner.partner_id
-        check.require(
-            bool(_PROVIDER.match(partner_id)),
-            "partner.partner_id",
-            "must be 1 to 64 of a-z 0-9 _ . -",
-        )
-        return PolicyChange(switch="partner", key=partner_id, value=request.partner.suspended)
-    if which == "top_up_channel":
+    assert which is not None  # the proto requires one
+    change = PolicyChange(switch=which, value=False)
+    if which in _KEYED:
+        key_field, value_field, pattern, description = _KEYED[which]
+        given = getattr(request, which)
+        key = getattr(given, key_field)
+        check.require(bool(pattern.match(key)), f"{which}.{key_field}", description)
+        change = PolicyChange(switch=which, key=key, value=getattr(given, value_field))
+    elif which == "top_up_channel":
         channel = request.top_up_channel.channel
-        valid = _known(channel, risk_pb2.TopUpChannel)
-        check.require(valid, "top_up_channel.channel", "must be a top-up channel")
-        if not valid:
-            return None
-        return PolicyChange(
-            switch="top_up_channel",
-            key=channel_name(channel),
-            value=request.top_up_channel.suspended,
-        )
-    if which == "payment_fallback_limit":
-        amount = check.money(
-            "payment_fallback_limit", request.payment_fallback_limit, positive=False
-        )
-        return PolicyChange(
-            switch="payment_fallback_limit",
-            value=amount,
-            currency=request.payment_fallback_limit.currency,
-        )
-    return PolicyChange(switch=which, value=bool(getattr(request, which)))
+        if _known(channel, risk_pb2.TopUpChannel):
+            change = PolicyChange(
+                switch=which, key=channel_name(channel), value=request.top_up_channel.suspended
+            )
+        else:
+            check.add("top_up_channel.channel", "must be a top-up channel")
+    elif which == "payment_fallback_limit":
+        limit = request.payment_fallback_limit
+        change = PolicyChange(switch=which, value=limit.amount_minor, currency=limit.currency)
+    else:
+        change = PolicyChange(switch=which, value=bool(getattr(request, which)))
+    check.raise_if_any()
+    return change, request.reason
 
 
 def open_case(request: risk_pb2.OpenCaseRequest) -> OpenCase:
-    check = Violations()
-    check.require(_known(request.source, risk_pb2.CaseSource), "source", "must be a case source")
-    check.uuid("account_id", request.account_id, required=False)
-    check.uuid("wallet_id", request.wallet_id, required=False)
-    check.uuid("alert_id", request.alert_id, required=False)
-    check.text("movement_id", request.movement_id, max_length=128, single_line=True)
-    check.text("description", request.description, max_length=10_000)
-    check.idempotency_key("idempotency_key", request.idempotency_key)
-    if request.source == risk_pb2.CASE_SOURCE_ALERT:
-        check.require(bool(request.alert_id), "alert_id", "is required for alert cases")
-    check.raise_if_any()
+    if request.source == risk_pb2.CASE_SOURCE_ALERT and not request.alert_id:
+        raise InvalidArgument([("alert_id", "is required for alert cases")])
     return OpenCase(
         idempotency_key=request.idempotency_key,
         source=risk_pb2.CaseSource.Name(request.source).removeprefix("CASE_SOURCE_").lower(),
@@ -399,6 +338,41 @@ def open_case(request: risk_pb2.OpenCaseRequest) -> OpenCase:
         movement_id=request.movement_id,
         description=request.description,
     )
+
+
+def case_update(
+    request: risk_pb2.UpdateCaseRequest,
+) -> tuple[uuid.UUID, str | None, str | None, str | None]:
+    """(case, status, assignee, note); None leaves a field as it is."""
+    if request.HasField("note") and not request.note.strip():
+        raise InvalidArgument([("note", "is required")])
+    return (
+        uuid.UUID(request.case_id),
+        case_status(request.status) or None,
+        request.assignee if request.HasField("assignee") else None,
+        request.note if request.HasField("note") else None,
+    )
+
+
+def fraud_confirmation(
+    request: risk_pb2.ConfirmFraudRequest,
+) -> tuple[uuid.UUID, Indicators, str]:
+    """(case, indicators, reason)."""
+    check = Violations()
+    _present(check, "reason", request.reason)
+    confirmed = indicators(check, "indicators", request.indicators)
+    check.raise_if_any()
+    return uuid.UUID(request.case_id), confirmed, request.reason
+
+
+def affected_query(request: risk_pb2.FindAffectedAccountsRequest) -> uuid.UUID | Indicators:
+    """The case whose indicators to follow, or the indicators given."""
+    if request.WhichOneof("query") == "case_id":
+        return uuid.UUID(request.case_id)
+    check = Violations()
+    given = indicators(check, "indicators", request.indicators)
+    check.raise_if_any()
+    return given
 
 
 def indicators(check: Violations, field: str, given: risk_pb2.Indicators) -> Indicators:
@@ -435,14 +409,6 @@ def indicators(check: Violations, field: str, given: risk_pb2.Indicators) -> Ind
         window_start=start,
         window_end=end,
     )
-
-
-def parsed_uuid(field: str, value: str) -> uuid.UUID:
-    check = Violations()
-    parsed = check.uuid(field, value)
-    check.raise_if_any()
-    assert parsed is not None
-    return parsed
 
 
 # ---------------------------------------------------------------- answers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -11,16 +12,13 @@ from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from services.risk.api import convert
 from services.risk.domain.cases import Indicators
-from services.risk.domain.network import normalised
 from services.risk.use_cases.alerts import Alerts
 from services.risk.use_cases.assessments import Assessments
 from services.risk.use_cases.cases import Cases
 from services.risk.use_cases.decisions import Decisions
 from services.risk.use_cases.policies import Policies
 from services.runtime.access import current_caller
-from services.runtime.convert import moment_or_none
 from services.runtime.errors import invalid
-from services.runtime.validation import Violations
 
 _OPERATOR_NAME = re.compile(r"^[\w.@+-]{1,64}$")
 
@@ -91,17 +89,9 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def ListDecisions(
         self, request: risk_pb2.ListDecisionsRequest, context: Context
     ) -> risk_pb2.ListDecisionsResponse:
-        check = Violations()
-        check.uuid("account_id", request.account_id, required=False)
-        ip = check.ip_address("ip_address", request.ip_address, required=False)
-        limit, after = convert.page_of(check, request.page)
-        check.raise_if_any()
+        ip, since, limit, after = convert.decision_query(request)
         decisions = await self._decisions.page(
-            account_id=request.account_id,
-            ip=normalised(ip) if ip else "",
-            since=moment_or_none(request, "since"),
-            limit=limit,
-            after=after,
+            account_id=request.account_id, ip=ip, since=since, limit=limit, after=after
         )
         return risk_pb2.ListDecisionsResponse(
             decisions=[convert.decision_record(d) for d in decisions],
@@ -141,9 +131,6 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def WatchPolicies(
         self, request: risk_pb2.WatchPoliciesRequest, context: Context
     ) -> AsyncIterator[risk_pb2.WatchPoliciesResponse]:
-        check = Violations()
-        check.text("subscriber", request.subscriber, max_length=200, single_line=True)
-        check.raise_if_any()
         # Headers at once: a follower counts itself subscribed when they arrive.
         await context.send_initial_metadata(())
         async for policy in self._policies.watch():
@@ -152,9 +139,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def ListPolicyChanges(
         self, request: risk_pb2.ListPolicyChangesRequest, context: Context
     ) -> risk_pb2.ListPolicyChangesResponse:
-        check = Violations()
-        limit, after = convert.page_of(check, request.page)
-        check.raise_if_any()
+        limit, after = convert.page_of(request.page)
         changes = await self._policies.history(limit=limit, after=after)
         return risk_pb2.ListPolicyChangesResponse(
             changes=[convert.policy_change_to_proto(c) for c in changes],
@@ -168,12 +153,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def ListAlerts(
         self, request: risk_pb2.ListAlertsRequest, context: Context
     ) -> risk_pb2.ListAlertsResponse:
-        check = Violations()
-        check.require(
-            request.status in risk_pb2.AlertStatus.values(), "status", "must be an alert status"
-        )
-        limit, after = convert.page_of(check, request.page)
-        check.raise_if_any()
+        limit, after = convert.page_of(request.page)
         alerts = await self._alerts.page(
             status=convert.alert_status(request.status), limit=limit, after=after
         )
@@ -185,18 +165,8 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def UpdateAlert(
         self, request: risk_pb2.UpdateAlertRequest, context: Context
     ) -> risk_pb2.UpdateAlertResponse:
-        check = Violations()
-        alert_id = check.uuid("alert_id", request.alert_id)
-        check.require(
-            request.status in (risk_pb2.ALERT_STATUS_ACKNOWLEDGED, risk_pb2.ALERT_STATUS_RESOLVED),
-            "status",
-            "must be ACKNOWLEDGED or RESOLVED",
-        )
-        check.text("note", request.note, max_length=10_000)
-        check.raise_if_any()
-        assert alert_id is not None
         alert = await self._alerts.update(
-            alert_id,
+            uuid.UUID(request.alert_id),
             status=convert.alert_status(request.status),
             note=f"{actor_of(context)}: {request.note}" if request.note else None,
         )
@@ -213,18 +183,13 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def GetCase(
         self, request: risk_pb2.GetCaseRequest, context: Context
     ) -> risk_pb2.GetCaseResponse:
-        case = await self._cases.get(convert.parsed_uuid("case_id", request.case_id))
+        case = await self._cases.get(uuid.UUID(request.case_id))
         return risk_pb2.GetCaseResponse(case=convert.case_to_proto(case))
 
     async def ListCases(
         self, request: risk_pb2.ListCasesRequest, context: Context
     ) -> risk_pb2.ListCasesResponse:
-        check = Violations()
-        check.require(
-            request.status in risk_pb2.CaseStatus.values(), "status", "must be a case status"
-        )
-        limit, after = convert.page_of(check, request.page)
-        check.raise_if_any()
+        limit, after = convert.page_of(request.page)
         cases = await self._cases.page(
             status=convert.case_status(request.status), limit=limit, after=after
         )
@@ -236,38 +201,19 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def UpdateCase(
         self, request: risk_pb2.UpdateCaseRequest, context: Context
     ) -> risk_pb2.UpdateCaseResponse:
-        check = Violations()
-        case_id = check.uuid("case_id", request.case_id)
-        check.require(
-            request.status in risk_pb2.CaseStatus.values()
-            and request.status != risk_pb2.CASE_STATUS_CONFIRMED_FRAUD,
-            "status",
-            "must be a case status other than CONFIRMED_FRAUD (use ConfirmFraud)",
-        )
-        if request.HasField("assignee"):
-            check.text("assignee", request.assignee, max_length=200, single_line=True)
-        if request.HasField("note"):
-            check.text("note", request.note, max_length=10_000, required=True)
-        check.raise_if_any()
-        assert case_id is not None
+        case_id, status, assignee, note = convert.case_update(request)
         case = await self._cases.update(
             case_id,
-            status=convert.case_status(request.status) or None,
-            assignee=request.assignee if request.HasField("assignee") else None,
-            note=f"{actor_of(context)}: {request.note}" if request.HasField("note") else None,
+            status=status,
+            assignee=assignee,
+            note=None if note is None else f"{actor_of(context)}: {note}",
         )
         return risk_pb2.UpdateCaseResponse(case=convert.case_to_proto(case))
 
     async def ConfirmFraud(
         self, request: risk_pb2.ConfirmFraudRequest, context: Context
     ) -> risk_pb2.ConfirmFraudResponse:
-        check = Violations()
-        case_id = check.uuid("case_id", request.case_id)
-        reason = convert.reason_text(check, request.reason)
-        check.require(request.HasField("indicators"), "indicators", "is required")
-        indicators = convert.indicators(check, "indicators", request.indicators)
-        check.raise_if_any()
-        assert case_id is not None
+        case_id, indicators, reason = convert.fraud_confirmation(request)
         case = await self._cases.confirm_fraud(
             case_id, indicators, actor=actor_of(context), reason=reason
         )
@@ -276,13 +222,6 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     async def FindAffectedAccounts(
         self, request: risk_pb2.FindAffectedAccountsRequest, context: Context
     ) -> risk_pb2.FindAffectedAccountsResponse:
-        check = Violations()
-        which = request.WhichOneof("query")
-        check.require(which is not None, "query", "a case_id or indicators is required")
-        given: Indicators | None = None
-        if which == "indicators":
-            given = convert.indicators(check, "indicators", request.indicators)
-        check.raise_if_any()
-        if given is None:
-            given = await self._cases.indicators_of(convert.parsed_uuid("case_id", request.case_id))
+        query = convert.affected_query(request)
+        given = query if isinstance(query, Indicators) else await self._cases.indicators_of(query)
         return convert.affected_to_proto(await self._cases.affected(given))
