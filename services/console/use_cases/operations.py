@@ -19,7 +19,7 @@ from mamoru.wallet.v1 import wallet_pb2
 from services.console.clients.peers import PeerRefused, Peers
 from services.console.domain.records import ResetJob
 from services.console.storage import actions as action_store
-from services.risk.cli import UsageError, set_policy_request
+from services.ops.cli import UsageError, set_policy_request
 
 _log = structlog.get_logger("mamoru.console")
 STOPPED_FOLLOWING = "the console stopped following it"
