@@ -33,7 +33,7 @@ from services.runtime import devdb
 from services.runtime.pki import ensure_local_pki
 
 SERVICES = ("identity", "risk", "notify", "wallet")
-CLIENT_PRINCIPALS = ("operator", "gateway", "pos")
+CLIENT_PRINCIPALS = ("operator", "gateway", "pos", "web")
 DEFAULT_PORTS = {
     "identity": (50051, 50061),
     "wallet": (50052, 50062),
