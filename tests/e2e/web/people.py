@@ -39,9 +39,19 @@ class Visitor:
 
 
 @asynccontextmanager
-async def visitor(web: WebStack, *, ip: str | None = None) -> AsyncIterator[Visitor]:
+async def visitor(
+    web: WebStack, *, ip: str | None = None, conditional_ui: bool = False
+) -> AsyncIterator[Visitor]:
+    """A browser of its own. Chromium's virtual authenticator answers a conditional
+    (autofill) passkey request at once, which would sign the person in behind a
+    test's back whenever the sign-in page opens; only tests of that ask for it."""
     async with page_in(web.browser, web.url) as page:
         page.set_default_timeout(WAIT_MS)
+        if not conditional_ui:
+            await page.add_init_script(
+                "window.PublicKeyCredential && (PublicKeyCredential."
+                "isConditionalMediationAvailable = async () => false);"
+            )
         await page.context.set_extra_http_headers({"X-Forwarded-For": ip or home_address()})
         yield Visitor(page, await VirtualAuthenticator.attach(page))
 
