@@ -116,6 +116,13 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "ウォレットを使うには、もう一度本人確認が必要です。",
         "Confirm it's you again to use your wallet.",
     ),
+    "again_title": ("もう一度サインイン", "Sign in again"),
+    "again_lead": (
+        "メールのコードやリカバリーコードでのサインインでは、ウォレットを使えません。"
+        "パスキーか認証アプリを追加し、それを使ってサインインし直してください。",
+        "A sign-in with an emailed code or a recovery code cannot open the wallet. "
+        "Add a passkey or an authenticator app, then sign in again with it.",
+    ),
     "forgot_title": ("パスワードの再設定", "Reset your password"),
     "forgot_lead": (
         "登録済みであれば、再設定用のリンクをメールでお送りします。",

@@ -27,6 +27,8 @@ async def _wallet_token(request: Request, session: Any) -> str | Response:
             return go("/sign-in")
         if refused.reason == "step_up_needed":
             return go("/step-up")
+        if refused.reason == "fresh_sign_in_needed":
+            return go("/wallet/sign-in-again")
         raise
 
 
@@ -137,6 +139,12 @@ async def payment_code(request: Request) -> Response:
             "renew_in_ms": max(5_000, int((code.expires_at - time.time() - 20) * 1000)),
         }
     )
+
+
+@router.get("/wallet/sign-in-again")
+async def sign_in_again(request: Request) -> Response:
+    session = await _deps(request).browser.load(request)
+    return render(request, session, "sign_in_again.html")
 
 
 # Step-up before the wallet -----------------------------------------------------------

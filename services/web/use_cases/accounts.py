@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from mamoru.common.v1 import common_pb2
 from mamoru.identity.v1 import identity_pb2 as pb
 from mamoru.identity.v1 import identity_pb2_grpc
@@ -28,7 +29,21 @@ METHOD_NAMES = {
     pb.CHALLENGE_METHOD_EMAIL_CODE: "email_code",
     pb.CHALLENGE_METHOD_RECOVERY_CODE: "recovery_code",
 }
+# Sign-in methods identity never lets open the wallet (the same inbox as a reset,
+# a lost device, someone else's ID): such a session must sign in afresh.
+NEVER_FOR_MONEY = frozenset({"email_code", "recovery_code", "external"})
 LANGUAGE = {"ja": pb.LANGUAGE_JA, "en": pb.LANGUAGE_EN}
+
+
+def _methods(access_token: str) -> list[str]:
+    """The ``amr`` of the person's own access token, read to choose the next page;
+    identity checks it again on every call, so it is not verified here."""
+    try:
+        claims = jwt.decode(access_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return []
+    methods = claims.get("amr", [])
+    return [str(m) for m in methods] if isinstance(methods, list) else []
 
 
 @dataclass(frozen=True)
@@ -325,6 +340,9 @@ class Accounts:
         if s.wallet_token and s.wallet_expires_at - REFRESH_MARGIN_SECONDS > time.time():
             return s.wallet_token
         token = await self.fresh_access(s, where)
+        if set(_methods(token)) & NEVER_FOR_MONEY:
+            # Identity never lets these open the wallet, whatever is added later.
+            raise Refused("fresh_sign_in_needed")
         if s.assurance_level < 2:
             raise Refused("step_up_needed")
         reply = await self._person(

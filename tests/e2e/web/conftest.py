@@ -71,7 +71,7 @@ class WebStack:
     async def screenshot(self, page: Any, name: str) -> None:
         """Saved for the README when MAMORU_SCREENSHOTS names a folder."""
         if SCREENSHOTS:
-            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(Path(SCREENSHOTS).mkdir, parents=True, exist_ok=True)
             await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
 

@@ -70,9 +70,7 @@ async def register(web: WebStack, who: Visitor, email: str | None = None) -> Non
     await page.locator("#password").fill(who.password)
     await page.locator("form.card button[type=submit]").click()
     await expect(page).to_have_url(re.compile(r"/verify$"))
-    mail = await next_mail(
-        web.mailbox, who.email, subject_is(*VERIFICATION_SUBJECTS), after=before
-    )
+    mail = await next_mail(web.mailbox, who.email, subject_is(*VERIFICATION_SUBJECTS), after=before)
     await page.locator("#code").fill(code_in(mail))
     await page.locator("form.card button[type=submit]").click()
     await expect(page).to_have_url(re.compile(r"/sign-in$"))

@@ -57,5 +57,5 @@ async def test_a_person_registers_pays_with_a_code_and_sees_the_payment(web: Web
 
         await page.goto("/wallet")
         await expect(page.locator("#balance")).to_have_text("¥1,800")
-        await expect(page.locator("#history")).to_contain_text("−¥1,200")
+        await expect(page.locator("#history")).to_contain_text("\u2212¥1,200")  # a minus sign
         await web.screenshot(page, "wallet")
