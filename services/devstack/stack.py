@@ -46,6 +46,7 @@ DEFAULT_METRICS_PORTS = {
     "risk": 9463,
     "notify": 9464,
     "gateway": 9465,
+    "web": 9466,
 }
 # Replica n (from 1) of `make run REPLICAS=n` listens on the default ports plus this
 # times n - 1 (the metrics port plus a tenth of it).

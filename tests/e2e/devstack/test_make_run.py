@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -51,6 +52,10 @@ class MakeRun:
             "GATEWAY_GRPC_PORT",
             "GATEWAY_HEALTH_PORT",
             "GATEWAY_HTTP_PORT",
+            "WEB_GRPC_PORT",
+            "WEB_HEALTH_PORT",
+            "WEB_HTTP_PORT",
+            "WEB_METRICS_PORT",
         ):
             self.env[variable] = str(free_port())
         self.process: subprocess.Popen[bytes] | None = None
@@ -154,6 +159,13 @@ def test_make_run_binds_the_ports_the_environment_names(make_run: MakeRun) -> No
     with socket.create_connection(("127.0.0.1", make_run.port("SMTP_PORT")), timeout=5) as smtp:
         assert smtp.recv(100).startswith(b"220")
     assert f"127.0.0.1:{make_run.port('SMTP_PORT')}" in make_run.text()
+    pages = f"http://localhost:{make_run.port('WEB_HTTP_PORT')}"
+    assert f"open {pages} in a browser" in make_run.text()
+    # A mail's link to 127.0.0.1 lands on the pages' one origin (cookies, passkeys).
+    link = f"http://127.0.0.1:{make_run.port('WEB_HTTP_PORT')}/reset-password?token=t"
+    reply = httpx.get(link, timeout=10)
+    assert reply.status_code == 308
+    assert reply.headers["location"] == f"{pages}/reset-password?token=t"
 
 
 def _readme_walkthrough() -> str:
@@ -181,7 +193,7 @@ def test_the_readme_walkthrough_pays_at_the_demo_register_and_reads_every_mail(
     assert re.search(r"Latest codes.*\n  \d{6} ", done.stdout), done.stdout
 
 
-@pytest.mark.parametrize("name", ["wallet", "gateway"])
+@pytest.mark.parametrize("name", ["wallet", "gateway", "web"])
 def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun, name: str) -> None:
     before = len(make_run.text())
     health = make_run.port(f"{name.upper()}_HEALTH_PORT")

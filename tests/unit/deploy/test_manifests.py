@@ -251,6 +251,7 @@ def test_every_configmap_with_its_secrets_makes_settings_the_service_accepts():
             "IDENTITY_SECRETS_KEY": "A" * 43 + "=",
             "IDENTITY_PSEUDONYM_KEY": "B" * 43 + "=",
             "GATEWAY_SECRETS_KEY": "C" * 43 + "=",
+            "WEB_SECRETS_KEY": "D" * 43 + "=",
         }
         settings = load_settings(settings_class(service), environ)
         assert settings.metrics_port == gen_netpol.service_ports(service).metrics
@@ -410,7 +411,7 @@ def test_only_an_http_api_is_open_to_the_namespace_and_the_ingress_controller(ov
             ingress = {"kubernetes.io/metadata.name": gen_netpol.INGRESS_NAMESPACE}
             assert {"namespaceSelector": {"matchLabels": ingress}} in rule["from"]
     opened = [s for s in SERVICES if http_port(s)]
-    assert opened == ["gateway"]
+    assert opened == ["gateway", "web"]
     assert any(
         {"podSelector": {}} in rule["from"] for rule in policies["gateway"]["spec"]["ingress"]
     )
