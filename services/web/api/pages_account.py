@@ -236,7 +236,7 @@ async def account(request: Request) -> Response:
         sessions=sessions,
         devices=devices,
         current_session=session.session_id,
-        current_device=session.device_label,
+        current_device=session.device_key().thumbprint,
     )
 
 
