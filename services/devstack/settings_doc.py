@@ -33,7 +33,8 @@ def tables() -> str:
     shared = type("Shared", (ServiceSettings,), {"env_prefix": "<SERVICE>"})
     shared_rows = describe(shared)
     lines = [
-        "Every service (`<SERVICE>` is `IDENTITY`, `WALLET`, `RISK`, `NOTIFY`, `GATEWAY` or `WEB`):",
+        "Every service (`<SERVICE>` is `IDENTITY`, `WALLET`, `RISK`, `NOTIFY`, `GATEWAY`"
+        " or `WEB`):",
         "",
         "| variable | default | meaning |",
         "|---|---|---|",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 from playwright.async_api import expect
 
 from tests.e2e.web.conftest import WebStack
@@ -15,6 +16,7 @@ from tests.e2e.web.people import (
     sign_out,
     visitor,
 )
+from tests.support.people import mentioning, next_mail
 
 CARD = "4242 4242 4242 4242"
 
@@ -59,3 +61,19 @@ async def test_a_person_registers_pays_with_a_code_and_sees_the_payment(web: Web
         await expect(page.locator("#balance")).to_have_text("¥1,800")
         await expect(page.locator("#history")).to_contain_text("\u2212¥1,200")  # a minus sign
         await web.screenshot(page, "wallet")
+
+        # The payment's mail links to a page that reports it as not the person's own.
+        mail = await next_mail(web.mailbox, who.email, mentioning(payment.movement_id), after=0)
+        link = re.search(r"https?://\S+/wallet/not-me\?movement=[\w-]+", mail.text())
+        assert link, mail.text()
+        await page.goto(link.group(0))
+        await expect(page.locator("main code")).to_have_text(payment.movement_id)
+        await page.locator("#details").fill("カードを落としました")
+        await page.locator("form.card button[type=submit]").click()
+        await expect(page.locator("#message")).to_contain_text(re.compile(r"\S{8,}"))
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(web.cluster.metrics_url("web"))).text
+    assert 'mamoru_http_requests_total{code="200",method="GET",route="/wallet",service="web"}' in (
+        metrics
+    )

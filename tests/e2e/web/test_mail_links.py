@@ -55,3 +55,17 @@ async def test_a_used_or_made_up_reset_link_opens_no_form(web: WebStack) -> None
         await who.page.locator("#password").fill(NEW_PASSWORD)
         await who.page.locator("form.card button[type=submit]").click()
         await expect(who.page.locator("#error")).to_be_visible()
+
+
+async def test_the_other_links_notify_writes_open_working_pages(web: WebStack) -> None:
+    async with visitor(web) as who:
+        page = who.page
+        await page.goto("/security/not-me?notice=00000000-0000-0000-0000-000000000000")
+        await expect(page.locator("main a[href='/forgot-password']")).to_be_visible()
+        await page.goto("/freeze-contact?token=made-up")
+        await expect(page).to_have_url(f"{web.url}/freeze-contact")
+        await page.locator("form.card button[type=submit]").click()
+        await expect(page.locator("main [role=status], main [role=alert]")).not_to_have_count(0)
+        # A payment's report needs the person: the link asks them to sign in first.
+        await page.goto("/wallet/not-me?movement=m-1")
+        await expect(page).to_have_url(re.compile(r"/sign-in$"))
