@@ -216,25 +216,28 @@ async def forgot(request: Request) -> Response:
             session, deps.where(request), form.get("email", "").strip()
         )
     except Refused as refused:
-        if refused.reason != "too_many":
-            # Every address gets the same answer: the page never says which are registered.
-            refused = Refused("invalid", "email") if refused.field == "identifier" else None  # type: ignore[assignment]
-        if refused is not None:
+        # Every address gets the same answer: only a malformed one or too many tries show.
+        if refused.reason == "too_many" or refused.code == "INVALID_ARGUMENT":
             return render(request, session, "forgot.html", 422, error=refused)
     session.flash = {"notice": "link_sent"}
     return go("/forgot-password")
 
 
-@router.get("/reset-password")
-async def reset_page(request: Request, token: str = "") -> Response:
+async def _link_page(request: Request, token: str, kind: str, template: str) -> Response:
+    """A mail link's page: its token is kept in the session and dropped from the
+    address bar and the history (and so from any Referer or screenshot)."""
     session = await _deps(request).browser.load(request)
     if token:
-        # Kept in the session and dropped from the address bar and the history.
-        session.pending["reset_token"] = token
-        return go("/reset-password")
-    if not session.pending.get("reset_token"):
-        return render(request, session, "message.html", 400, title="reset_title", text="err_link")
-    return render(request, session, "reset.html")
+        session.pending[f"{kind}_token"] = token[:512]
+        return go(request.url.path)
+    if not session.pending.get(f"{kind}_token"):
+        return render(request, session, "message.html", 400, title=f"{kind}_title", text="err_link")
+    return render(request, session, template)
+
+
+@router.get("/reset-password")
+async def reset_page(request: Request, token: str = "") -> Response:
+    return await _link_page(request, token, "reset", "reset.html")
 
 
 @router.post("/reset-password")
@@ -256,13 +259,7 @@ async def reset(request: Request) -> Response:
 
 @router.get("/freeze-contact")
 async def freeze_page(request: Request, token: str = "") -> Response:
-    session = await _deps(request).browser.load(request)
-    if token:
-        session.pending["freeze_token"] = token
-        return go("/freeze-contact")
-    if not session.pending.get("freeze_token"):
-        return render(request, session, "message.html", 400, title="freeze_title", text="err_link")
-    return render(request, session, "freeze.html")
+    return await _link_page(request, token, "freeze", "freeze.html")
 
 
 @router.post("/freeze-contact")

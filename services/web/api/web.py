@@ -85,6 +85,7 @@ class Browser:
         request.state.browser = session
         request.state.browser_id = session_id
         request.state.browser_before = session.dumps() if request.cookies.get(self.cookie) else ""
+        request.state.browser_signed_in = session.signed_in
         return session
 
     async def save(self, request: Request, response: Response) -> Response:
@@ -92,6 +93,11 @@ class Browser:
         if not isinstance(session, BrowserSession):
             return response
         session_id: str = request.state.browser_id
+        if session.signed_in and not request.state.browser_signed_in:
+            # A new id on sign-in: an id planted in the browser before never gets the person's.
+            await self.store.drop(session_id)
+            session_id = request.state.browser_id = new_id()
+            request.state.browser_before = ""
         if session.dumps() != request.state.browser_before:
             await self.store.save(session_id, session)
         if request.cookies.get(self.cookie) != session_id:
