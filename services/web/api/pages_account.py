@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.web.api.web import check_csrf, go, local_path, render
+from services.web.api.web import after_sign_in, check_csrf, go, local_path, render, to_sign_in
 from services.web.clients.calls import Refused
 from services.web.domain.codes import qr_svg
 
@@ -111,7 +111,7 @@ async def sign_in(request: Request) -> Response:
         )
     except Refused as refused:
         return render(request, session, "sign_in.html", 401, error=refused, email=email)
-    return go("/wallet" if done else "/sign-in/second-factor")
+    return go(after_sign_in(session) if done else "/sign-in/second-factor")
 
 
 @router.get("/sign-in/second-factor")
@@ -139,7 +139,7 @@ async def second_factor(request: Request) -> Response:
     except Refused as refused:
         methods = session.pending.get("methods", [])
         return render(request, session, "second_factor.html", 401, error=refused, methods=methods)
-    return go("/wallet")
+    return go(after_sign_in(session))
 
 
 @router.post("/sign-out")
@@ -184,7 +184,7 @@ async def passkey_sign_in(request: Request) -> Response:
         )
     except Refused as refused:
         return _refused(refused)
-    return JSONResponse({"next": "/wallet"})
+    return JSONResponse({"next": after_sign_in(session)})
 
 
 @router.post("/passkeys/register/options")
@@ -225,7 +225,7 @@ async def account(request: Request) -> Response:
         devices = await deps.accounts.devices(session, where)
     except Refused as refused:
         if refused.reason == "signed_out":
-            return go("/sign-in")
+            return to_sign_in(request, session)
         raise
     return render(
         request,
@@ -255,7 +255,7 @@ async def _account_action(request: Request, action: str, target: str) -> Respons
             session.flash = {"recovery_codes": codes}
     except Refused as refused:
         if refused.reason == "signed_out":
-            return go("/sign-in")
+            return to_sign_in(request, session)
         session.flash = {"error": refused.reason}
     return go("/account")
 
@@ -289,7 +289,7 @@ async def authenticator_page(request: Request) -> Response:
             await deps.accounts.begin_totp(session, deps.where(request))
     except Refused as refused:
         if refused.reason == "signed_out":
-            return go("/sign-in")
+            return to_sign_in(request, session)
         raise
     uri = str(session.pending["totp_uri"])
     return render(
@@ -310,7 +310,7 @@ async def authenticator(request: Request) -> Response:
         )
     except Refused as refused:
         if refused.reason == "signed_out":
-            return go("/sign-in")
+            return to_sign_in(request, session)
         uri = str(session.pending.get("totp_uri", ""))
         return render(
             request,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.web.api.pages_account import _deps, _form, _json
-from services.web.api.web import go, render
+from services.web.api.web import go, render, to_sign_in
 from services.web.clients.calls import Refused
 from services.web.domain.codes import barcode_svg, qr_svg
 
@@ -24,7 +24,7 @@ async def _wallet_token(request: Request, session: Any) -> str | Response:
         return str(await deps.accounts.wallet_token(session, deps.where(request)))
     except Refused as refused:
         if refused.reason == "signed_out":
-            return go("/sign-in")
+            return to_sign_in(request, session)
         if refused.reason == "step_up_needed":
             return go("/step-up")
         if refused.reason == "fresh_sign_in_needed":
@@ -158,7 +158,7 @@ async def step_up_page(request: Request) -> Response:
         methods, options = await deps.accounts.step_up_options(session, deps.where(request))
     except Refused as refused:
         if refused.reason == "signed_out":
-            return go("/sign-in")
+            return to_sign_in(request, session)
         raise
     session.pending["step_up_options"] = options
     return render(request, session, "step_up.html", methods=methods)
@@ -174,7 +174,7 @@ async def step_up(request: Request) -> Response:
         await deps.accounts.step_up(session, deps.where(request), **dict(list(answer.items())[:1]))
     except Refused as refused:
         if refused.reason == "signed_out":
-            return go("/sign-in")
+            return to_sign_in(request, session)
         session.flash = {"error": refused.reason}
         return go("/step-up")
     return go("/wallet")

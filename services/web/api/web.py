@@ -167,3 +167,16 @@ def render(
 
 def go(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
+
+
+def to_sign_in(request: Request, session: BrowserSession) -> RedirectResponse:
+    """Sign in first; a page that was asked for (GET) opens once that is done."""
+    if request.method == "GET":
+        query = f"?{request.url.query}" if request.url.query else ""
+        session.return_to = local_path(request.url.path + query, "")
+    return go("/sign-in")
+
+
+def after_sign_in(session: BrowserSession) -> str:
+    target, session.return_to = session.return_to or "/wallet", ""
+    return target

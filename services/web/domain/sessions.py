@@ -59,6 +59,8 @@ class BrowserSession:
     pending: dict[str, Any] = field(default_factory=dict)
     # Shown once on the next page, then dropped (recovery codes, notices).
     flash: dict[str, Any] = field(default_factory=dict)
+    # The page that sent the person to sign in (a mail's link), opened after it.
+    return_to: str = ""
 
     @property
     def signed_in(self) -> bool:
@@ -78,6 +80,7 @@ class BrowserSession:
         self.access_expires_at = self.wallet_expires_at = 0.0
         self.assurance_level = 0
         self.pending = {}
+        self.return_to = ""
         self.csrf = secrets.token_urlsafe(32)
 
     def dumps(self) -> str:

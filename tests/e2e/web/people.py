@@ -76,15 +76,18 @@ async def register(web: WebStack, who: Visitor, email: str | None = None) -> Non
     await expect(page).to_have_url(re.compile(r"/sign-in$"))
 
 
-async def sign_in_with_password(web: WebStack, who: Visitor) -> None:
-    """Password, then the code mailed to the address when identity asks for one."""
+async def sign_in_with_password(
+    web: WebStack, who: Visitor, then: str = r"/(wallet|step-up|wallet/sign-in-again)$"
+) -> None:
+    """Password, then the code mailed to the address when identity asks for one;
+    ``then`` is where the person lands."""
     page = who.page
     await page.goto("/sign-in")
     await page.locator("#email").fill(who.email)
     await page.locator("#password").fill(who.password)
     await page.locator("form.card button[type=submit]").click()
     second_step = re.compile(r"/sign-in/second-factor$")
-    away = re.compile(r"/(wallet|step-up|wallet/sign-in-again)$")
+    away = re.compile(then)
     await expect(page).to_have_url(re.compile(f"{second_step.pattern}|{away.pattern}"))
     if not second_step.search(page.url):
         return

@@ -69,3 +69,12 @@ async def test_the_other_links_notify_writes_open_working_pages(web: WebStack) -
         # A payment's report needs the person: the link asks them to sign in first.
         await page.goto("/wallet/not-me?movement=m-1")
         await expect(page).to_have_url(re.compile(r"/sign-in$"))
+
+
+async def test_a_page_that_asked_for_a_sign_in_opens_after_it(web: WebStack) -> None:
+    async with visitor(web) as who:
+        await register(web, who)
+        await who.page.goto("/account?from=mail")
+        await expect(who.page).to_have_url(re.compile(r"/sign-in$"))
+        await sign_in_with_password(web, who, then=r"/account\?from=mail$")
+        await expect(who.page.locator("#session-list")).to_be_visible()
