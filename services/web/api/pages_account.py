@@ -156,7 +156,10 @@ async def _json(request: Request) -> tuple[Any, Any, dict[str, Any]]:
     deps = _deps(request)
     session = await deps.browser.load(request)
     await check_csrf(request, session)
-    body = await request.json()
+    try:
+        body = await request.json()
+    except ValueError:
+        body = {}
     return deps, session, body if isinstance(body, dict) else {}
 
 
@@ -256,6 +259,10 @@ async def _account_action(request: Request, action: str, target: str) -> Respons
     except Refused as refused:
         if refused.reason == "signed_out":
             return to_sign_in(request, session)
+        if refused.reason == "STEP_UP_REQUIRED":
+            # Changing factors needs one the account already has, shown in this session.
+            session.return_to = "/account"
+            return go("/step-up")
         session.flash = {"error": refused.reason}
     return go("/account")
 

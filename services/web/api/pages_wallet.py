@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.web.api.pages_account import _deps, _form, _json
-from services.web.api.web import go, render, to_sign_in
+from services.web.api.web import after_sign_in, go, render, to_sign_in
 from services.web.clients.calls import Refused
 from services.web.domain.codes import barcode_svg, qr_svg
 
@@ -177,7 +177,7 @@ async def step_up(request: Request) -> Response:
             return to_sign_in(request, session)
         session.flash = {"error": refused.reason}
         return go("/step-up")
-    return go("/wallet")
+    return go(after_sign_in(session))
 
 
 @router.post("/step-up/options")
@@ -196,7 +196,7 @@ async def step_up_passkey(request: Request) -> Response:
         )
     except Refused as refused:
         return JSONResponse({"error": refused.reason}, status_code=422)
-    return JSONResponse({"next": "/wallet"})
+    return JSONResponse({"next": after_sign_in(session)})
 
 
 # Pages the mail links open -----------------------------------------------------------

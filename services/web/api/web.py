@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -94,9 +95,11 @@ class Browser:
             return response
         session_id: str = request.state.browser_id
         if session.signed_in and not request.state.browser_signed_in:
-            # A new id on sign-in: an id planted in the browser before never gets the person's.
+            # A new id and CSRF token on sign-in: what was planted in the browser
+            # before (a fixed session id) never gets the person's session.
             await self.store.drop(session_id)
             session_id = request.state.browser_id = new_id()
+            session.csrf = secrets.token_urlsafe(32)
             request.state.browser_before = ""
         if session.dumps() != request.state.browser_before:
             await self.store.save(session_id, session)

@@ -8,7 +8,13 @@ import re
 from playwright.async_api import expect
 
 from tests.e2e.web.conftest import WebStack
-from tests.e2e.web.people import register, sign_in_with_password, visitor
+from tests.e2e.web.people import (
+    enrol_passkey,
+    register,
+    sign_in_with_password,
+    sign_out,
+    visitor,
+)
 from tests.support.people import next_totp
 
 
@@ -47,3 +53,23 @@ async def test_a_person_signs_another_browser_out_from_the_sessions_list(web: We
 
         await phone.page.goto("/account")
         await expect(phone.page).to_have_url(re.compile(r"/sign-in$"))
+
+
+async def test_a_removed_passkey_no_longer_signs_the_person_in(web: WebStack) -> None:
+    async with visitor(web) as who:
+        page = who.page
+        await register(web, who)
+        await sign_in_with_password(web, who)
+        await enrol_passkey(who, "Laptop")
+        # Changing factors asks for one the account has: the passkey confirms it first.
+        await page.locator("#passkey-list button").click()
+        await expect(page).to_have_url(re.compile(r"/step-up$"))
+        await page.locator("#passkey-step-up").click()
+        await expect(page).to_have_url(re.compile(r"/account$"))
+        await page.locator("#passkey-list button").click()
+        await expect(page).to_have_url(re.compile(r"/account$"))
+        await expect(page.locator("#passkey-list")).to_have_count(0)
+        await sign_out(who)
+        await page.locator("#passkey-sign-in").click()
+        await expect(page.locator("#passkey-error")).to_be_visible()
+        await expect(page).to_have_url(re.compile(r"/sign-in$"))
