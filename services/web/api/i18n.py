@@ -118,10 +118,11 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "again_title": ("もう一度サインイン", "Sign in again"),
     "again_lead": (
-        "メールのコードやリカバリーコードでのサインインでは、ウォレットを使えません。"
-        "パスキーか認証アプリを追加し、それを使ってサインインし直してください。",
-        "A sign-in with an emailed code or a recovery code cannot open the wallet. "
-        "Add a passkey or an authenticator app, then sign in again with it.",
+        "ウォレットを使うには、パスキーか認証アプリでの確認が必要です"
+        " (メールのコードやリカバリーコードでは使えません)。"
+        "追加してから、それを使ってサインインし直してください。",
+        "The wallet opens only after a passkey or an authenticator app confirms it's you"
+        " (never an emailed code or a recovery code). Add one, then sign in again with it.",
     ),
     "forgot_title": ("パスワードの再設定", "Reset your password"),
     "forgot_lead": (

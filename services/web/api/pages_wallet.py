@@ -167,11 +167,10 @@ async def step_up_page(request: Request) -> Response:
 @router.post("/step-up")
 async def step_up(request: Request) -> Response:
     deps, session, form = await _form(request)
-    answer = {
-        name: form.get(name, "") for name in ("totp_code", "password") if form.get(name, "").strip()
-    }
     try:
-        await deps.accounts.step_up(session, deps.where(request), **dict(list(answer.items())[:1]))
+        await deps.accounts.step_up(
+            session, deps.where(request), totp_code=form.get("totp_code", "").strip()
+        )
     except Refused as refused:
         if refused.reason == "signed_out":
             return to_sign_in(request, session)
