@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,16 @@ from services.web.use_cases.accounts import Where
 
 HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+# Japan keeps no daylight saving time: a fixed offset needs no time zone database.
+JST = timezone(timedelta(hours=9), "JST")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(JST).strftime("%Y-%m-%d %H:%M JST") if moment else ""
+
+
+templates.env.filters["when"] = _when
+templates.env.globals["utc"] = UTC
 
 # No inline script or style anywhere: scripts and styles come from /static only.
 CSP = (
