@@ -13,7 +13,14 @@
       body: "{}",
     });
     if (!reply.ok) {
-      if (reply.status === 401 || reply.status === 403) window.location.assign("/sign-in");
+      // The session cannot open the wallet now (signed out, needs a step-up):
+      // the wallet page says what to do. Anything else is retried shortly.
+      const answer = await reply.json().catch(function () { return {}; });
+      const leave = ["signed_out", "step_up_needed", "fresh_sign_in_needed"];
+      if (reply.status === 403 || leave.indexOf(answer.error) >= 0) {
+        window.location.assign("/wallet");
+        return;
+      }
       window.setTimeout(function () { renew(box); }, 5000);
       return;
     }

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncpg
+from cryptography.exceptions import InvalidTag
 
 from services.gateway.domain.sealing import SecretBox
 from services.web.domain.sessions import BrowserSession, id_hash
 
 _PURPOSE = "browser-session"
+# A browser nobody signed in from (a visit, a crawler) is forgotten within the hour.
+ANONYMOUS_SECONDS = 3600.0
 
 
 class SessionStore:
@@ -25,7 +28,8 @@ class SessionStore:
             return None
         try:
             return BrowserSession.loads(self._box.open(bytes(sealed), purpose=_PURPOSE))
-        except ValueError:
+        except (InvalidTag, ValueError):
+            # Sealed under another key (WEB_SECRETS_KEY was replaced): a new session.
             return None
 
     async def save(self, session_id: str, session: BrowserSession) -> None:
@@ -38,7 +42,7 @@ class SessionStore:
             """,
             id_hash(session_id),
             self._box.seal(session.dumps(), purpose=_PURPOSE),
-            self._idle,
+            self._idle if session.signed_in else min(self._idle, ANONYMOUS_SECONDS),
         )
 
     async def drop(self, session_id: str) -> None:
