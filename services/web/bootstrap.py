@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mamoru.identity.v1 import identity_pb2_grpc
+from mamoru.wallet.v1 import wallet_pb2_grpc
+
 from services.gateway.domain.sealing import SecretBox
 from services.runtime.server import Resources, ServiceApp
 from services.web import jobs
@@ -32,8 +35,14 @@ async def build(resources: Resources) -> ServiceApp:
     cookie = "__Host-mamoru-session" if secure else "mamoru-session"
     deps = Deps(
         browser=Browser(store, cookie, secure),
-        accounts=Accounts(identity, settings.call_timeout_seconds),
-        money=Money(wallet, settings.call_timeout_seconds, settings.card_processor_url),
+        accounts=Accounts(
+            identity_pb2_grpc.IdentityServiceStub(identity), settings.call_timeout_seconds
+        ),
+        money=Money(
+            wallet_pb2_grpc.WalletServiceStub(wallet),
+            settings.call_timeout_seconds,
+            settings.card_processor_url,
+        ),
         trust_forwarded_for=settings.trust_forwarded_for,
     )
 

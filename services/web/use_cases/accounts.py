@@ -15,7 +15,6 @@ from typing import Any
 import jwt
 from mamoru.common.v1 import common_pb2
 from mamoru.identity.v1 import identity_pb2 as pb
-from mamoru.identity.v1 import identity_pb2_grpc
 
 from services.runtime.access import bearer_metadata
 from services.web.clients.calls import Refused, call
@@ -60,8 +59,10 @@ class Where:
 
 
 class Accounts:
-    def __init__(self, channel: Any, timeout: float) -> None:
-        self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
+    """``stub`` is identity's (``IdentityServiceStub`` on the channel as ``web``)."""
+
+    def __init__(self, stub: Any, timeout: float) -> None:
+        self._stub = stub
         self._timeout = timeout
 
     # Registration ------------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 from mamoru.common.v1 import common_pb2
 from mamoru.wallet.v1 import wallet_pb2 as pb
-from mamoru.wallet.v1 import wallet_pb2_grpc
 
 from services.runtime.access import bearer_metadata
 from services.web.clients.calls import Refused, call
@@ -54,8 +53,10 @@ def _when(stamp: Any) -> datetime | None:
 
 
 class Money:
-    def __init__(self, channel: Any, timeout: float, processor_url: str) -> None:
-        self._stub = wallet_pb2_grpc.WalletServiceStub(channel)
+    """``stub`` is the wallet's (``WalletServiceStub`` on the channel as ``web``)."""
+
+    def __init__(self, stub: Any, timeout: float, processor_url: str) -> None:
+        self._stub = stub
         self._timeout = timeout
         self._processor_url = processor_url.rstrip("/")
 
