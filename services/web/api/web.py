@@ -90,13 +90,14 @@ class Browser:
             return found
         session_id = request.cookies.get(self.cookie, "")
         session = await self.store.load(session_id) if session_id else None
+        # A new session (no cookie, or one whose session expired) is always saved.
+        request.state.browser_before = session.dumps() if session is not None else ""
         if session is None:
             session_id, session = new_id(), BrowserSession()
             if request.headers.get("accept-language", "").lower().startswith("en"):
                 session.lang = "en"
         request.state.browser = session
         request.state.browser_id = session_id
-        request.state.browser_before = session.dumps() if request.cookies.get(self.cookie) else ""
         request.state.browser_signed_in = session.signed_in
         return session
 

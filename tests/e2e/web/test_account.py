@@ -80,3 +80,14 @@ async def test_a_removed_passkey_no_longer_signs_the_person_in(web: WebStack) ->
         await page.locator("#passkey-sign-in").click()
         await expect(page.locator("#passkey-error")).to_be_visible()
         await expect(page).to_have_url(re.compile(r"/sign-in$"))
+
+
+async def test_a_browser_whose_session_expired_signs_in_again(web: WebStack) -> None:
+    async with visitor(web) as who:
+        await register(web, who)
+        # The cookie names a session the service no longer keeps (expired, or sealed
+        # under a replaced key): the next form still works.
+        await who.page.context.add_cookies(
+            [{"name": "mamoru-session", "value": "gone-" * 8, "url": web.url}]
+        )
+        await sign_in_with_password(web, who)
