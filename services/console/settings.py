@@ -13,9 +13,9 @@ from services.runtime.config import ConfigError, Secret, ServiceSettings, env
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ConsoleSettings(ServiceSettings):
     env_prefix: ClassVar[str] = "CONSOLE"
-    default_grpc_port: ClassVar[int] = 50056
-    default_health_port: ClassVar[int] = 50066
-    default_metrics_port: ClassVar[int] = 9466
+    default_grpc_port: ClassVar[int] = 50057
+    default_health_port: ClassVar[int] = 50067
+    default_metrics_port: ClassVar[int] = 9467
 
     operators: Secret = env(
         "CONSOLE_OPERATORS",

@@ -21,6 +21,7 @@ from services.devstack.console import ConsoleLogin, start_console
 from services.devstack.gateway import Sandbox, curl_session, seed_partner, start_gateway
 from services.devstack.stack import LocalStack
 from services.devstack.supervisor import supervise
+from services.devstack.web import pages_env, start_web, web_http_port
 from services.gateway.domain.errors import Refusal
 
 
@@ -57,7 +58,7 @@ def _banner(stack: LocalStack, var: Path, console: ConsoleLogin | None = None) -
             if console is not None
             else []
         ),
-        f"  certificates                {stack.tls_dir}  (clients: operator, gateway, pos)",
+        f"  certificates                {stack.tls_dir}  (clients: operator, gateway, pos, web)",
         f"  service logs                {var / 'logs'}",
         "",
         "Try (in another terminal):",
@@ -124,7 +125,14 @@ async def _main() -> None:
     replicas = int(os.environ.get("MAMORU_REPLICAS") or 1)
     if replicas < 1:
         raise SystemExit("REPLICAS must be at least 1")
-    stack = LocalStack(var_dir=var, fixed_ports=True, log_dir=var / "logs", replicas=replicas)
+    web_port = web_http_port(fixed=True)
+    stack = LocalStack(
+        var_dir=var,
+        fixed_ports=True,
+        log_dir=var / "logs",
+        replicas=replicas,
+        extra_env=pages_env(web_port),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -134,9 +142,12 @@ async def _main() -> None:
         seeded = await _seed_demo(stack, var)
         _say("Starting the partner gateway and its sandbox...")
         sandbox = await _seed_partner(stack, seeded)
+        _say("Starting the web wallet...")
+        pages = await start_web(stack, web_port)
         _say("Starting the operators' console...")
         console = await _start_console(stack)
         print(_banner(stack, var, console), flush=True)
+        print(f"\nThe web wallet: open {pages} in a browser.\n", flush=True)
         if sandbox is not None:
             print(curl_session(sandbox), flush=True)
         watcher = asyncio.create_task(supervise(stack, _say))

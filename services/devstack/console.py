@@ -15,7 +15,7 @@ from services.devstack import http_service
 if TYPE_CHECKING:
     from services.devstack.stack import LocalStack
 
-CONSOLE_PORTS = (50056, 50066)
+CONSOLE_PORTS = (50057, 50067)
 CONSOLE_HTTP_PORT = 8081
 OPERATOR_FILE = "console-operator.json"
 OPERATOR_NAME = "demo-operator"

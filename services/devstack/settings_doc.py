@@ -12,7 +12,7 @@ import importlib
 
 from services.runtime.config import ServiceSettings, describe
 
-SERVICES = ("identity", "wallet", "risk", "notify", "gateway", "console")
+SERVICES = ("identity", "wallet", "risk", "notify", "gateway", "web", "console")
 
 
 def _cell(text: str) -> str:
@@ -34,7 +34,7 @@ def tables() -> str:
     shared_rows = describe(shared)
     lines = [
         "Every service (`<SERVICE>` is `IDENTITY`, `WALLET`, `RISK`, `NOTIFY`, `GATEWAY`"
-        " or `CONSOLE`):",
+        ", `WEB` or `CONSOLE`):",
         "",
         "| variable | default | meaning |",
         "|---|---|---|",

@@ -33,7 +33,7 @@ from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
 
 SERVICES = ("identity", "risk", "notify", "wallet")
-CLIENT_PRINCIPALS = ("operator", "gateway", "pos")
+CLIENT_PRINCIPALS = ("operator", "gateway", "pos", "web")
 # Every certificate the local CA issues: the four services, the clients, and the
 # operators' console's own (its health port; it calls the others as `operator`).
 CERTIFICATES = (*SERVICES, *CLIENT_PRINCIPALS, "console")
@@ -49,7 +49,8 @@ DEFAULT_METRICS_PORTS = {
     "risk": 9463,
     "notify": 9464,
     "gateway": 9465,
-    "console": 9466,
+    "web": 9466,
+    "console": 9467,
 }
 # Replica n (from 1) of `make run REPLICAS=n` listens on the default ports plus this
 # times n - 1 (the metrics port plus a tenth of it).

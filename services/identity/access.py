@@ -3,8 +3,8 @@ for a person's own data, an access token with audience ``group``."""
 
 from services.runtime.access import Access, allow
 
-PERSON = allow("gateway", audiences=["group"])
-PUBLIC = allow("gateway")
+PERSON = allow("gateway", "web", audiences=["group"])
+PUBLIC = allow("gateway", "web")
 OPERATOR = allow("operator")
 
 ACCESS: dict[str, Access] = {

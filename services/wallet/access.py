@@ -6,7 +6,7 @@ PERMISSION_DENIED and the reason WALLET_AUDIENCE_REQUIRED (see
 
 from services.runtime.access import Access, allow
 
-PAYER = allow("gateway", audiences=["wallet", "group"])
+PAYER = allow("gateway", "web", audiences=["wallet", "group"])
 # Store systems: a register with the shared ``pos`` certificate, or the partner
 # gateway acting for a merchant it holds the key of; both send ``x-merchant-key``.
 STORE = allow("pos", "gateway")

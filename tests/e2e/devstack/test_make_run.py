@@ -55,6 +55,11 @@ class MakeRun:
             "CONSOLE_GRPC_PORT",
             "CONSOLE_HEALTH_PORT",
             "CONSOLE_HTTP_PORT",
+            "WEB_GRPC_PORT",
+            "WEB_HEALTH_PORT",
+            "WEB_HTTP_PORT",
+            "WEB_METRICS_PORT",
+            "CONSOLE_METRICS_PORT",
         ):
             self.env[variable] = str(free_port())
         self.process: subprocess.Popen[bytes] | None = None
@@ -158,6 +163,13 @@ def test_make_run_binds_the_ports_the_environment_names(make_run: MakeRun) -> No
     with socket.create_connection(("127.0.0.1", make_run.port("SMTP_PORT")), timeout=5) as smtp:
         assert smtp.recv(100).startswith(b"220")
     assert f"127.0.0.1:{make_run.port('SMTP_PORT')}" in make_run.text()
+    pages = f"http://localhost:{make_run.port('WEB_HTTP_PORT')}"
+    assert f"open {pages} in a browser" in make_run.text()
+    # A mail's link to 127.0.0.1 lands on the pages' one origin (cookies, passkeys).
+    link = f"http://127.0.0.1:{make_run.port('WEB_HTTP_PORT')}/reset-password?token=t"
+    reply = httpx.get(link, timeout=10)
+    assert reply.status_code == 308
+    assert reply.headers["location"] == f"{pages}/reset-password?token=t"
 
 
 def _readme_walkthrough() -> str:
@@ -204,7 +216,7 @@ def test_make_run_prints_the_console_and_its_operator_signs_in(make_run: MakeRun
         assert "Signed in as" in http.get("/policy").text
 
 
-@pytest.mark.parametrize("name", ["wallet", "gateway", "console"])
+@pytest.mark.parametrize("name", ["wallet", "gateway", "web", "console"])
 def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun, name: str) -> None:
     before = len(make_run.text())
     health = make_run.port(f"{name.upper()}_HEALTH_PORT")

@@ -20,8 +20,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 NOT_IN_IMAGE = ROOT / "deploy" / "image" / "not-in-image.txt"
 # Never in the image: they import the embedded PostgreSQL and the local stand-ins.
 DEV_ONLY_MODULES = ("services.devstack",)
-# grpc imports grpc_tools if present (for runtime .proto loading, which Mamoru does not use).
-OPTIONAL_IMPORTS = {"grpc_tools"}
+# grpc imports grpc_tools if present (for runtime .proto loading, which Mamoru does not use);
+# python-barcode imports PIL if present (for PNG images; the web pages draw SVG).
+OPTIONAL_IMPORTS = {"grpc_tools", "PIL"}
 
 
 def instructions() -> list[tuple[str, str]]:

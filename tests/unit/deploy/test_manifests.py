@@ -253,6 +253,7 @@ def test_every_configmap_with_its_secrets_makes_settings_the_service_accepts():
             "IDENTITY_PSEUDONYM_KEY": "B" * 43 + "=",
             "GATEWAY_SECRETS_KEY": "C" * 43 + "=",
             "CONSOLE_OPERATORS": entry("aiko.sato", "a placeholder password"),
+            "WEB_SECRETS_KEY": "D" * 43 + "=",
         }
         settings = load_settings(settings_class(service), environ)
         assert settings.metrics_port == gen_netpol.service_ports(service).metrics
@@ -431,7 +432,7 @@ def test_the_console_pages_are_open_to_the_operators_ingress_alone(overlay):
         if rule["ports"] == [{"port": http_port("console"), "protocol": "TCP"}]
     ]
     assert reaching == [[{"namespaceSelector": {"matchLabels": operators}}]]
-    assert [s for s in SERVICES if http_port(s)] == ["gateway", "console"]
+    assert sorted(s for s in SERVICES if http_port(s)) == ["console", "gateway", "web"]
 
 
 def test_the_console_calls_as_the_operator_only_what_it_declares():
