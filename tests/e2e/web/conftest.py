@@ -25,8 +25,8 @@ from mamoru.common.v1 import common_pb2
 from mamoru.wallet.v1 import wallet_pb2
 from playwright.async_api import Browser
 
-from services.devstack.stack import free_port
 from services.devstack import devdb
+from services.devstack.stack import free_port
 from tests.harness import Cluster
 from tests.support.browser import chromium
 from tests.support.people import TIMEOUT
