@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.grpc.filters import health_check, negate
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 # The provider the interceptor factories hand to OpenTelemetry, and every provider
 # made in this process so shutdown_tracing flushes them all.
@@ -32,6 +33,7 @@ def configure_tracing(
     otlp_endpoint: str = "",
     *,
     exporter: SpanExporter | None = None,
+    sample_ratio: float = 1.0,
 ) -> TracerProvider:
     """Create the tracer provider for ``mamoru-<service>`` and instrument asyncpg.
 
@@ -39,9 +41,19 @@ def configure_tracing(
     means plaintext, anything else TLS (or ``OTEL_EXPORTER_OTLP_INSECURE``). With
     no endpoint nothing is exported. ``exporter`` receives every span as it ends
     (tests pass an ``InMemorySpanExporter``).
+
+    ``sample_ratio`` is the share of new traces recorded. The decision is the
+    caller's when it sent trace context (parent-based), so a trace is either
+    whole across services or absent; a call not sampled still has a trace id for
+    its log lines, but no span is recorded, given attributes or exported.
     """
     global _current, _global_provider_set
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"mamoru-{service}"}))
+    if not 0.0 <= sample_ratio <= 1.0:
+        raise ValueError(f"sample_ratio must be between 0 and 1, got {sample_ratio}")
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: f"mamoru-{service}"}),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+    )
     if otlp_endpoint:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
     if exporter is not None:
