@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -98,7 +99,13 @@ async def _serve(tls_dir: Path, layers: int, database_url: str) -> None:
 
 
 async def _measure(
-    tls_dir: Path, layers: int, pooled: bool, database_url: str, calls: int, concurrency: int
+    tls_dir: Path,
+    layers: int,
+    pooled: bool,
+    database_url: str,
+    calls: int,
+    concurrency: int,
+    profile: Path | None = None,
 ) -> float:
     from services.runtime.tls import load_tls, secure_channel
 
@@ -135,9 +142,13 @@ async def _measure(
             )
 
         await run(max(calls // 5, 50))  # warm up: connection, caches, first-use paths
+        spy = await _start_py_spy(child.pid, profile) if profile is not None else None
         before = server.cpu_times()
         await run(calls)
         after = server.cpu_times()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await spy.wait()
         await channel.close()
         used = (after.user - before.user) + (after.system - before.system)
         return used / calls * 1e6
@@ -149,6 +160,31 @@ async def _measure(
         except TimeoutError:
             child.kill()
             await child.wait()
+
+
+async def _start_py_spy(pid: int, output: Path) -> asyncio.subprocess.Process:
+    from bench.profile import py_spy
+
+    binary = py_spy()
+    if binary is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spy = await asyncio.create_subprocess_exec(
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # py-spy attaches before the measured calls start
+    return spy
 
 
 async def _database_url(pg_dir: Path) -> str:
@@ -173,8 +209,13 @@ async def _main(args: argparse.Namespace) -> None:
     for label, layers, pooled in _variants():
         if pooled and not database_url:
             continue
+        profile = None
+        if args.profile and layers == len(LAYERS):
+            profile = Path(args.profile) / ("pool.txt" if pooled else "full.txt")
         figures = [
-            await _measure(tls_dir, layers, pooled, database_url, args.calls, args.concurrency)
+            await _measure(
+                tls_dir, layers, pooled, database_url, args.calls, args.concurrency, profile
+            )
             for _ in range(args.repeat)
         ]
         cost = min(figures)
@@ -189,6 +230,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant; least is shown")
     parser.add_argument("--no-pool", action="store_true", help="skip the PostgreSQL variant")
     parser.add_argument("--pg-dir", default=str(DEFAULT_PG_DIR), help="embedded PostgreSQL data")
+    parser.add_argument(
+        "--profile", default="", help="folder for py-spy profiles of the full variants"
+    )
     parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
