@@ -57,7 +57,7 @@ async def _serve(tls_dir: Path, layers: int, database_url: str) -> None:
 
     environment = {**os.environ, "DATABASE_URL": database_url or "postgresql://unused/x"}
     settings = load_settings(ServiceSettings, environment)
-    sink = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    sink = open(os.devnull, "w")  # noqa: ASYNC230, SIM115 - at start-up, kept open
     configure_logging("bench", fmt="json", level=settings.log_level, stream=sink)
     tracing.configure_tracing(
         "bench", settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
@@ -151,7 +151,7 @@ async def _measure(
             await spy.wait()
         await channel.close()
         used = (after.user - before.user) + (after.system - before.system)
-        return used / calls * 1e6
+        return float(used / calls * 1e6)
     finally:
         if child.stdin is not None:
             child.stdin.close()
