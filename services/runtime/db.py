@@ -88,6 +88,10 @@ async def session_connection(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection whose session lasts while it is held, as LISTEN needs.
 
+    The only place for session-long state (LISTEN, ``pg_advisory_lock``, a plain
+    SET): a connection from ``pool.acquire()`` goes back without a reset, so it
+    may hold only what ends with its transaction. This one is reset on return.
+
     From ``pool`` normally; when the pool goes through a transaction pooler, a
     direct connection of its own (a pooler would move the session away, and the
     notifications with it).
