@@ -189,6 +189,12 @@ class ServiceSettings:
     otlp_endpoint: str = env(
         "OTEL_EXPORTER_OTLP_ENDPOINT", default="", help="OTLP/gRPC collector; unset = no export"
     )
+    trace_sample_ratio: float = env(
+        "TRACE_SAMPLE_RATIO",
+        default=1.0,
+        help="share of new traces recorded, 0 to 1; a caller's trace context decides for "
+        "its calls (parent-based)",
+    )
     shutdown_grace_seconds: float = env(
         "{PREFIX}_SHUTDOWN_GRACE_SECONDS",
         default=10.0,
@@ -268,5 +274,7 @@ class ServiceSettings:
             raise ConfigError(
                 "GRPC_MAX_CONNECTION_AGE_SECONDS must be positive and its GRACE not negative"
             )
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ConfigError("TRACE_SAMPLE_RATIO must be between 0 and 1")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError(f"{self.env_prefix}_SHUTDOWN_GRACE_SECONDS must not be negative")

@@ -51,11 +51,29 @@ async def create_pool(
         timeout=CONNECT_TIMEOUT_SECONDS,
         server_settings={"application_name": application_name},
         init=_register_json_codecs,
+        reset=_keep_session,
         **_pooler_options(direct_url is not None),
     )
     if direct_url is not None:
         _direct_urls[id(pool)] = direct_url
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond what asyncpg always does first.
+
+    asyncpg's default reset sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: one more round trip per acquisition, for state
+    Mamoru never leaves on a borrowed connection. What asyncpg does regardless of
+    this hook (``Connection._reset``) rolls back a transaction left open and drops
+    listener callbacks. Everything else a session can hold ends with its
+    transaction when taken the way Mamoru's storage takes it: ``SET LOCAL``,
+    ``pg_advisory_xact_lock``, cursors (none are ``WITH HOLD``). Session-long state
+    (LISTEN, session advisory locks, plain SET) is taken only on a
+    ``session_connection``, which runs the full reset itself before the connection
+    goes back. Behind a transaction pooler the reset would reach whichever server
+    session PgBouncer picked, so it never did anything useful there.
+    """
 
 
 def _pooler_options(pooled: bool) -> dict[str, int]:
@@ -70,6 +88,10 @@ async def session_connection(
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection whose session lasts while it is held, as LISTEN needs.
 
+    The only place for session-long state (LISTEN, ``pg_advisory_lock``, a plain
+    SET): a connection from ``pool.acquire()`` goes back without a reset, so it
+    may hold only what ends with its transaction. This one is reset on return.
+
     From ``pool`` normally; when the pool goes through a transaction pooler, a
     direct connection of its own (a pooler would move the session away, and the
     notifications with it).
@@ -77,7 +99,10 @@ async def session_connection(
     direct = _direct_urls.get(id(pool))
     if direct is None:
         async with pool.acquire() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                await _reset_session(conn)
         return
     conn = await asyncpg.connect(
         direct,
@@ -92,6 +117,29 @@ async def session_connection(
             await asyncio.wait_for(conn.close(), timeout=_CLOSE_TIMEOUT_SECONDS)
         if not conn.is_closed():
             conn.terminate()
+
+
+async def _reset_session(conn: asyncpg.Connection) -> None:
+    """Undo LISTEN, session locks and SETs before the pool lends the connection again.
+
+    A connection that cannot be reset is terminated: the pool then replaces it
+    instead of lending out a session in an unknown state.
+    """
+    if conn.is_closed():
+        return
+    try:
+        if conn.is_in_transaction():
+            await conn.execute("rollback")
+        query = conn.get_reset_query()
+        if query:
+            await asyncio.wait_for(conn.execute(query), timeout=_CLOSE_TIMEOUT_SECONDS)
+    except asyncio.CancelledError:
+        conn.terminate()
+        raise
+    except Exception:
+        # Whatever ended the session (a restart, a dropped socket) is reported by
+        # the next use of the pool, not instead of what the holder was doing.
+        conn.terminate()
 
 
 async def close_pool(pool: asyncpg.Pool) -> None:

@@ -117,6 +117,14 @@ def configure_logging(
         )
     )
 
+    # No line shows the caller's source position, thread or process, so records
+    # skip looking them up (a stack walk per line): the standard library's own
+    # advice for cheap logging, and it holds for every record of the process.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
     root = logging.getLogger()
     if _installed_handler is not None:
         root.removeHandler(_installed_handler)

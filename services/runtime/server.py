@@ -109,6 +109,24 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     ]
 
 
+def rpc_interceptors(
+    service_metrics: metrics.ServiceMetrics,
+    access: Mapping[str, Access],
+    verifier: TokenVerifier | None,
+) -> list[Any]:
+    """The runtime layers around every RPC of a service's mTLS port, outermost first."""
+    return [
+        *tracing.server_interceptors(),
+        RpcLogInterceptor(),
+        RequestDecodingInterceptor(),
+        metrics.MetricsInterceptor(service_metrics),
+        AccessInterceptor(access, verifier),
+        ErrorMappingInterceptor(),
+        # Innermost: the proto's rules, once the caller may call the RPC at all.
+        RequestValidationInterceptor(),
+    ]
+
+
 def method_access(service: ServiceDescriptor, rules: Mapping[str, Access]) -> dict[str, Access]:
     """Key a service's access rules by full method name, insisting every RPC has one."""
     methods = set(service.methods_by_name)
@@ -200,7 +218,9 @@ async def start_service(
 ) -> RunningService:
     """Open the database, migrate, wire the service and start serving."""
     configure_logging(name, fmt=settings.log_format, level=settings.log_level)
-    tracing.configure_tracing(name, settings.otlp_endpoint)
+    tracing.configure_tracing(
+        name, settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
+    )
     structlog.contextvars.bind_contextvars(service=name)
 
     health = grpc_health.aio.HealthServicer()
@@ -222,17 +242,10 @@ async def start_service(
         resources = Resources(name=name, settings=settings, pool=pool, tls=tls)
         app = await build(resources)
 
-        interceptors: list[Any] = [
-            *tracing.server_interceptors(),
-            RpcLogInterceptor(),
-            RequestDecodingInterceptor(),
-            metrics.MetricsInterceptor(service_metrics),
-            AccessInterceptor(app.access, app.verifier),
-            ErrorMappingInterceptor(),
-            # Innermost: the proto's rules, once the caller may call the RPC at all.
-            RequestValidationInterceptor(),
-        ]
-        server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+        server = grpc.aio.server(
+            interceptors=rpc_interceptors(service_metrics, app.access, app.verifier),
+            options=server_options(settings),
+        )
         for add, servicer in app.servicers:
             add(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
