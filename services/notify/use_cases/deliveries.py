@@ -124,30 +124,9 @@ class DeliveryAttempts:
         rendered: RenderedNotice,
         account_id: str | None,
     ) -> None:
-        if channel is Channel.INBOX:
-            await self._deliveries.record_sent(
-                claimed,
-                SentDelivery(
-                    channel=channel,
-                    account_id=account_id,
-                    addresses=tuple(addresses),
-                    provider="inbox",
-                    subject=rendered.subject,
-                    body=rendered.text,
-                ),
-            )
-            return
-        sender = self._senders.get(channel)
-        if sender is None or not sender.configured:
-            raise DeliveryFailed(f"no provider is configured for channel {channel.name}")
-        provider = await sender.send(
-            OutgoingMessage(
-                recipients=tuple(addresses),
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-                idempotency_key=str(claimed.delivery_id),
-            )
+        inbox = channel is Channel.INBOX
+        provider = (
+            "inbox" if inbox else await self._hand_over(claimed, channel, addresses, rendered)
         )
         await self._deliveries.record_sent(
             claimed,
@@ -156,8 +135,13 @@ class DeliveryAttempts:
                 account_id=account_id,
                 addresses=tuple(addresses),
                 provider=provider,
+                # The inbox keeps the rendered text; other channels have handed it on.
+                subject=rendered.subject if inbox else "",
+                body=rendered.text if inbox else "",
             ),
         )
+        if inbox:
+            return
         if claimed.kind in CODE_KINDS:
             await self._notices.forget_secret(claimed.notice_id)
         log.info(
@@ -167,6 +151,27 @@ class DeliveryAttempts:
             channel=channel.name,
             provider=provider,
             attempt=claimed.attempts,
+        )
+
+    async def _hand_over(
+        self,
+        claimed: ClaimedDelivery,
+        channel: Channel,
+        addresses: Sequence[str],
+        rendered: RenderedNotice,
+    ) -> str:
+        """The name of the provider that took the message."""
+        sender = self._senders.get(channel)
+        if sender is None or not sender.configured:
+            raise DeliveryFailed(f"no provider is configured for channel {channel.name}")
+        return await sender.send(
+            OutgoingMessage(
+                recipients=tuple(addresses),
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                idempotency_key=str(claimed.delivery_id),
+            )
         )
 
     def _render(

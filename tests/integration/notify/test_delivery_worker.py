@@ -18,7 +18,6 @@ from aiosmtpd.smtp import AuthResult, Envelope
 
 from services.devstack.smtp import LocalSmtpServer
 from services.devstack.stack import free_port
-from services.notify.bootstrap import MIGRATIONS
 from services.notify.clients.channels import HttpProvider, ProviderChain, SmtpProvider
 from services.notify.domain.kinds import Channel, DeliveryStatus, NoticeKind
 from services.notify.domain.notices import (
@@ -40,8 +39,6 @@ from services.notify.storage.notices import NoticeStore
 from services.notify.use_cases.deliveries import DeliveryAttempts
 from services.notify.use_cases.ports import AccountUnknown, DirectoryUnavailable
 from services.runtime.config import Secret
-from services.runtime.db import close_pool, create_pool
-from services.runtime.migrations import migrate
 from services.runtime.queue import LeasedQueue, RetryPolicy
 
 BASE_URL = "https://mamoru.test"
@@ -134,17 +131,6 @@ def smtp_provider(server: LocalSmtpServer, name: str = "smtp-main") -> SmtpProvi
     return SmtpProvider(
         name, host="127.0.0.1", port=server.port, mail_from="Mamoru <no-reply@mamoru.test>"
     )
-
-
-@pytest_asyncio.fixture
-async def pool(new_database) -> AsyncIterator[object]:
-    pool = await create_pool(await new_database("notify"), max_size=4)
-    async with pool.acquire() as conn:
-        await migrate(conn, "notify", MIGRATIONS)
-    try:
-        yield pool
-    finally:
-        await close_pool(pool)
 
 
 @pytest_asyncio.fixture
