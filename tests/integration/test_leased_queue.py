@@ -276,6 +276,6 @@ def test_a_queue_needs_exactly_one_handler() -> None:
         return []
 
     with pytest.raises(ValueError, match="exactly one"):
-        LeasedQueue(object(), JOBS, RetryPolicy())  # type: ignore[arg-type]
+        LeasedQueue(object(), JOBS, RetryPolicy())
     with pytest.raises(ValueError, match="exactly one"):
-        LeasedQueue(object(), JOBS, RetryPolicy(), attempt=one, attempt_batch=many)  # type: ignore[arg-type]
+        LeasedQueue(object(), JOBS, RetryPolicy(), attempt=one, attempt_batch=many)

@@ -28,9 +28,9 @@ from services.notify.domain.notices import (
     NewNotice,
 )
 from services.notify.domain.routing import Recipient
-from services.runtime import convert
+from services.runtime import convert, paging
 from services.runtime.access import current_claims
-from services.runtime.errors import Unauthenticated
+from services.runtime.errors import InvalidArgument, Unauthenticated
 from services.runtime.validation import Violations
 
 DEFAULT_PAGE_SIZE = 50
@@ -336,17 +336,23 @@ def page_of(
     )
     before = None
     if page.page_token:
-        if page.page_token.isdigit() and len(page.page_token) < 19:
-            before = int(page.page_token)
+        try:
+            (seq,) = paging.decode(page.page_token, field="page.page_token", parts=1)
+        except InvalidArgument as refused:
+            for field, why in refused.violations:
+                check.add(field, why)
         else:
-            check.add("page.page_token", "must be a token from a previous page")
+            if seq.isdigit() and len(seq) < 19:
+                before = int(seq)
+            else:
+                check.add("page.page_token", "is not a token from this list")
     if own:
         check.raise_if_any()
     return before, size
 
 
 def next_token(seqs: list[int], size: int) -> str:
-    return str(seqs[size - 1]) if len(seqs) > size else ""
+    return paging.encode(str(seqs[size - 1])) if len(seqs) > size else ""
 
 
 def _iso(stamp: Timestamp) -> str:
