@@ -31,7 +31,7 @@ import asyncpg
 import structlog
 
 from services.runtime.db import session_connection
-from services.runtime.jobs import any_of, every
+from services.runtime.jobs import Background, any_of, every
 from services.runtime.outages import OutageLog
 
 T = TypeVar("T")
@@ -327,7 +327,7 @@ class LeasedQueue(Generic[T]):
         wait = await (conn or self._pool).fetchval(self._next_due_sql)
         return None if wait is None else float(wait)
 
-    def _passes(self, db: asyncpg.Pool | asyncpg.Connection, outage: OutageLog) -> Any:
+    def _passes(self, db: asyncpg.Pool | asyncpg.Connection, outage: OutageLog) -> Background:
         async def one_pass() -> None:
             self._next_wait = self._poll_seconds
             if await self.deliver_due() >= self._batch_size:
