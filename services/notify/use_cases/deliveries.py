@@ -20,11 +20,11 @@ from services.notify.domain.templates import RenderedNotice, render
 from services.notify.use_cases.ports import (
     AccountUnknown,
     ContactDirectory,
-    Deliveries,
     DeliveryFailed,
     DirectoryUnavailable,
-    Notices,
+    Outcomes,
     OutgoingMessage,
+    Secrets,
     Sender,
 )
 from services.runtime import metrics
@@ -48,16 +48,16 @@ class DeliveryAttempts:
 
     def __init__(
         self,
-        notices: Notices,
-        deliveries: Deliveries,
+        secrets: Secrets,
+        outcomes: Outcomes,
         directory: ContactDirectory,
         senders: Mapping[Channel, Sender],
         *,
         link_base_url: str,
         operator_emails: Sequence[str],
     ) -> None:
-        self._notices = notices
-        self._deliveries = deliveries
+        self._secrets = secrets
+        self._outcomes = outcomes
         self._directory = directory
         self._senders = senders
         self._link_base_url = link_base_url
@@ -90,7 +90,7 @@ class DeliveryAttempts:
             await self._send(claimed, Channel.EMAIL, self._operator_emails, rendered, None)
             return
         if claimed.recipient is None:
-            await self._deliveries.record_no_address(
+            await self._outcomes.record_no_address(
                 claimed, channel=claimed.channel, account_id=None, why="the notice has no account"
             )
             return
@@ -100,13 +100,13 @@ class DeliveryAttempts:
                 claimed.recipient, pending_contact_id=pending
             )
         except AccountUnknown as unknown:
-            await self._deliveries.record_no_address(
+            await self._outcomes.record_no_address(
                 claimed, channel=claimed.channel, account_id=None, why=str(unknown)
             )
             return
         target = destination(claimed.kind, claimed.channel, registered, pending_contact_id=pending)
         if not target.addresses:
-            await self._deliveries.record_no_address(
+            await self._outcomes.record_no_address(
                 claimed,
                 channel=target.channel,
                 account_id=registered.account_id,
@@ -128,7 +128,7 @@ class DeliveryAttempts:
         provider = (
             "inbox" if inbox else await self._hand_over(claimed, channel, addresses, rendered)
         )
-        await self._deliveries.record_sent(
+        await self._outcomes.record_sent(
             claimed,
             SentDelivery(
                 channel=channel,
@@ -143,7 +143,7 @@ class DeliveryAttempts:
         if inbox:
             return
         if claimed.kind in CODE_KINDS:
-            await self._notices.forget_secret(claimed.notice_id)
+            await self._secrets.forget_secret(claimed.notice_id)
         log.info(
             "notify.delivered",
             delivery_id=str(claimed.delivery_id),

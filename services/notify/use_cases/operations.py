@@ -8,12 +8,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from services.notify.domain.notices import DeliveryRecord, DeliveryStatRow
-from services.notify.use_cases.ports import Deliveries
+from services.notify.use_cases.ports import DeliveryLog
 from services.runtime.errors import FailedPrecondition, NotFound
 
 
 class Operations:
-    def __init__(self, deliveries: Deliveries, *, on_requeued: Callable[[], None]) -> None:
+    def __init__(self, deliveries: DeliveryLog, *, on_requeued: Callable[[], None]) -> None:
         self._deliveries = deliveries
         self._on_requeued = on_requeued
 

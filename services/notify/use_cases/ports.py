@@ -26,16 +26,24 @@ from services.notify.domain.routing import Recipient, RegisteredContacts
 class Notices(Protocol):
     async def accept(self, notice: NewNotice, rate_limit: RateLimit) -> AcceptedNotice: ...
 
-    async def forget_secret(self, notice_id: uuid.UUID) -> None: ...
+
+class Secrets(Protocol):
+    async def forget_secret(self, notice_id: uuid.UUID) -> None:
+        """A code or link token is kept only until it has been handed to its channel."""
+        ...
 
 
-class Deliveries(Protocol):
+class Outcomes(Protocol):
+    """Where an attempt records how a delivery went (failures are the queue's)."""
+
     async def record_sent(self, claimed: ClaimedDelivery, sent: SentDelivery) -> None: ...
 
     async def record_no_address(
         self, claimed: ClaimedDelivery, *, channel: Channel, account_id: str | None, why: str
     ) -> None: ...
 
+
+class DeliveryLog(Protocol):
     async def of_account(
         self, account_id: uuid.UUID, *, before_seq: int | None, limit: int
     ) -> list[DeliveryRecord]: ...
