@@ -13,10 +13,13 @@ import pytest_asyncio
 from services.runtime.db import close_pool, create_pool
 from services.runtime.queue import LeasedQueue, LeasedTable, RetryPolicy
 
+# A failed job waits in a state of its own, as notify's deliveries do.
 JOBS = LeasedTable(
     name="jobs",
     columns="q.name",
     read=lambda row, _token: str(row["name"]),
+    waiting=("pending", "failed"),
+    retry="failed",
     done="done",
     done_set="done_at = now()",
     holder="worker",
@@ -59,7 +62,7 @@ async def job(pool: asyncpg.Pool, name: str) -> asyncpg.Record:
 
 async def make_due(pool: asyncpg.Pool) -> None:
     # Moves retry times instead of sleeping through them.
-    await pool.execute("update jobs set available_at = now() where state = 'pending'")
+    await pool.execute("update jobs set available_at = now() where state in ('pending', 'failed')")
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 60) -> None:
@@ -131,7 +134,7 @@ async def test_failures_back_off_exponentially_and_the_last_attempt_gives_up(poo
 
     assert await queue.deliver_due() == 1
     first = await job(pool, "flaky")
-    assert (first["state"], first["attempts"]) == ("pending", 1)
+    assert (first["state"], first["attempts"]) == ("failed", 1)
     assert first["last_error"] == "ConnectionError: the receiver is away"
     assert 50 - 5 <= first["due_in"] <= 100
     assert await queue.deliver_due() == 0, "retried before its backoff ran out"
@@ -166,29 +169,42 @@ async def test_a_row_whose_holder_died_during_the_last_attempt_is_given_up(pool)
     assert seen == []
 
 
-async def test_a_late_failure_cannot_reschedule_a_row_another_holder_finished(pool) -> None:
+async def test_a_late_failure_cannot_reschedule_a_row_another_holder_now_has(pool) -> None:
     await add(pool, "raced")
-    release = asyncio.Event()
-    entered = asyncio.Event()
 
-    async def slow_failure(name: str) -> None:
-        entered.set()
-        await release.wait()
-        raise ConnectionError("too late")
+    def blocking(entered: asyncio.Event, release: asyncio.Event, fails: bool):
+        async def attempt(name: str) -> None:
+            entered.set()
+            await release.wait()
+            if fails:
+                raise ConnectionError("too late")
 
-    lease = RetryPolicy(lease_seconds=1.0, attempt_timeout_seconds=0.9)
-    slow = LeasedQueue(pool, JOBS, RetryPolicy(lease_seconds=60.0), attempt=slow_failure)
-    running = asyncio.create_task(slow.deliver_due())
-    await entered.wait()
+        return attempt
+
+    slow_in, slow_go, next_in, next_go = (asyncio.Event() for _ in range(4))
+    slow = LeasedQueue(
+        pool, JOBS, RetryPolicy(lease_seconds=60), attempt=blocking(slow_in, slow_go, True)
+    )
+    slow_pass = asyncio.create_task(slow.deliver_due())
+    await slow_in.wait()
     await make_due(pool)  # as if the slow holder's lease had ended
+    taker = LeasedQueue(pool, JOBS, RetryPolicy(), attempt=blocking(next_in, next_go, False))
+    next_pass = asyncio.create_task(taker.deliver_due())
+    await next_in.wait()
+    held = await job(pool, "raced")
 
-    async def succeeds(name: str) -> None:
-        return None
+    slow_go.set()
+    await slow_pass
+    untouched = await job(pool, "raced")
+    assert (untouched["state"], untouched["attempts"], untouched["last_error"]) == (
+        "pending",
+        2,
+        None,
+    )
+    assert untouched["lease_token"] == held["lease_token"] is not None
 
-    assert await LeasedQueue(pool, JOBS, lease, attempt=succeeds).deliver_due() == 1
-    release.set()
-    await running
-
+    next_go.set()
+    await next_pass
     assert (await job(pool, "raced"))["state"] == "done"
 
 
@@ -205,7 +221,7 @@ async def test_a_batch_handler_gets_the_whole_claim_and_each_outcome_is_kept(poo
 
     assert batches == [[f"job-{n}" for n in range(5)]]
     states = dict(await pool.fetch("select name, state from jobs"))
-    assert states == {**{f"job-{n}": "done" for n in range(5)}, "job-3": "pending"}
+    assert states == {**{f"job-{n}": "done" for n in range(5)}, "job-3": "failed"}
     assert (await job(pool, "job-3"))["last_error"] == "ValueError: refused"
 
 
@@ -222,7 +238,7 @@ async def test_a_batch_that_outlives_the_attempt_timeout_fails_every_item(pool) 
     for name in ("a", "b"):
         stored = await job(pool, name)
         assert (stored["state"], stored["last_error"]) == (
-            "pending",
+            "failed",
             "delivery timed out after 0.2 seconds",
         )
 
