@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from mamoru.identity.v1 import identity_pb2
@@ -21,7 +20,9 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from services.runtime.peers import Follower
 from tests.harness import Cluster
-from tests.support.people import IDENTITY_ENV, IdentityDriver, Payer, bearer
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
+from tests.support.people import IDENTITY_ENV, bearer
 
 # gRPC's default backoff retries after 1, 1.6, 2.6, 4.1, 6.6, 10.5, 16.8 s...: after
 # this long away the next attempt of a default channel is 20 to 40 s off.
@@ -77,7 +78,6 @@ async def _token_refused(payer: Payer) -> bool:
     return False
 
 
-@pytest.mark.timeout(300)
 async def test_the_wallet_follows_risk_and_identity_again_within_seconds_of_their_return(
     cluster: Cluster,
 ):

@@ -19,8 +19,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from services.devstack.pki import ensure_local_pki
 from services.devstack.stack import free_port
-from services.runtime.pki import ensure_local_pki, load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 SERVICE = "mamoru.lifecycle.v1.LifecycleService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -60,7 +61,9 @@ class LifecycleProcess:
     async def wait_serving(self) -> None:
         async with asyncio.timeout(60):
             while await self.health() != SERVING:
-                assert self.process is not None and self.process.returncode is None
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise AssertionError(f"the service exited at start:\n{await self.output()}")
                 await asyncio.sleep(0.05)
 
     def channel(self) -> grpc.aio.Channel:
