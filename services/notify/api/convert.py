@@ -56,7 +56,6 @@ def notice_of(
     recipient = recipient_of(check, request)
     if kind is NoticeKind.NEWS and recipient is not None and not recipient.account_id:
         check.add("account_id", "is required for NOTICE_KIND_NEWS")
-    check.idempotency_key("idempotency_key", request.idempotency_key)
     params = params_of(check, kind, request) if kind is not None else {}
     check.raise_if_any()
     assert kind is not None
@@ -71,17 +70,13 @@ def notice_of(
 
 def alert_of(request: notify_pb2.SendOperatorAlertRequest, caller: str) -> NewNotice:
     """The operator alert a SendOperatorAlert request carries, or INVALID_ARGUMENT."""
+    # The proto's rules checked every field's format; that the evidence is JSON is ours.
     check = Violations()
-    check.text("alert_id", request.alert_id, max_length=128, required=True, single_line=True)
-    check.require(request.severity in (1, 2, 3), "severity", "must be INFO, WARNING or CRITICAL")
-    check.text("summary", request.summary, max_length=200, required=True, single_line=True)
-    check.text("evidence_json", request.evidence_json, max_length=20_000)
     if request.evidence_json:
         try:
             json.loads(request.evidence_json)
         except ValueError:
             check.add("evidence_json", "must be JSON")
-    check.idempotency_key("idempotency_key", request.idempotency_key)
     check.raise_if_any()
     return NewNotice(
         kind=NoticeKind.OPERATOR_ALERT,
@@ -98,11 +93,8 @@ def alert_of(request: notify_pb2.SendOperatorAlertRequest, caller: str) -> NewNo
 
 
 def notice_ids_of(request: notify_pb2.MarkReadRequest) -> list[uuid.UUID]:
-    check = Violations()
-    check.require(len(request.notice_ids) <= 500, "notice_ids", "must name at most 500")
-    ids = [check.uuid(f"notice_ids[{i}]", value) for i, value in enumerate(request.notice_ids)]
-    check.raise_if_any()
-    return [i for i in ids if i is not None]
+    # The proto's rules allow at most 500, each a UUID.
+    return [uuid.UUID(value) for value in request.notice_ids]
 
 
 def muted_kinds_of(request: notify_pb2.UpdatePreferencesRequest) -> list[NoticeKind]:
@@ -127,31 +119,24 @@ def kinds_message(kinds: list[NoticeKind]) -> list[Any]:
 def account_page_of(
     request: notify_pb2.ListDeliveriesRequest,
 ) -> tuple[uuid.UUID, int | None, int]:
-    check = Violations()
-    account_id = check.uuid("account_id", request.account_id)
-    before, size = page_of(request.page, check)
-    check.raise_if_any()
-    assert account_id is not None
-    return account_id, before, size
+    # The proto's rules make account_id a UUID.
+    before, size = page_of(request.page)
+    return uuid.UUID(request.account_id), before, size
 
 
 def stats_window_of(request: notify_pb2.GetDeliveryStatsRequest) -> tuple[datetime, datetime]:
+    # The proto's rules require since.
     check = Violations()
-    check.require(request.HasField("since"), "since", "is required")
     until = convert.moment(request.until) if request.HasField("until") else datetime.now(UTC)
     since = convert.moment(request.since)
-    if request.HasField("since"):
-        check.require(since < until, "until", "must be after since")
+    check.require(since < until, "until", "must be after since")
     check.raise_if_any()
     return since, until
 
 
 def delivery_id_of(request: notify_pb2.RetryDeadLetterRequest) -> uuid.UUID:
-    check = Violations()
-    delivery_id = check.uuid("delivery_id", request.delivery_id)
-    check.raise_if_any()
-    assert delivery_id is not None
-    return delivery_id
+    # The proto's rules make delivery_id a UUID.
+    return uuid.UUID(request.delivery_id)
 
 
 def inbox_message(records: list[InboxRecord], size: int) -> notify_pb2.ListInboxResponse:
@@ -264,17 +249,19 @@ def _money_params(
         "occurred_at": _iso_or_now(money.occurred_at, money.HasField("occurred_at")),
         "detail": check.text("money.detail", money.detail, max_length=200),
     }
-    if movement or money.HasField("amount"):
-        amount = money.amount if money.HasField("amount") else None
-        params["amount_minor"] = check.money("money.amount", amount)
+    # The proto's rules check a Money given (currency, sign); a movement must give one.
+    if money.HasField("amount"):
+        params["amount_minor"] = int(money.amount.amount_minor)
         params["currency"] = money.amount.currency
+    elif movement:
+        check.add("money.amount.currency", "is required")
+        params["amount_minor"] = 0
+        params["currency"] = ""
     if money.HasField("balance_after"):
-        params["balance_minor"] = check.money(
-            "money.balance_after", money.balance_after, positive=False
-        )
+        params["balance_minor"] = int(money.balance_after.amount_minor)
         params["balance_currency"] = money.balance_after.currency
-    movement_id = check.uuid("money.movement_id", money.movement_id, required=movement)
-    params["movement_id"] = str(movement_id) if movement_id else ""
+    # The proto's rules make it a UUID, required for a movement.
+    params["movement_id"] = str(uuid.UUID(money.movement_id)) if money.movement_id else ""
     if not movement and not money.detail and not money.HasField("amount"):
         check.add("money.detail", f"is required for NOTICE_KIND_{kind.name}")
     return params
@@ -309,10 +296,8 @@ def recipient_of(check: Violations, request: notify_pb2.SendNoticeRequest) -> Re
     if which is None:
         check.add("account_id", "is required (or payer_id)")
         return None
-    value = check.uuid(which, getattr(request, which))
-    if value is None:
-        return None
-    return Recipient(**{which: str(value)})
+    # The proto's rules make either a UUID.
+    return Recipient(**{which: str(uuid.UUID(getattr(request, which)))})
 
 
 def token_account() -> uuid.UUID:
