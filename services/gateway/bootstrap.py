@@ -24,9 +24,10 @@ from services.gateway.use_cases.tokens import TokenService
 from services.gateway.use_cases.webhooks import Webhooks
 from services.runtime import metrics
 from services.runtime.http import bind, http_server
-from services.runtime.outbox import OutboxMessage, OutboxRelay
+from services.runtime.outbox import OutboxRelay
 from services.runtime.peers import PolicyView, follow_policies
 from services.runtime.server import Resources, ServiceApp
+from services.runtime.topics import OutboxRouter
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -83,13 +84,10 @@ async def build(resources: Resources) -> ServiceApp:
         max_subscriptions=settings.webhook_subscriptions_per_partner,
     )
 
-    async def deliver(message: OutboxMessage) -> None:
-        if message.topic == TOPIC:
-            await webhooks.deliver(message)
-
+    router = OutboxRouter().on(TOPIC, lambda _ref, message: webhooks.deliver(message))
     relay = OutboxRelay(
         pool,
-        deliver,
+        router,
         max_attempts=settings.webhook_max_attempts,
         base_backoff_seconds=settings.webhook_backoff_seconds,
         max_backoff_seconds=max(3600.0, settings.webhook_backoff_seconds),

@@ -1,5 +1,5 @@
 """Wires the notify service: storage, identity's contact directory, channel
-providers, the delivery worker and the gRPC API."""
+providers, the delivery job and the gRPC API."""
 
 from __future__ import annotations
 
@@ -8,16 +8,25 @@ from pathlib import Path
 from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from services.notify.access import ACCESS
-from services.notify.channels import HttpProvider, Provider, ProviderChain, SmtpProvider
-from services.notify.contacts import IdentityContactDirectory
+from services.notify.api.handlers import NotifyApi
+from services.notify.clients.channels import HttpProvider, Provider, ProviderChain, SmtpProvider
+from services.notify.clients.contacts import IdentityContactDirectory
 from services.notify.domain.kinds import Channel
-from services.notify.grpc_api import NotifyApi
+from services.notify.domain.notices import RateLimit
+from services.notify.jobs import delivery_queue
 from services.notify.settings import NotifySettings
-from services.notify.storage import NoticeStore, RateLimit
-from services.notify.worker import DeliveryWorker, RetryPolicy
+from services.notify.storage.deliveries import DeliveryStore
+from services.notify.storage.inbox import InboxStore
+from services.notify.storage.notices import NoticeStore
+from services.notify.storage.preferences import PreferenceStore
+from services.notify.use_cases.deliveries import DeliveryAttempts
+from services.notify.use_cases.inbox import PersonalView
+from services.notify.use_cases.notices import Sending
+from services.notify.use_cases.operations import Operations
 from services.runtime import metrics
 from services.runtime.config import Secret
 from services.runtime.peers import follow_revocations, identity_token_verifier
+from services.runtime.queue import RetryPolicy
 from services.runtime.server import Closer, Resources, ServiceApp, method_access
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -61,7 +70,7 @@ async def build(resources: Resources) -> ServiceApp:
     assert isinstance(settings, NotifySettings)
     identity = resources.connect("identity")
     verifier, revocations = identity_token_verifier(identity)
-    store = NoticeStore(resources.pool)
+    notices, deliveries = NoticeStore(resources.pool), DeliveryStore(resources.pool)
     sms = http_providers("sms", settings.sms_endpoints, settings.sms_api_key)
     push = http_providers("push", settings.push_endpoints, settings.push_api_key)
     providers: dict[Channel, ProviderChain] = {
@@ -69,30 +78,39 @@ async def build(resources: Resources) -> ServiceApp:
         Channel.SMS: ProviderChain(sms),
         Channel.PUSH: ProviderChain(push),
     }
-    worker = DeliveryWorker(
-        store,
+    attempts = DeliveryAttempts(
+        notices,
+        deliveries,
         IdentityContactDirectory(identity),
         providers,
         link_base_url=settings.link_base_url,
         operator_emails=settings.operator_emails,
-        retry=RetryPolicy(
+    )
+    queue = delivery_queue(
+        resources.pool,
+        attempts,
+        RetryPolicy(
             max_attempts=settings.max_attempts,
-            base_seconds=settings.retry_base_seconds,
-            max_seconds=settings.retry_max_seconds,
+            base_backoff_seconds=settings.retry_base_seconds,
+            max_backoff_seconds=settings.retry_max_seconds,
             lease_seconds=settings.lease_seconds,
         ),
         poll_seconds=settings.poll_seconds,
     )
     api = NotifyApi(
-        store,
-        rate_limit=RateLimit(
-            limit=settings.coalesce_limit, window_seconds=settings.coalesce_window_seconds
+        Sending(
+            notices,
+            rate_limit=RateLimit(
+                limit=settings.coalesce_limit, window_seconds=settings.coalesce_window_seconds
+            ),
+            on_accepted=queue.wake,
         ),
-        on_accepted=worker.wake,
+        PersonalView(InboxStore(resources.pool), PreferenceStore(resources.pool)),
+        Operations(deliveries, on_requeued=queue.wake),
     )
 
     async def delivery_lag() -> None:
-        metrics.NOTIFY_DELIVERY_LAG.set(await store.oldest_due_age_seconds())
+        metrics.NOTIFY_DELIVERY_LAG.set(await deliveries.oldest_due_age_seconds())
 
     metrics.for_service(resources.name).on_scrape(delivery_lag)
     closers: list[Closer] = [identity.close, *(provider.close for provider in [*sms, *push])]
@@ -101,6 +119,6 @@ async def build(resources: Resources) -> ServiceApp:
         service_names=[SERVICE.full_name],
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
-        background=[follow_revocations(identity, revocations), worker.run],
+        background=[follow_revocations(identity, revocations), queue.run],
         closers=closers,
     )

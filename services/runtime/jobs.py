@@ -9,7 +9,8 @@ only what the job does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from services.runtime.outages import OutageLog
@@ -43,6 +44,7 @@ def every(
     event: str,
     first: bool = True,
     wake: asyncio.Event | None = None,
+    outage: OutageLog | None = None,
 ) -> Background:
     """A job that runs ``work`` every ``seconds`` until stopped.
 
@@ -50,14 +52,15 @@ def every(
     depends on what they just found. Failures are logged through ``OutageLog``
     (an outage once, a bug every time) and never end the job. With ``first``
     False the job waits one period before its first run. Setting ``wake`` runs
-    the work at once instead of at the end of the pause.
+    the work at once instead of at the end of the pause. ``outage`` shares one
+    outage record with an enclosing job, so an outage logged by one is ended by the other.
     """
 
     def period() -> float:
         return seconds() if callable(seconds) else seconds
 
     async def run(stop: asyncio.Event) -> None:
-        outage = OutageLog(log, event)
+        failures = outage or OutageLog(log, event)
         if not first and await _pause(stop, wake, period()):
             return
         while not stop.is_set():
@@ -66,13 +69,31 @@ def every(
             try:
                 await work()
             except Exception as error:
-                outage.failed(error)
+                failures.failed(error)
             else:
-                outage.ok()
+                failures.ok()
             if await _pause(stop, wake, period()):
                 return
 
     return run
+
+
+@contextlib.asynccontextmanager
+async def any_of(*events: asyncio.Event) -> AsyncIterator[asyncio.Event]:
+    """An event that is set as soon as one of ``events`` is, for as long as the block runs."""
+    either = asyncio.Event()
+
+    async def follow() -> None:
+        await wait_for_any(*events)
+        either.set()
+
+    watcher = asyncio.create_task(follow())
+    try:
+        yield either
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 async def _pause(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> bool:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import random
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -26,19 +24,33 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.runtime.db import session_connection
-from services.runtime.outages import OutageLog
+from services.runtime.queue import (
+    AttemptBatch,
+    LeasedQueue,
+    LeasedTable,
+    RetryPolicy,
+    backoff_seconds,
+)
 
 NOTIFY_CHANNEL = "mamoru_outbox"
 # Payload field, reserved, holding the paths to blank once the message is delivered
 # or dead. The outbox table has no column for it; receivers never see it.
 SCRUB_FIELD = "$scrub_on_delivery"
-_ERROR_TEXT_LIMIT = 2000
-# The shortest wait between passes, so rows another relay is claiming right
-# now cannot make this one spin.
-_MIN_WAIT_SECONDS = 0.05
 
 _log = structlog.get_logger(__name__)
+
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "SCRUB_FIELD",
+    "NotInTransactionError",
+    "OutboxMessage",
+    "OutboxRelay",
+    "backoff_seconds",
+    "enqueue",
+    "remember_once",
+    "scrubbed",
+]
 
 
 class NotInTransactionError(RuntimeError):
@@ -146,34 +158,53 @@ async def remember_once(conn: asyncpg.Connection, idempotency_key: str) -> bool:
     return first is not None
 
 
-def backoff_seconds(
-    attempt: int, *, base: float, cap: float, rng: random.Random | None = None
-) -> float:
-    """Delay before retrying after failed attempt number ``attempt`` (1-based).
-
-    Exponential in the attempt, capped, with the upper half jittered so that
-    messages failing together do not retry together.
-    """
-    ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 62))
-    return ceiling / 2 + (rng or _jitter).uniform(0, ceiling / 2)
+OUTBOX = LeasedTable(
+    name="outbox",
+    columns="q.topic, q.idempotency_key, q.payload::text as payload, q.created_at",
+    read=lambda row, _token: _message(row),
+    done="delivered",
+    done_set="delivered_at = now()",
+    kept="payload",
+)
 
 
-_jitter = random.Random()  # noqa: S311 - spreading retries needs no cryptographic randomness
+def _message(row: asyncpg.Record) -> OutboxMessage:
+    payload = json.loads(row["payload"])
+    payload.pop(SCRUB_FIELD, None)
+    return OutboxMessage(
+        id=row["queue_key"],
+        topic=row["topic"],
+        idempotency_key=row["idempotency_key"],
+        payload=payload,
+        attempts=row["queue_attempts"],
+        created_at=row["created_at"],
+    )
+
+
+def _kept_payload(text: str) -> str | None:
+    if SCRUB_FIELD not in text:
+        return None
+    return _scrubbed_text(json.loads(text))
 
 
 class OutboxRelay:
-    """Delivers committed outbox rows to ``deliver``; run several for availability.
+    """Delivers committed outbox rows; run several for availability.
 
-    Each pass claims due rows with ``FOR UPDATE SKIP LOCKED`` and a lease, so
-    relays never hold the same row, and a row whose relay died is claimed again
-    once the lease ends. Delivery happens outside the claiming transaction.
+    A ``LeasedQueue`` over the outbox table: rows are claimed with ``FOR UPDATE
+    SKIP LOCKED`` and a lease, so relays never hold the same row, and a row whose
+    relay died is claimed again once the lease ends. Delivery happens outside the
+    claiming transaction. ``deliver`` takes one message at a time (each under the
+    delivery timeout); ``deliver_batch`` takes every message of a claim at once
+    and answers an outcome per message (None: delivered), for receivers that
+    accept many messages in one call.
     """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        deliver: Callable[[OutboxMessage], Awaitable[None]],
+        deliver: Callable[[OutboxMessage], Awaitable[None]] | None = None,
         *,
+        deliver_batch: AttemptBatch[OutboxMessage] | None = None,
         batch_size: int = 100,
         lease_seconds: float = 30.0,
         max_attempts: int = 10,
@@ -182,30 +213,25 @@ class OutboxRelay:
         poll_interval_seconds: float = 2.0,
         delivery_timeout_seconds: float | None = None,
     ) -> None:
-        delivery_timeout = (
-            lease_seconds / 2 if delivery_timeout_seconds is None else delivery_timeout_seconds
+        self._queue = LeasedQueue(
+            pool,
+            OUTBOX,
+            RetryPolicy(
+                max_attempts=max_attempts,
+                base_backoff_seconds=base_backoff_seconds,
+                max_backoff_seconds=max_backoff_seconds,
+                lease_seconds=lease_seconds,
+                attempt_timeout_seconds=delivery_timeout_seconds,
+            ),
+            attempt=deliver,
+            attempt_batch=deliver_batch,
+            keep=_kept_payload,
+            failed=_log_failure,
+            batch_size=batch_size,
+            poll_seconds=poll_interval_seconds,
+            channel=NOTIFY_CHANNEL,
+            event="outbox.relay_error",
         )
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if not 0 < delivery_timeout < lease_seconds:
-            # A delivery outliving its lease would let a second relay deliver
-            # the same row at the same time.
-            raise ValueError("delivery_timeout_seconds must be positive and below lease_seconds")
-        if base_backoff_seconds <= 0 or max_backoff_seconds < base_backoff_seconds:
-            raise ValueError("backoff must satisfy 0 < base_backoff_seconds <= max_backoff_seconds")
-        if poll_interval_seconds <= 0:
-            raise ValueError("poll_interval_seconds must be positive")
-        self._pool = pool
-        self._deliver = deliver
-        self._batch_size = batch_size
-        self._lease_seconds = lease_seconds
-        self._max_attempts = max_attempts
-        self._base_backoff = base_backoff_seconds
-        self._max_backoff = max_backoff_seconds
-        self._poll_interval = poll_interval_seconds
-        self._delivery_timeout = delivery_timeout
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, woken by NOTIFY and polling as a fallback.
@@ -214,223 +240,34 @@ class OutboxRelay:
         transaction pooler, a direct connection instead). Losing the
         database is logged and retried, never fatal.
         """
-        outage = OutageLog(_log, "outbox.relay_error")
-        while not stop.is_set():
-            try:
-                await self._run_listening(stop, listening=outage.ok)
-            except Exception as error:
-                # A relay that dies quietly stops every notification; keep going.
-                outage.failed(error, retry_in_seconds=self._poll_interval)
-                await _wait_for_any(stop, seconds=self._poll_interval)
+        await self._queue.run(stop)
 
     async def deliver_due(self) -> int:
         """One pass: claim up to a batch of due rows and deliver them.
 
         Returns how many rows were attempted, delivered or not.
         """
-        token, claimed = await self._claim()
-        if claimed:
-            await asyncio.gather(
-                *(self._deliver_one(token, message, kept) for message, kept in claimed)
-            )
-        return len(claimed)
+        return await self._queue.deliver_due()
 
-    async def _run_listening(self, stop: asyncio.Event, listening: Callable[[], None]) -> None:
-        wake = asyncio.Event()
-        lost = asyncio.Event()
 
-        def on_notify(*_: object) -> None:
-            wake.set()
-
-        def on_lost(_: object) -> None:
-            lost.set()
-            wake.set()
-
-        async with session_connection(self._pool) as listener:
-            listener.add_termination_listener(on_lost)
-            await listener.add_listener(NOTIFY_CHANNEL, on_notify)
-            listening()
-            try:
-                while not stop.is_set() and not lost.is_set():
-                    wake.clear()
-                    if await self.deliver_due() >= self._batch_size:
-                        continue
-                    # The listening connection is otherwise idle, so it also asks
-                    # when the next retry falls due.
-                    next_due = await self._seconds_until_next_due(listener)
-                    await _wait_for_any(stop, wake, seconds=next_due)
-            finally:
-                listener.remove_termination_listener(on_lost)
-                if not listener.is_closed():
-                    await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
-
-    async def _claim(self) -> tuple[uuid.UUID, list[tuple[OutboxMessage, str | None]]]:
-        """Claimed messages, each with its payload as kept after delivery (None: as is)."""
-        token = uuid.uuid4()
-        async with self._pool.acquire() as conn, conn.transaction():
-            # A relay that stopped during the final attempt leaves a row whose
-            # lease ends with no attempts left; it is dead, not retried forever.
-            orphans = await conn.fetch(
-                """
-                update outbox
-                set state = 'dead', lease_token = null,
-                    last_error = 'the relay stopped during attempt ' || attempts
-                        || ' and no attempts are left'
-                where state = 'pending' and available_at <= now() and attempts >= $1
-                returning id, payload::text as payload
-                """,
-                self._max_attempts,
-            )
-            kept_orphans = [
-                (orphan["id"], kept)
-                for orphan in orphans
-                if (kept := _scrubbed_text(json.loads(orphan["payload"]))) is not None
-            ]
-            if kept_orphans:
-                await conn.executemany(
-                    "update outbox set payload = $2::text::jsonb where id = $1", kept_orphans
-                )
-            rows = await conn.fetch(
-                """
-                with due as (
-                    select id from outbox
-                    where state = 'pending' and available_at <= now() and attempts < $1
-                    order by available_at, id
-                    limit $2
-                    for update skip locked
-                )
-                update outbox
-                set attempts = outbox.attempts + 1,
-                    available_at = now() + make_interval(secs => $3),
-                    lease_token = $4
-                from due
-                where outbox.id = due.id
-                returning outbox.id, outbox.topic, outbox.idempotency_key,
-                          outbox.payload::text as payload, outbox.attempts, outbox.created_at
-                """,
-                self._max_attempts,
-                self._batch_size,
-                self._lease_seconds,
-                token,
-            )
-        claimed = []
-        for row in rows:
-            payload = json.loads(row["payload"])
-            kept = _scrubbed_text(payload)
-            payload.pop(SCRUB_FIELD, None)
-            message = OutboxMessage(
-                id=row["id"],
-                topic=row["topic"],
-                idempotency_key=row["idempotency_key"],
-                payload=payload,
-                attempts=row["attempts"],
-                created_at=row["created_at"],
-            )
-            claimed.append((message, kept))
-        claimed.sort(key=lambda pair: pair[0].id)
-        return token, claimed
-
-    async def _deliver_one(
-        self, token: uuid.UUID, message: OutboxMessage, kept_payload: str | None
-    ) -> None:
-        try:
-            async with asyncio.timeout(self._delivery_timeout):
-                await self._deliver(message)
-        except TimeoutError:
-            await self._record_failure(
-                token,
-                message,
-                f"delivery timed out after {self._delivery_timeout:g} seconds",
-                kept_payload,
-            )
-        except Exception as error:
-            # Whatever the receiver raised, the row is retried, not lost.
-            await self._record_failure(
-                token, message, f"{type(error).__name__}: {error}", kept_payload
-            )
-        else:
-            await self._record_delivery(message, kept_payload)
-
-    async def _record_delivery(self, message: OutboxMessage, kept_payload: str | None) -> None:
-        try:
-            # Any holder may record success: a late success is still a success.
-            await self._pool.execute(
-                "update outbox set state = 'delivered', delivered_at = now(), lease_token = null,"
-                " payload = coalesce($2::text::jsonb, payload)"
-                " where id = $1 and state <> 'delivered'",
-                message.id,
-                kept_payload,
-            )
-        except Exception:
-            # The lease will end and the row be delivered again; receivers deduplicate.
-            _log.exception("outbox.record_delivery_failed", message_id=message.id)
-
-    async def _record_failure(
-        self, token: uuid.UUID, message: OutboxMessage, error: str, kept_payload: str | None
-    ) -> None:
-        error = error[:_ERROR_TEXT_LIMIT]
-        dead = message.attempts >= self._max_attempts
-        delay = backoff_seconds(message.attempts, base=self._base_backoff, cap=self._max_backoff)
-        try:
-            # Only the lease holder records a failure, so a relay whose lease ran
-            # out cannot reschedule a row that another relay now holds.
-            await self._pool.execute(
-                """
-                update outbox
-                set state = case when $3 then 'dead' else 'pending' end,
-                    available_at = case when $3 then available_at
-                                        else now() + make_interval(secs => $4) end,
-                    last_error = $5,
-                    lease_token = null,
-                    payload = case when $3 then coalesce($6::text::jsonb, payload)
-                                   else payload end
-                where id = $1 and lease_token = $2 and state = 'pending'
-                """,
-                message.id,
-                token,
-                dead,
-                delay,
-                error,
-                kept_payload,
-            )
-        except Exception:
-            _log.exception("outbox.record_failure_failed", message_id=message.id)
-            return
-        if dead:
-            _log.error(
-                "outbox.message_dead",
-                message_id=message.id,
-                topic=message.topic,
-                attempts=message.attempts,
-                error=error,
-            )
-        else:
-            _log.warning(
-                "outbox.delivery_failed",
-                message_id=message.id,
-                topic=message.topic,
-                attempts=message.attempts,
-                retry_in_seconds=round(delay, 3),
-                error=error,
-            )
-
-    async def _seconds_until_next_due(self, conn: asyncpg.Connection) -> float:
-        wait = await conn.fetchval(
-            "select extract(epoch from min(available_at) - now())::float8"
-            " from outbox where state = 'pending'"
+def _log_failure(message: OutboxMessage, error: str, dead: bool, delay: float) -> None:
+    if dead:
+        _log.error(
+            "outbox.message_dead",
+            message_id=message.id,
+            topic=message.topic,
+            attempts=message.attempts,
+            error=error,
         )
-        if wait is None:
-            return self._poll_interval
-        return float(min(max(wait, _MIN_WAIT_SECONDS), self._poll_interval))
-
-
-async def _wait_for_any(*events: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    else:
+        _log.warning(
+            "outbox.delivery_failed",
+            message_id=message.id,
+            topic=message.topic,
+            attempts=message.attempts,
+            retry_in_seconds=round(delay, 3),
+            error=error,
+        )
 
 
 def _require_transaction(conn: asyncpg.Connection, what: str) -> None:

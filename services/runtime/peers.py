@@ -9,7 +9,6 @@ service never stops enforcing a policy because risk restarted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -22,6 +21,7 @@ import structlog
 from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
+from services.runtime.jobs import every
 from services.runtime.tokens import JwksCache, RevocationList, TokenVerifier
 
 log = structlog.get_logger("mamoru.peers")
@@ -92,24 +92,28 @@ class Follower:
 
     async def __call__(self, stop: asyncio.Event) -> None:
         delay = _RETRY_FIRST_SECONDS
-        while not stop.is_set():
+
+        async def follow_once() -> None:
+            nonlocal delay
             subscribed_before = self.subscribed_at
             try:
                 await self._follow(stop)
-            except asyncio.CancelledError:
-                raise
             except Exception as error:
                 self._lost(_reason(error))
             else:
                 if not stop.is_set():
                     self._lost("the stream ended")
-            if stop.is_set():
-                return
             if self.subscribed_at != subscribed_before:
                 delay = _RETRY_FIRST_SECONDS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.8, 1.2))  # noqa: S311
+
+        def next_pause() -> float:
+            nonlocal delay
+            pause_for = delay * random.uniform(0.8, 1.2)  # noqa: S311
             delay = min(delay * 2, _RETRY_MAX_SECONDS)
+            return pause_for
+
+        # follow_once logs its own outages (``_lost``), so the job's log sees none.
+        await every(next_pause, follow_once, log=log, event=f"{self.what}.follow_error")(stop)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         stream = self._subscribe()

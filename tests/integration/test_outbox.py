@@ -173,6 +173,25 @@ async def test_a_failing_receiver_is_retried_with_growing_backoff_and_ends_dead(
     assert len(receiver.received) == 3
 
 
+async def test_a_batch_receiver_gets_every_due_message_of_a_claim_in_one_call(pool):
+    calls: list[list[str]] = []
+
+    async def deliver_batch(messages):
+        calls.append([m.idempotency_key for m in messages])
+        return [ConnectionError("refused") if m.payload.get("refuse") else None for m in messages]
+
+    for n in range(4):
+        await announce(pool, f"batch:{n}", {"refuse": n == 2})
+    relay = OutboxRelay(pool, deliver_batch=deliver_batch, batch_size=10)
+
+    assert await relay.deliver_due() == 4
+
+    assert calls == [[f"batch:{n}" for n in range(4)]]
+    states = [(await row(pool, f"batch:{n}"))["state"] for n in range(4)]
+    assert states == ["delivered", "delivered", "pending", "delivered"]
+    assert (await row(pool, "batch:2"))["last_error"] == "ConnectionError: refused"
+
+
 async def test_a_receiver_that_recovers_gets_the_message_on_the_retry(pool):
     receiver = Receiver(failing=True)
     relay = OutboxRelay(pool, receiver, base_backoff_seconds=60)

@@ -6,10 +6,12 @@ import uuid
 from typing import Any, TypeAlias
 
 import asyncpg
+from google.protobuf.struct_pb2 import Struct
 
-from services.runtime.outbox import enqueue
+from services.runtime.topics import Topic
 
-TOPIC = "webhook"
+# The payload names the delivery only: {"delivery_id": ...}.
+TOPIC = Topic("webhook", Struct)
 _SUBSCRIPTION = "subscription_id, partner_id, url, events, active, created_at"
 _DELIVERY = (
     "delivery_id, subscription_id, event_id, event_type, state, attempts, last_status,"
@@ -103,11 +105,8 @@ async def emit(
             event_type,
             payload,
         )
-        await enqueue(
-            conn,
-            topic=TOPIC,
-            idempotency_key=f"webhook:{delivery_id}:0",
-            payload={"delivery_id": str(delivery_id)},
+        await TOPIC.enqueue(
+            conn, _delivery_ref(delivery_id), idempotency_key=f"webhook:{delivery_id}:0"
         )
 
 
@@ -122,11 +121,10 @@ async def replay(conn: asyncpg.Connection, partner_id: uuid.UUID, delivery_id: u
         )
         if replays is None:
             return False
-        await enqueue(
+        await TOPIC.enqueue(
             conn,
-            topic=TOPIC,
+            _delivery_ref(delivery_id),
             idempotency_key=f"webhook:{delivery_id}:{uuid.uuid4()}",
-            payload={"delivery_id": str(delivery_id)},
         )
     return True
 
@@ -164,3 +162,9 @@ async def record_attempt(
         error[:500],
         delivered,
     )
+
+
+def _delivery_ref(delivery_id: uuid.UUID) -> Struct:
+    ref = Struct()
+    ref.update({"delivery_id": str(delivery_id)})
+    return ref

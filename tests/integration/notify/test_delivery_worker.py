@@ -18,24 +18,33 @@ from aiosmtpd.smtp import AuthResult, Envelope
 
 from services.devstack.smtp import LocalSmtpServer
 from services.devstack.stack import free_port
-from services.notify.bootstrap import MIGRATIONS
-from services.notify.channels import HttpProvider, ProviderChain, SmtpProvider
-from services.notify.contacts import AccountUnknown, DirectoryUnavailable
+from services.notify.clients.channels import HttpProvider, ProviderChain, SmtpProvider
 from services.notify.domain.kinds import Channel, DeliveryStatus, NoticeKind
+from services.notify.domain.notices import (
+    ClaimedDelivery,
+    DeliveryRecord,
+    NewNotice,
+    RateLimit,
+)
 from services.notify.domain.routing import (
     ContactAddress,
     Language,
     Recipient,
     RegisteredContacts,
 )
-from services.notify.storage import DeliveryRecord, NewNotice, NoticeStore, RateLimit
-from services.notify.worker import DeliveryWorker, RetryPolicy
+from services.notify.jobs import delivery_queue
+from services.notify.storage.deliveries import DeliveryStore
+from services.notify.storage.inbox import InboxStore
+from services.notify.storage.notices import NoticeStore
+from services.notify.use_cases.deliveries import DeliveryAttempts
+from services.notify.use_cases.ports import AccountUnknown, DirectoryUnavailable
 from services.runtime.config import Secret
-from services.runtime.db import close_pool, create_pool
-from services.runtime.migrations import migrate
+from services.runtime.queue import LeasedQueue, RetryPolicy
 
 BASE_URL = "https://mamoru.test"
-FAST_RETRY = RetryPolicy(max_attempts=4, base_seconds=0.01, max_seconds=0.02, lease_seconds=30)
+FAST_RETRY = RetryPolicy(
+    max_attempts=4, base_backoff_seconds=0.01, max_backoff_seconds=0.02, lease_seconds=30
+)
 LIMIT = RateLimit(limit=3, window_seconds=60)
 
 
@@ -70,9 +79,10 @@ def phone(number: str, *, verified: bool = True) -> ContactAddress:
 @dataclass
 class Rig:
     store: NoticeStore
+    deliveries_store: DeliveryStore
     directory: InMemoryDirectory
     smtp: LocalSmtpServer
-    worker: DeliveryWorker
+    worker: LeasedQueue[ClaimedDelivery]
 
     def account(self, *contacts: ContactAddress, language: Language = Language.JA) -> str:
         account_id = str(uuid.uuid4())
@@ -106,13 +116,13 @@ class Rig:
         """Run worker passes until nothing is due (retries wait their short backoff)."""
         for _ in range(passes):
             if await self.worker.deliver_due() == 0:
-                wait = await self.store.seconds_until_next_due()
+                wait = await self.worker.seconds_until_next_due()
                 if wait is None or wait > 5:
                     return
                 await asyncio.sleep(max(wait, 0) + 0.01)
 
     async def deliveries(self, account_id: str) -> list[DeliveryRecord]:
-        return await self.store.deliveries_of_account(
+        return await self.deliveries_store.of_account(
             uuid.UUID(account_id), before_seq=None, limit=500
         )
 
@@ -121,17 +131,6 @@ def smtp_provider(server: LocalSmtpServer, name: str = "smtp-main") -> SmtpProvi
     return SmtpProvider(
         name, host="127.0.0.1", port=server.port, mail_from="Mamoru <no-reply@mamoru.test>"
     )
-
-
-@pytest_asyncio.fixture
-async def pool(new_database) -> AsyncIterator[object]:
-    pool = await create_pool(await new_database("notify"), max_size=4)
-    async with pool.acquire() as conn:
-        await migrate(conn, "notify", MIGRATIONS)
-    try:
-        yield pool
-    finally:
-        await close_pool(pool)
 
 
 @pytest_asyncio.fixture
@@ -145,23 +144,24 @@ async def smtp() -> AsyncIterator[LocalSmtpServer]:
 
 
 def make_worker(
-    store: NoticeStore, directory: InMemoryDirectory, providers: dict[Channel, ProviderChain]
-) -> DeliveryWorker:
-    return DeliveryWorker(
-        store,
+    pool, directory: InMemoryDirectory, providers: dict[Channel, ProviderChain]
+) -> LeasedQueue[ClaimedDelivery]:
+    attempts = DeliveryAttempts(
+        NoticeStore(pool),
+        DeliveryStore(pool),
         directory,
         providers,
         link_base_url=BASE_URL,
         operator_emails=["ops@mamoru.test"],
-        retry=FAST_RETRY,
     )
+    return delivery_queue(pool, attempts, FAST_RETRY)
 
 
 @pytest.fixture
 def rig(pool, smtp) -> Rig:
-    store, directory = NoticeStore(pool), InMemoryDirectory()
-    worker = make_worker(store, directory, {Channel.EMAIL: ProviderChain([smtp_provider(smtp)])})
-    return Rig(store, directory, smtp, worker)
+    directory = InMemoryDirectory()
+    worker = make_worker(pool, directory, {Channel.EMAIL: ProviderChain([smtp_provider(smtp)])})
+    return Rig(NoticeStore(pool), DeliveryStore(pool), directory, smtp, worker)
 
 
 RESET: dict[str, Any] = {"secret": "reset-token-123", "expires_at": None}
@@ -289,10 +289,10 @@ async def test_a_delivery_that_keeps_failing_is_dead_lettered_and_can_be_retried
     await rig.send(account, NoticeKind.PASSWORD_CHANGED, {"occurred_at": None})
     await rig.drain()
 
-    dead = await rig.store.dead_letters(before_seq=None, limit=10)
+    dead = await rig.deliveries_store.dead_letters(before_seq=None, limit=10)
     assert [(d.channel, d.attempts) for d in dead] == [(Channel.EMAIL, FAST_RETRY.max_attempts)]
     assert "451" in dead[0].last_error
-    retried = await rig.store.retry_dead(dead[0].delivery_id)
+    retried = await rig.deliveries_store.retry_dead(dead[0].delivery_id)
     assert retried is not None and retried.status is DeliveryStatus.PENDING
     await rig.drain()
     assert len(rig.smtp.to("p@example.jp")) == 1
@@ -304,10 +304,10 @@ async def test_email_fails_over_to_the_next_relay(pool) -> None:
     await spare.start()
     try:
         broken.refuse_next(1000)
-        store, directory = NoticeStore(pool), InMemoryDirectory()
+        directory = InMemoryDirectory()
         relays = [smtp_provider(broken, "smtp-main"), smtp_provider(spare, "smtp-spare")]
-        worker = make_worker(store, directory, {Channel.EMAIL: ProviderChain(relays)})
-        rig = Rig(store, directory, spare, worker)
+        worker = make_worker(pool, directory, {Channel.EMAIL: ProviderChain(relays)})
+        rig = Rig(NoticeStore(pool), DeliveryStore(pool), directory, spare, worker)
         account = rig.account(email("p@example.jp", primary=True))
         await rig.send(account, NoticeKind.PASSWORD_RESET, RESET)
         await rig.drain()
@@ -350,7 +350,7 @@ async def sms_providers() -> AsyncIterator[tuple[str, str, list[dict[str, object
 
 
 async def test_security_notice_reaches_every_verified_channel(
-    rig: Rig, sms_providers: tuple[str, str, list[dict[str, object]]]
+    rig: Rig, pool, sms_providers: tuple[str, str, list[dict[str, object]]]
 ) -> None:
     broken_url, working_url, received = sms_providers
     sms = [
@@ -358,7 +358,7 @@ async def test_security_notice_reaches_every_verified_channel(
         HttpProvider("sms-b", endpoint=working_url, api_key=Secret("sms-key")),
     ]
     rig.worker = make_worker(
-        rig.store,
+        pool,
         rig.directory,
         {Channel.EMAIL: ProviderChain([smtp_provider(rig.smtp)]), Channel.SMS: ProviderChain(sms)},
     )
@@ -386,7 +386,9 @@ async def test_security_notice_reaches_every_verified_channel(
     assert by_channel[Channel.SMS].provider == "sms-b"
     assert by_channel[Channel.PUSH].status is DeliveryStatus.NO_ADDRESS
     assert by_channel[Channel.INBOX].status is DeliveryStatus.SENT
-    inbox = await rig.store.inbox(uuid.UUID(account), unread_only=True, before_seq=None, limit=5)
+    inbox = await InboxStore(pool).items(
+        uuid.UUID(account), unread_only=True, before_seq=None, limit=5
+    )
     assert [item.subject for item in inbox] == ["Mamoru: sign-in from a new device"]
 
 
@@ -402,7 +404,7 @@ async def test_unknown_account_is_recorded_without_sending(rig: Rig) -> None:
 
 # The test relay has no certificate; production relays get AUTH over STARTTLS.
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-async def test_smtp_authentication_uses_the_configured_credentials(rig: Rig) -> None:
+async def test_smtp_authentication_uses_the_configured_credentials(rig: Rig, pool) -> None:
     logins: list[tuple[bytes, bytes]] = []
 
     def authenticator(server, session, envelope, mechanism, auth_data):
@@ -436,7 +438,7 @@ async def test_smtp_authentication_uses_the_configured_credentials(rig: Rig) -> 
             username="mamoru",
             password=Secret("relay-secret"),
         )
-        rig.worker = make_worker(rig.store, rig.directory, {Channel.EMAIL: ProviderChain([relay])})
+        rig.worker = make_worker(pool, rig.directory, {Channel.EMAIL: ProviderChain([relay])})
         account = rig.account(email("p@example.jp", primary=True))
         await rig.send(account, NoticeKind.PASSWORD_RESET, RESET)
         await rig.drain()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Protocol
@@ -17,24 +16,17 @@ from typing import Protocol
 import aiohttp
 import aiosmtplib
 
+from services.notify.use_cases.ports import DeliveryFailed, OutgoingMessage
 from services.runtime.config import Secret
 
-
-class DeliveryFailed(Exception):
-    """Every provider of the channel refused or failed; the delivery is retried later."""
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """A rendered message for some addresses of one channel."""
-
-    recipients: tuple[str, ...]
-    subject: str
-    text: str
-    html: str
-    # Providers that deduplicate (HTTP adapters) receive it, so a retry after a
-    # lost answer does not send twice.
-    idempotency_key: str
+__all__ = [
+    "DeliveryFailed",
+    "HttpProvider",
+    "OutgoingMessage",
+    "Provider",
+    "ProviderChain",
+    "SmtpProvider",
+]
 
 
 class Provider(Protocol):
@@ -145,6 +137,10 @@ class ProviderChain:
 
     def __init__(self, providers: Sequence[Provider]) -> None:
         self.providers = tuple(providers)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.providers)
 
     async def send(self, message: OutgoingMessage) -> str:
         """Send through the first provider that accepts; returns its name."""

@@ -1,12 +1,10 @@
 """Where notify learns an account's verified contacts: identity's GetRegisteredContacts.
 
-The worker depends on the ``ContactDirectory`` port only; the identity adapter
-is the production implementation.
+The delivery use case depends on the ``ContactDirectory`` port only; this
+identity adapter is the production implementation.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import grpc
 from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -18,26 +16,13 @@ from services.notify.domain.routing import (
     Recipient,
     RegisteredContacts,
 )
+from services.notify.use_cases.ports import AccountUnknown, DirectoryUnavailable
 
 _CHANNELS = {
     identity_pb2.CONTACT_KIND_EMAIL: Channel.EMAIL,
     identity_pb2.CONTACT_KIND_PHONE: Channel.SMS,
     identity_pb2.CONTACT_KIND_PUSH: Channel.PUSH,
 }
-
-
-class AccountUnknown(Exception):
-    """Identity has no such account (never created, or closed): nothing can be sent."""
-
-
-class DirectoryUnavailable(Exception):
-    """Identity could not answer now; the delivery waits and retries."""
-
-
-class ContactDirectory(Protocol):
-    async def registered_contacts(
-        self, recipient: Recipient, *, pending_contact_id: str | None = None
-    ) -> RegisteredContacts: ...
 
 
 class IdentityContactDirectory:

@@ -1,0 +1,1 @@
+"""notify's gRPC handlers and the translation between the contract and the use cases."""

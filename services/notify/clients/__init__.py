@@ -1,0 +1,1 @@
+"""Outbound: identity's contact directory and the channel providers."""

@@ -1,0 +1,1 @@
+"""notify's SQL, one module per aggregate, returning domain types."""
