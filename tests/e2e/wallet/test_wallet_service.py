@@ -27,7 +27,7 @@ from mamoru.wallet.v1 import wallet_pb2
 from services.devstack.card_processor import SandboxProcessor
 from services.wallet.domain.limits import Limits
 from services.wallet.grpc_api import WalletServicer
-from services.wallet.storage import WalletStore
+from services.wallet.storage import Storage
 from tests.harness import Cluster
 from tests.integration.wallet.helpers import points_top_up
 
@@ -75,10 +75,10 @@ async def running(cluster: Cluster, sandbox: SandboxProcessor) -> Cluster:
     return cluster
 
 
-def wallet_store(cluster: Cluster) -> WalletStore:
+def wallet_store(cluster: Cluster) -> Storage:
     """The running wallet's own storage layer, for setting up what a payer would do."""
     generous = Limits(500_000, 1_000_000, 100, 5_000_000, 5_000_000, 0, 1_000_000, 100_000)
-    return WalletStore(cluster.running["wallet"].pool, generous)
+    return Storage(cluster.running["wallet"].pool, generous)
 
 
 async def merchant_with_store(cluster: Cluster) -> tuple[Any, tuple[tuple[str, str], ...], str]:
@@ -102,9 +102,9 @@ async def merchant_with_store(cluster: Cluster) -> tuple[Any, tuple[tuple[str, s
 
 async def funded_wallet_with_code(cluster: Cluster, amount: int) -> tuple[uuid.UUID, str]:
     store = wallet_store(cluster)
-    wallet = await store.enroll(str(uuid.uuid4()))
+    wallet = await store.wallets.enroll(str(uuid.uuid4()))
     await points_top_up(store, wallet.id, amount)
-    code, _ = await store.issue_code(
+    code, _ = await store.codes.issue_code(
         wallet_id=wallet.id,
         purpose="payment",
         device_id="device-1",
@@ -144,7 +144,7 @@ async def test_a_hundred_registers_capturing_one_code_at_once_succeed_exactly_on
     # even tried; either way none of them moves money.
     assert {reason_of(r) for r in refused} <= {"CODE_INVALID", "RISK_DENIED"}
     assert "CODE_INVALID" in {reason_of(r) for r in refused}
-    assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 9_500
+    assert (await wallet_store(running).wallets.wallet_by_id(wallet_id)).balance == 9_500
 
 
 async def test_a_capture_replayed_with_its_key_returns_the_first_payment_and_a_refund_cannot_exceed_it(  # noqa: E501
@@ -192,7 +192,7 @@ async def test_a_capture_replayed_with_its_key_returns_the_first_payment_and_a_r
         )
     assert too_much.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(too_much.value) == "REFUND_EXCEEDS_PAYMENT"
-    assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 4_800
+    assert (await wallet_store(running).wallets.wallet_by_id(wallet_id)).balance == 4_800
 
     report = await running.stub("wallet", as_="operator").Reconcile(
         wallet_pb2.ReconcileRequest(), timeout=TIMEOUT
@@ -248,10 +248,10 @@ async def test_suspending_cash_top_ups_through_risk_refuses_the_next_one_with_th
 ) -> None:
     pos, merchant_key, store_id = await merchant_with_store(running)
     store = wallet_store(running)
-    wallet = await store.enroll(str(uuid.uuid4()))
+    wallet = await store.wallets.enroll(str(uuid.uuid4()))
 
     async def accept(key: str) -> Any:
-        code, _ = await store.issue_code(
+        code, _ = await store.codes.issue_code(
             wallet_id=wallet.id,
             purpose="cash_top_up",
             device_id="device-1",
@@ -288,7 +288,7 @@ async def test_suspending_cash_top_ups_through_risk_refuses_the_next_one_with_th
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             reason = reason_of(refused.value)
             await asyncio.sleep(0.05)
-    assert (await store.wallet_by_id(wallet.id)).balance == 3_000
+    assert (await store.wallets.wallet_by_id(wallet.id)).balance == 3_000
 
 
 async def test_operators_freeze_and_unfreeze_a_wallet_with_a_reason(running: Cluster) -> None:
@@ -332,7 +332,7 @@ async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_and_reconci
     balances = [1_000, 2_500, 4_000]
     wallets = []
     for amount in balances:
-        wallet = await store.enroll(str(uuid.uuid4()))
+        wallet = await store.wallets.enroll(str(uuid.uuid4()))
         await points_top_up(store, wallet.id, amount)
         wallets.append(wallet)
     deadline = Timestamp()
@@ -360,14 +360,14 @@ async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_and_reconci
                 await asyncio.sleep(0.05)
     assert notified.notified == 3
 
-    await store.register_payout_account(
+    await store.payouts.register_payout_account(
         wallets[0].id,
         bank_code="0001",
         branch_code="001",
         account_number="7654321",
         holder_name="スズキ ハナコ",
     )
-    await store.claim_payout(wallets[0].id, idempotency_key="claim", request_hash="all")
+    await store.payouts.claim_payout(wallets[0].id, idempotency_key="claim", request_hash="all")
     unclaimed = await operator.ListUnclaimedBalances(
         wallet_pb2.ListUnclaimedBalancesRequest(), timeout=TIMEOUT
     )
@@ -414,4 +414,4 @@ async def test_with_risk_away_only_payments_under_the_fallback_limit_go_through(
 
     assert reason_of(large.value) == "RISK_UNAVAILABLE"
     assert small.payment.amount.amount_minor == limit
-    assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 20_000 - limit
+    assert (await wallet_store(running).wallets.wallet_by_id(wallet_id)).balance == 20_000 - limit
