@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC
 from typing import Any, TypeAlias
 
@@ -46,6 +47,33 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
 
     async def _merchant(self, context: Context) -> Merchant:
         return await self._merchants.by_keys(merchant_keys(context))
+
+    async def _sale(
+        self,
+        request: wallet_pb2.AuthorizePaymentRequest | wallet_pb2.CapturePaymentRequest,
+        context: Context,
+        check: Violations,
+        *,
+        authorization_id: uuid.UUID | None = None,
+    ) -> Sale:
+        """The rest of a register's request, checked, and the merchant that sent it."""
+        amount = convert.money(check, request, "amount")
+        store_id = check.uuid("store_id", request.store_id)
+        basket = convert.basket(check, request.basket_categories)
+        check.idempotency_key("idempotency_key", request.idempotency_key)
+        check.raise_if_any()
+        assert store_id is not None
+        merchant = await self._merchant(context)
+        return Sale(
+            merchant=merchant,
+            store=await self._merchants.store_of(merchant, store_id),
+            amount=amount,
+            idempotency_key=request.idempotency_key,
+            code=request.code,
+            authorization_id=authorization_id,
+            authorization_field=getattr(request, "authorization_id", ""),
+            basket=basket,
+        )
 
     # ---- the payer's wallet -------------------------------------------------------
 
@@ -217,21 +245,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.AuthorizePaymentResponse:
         check = Violations()
         check.require(is_numeric_code(request.code), "code", "must be a 20-digit code")
-        amount = convert.money(check, request, "amount")
-        store_id = check.uuid("store_id", request.store_id)
-        basket = convert.basket(check, request.basket_categories)
-        check.idempotency_key("idempotency_key", request.idempotency_key)
-        check.raise_if_any()
-        assert store_id is not None
-        merchant = await self._merchant(context)
-        sale = Sale(
-            merchant=merchant,
-            store=await self._merchants.store_of(merchant, store_id),
-            amount=amount,
-            idempotency_key=request.idempotency_key,
-            code=request.code,
-            basket=basket,
-        )
+        sale = await self._sale(request, context, check)
         result = await self._payments.authorize(sale)
         return wallet_pb2.AuthorizePaymentResponse(payment=convert.payment_pb(result))
 
@@ -247,23 +261,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             authorization_id = check.uuid("authorization_id", request.authorization_id)
         else:
             check.add("source", "give a code or an authorization_id")
-        amount = convert.money(check, request, "amount")
-        store_id = check.uuid("store_id", request.store_id)
-        basket = convert.basket(check, request.basket_categories)
-        check.idempotency_key("idempotency_key", request.idempotency_key)
-        check.raise_if_any()
-        assert store_id is not None
-        merchant = await self._merchant(context)
-        sale = Sale(
-            merchant=merchant,
-            store=await self._merchants.store_of(merchant, store_id),
-            amount=amount,
-            idempotency_key=request.idempotency_key,
-            code=request.code,
-            authorization_id=authorization_id,
-            authorization_field=request.authorization_id,
-            basket=basket,
-        )
+        sale = await self._sale(request, context, check, authorization_id=authorization_id)
         result = await self._payments.capture(sale)
         return wallet_pb2.CapturePaymentResponse(payment=convert.payment_pb(result))
 

@@ -137,64 +137,47 @@ class TopUps:
 
     async def from_card(self, request: TopUpRequest) -> Result:
         assert request.funding_source_id is not None
-        payer = request.payer
-        wallet = await self._wallets.wallet_of(payer.subject)
         request_hash = fingerprint(
             {"funding_source_id": str(request.funding_source_id), "amount": request.amount}
         )
-        replayed = await self._ledger.replay(wallet.id, request.idempotency_key, request_hash)
-        if replayed is not None:
-            return replayed
-        source = await self._sources.funding_source(wallet.id, request.funding_source_id)
-        if source.new_source:
-            require_recent_auth(payer, self._new_source_auth_age)
-        self._risk.require_top_ups_open(CARD)
-        decision_id = await self._risk.assess_top_up(
-            TopUpCheck(
-                wallet_id=str(wallet.id),
-                payer_id=payer.subject,
-                amount=request.amount,
-                channel=CARD,
-                funding_source_id=str(source.id),
-                new_funding_source=source.new_source,
-                session_id=payer.session_id,
-                client=request.client,
-            )
-        )
-        return await fund(
-            self._ledger,
-            self._card,
-            wallet_id=wallet.id,
-            funding_source_id=source.id,
-            amount=request.amount,
-            session_id=payer.session_id,
-            idempotency_key=request.idempotency_key,
-            request_hash=request_hash,
-            decision_id=decision_id,
-        )
+        return await self._from_outside(request, CARD, self._card, request_hash)
 
     async def from_points(self, request: TopUpRequest) -> Result:
+        request_hash = fingerprint({"points": request.amount})
+        return await self._from_outside(request, POINTS, self._points, request_hash)
+
+    async def _from_outside(
+        self, request: TopUpRequest, channel: str, funding: ExternalFunding, request_hash: str
+    ) -> Result:
+        """Replay, check the card (if any), ask risk, then ``fund``."""
         payer = request.payer
         wallet = await self._wallets.wallet_of(payer.subject)
-        request_hash = fingerprint({"points": request.amount})
         replayed = await self._ledger.replay(wallet.id, request.idempotency_key, request_hash)
         if replayed is not None:
             return replayed
-        self._risk.require_top_ups_open(POINTS)
+        source = None
+        if request.funding_source_id is not None:
+            source = await self._sources.funding_source(wallet.id, request.funding_source_id)
+            if source.new_source:
+                require_recent_auth(payer, self._new_source_auth_age)
+        self._risk.require_top_ups_open(channel)
         decision_id = await self._risk.assess_top_up(
             TopUpCheck(
                 wallet_id=str(wallet.id),
                 payer_id=payer.subject,
                 amount=request.amount,
-                channel=POINTS,
+                channel=channel,
+                funding_source_id="" if source is None else str(source.id),
+                new_funding_source=source is not None and source.new_source,
                 session_id=payer.session_id,
                 client=request.client,
             )
         )
         return await fund(
             self._ledger,
-            self._points,
+            funding,
             wallet_id=wallet.id,
+            funding_source_id=None if source is None else source.id,
             amount=request.amount,
             session_id=payer.session_id,
             idempotency_key=request.idempotency_key,
