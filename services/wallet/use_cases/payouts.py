@@ -9,16 +9,14 @@ from services.runtime.errors import FailedPrecondition
 from services.runtime.tokens import TokenClaims
 from services.wallet.domain.payouts import UnclaimedRow
 from services.wallet.domain.wallets import require_recent_auth
-from services.wallet.storage.payouts import Payouts as PayoutStore
-from services.wallet.storage.wallets import Wallets as WalletStore
-from services.wallet.use_cases.ports import Result, Risk
+from services.wallet.use_cases.ports import PayoutBook, Result, Risk, WalletBook
 
 
 class Payouts:
     def __init__(
         self,
-        wallets: WalletStore,
-        payouts: PayoutStore,
+        wallets: WalletBook,
+        payouts: PayoutBook,
         risk: Risk,
         *,
         payout_max_auth_age_seconds: int,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from services.wallet.domain.compensation import CompensationLineRow, UnauthorizedMovement
+from services.wallet.domain.ledger import Reconciliation, StatementLine
+from services.wallet.domain.limits import Room
 from services.wallet.domain.merchants import Merchant, StoreRow
 from services.wallet.domain.payments import CodeHolder
+from services.wallet.domain.payouts import UnclaimedRow
 from services.wallet.domain.risk import PaymentCheck, TopUpCheck
 from services.wallet.domain.top_ups import PendingTopUp, VerifiedCard
 from services.wallet.domain.wallets import FundingSourceRow, WalletRow
@@ -50,6 +55,28 @@ class Risk(Protocol):
 
 class WalletBook(Protocol):
     async def wallet_of(self, payer_id: str) -> WalletRow: ...
+
+
+class WalletAdmin(WalletBook, Protocol):
+    async def enroll(self, payer_id: str) -> WalletRow: ...
+
+    async def set_status(
+        self, wallet_id: uuid.UUID, status: str, reason: str, *, notify: bool = True
+    ) -> WalletRow: ...
+
+    async def close(self, payer_id: str) -> None: ...
+
+
+class History(Protocol):
+    async def statement(
+        self, wallet_id: uuid.UUID, *, limit: int, after: int | None
+    ) -> tuple[list[StatementLine], int | None]: ...
+
+    async def reconcile(self) -> Reconciliation: ...
+
+
+class LimitRoom(Protocol):
+    async def room(self, wallet_id: uuid.UUID) -> Room: ...
 
 
 class CodeBook(Protocol):
@@ -155,6 +182,55 @@ class TopUpLedger(Protocol):
         request_hash: str,
         decision_id: str = "",
     ) -> Result: ...
+
+
+class RefundLedger(Protocol):
+    async def refund(
+        self,
+        *,
+        payment_id: uuid.UUID,
+        amount: int,
+        merchant_id: uuid.UUID | None,
+        idempotency_key: str,
+        request_hash: str,
+    ) -> Result: ...
+
+
+class CompensationBook(Protocol):
+    async def movements_for_compensation(
+        self, movement_ids: Sequence[uuid.UUID]
+    ) -> list[UnauthorizedMovement]: ...
+
+    async def plan_compensation(
+        self, case_id: uuid.UUID, movements: Sequence[UnauthorizedMovement], reason: str
+    ) -> None: ...
+
+    async def compensation_lines(self, case_id: uuid.UUID) -> list[CompensationLineRow]: ...
+
+    async def settle_line(self, case_id: uuid.UUID, movement_id: uuid.UUID) -> bool: ...
+
+
+class PayoutBook(Protocol):
+    async def mark_balance_holders_notified(self, deadline: str, *, batch: int = 500) -> int: ...
+
+    async def register_payout_account(
+        self,
+        wallet_id: uuid.UUID,
+        *,
+        bank_code: str,
+        branch_code: str,
+        account_number: str,
+        holder_name: str,
+        session_id: str = "",
+    ) -> None: ...
+
+    async def claim_payout(
+        self, wallet_id: uuid.UUID, *, idempotency_key: str, request_hash: str
+    ) -> Result: ...
+
+    async def unclaimed(
+        self, *, limit: int, after: uuid.UUID | None
+    ) -> tuple[list[UnclaimedRow], int, int, uuid.UUID | None]: ...
 
 
 class CardVerifier(Protocol):

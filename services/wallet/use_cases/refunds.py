@@ -9,14 +9,18 @@ from services.runtime.errors import FailedPrecondition, Unavailable
 from services.wallet.domain.codes import fingerprint
 from services.wallet.domain.compensation import CARD_REFUND, CompensationRun
 from services.wallet.domain.top_ups import FundingRefused, FundingUnavailable
-from services.wallet.storage.compensation import Compensation
-from services.wallet.storage.refunds import Refunds as RefundStore
-from services.wallet.use_cases.ports import CardRefunds, Result, Risk
+from services.wallet.use_cases.ports import (
+    CardRefunds,
+    CompensationBook,
+    RefundLedger,
+    Result,
+    Risk,
+)
 
 
 class Refunds:
     def __init__(
-        self, refunds: RefundStore, compensation: Compensation, cards: CardRefunds, risk: Risk
+        self, refunds: RefundLedger, compensation: CompensationBook, cards: CardRefunds, risk: Risk
     ) -> None:
         self._refunds = refunds
         self._compensation = compensation
@@ -57,7 +61,7 @@ class Refunds:
 
 
 async def compensate_movements(
-    store: Compensation,
+    store: CompensationBook,
     cards: CardRefunds,
     *,
     case_id: uuid.UUID,

@@ -9,18 +9,15 @@ from services.runtime.tokens import TokenClaims
 from services.wallet.domain.ledger import Reconciliation, StatementLine
 from services.wallet.domain.limits import Room
 from services.wallet.domain.wallets import WalletRow, require_recent_auth
-from services.wallet.storage.ledger import Ledger
-from services.wallet.storage.top_ups import TopUps as TopUpStore
-from services.wallet.storage.wallets import Wallets as WalletStore
-from services.wallet.use_cases.ports import Risk
+from services.wallet.use_cases.ports import History, LimitRoom, Risk, WalletAdmin
 
 
 class Wallets:
     def __init__(
         self,
-        wallets: WalletStore,
-        ledger: Ledger,
-        top_ups: TopUpStore,
+        wallets: WalletAdmin,
+        ledger: History,
+        top_ups: LimitRoom,
         risk: Risk,
         *,
         enroll_max_auth_age_seconds: int,
