@@ -41,8 +41,8 @@ from services.runtime.decoding import RequestDecodingInterceptor
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import MigrationError, migrate
-from services.runtime.pki import TlsMaterial, load_tls, secure_channel, server_credentials
 from services.runtime.rpc_context import RpcLogInterceptor, request_id_client_interceptors
+from services.runtime.tls import TlsMaterial, load_tls, secure_channel, server_credentials
 from services.runtime.tokens import TokenVerifier
 
 log = structlog.get_logger("mamoru.server")
