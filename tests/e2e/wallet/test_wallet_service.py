@@ -21,7 +21,8 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from tests.e2e.wallet.test_person_path import a_register, funded_payer
 from tests.harness import Cluster
-from tests.support.people import IdentityDriver, Payer
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
 
 TIMEOUT = 15.0
 
@@ -384,7 +385,7 @@ async def wallet_follows_payment_switch(risk: Any, payer: Payer, *, suspended: b
                     return ""
             else:
                 if not suspended:
-                    return code
+                    return str(code)
             await asyncio.sleep(0.05)
 
 
