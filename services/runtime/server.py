@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime import metrics, tracing
 from services.runtime.access import Access, AccessInterceptor
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
+from services.runtime.contracts import RequestValidationInterceptor
 from services.runtime.db import (
     close_pool,
     create_pool,
@@ -228,6 +229,8 @@ async def start_service(
             metrics.MetricsInterceptor(service_metrics),
             AccessInterceptor(app.access, app.verifier),
             ErrorMappingInterceptor(),
+            # Innermost: the proto's rules, once the caller may call the RPC at all.
+            RequestValidationInterceptor(),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         for add, servicer in app.servicers:
