@@ -3,12 +3,10 @@ that knows wallet_pb2. Checks of a request's format live here too."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from mamoru.common.v1 import common_pb2
-from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
 
 from services.runtime import paging
@@ -36,22 +34,30 @@ _KIND = {
     "payout": wallet_pb2.MOVEMENT_KIND_PAYOUT,
     "top_up_reversal": wallet_pb2.MOVEMENT_KIND_TOP_UP_REVERSAL,
 }
-MCC = re.compile(r"^[0-9]{4}$")
-KATAKANA_NAME = re.compile(r"^[\u30A0-\u30FF\u3000 ]{1,100}$")
-CASH_CHANNELS = (risk_pb2.TOP_UP_CHANNEL_CASH_REGISTER, risk_pb2.TOP_UP_CHANNEL_ATM)
 
 
 # ---- requests ---------------------------------------------------------------------
 
 
-def money(check: Violations, request: Any, field: str) -> int:
-    return check.money(field, getattr(request, field) if request.HasField(field) else None)
+def amount(check: Violations, request: Any, field: str = "amount") -> int:
+    """The amount in minor units. The proto's rules check an amount that is given;
+    one that is missing is refused here."""
+    if not request.HasField(field):
+        check.add(f"{field}.currency", "is required")
+        return 0
+    return int(getattr(request, field).amount_minor)
 
 
-def page_size(check: Violations, page: common_pb2.PageRequest) -> int:
-    size = page.page_size or 50
-    check.require(0 < size <= 500, "page.page_size", "must be between 0 and 500")
-    return min(max(size, 1), 500)
+def not_blank(check: Violations, request: Any, *fields: str) -> None:
+    """Required text that is only spaces, which the proto's length rules let through."""
+    for field in fields:
+        if not str(getattr(request, field)).strip():
+            check.add(field, "is required")
+
+
+def page_size(page: common_pb2.PageRequest) -> int:
+    """The proto's rules keep it between 0 and 500; 0 asks for the default."""
+    return page.page_size or 50
 
 
 def page_after(token: str) -> str | None:
@@ -66,23 +72,8 @@ def next_page(after: object | None) -> str:
     return "" if after is None else paging.encode(str(after))
 
 
-def basket(check: Violations, categories: Any) -> tuple[int, ...]:
-    for index, category in enumerate(categories):
-        check.require(
-            category in risk_pb2.GoodsCategory.values()
-            and category != risk_pb2.GOODS_CATEGORY_UNSPECIFIED,
-            f"basket_categories[{index}]",
-            "must be a goods category",
-        )
-    return tuple(categories)
-
-
 def channel_name(channel: int) -> str:
     return CHANNEL_NAMES[channel]  # type: ignore[index]
-
-
-def client_of(request: Any) -> Any:
-    return request.client
 
 
 # ---- answers ----------------------------------------------------------------------

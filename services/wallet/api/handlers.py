@@ -15,7 +15,6 @@ from services.runtime.validation import Violations
 from services.wallet.api import convert
 from services.wallet.api.callers import merchant_keys, payer_claims
 from services.wallet.clients.money import jpy
-from services.wallet.domain.codes import is_numeric_code
 from services.wallet.domain.merchants import Merchant
 from services.wallet.use_cases.merchants import MerchantDirectory
 from services.wallet.use_cases.payments import Sale, StorePayments
@@ -56,23 +55,19 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         *,
         authorization_id: uuid.UUID | None = None,
     ) -> Sale:
-        """The rest of a register's request, checked, and the merchant that sent it."""
-        amount = convert.money(check, request, "amount")
-        store_id = check.uuid("store_id", request.store_id)
-        basket = convert.basket(check, request.basket_categories)
-        check.idempotency_key("idempotency_key", request.idempotency_key)
+        """A register's request and the merchant that sent it."""
+        amount = convert.amount(check, request)
         check.raise_if_any()
-        assert store_id is not None
         merchant = await self._merchant(context)
         return Sale(
             merchant=merchant,
-            store=await self._merchants.store_of(merchant, store_id),
+            store=await self._merchants.store_of(merchant, uuid.UUID(request.store_id)),
             amount=amount,
             idempotency_key=request.idempotency_key,
             code=request.code,
             authorization_id=authorization_id,
             authorization_field=getattr(request, "authorization_id", ""),
-            basket=basket,
+            basket=tuple(request.basket_categories),
         )
 
     # ---- the payer's wallet -------------------------------------------------------
@@ -101,7 +96,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.ListTransactionsResponse:
         claims = payer_claims()
         check = Violations()
-        size = convert.page_size(check, request.page)
+        size = convert.page_size(request.page)
         raw = convert.page_after(request.page.page_token)
         after = None
         if raw is not None:
@@ -121,10 +116,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.RegisterFundingSourceResponse:
         claims = payer_claims()
         check = Violations()
-        for field in ("processor_token", "three_ds_transaction_id"):
-            check.text(
-                field, getattr(request, field), max_length=256, required=True, single_line=True
-            )
+        convert.not_blank(check, request, "processor_token", "three_ds_transaction_id")
         check.raise_if_any()
         source = await self._top_ups.register_source(
             claims, request.processor_token, request.three_ds_transaction_id
@@ -143,11 +135,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.RemoveFundingSourceRequest, context: Context
     ) -> wallet_pb2.RemoveFundingSourceResponse:
         claims = payer_claims()
-        check = Violations()
-        source_id = check.uuid("funding_source_id", request.funding_source_id)
-        check.raise_if_any()
-        assert source_id is not None
-        await self._top_ups.remove_source(claims, source_id)
+        await self._top_ups.remove_source(claims, uuid.UUID(request.funding_source_id))
         return wallet_pb2.RemoveFundingSourceResponse()
 
     async def TopUpFromCard(
@@ -155,19 +143,16 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.TopUpFromCardResponse:
         claims = payer_claims()
         check = Violations()
-        source_id = check.uuid("funding_source_id", request.funding_source_id)
-        amount = convert.money(check, request, "amount")
-        check.idempotency_key("idempotency_key", request.idempotency_key)
+        amount = convert.amount(check, request)
         if request.HasField("client"):
             check.client("client", request.client, required=False)
         check.raise_if_any()
-        assert source_id is not None
         result = await self._top_ups.from_card(
             TopUpRequest(
                 payer=claims,
                 amount=amount,
                 idempotency_key=request.idempotency_key,
-                funding_source_id=source_id,
+                funding_source_id=uuid.UUID(request.funding_source_id),
                 client=request.client,
             )
         )
@@ -178,8 +163,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.TopUpFromPointsResponse:
         claims = payer_claims()
         check = Violations()
-        amount = convert.money(check, request, "amount")
-        check.idempotency_key("idempotency_key", request.idempotency_key)
+        amount = convert.amount(check, request)
         if request.HasField("client"):
             check.client("client", request.client, required=False)
         check.raise_if_any()
@@ -198,11 +182,6 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.IssueCashTopUpCodeResponse:
         claims = payer_claims()
         check = Violations()
-        check.require(
-            request.channel in convert.CASH_CHANNELS,
-            "channel",
-            "must be TOP_UP_CHANNEL_CASH_REGISTER or TOP_UP_CHANNEL_ATM",
-        )
         if request.HasField("client"):
             check.client("client", request.client, required=False)
         check.raise_if_any()
@@ -215,14 +194,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.AcceptCashTopUpRequest, context: Context
     ) -> wallet_pb2.AcceptCashTopUpResponse:
         check = Violations()
-        check.require(is_numeric_code(request.code), "code", "must be a 20-digit code")
-        amount = convert.money(check, request, "amount")
-        store_id = check.uuid("store_id", request.store_id)
-        check.idempotency_key("idempotency_key", request.idempotency_key)
+        amount = convert.amount(check, request)
         check.raise_if_any()
-        assert store_id is not None
         merchant = await self._merchant(context)
-        shop = await self._merchants.store_of(merchant, store_id)
+        shop = await self._merchants.store_of(merchant, uuid.UUID(request.store_id))
         result = await self._top_ups.accept_cash(
             code=request.code, amount=amount, store=shop, idempotency_key=request.idempotency_key
         )
@@ -243,53 +218,38 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     async def AuthorizePayment(
         self, request: wallet_pb2.AuthorizePaymentRequest, context: Context
     ) -> wallet_pb2.AuthorizePaymentResponse:
-        check = Violations()
-        check.require(is_numeric_code(request.code), "code", "must be a 20-digit code")
-        sale = await self._sale(request, context, check)
+        sale = await self._sale(request, context, Violations())
         result = await self._payments.authorize(sale)
         return wallet_pb2.AuthorizePaymentResponse(payment=convert.payment_pb(result))
 
     async def CapturePayment(
         self, request: wallet_pb2.CapturePaymentRequest, context: Context
     ) -> wallet_pb2.CapturePaymentResponse:
-        check = Violations()
-        source = request.WhichOneof("source")
         authorization_id = None
-        if source == "code":
-            check.require(is_numeric_code(request.code), "code", "must be a 20-digit code")
-        elif source == "authorization_id":
-            authorization_id = check.uuid("authorization_id", request.authorization_id)
-        else:
-            check.add("source", "give a code or an authorization_id")
-        sale = await self._sale(request, context, check, authorization_id=authorization_id)
+        if request.WhichOneof("source") == "authorization_id":
+            authorization_id = uuid.UUID(request.authorization_id)
+        sale = await self._sale(request, context, Violations(), authorization_id=authorization_id)
         result = await self._payments.capture(sale)
         return wallet_pb2.CapturePaymentResponse(payment=convert.payment_pb(result))
 
     async def VoidAuthorization(
         self, request: wallet_pb2.VoidAuthorizationRequest, context: Context
     ) -> wallet_pb2.VoidAuthorizationResponse:
-        check = Violations()
-        authorization_id = check.uuid("authorization_id", request.authorization_id)
-        check.idempotency_key("idempotency_key", request.idempotency_key)
-        check.raise_if_any()
-        assert authorization_id is not None
-        await self._payments.void(await self._merchant(context), authorization_id)
+        await self._payments.void(
+            await self._merchant(context), uuid.UUID(request.authorization_id)
+        )
         return wallet_pb2.VoidAuthorizationResponse()
 
     async def RefundPayment(
         self, request: wallet_pb2.RefundPaymentRequest, context: Context
     ) -> wallet_pb2.RefundPaymentResponse:
         check = Violations()
-        payment_id = check.uuid("payment_movement_id", request.payment_movement_id)
-        amount = convert.money(check, request, "amount")
-        check.text("reason", request.reason, max_length=1000)
-        check.idempotency_key("idempotency_key", request.idempotency_key)
+        amount = convert.amount(check, request)
         check.raise_if_any()
-        assert payment_id is not None
         # Only an operator refunds across merchants; a store system refunds its own payments.
         merchant_id = None if current_caller() == "operator" else (await self._merchant(context)).id
         result = await self._refunds.refund(
-            payment_id=payment_id,
+            payment_id=uuid.UUID(request.payment_movement_id),
             amount=amount,
             merchant_id=merchant_id,
             idempotency_key=request.idempotency_key,
@@ -304,12 +264,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.RegisterMerchantRequest, context: Context
     ) -> wallet_pb2.RegisterMerchantResponse:
         check = Violations()
-        check.text("name", request.name, max_length=200, required=True, single_line=True)
-        check.require(
-            bool(convert.MCC.match(request.category)),
-            "category",
-            "must be a 4-digit ISO 18245 code",
-        )
+        convert.not_blank(check, request, "name")
         check.raise_if_any()
         merchant, key = await self._merchants.register_merchant(request.name, request.category)
         return wallet_pb2.RegisterMerchantResponse(
@@ -320,13 +275,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.RegisterStoreRequest, context: Context
     ) -> wallet_pb2.RegisterStoreResponse:
         check = Violations()
-        merchant_id = check.uuid("merchant_id", request.merchant_id)
-        check.text("store_code", request.store_code, max_length=64, required=True, single_line=True)
-        check.text("name", request.name, max_length=200, required=True, single_line=True)
+        convert.not_blank(check, request, "store_code", "name")
         check.raise_if_any()
-        assert merchant_id is not None
         store_id = await self._merchants.register_store(
-            merchant_id, request.store_code, request.name
+            uuid.UUID(request.merchant_id), request.store_code, request.name
         )
         return wallet_pb2.RegisterStoreResponse(store_id=str(store_id))
 
@@ -336,11 +288,6 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.ReportUnauthorizedRequest, context: Context
     ) -> wallet_pb2.ReportUnauthorizedResponse:
         claims = payer_claims()
-        check = Violations()
-        check.uuid("movement_id", request.movement_id, required=False)
-        check.text("description", request.description, max_length=10_000)
-        check.idempotency_key("idempotency_key", request.idempotency_key)
-        check.raise_if_any()
         case_id, wallet = await self._wallets.report_unauthorized(
             claims,
             movement_id=request.movement_id,
@@ -351,35 +298,36 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             case_id=case_id, wallet=convert.wallet_pb(wallet)
         )
 
-    async def _set_status(self, wallet_id: str, reason: str, status: str) -> wallet_pb2.Wallet:
+    async def _set_status(
+        self,
+        request: wallet_pb2.FreezeWalletRequest | wallet_pb2.UnfreezeWalletRequest,
+        status: str,
+    ) -> wallet_pb2.Wallet:
         check = Violations()
-        parsed = check.uuid("wallet_id", wallet_id)
-        check.text("reason", reason, max_length=1000, required=True)
+        convert.not_blank(check, request, "reason")
         check.raise_if_any()
-        assert parsed is not None
-        return convert.wallet_pb(await self._wallets.set_status(parsed, status, reason))
+        wallet_id = uuid.UUID(request.wallet_id)
+        return convert.wallet_pb(await self._wallets.set_status(wallet_id, status, request.reason))
 
     async def FreezeWallet(
         self, request: wallet_pb2.FreezeWalletRequest, context: Context
     ) -> wallet_pb2.FreezeWalletResponse:
-        wallet = await self._set_status(request.wallet_id, request.reason, "frozen")
+        wallet = await self._set_status(request, "frozen")
         return wallet_pb2.FreezeWalletResponse(wallet=wallet)
 
     async def UnfreezeWallet(
         self, request: wallet_pb2.UnfreezeWalletRequest, context: Context
     ) -> wallet_pb2.UnfreezeWalletResponse:
-        wallet = await self._set_status(request.wallet_id, request.reason, "active")
+        wallet = await self._set_status(request, "active")
         return wallet_pb2.UnfreezeWalletResponse(wallet=wallet)
 
     async def CompensateCase(
         self, request: wallet_pb2.CompensateCaseRequest, context: Context
     ) -> wallet_pb2.CompensateCaseResponse:
         check = Violations()
-        case_id = check.uuid("case_id", request.case_id)
-        check.text("reason", request.reason, max_length=1000, required=True)
+        convert.not_blank(check, request, "reason")
         check.raise_if_any()
-        assert case_id is not None
-        run = await self._refunds.compensate_case(case_id, request.reason)
+        run = await self._refunds.compensate_case(uuid.UUID(request.case_id), request.reason)
         return convert.compensation_pb(run)
 
     async def Reconcile(
@@ -392,9 +340,6 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     async def NotifyBalanceHolders(
         self, request: wallet_pb2.NotifyBalanceHoldersRequest, context: Context
     ) -> wallet_pb2.NotifyBalanceHoldersResponse:
-        check = Violations()
-        check.require(request.HasField("claim_deadline"), "claim_deadline", "is required")
-        check.raise_if_any()
         deadline = request.claim_deadline.ToDatetime(tzinfo=UTC).date()
         notified = await self._payouts.notify_balance_holders(deadline)
         return wallet_pb2.NotifyBalanceHoldersResponse(notified=notified)
@@ -403,20 +348,6 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.RegisterPayoutAccountRequest, context: Context
     ) -> wallet_pb2.RegisterPayoutAccountResponse:
         claims = payer_claims()
-        check = Violations()
-        for field, digits in (("bank_code", 4), ("branch_code", 3), ("account_number", 7)):
-            value = getattr(request, field)
-            check.require(
-                len(value) == digits and value.isascii() and value.isdigit(),
-                field,
-                f"must be {digits} digits",
-            )
-        check.require(
-            bool(convert.KATAKANA_NAME.match(request.holder_name)),
-            "holder_name",
-            "must be the account holder's name in katakana (at most 100 characters)",
-        )
-        check.raise_if_any()
         await self._payouts.register_account(
             claims,
             bank_code=request.bank_code,
@@ -430,9 +361,6 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.ClaimPayoutRequest, context: Context
     ) -> wallet_pb2.ClaimPayoutResponse:
         claims = payer_claims()
-        check = Violations()
-        check.idempotency_key("idempotency_key", request.idempotency_key)
-        check.raise_if_any()
         result = await self._payouts.claim(claims, request.idempotency_key)
         return wallet_pb2.ClaimPayoutResponse(
             movement_id=result["movement_id"], amount=jpy(int(result["amount"]))
@@ -442,7 +370,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.ListUnclaimedBalancesRequest, context: Context
     ) -> wallet_pb2.ListUnclaimedBalancesResponse:
         check = Violations()
-        size = convert.page_size(check, request.page)
+        size = convert.page_size(request.page)
         raw = convert.page_after(request.page.page_token)
         after = None if raw is None else check.uuid("page.page_token", raw)
         check.raise_if_any()
@@ -458,7 +386,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.CloseWalletRequest, context: Context
     ) -> wallet_pb2.CloseWalletResponse:
         check = Violations()
-        check.text("payer_id", request.payer_id, max_length=128, required=True, single_line=True)
+        convert.not_blank(check, request, "payer_id")
         check.raise_if_any()
         await self._wallets.close(request.payer_id)
         return wallet_pb2.CloseWalletResponse()
