@@ -141,40 +141,15 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     async def TopUpFromCard(
         self, request: wallet_pb2.TopUpFromCardRequest, context: Context
     ) -> wallet_pb2.TopUpFromCardResponse:
-        claims = payer_claims()
-        check = Violations()
-        amount = convert.amount(check, request)
-        if request.HasField("client"):
-            check.client("client", request.client, required=False)
-        check.raise_if_any()
         result = await self._top_ups.from_card(
-            TopUpRequest(
-                payer=claims,
-                amount=amount,
-                idempotency_key=request.idempotency_key,
-                funding_source_id=uuid.UUID(request.funding_source_id),
-                client=request.client,
-            )
+            _top_up_request(request, uuid.UUID(request.funding_source_id))
         )
         return wallet_pb2.TopUpFromCardResponse(top_up=convert.top_up_pb(result))
 
     async def TopUpFromPoints(
         self, request: wallet_pb2.TopUpFromPointsRequest, context: Context
     ) -> wallet_pb2.TopUpFromPointsResponse:
-        claims = payer_claims()
-        check = Violations()
-        amount = convert.amount(check, request)
-        if request.HasField("client"):
-            check.client("client", request.client, required=False)
-        check.raise_if_any()
-        result = await self._top_ups.from_points(
-            TopUpRequest(
-                payer=claims,
-                amount=amount,
-                idempotency_key=request.idempotency_key,
-                client=request.client,
-            )
-        )
+        result = await self._top_ups.from_points(_top_up_request(request))
         return wallet_pb2.TopUpFromPointsResponse(top_up=convert.top_up_pb(result))
 
     async def IssueCashTopUpCode(
@@ -390,3 +365,22 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         check.raise_if_any()
         await self._wallets.close(request.payer_id)
         return wallet_pb2.CloseWalletResponse()
+
+
+def _top_up_request(
+    request: wallet_pb2.TopUpFromCardRequest | wallet_pb2.TopUpFromPointsRequest,
+    funding_source_id: uuid.UUID | None = None,
+) -> TopUpRequest:
+    claims = payer_claims()
+    check = Violations()
+    amount = convert.amount(check, request)
+    if request.HasField("client"):
+        check.client("client", request.client, required=False)
+    check.raise_if_any()
+    return TopUpRequest(
+        payer=claims,
+        amount=amount,
+        idempotency_key=request.idempotency_key,
+        funding_source_id=funding_source_id,
+        client=request.client,
+    )
