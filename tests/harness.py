@@ -22,7 +22,7 @@ from services.devstack.pgbouncer import LocalPgBouncer
 from services.devstack.pki import ensure_local_pki
 from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
-from services.devstack.stack import CLIENT_PRINCIPALS, SERVICES, free_port, random_secrets
+from services.devstack.stack import CERTIFICATES, SERVICES, free_port, random_secrets
 from services.runtime.config import load_settings
 from services.runtime.server import RunningService, start_service
 from services.runtime.tls import load_tls, secure_channel
@@ -68,7 +68,7 @@ class Cluster:
 
     async def _environment(self, name: str, overrides: Mapping[str, str]) -> dict[str, str]:
         if not self._smtp_started:
-            ensure_local_pki(self.tls_dir, [*SERVICES, *CLIENT_PRINCIPALS])
+            ensure_local_pki(self.tls_dir, CERTIFICATES)
             await self.smtp.start()
             await self.card_processor.start()
             await self.points_program.start()

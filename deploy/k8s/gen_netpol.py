@@ -7,10 +7,14 @@ call at least one RPC of a service is an edge of the call graph, and each edge
 becomes exactly one ingress rule on the callee and, for a caller that is one of
 our services, exactly one egress rule on the caller. A service whose
 ``access.py`` declares ``OUTBOUND`` (the gateway: callee -> RPCs it calls) gets
-egress to those callees only, even where its principal may call more. Everything
-else is denied, except DNS, each service's own database, metrics scraping, the
-outside providers a service is configured to reach, and a service's HTTP API
-(the gateway's) from its namespace and the ingress controller.
+egress to those callees only, even where its principal may call more. A service
+whose ``access.py`` declares ``PRINCIPAL`` (the console: ``operator``) calls with
+that principal's certificate, and its pods carry that principal's label, so the
+callees' rules for that principal admit it. Everything else is denied, except
+DNS, each service's own database, metrics scraping, the outside providers a
+service is configured to reach, and a service's HTTP API: the gateway's from its
+namespace and the ingress controller, an operators' tool's (the console's) from
+the operators' ingress controller only.
 """
 
 from __future__ import annotations
@@ -31,12 +35,18 @@ SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 # may live in any namespace. `gateway` is also the partner gateway deployed here.
 CLIENTS = ("gateway", "pos", "operator")
 PRINCIPAL_LABEL = "mamoru.io/principal"
+# Client principals of the people who run Mamoru: a service calling as one of them
+# is an operators' tool, whose HTTP side only the operators' ingress reaches.
+OPERATOR_PRINCIPALS = ("operator",)
 COMPONENT = Path(__file__).resolve().parent / "components" / "network-policies"
 # Where Prometheus runs; the monitoring component scrapes from there.
 MONITORING_NAMESPACE = "monitoring"
 # Where the ingress controller runs (ingress-nginx's default); it forwards partners'
 # HTTPS to the gateway's HTTP API. Other controllers: change it and regenerate.
 INGRESS_NAMESPACE = "ingress-nginx"
+# Where the operators' own ingress controller runs, reachable from their network
+# only; the console's pages are open to it and to nothing else.
+OPERATOR_INGRESS_NAMESPACE = "ingress-operators"
 POSTGRES_PORT = 5432
 # Outside providers each service calls over TLS, by port: card processor and
 # points program (wallet), OIDC and breached-password APIs (identity), SMTP
@@ -102,20 +112,27 @@ def service_ports(service: str) -> Ports:
     )
 
 
+def principal_of(service: str) -> str:
+    """The principal whose certificate ``service`` calls with (its own name unless declared)."""
+    module = importlib.import_module(f"services.{service}.access")
+    return str(getattr(module, "PRINCIPAL", service))
+
+
 def outbound(service: str, graph: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
     """The services ``service`` calls: its ``OUTBOUND`` when it declares one (each RPC
     there must be allowed by the callee's table), else every service that allows it."""
     module = importlib.import_module(f"services.{service}.access")
     declared: dict[str, tuple[str, ...]] | None = getattr(module, "OUTBOUND", None)
+    principal = principal_of(service)
     if declared is None:
-        return tuple(callee for callee in SERVICES if service in graph[callee])
+        return tuple(callee for callee in SERVICES if principal in graph[callee])
     for callee, methods in declared.items():
         if callee not in SERVICES:
             raise ValueError(f"{service}/access.py OUTBOUND names unknown service {callee}")
         table = importlib.import_module(f"services.{callee}.access").ACCESS
-        refused = [m for m in methods if m not in table or service not in table[m].callers]
+        refused = [m for m in methods if m not in table or principal not in table[m].callers]
         if refused:
-            raise ValueError(f"{callee}/access.py does not let {service} call {refused}")
+            raise ValueError(f"{callee}/access.py does not let {principal} call {refused}")
     return tuple(callee for callee in SERVICES if callee in declared)
 
 
@@ -171,7 +188,19 @@ def _external(ports: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-def _http_api(port: int) -> dict[str, Any]:
+def _http_api(port: int, principal: str) -> dict[str, Any]:
+    if principal in OPERATOR_PRINCIPALS:
+        # An operators' tool: their ingress controller only, never this namespace's apps.
+        return {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": OPERATOR_INGRESS_NAMESPACE}
+                    }
+                }
+            ],
+            "ports": [{"port": port, "protocol": "TCP"}],
+        }
     # Any pod of this namespace (other apps, a port-forward's target) and the ingress
     # controller; the API authenticates every partner itself (OAuth2 tokens).
     return {
@@ -227,8 +256,9 @@ def policies() -> dict[str, dict[str, Any]]:
                 "ports": [{"port": ports[service].metrics, "protocol": "TCP"}],
             }
         )
+        principal = principal_of(service)
         if ports[service].http:
-            ingress.append(_http_api(ports[service].http))
+            ingress.append(_http_api(ports[service].http, principal))
         egress: list[dict[str, Any]] = [
             {
                 "to": [_principal(callee)],
@@ -239,9 +269,13 @@ def policies() -> dict[str, dict[str, Any]]:
         egress += [_dns(), _database(service)]
         if service in EXTERNAL_PORTS:
             egress.append(_external(EXTERNAL_PORTS[service]))
+        selector = {PRINCIPAL_LABEL: principal}
+        if principal != service:
+            # Other pods may carry the same principal (operators' tools): this one by name.
+            selector["app.kubernetes.io/name"] = service
         files[f"{service}.yaml"] = _policy(
             service,
-            {PRINCIPAL_LABEL: service},
+            selector,
             {"policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress},
         )
     files["migrate.yaml"] = _policy(

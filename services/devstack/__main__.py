@@ -17,6 +17,7 @@ import grpc
 import httpx
 
 from services.devstack import demo
+from services.devstack.console import ConsoleLogin, start_console
 from services.devstack.gateway import Sandbox, curl_session, seed_partner, start_gateway
 from services.devstack.stack import LocalStack
 from services.devstack.supervisor import supervise
@@ -27,7 +28,7 @@ def _say(line: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
 
-def _banner(stack: LocalStack, var: Path) -> str:
+def _banner(stack: LocalStack, var: Path, console: ConsoleLogin | None = None) -> str:
     assert stack.smtp is not None
     lines = ["", "Mamoru is running.", ""]
     lines.append(f"  {'service':<11} {'gRPC (mTLS)':<18} {'health (plaintext)':<20} metrics")
@@ -46,6 +47,14 @@ def _banner(stack: LocalStack, var: Path) -> str:
         *(
             [f"  PgBouncer (transaction)     127.0.0.1:{stack.bouncer.port}"]
             if stack.bouncer is not None
+            else []
+        ),
+        *(
+            [
+                f"  operators' console          {console.url}  (sign in as {console.name},"
+                f" password {console.password}; kept in {var / 'console-operator.json'})"
+            ]
+            if console is not None
             else []
         ),
         f"  certificates                {stack.tls_dir}  (clients: operator, gateway, pos)",
@@ -96,6 +105,14 @@ async def _seed_partner(stack: LocalStack, seeded: demo.Demo | None) -> Sandbox 
         return None
 
 
+async def _start_console(stack: LocalStack) -> ConsoleLogin | None:
+    try:
+        return await start_console(stack)
+    except (RuntimeError, TimeoutError, OSError) as error:
+        _say(f"The operators' console did not start ({_reason(error)}); everything else runs.")
+        return None
+
+
 def _reason(error: Exception) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"
@@ -117,7 +134,9 @@ async def _main() -> None:
         seeded = await _seed_demo(stack, var)
         _say("Starting the partner gateway and its sandbox...")
         sandbox = await _seed_partner(stack, seeded)
-        print(_banner(stack, var), flush=True)
+        _say("Starting the operators' console...")
+        console = await _start_console(stack)
+        print(_banner(stack, var, console), flush=True)
         if sandbox is not None:
             print(curl_session(sandbox), flush=True)
         watcher = asyncio.create_task(supervise(stack, _say))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import secrets
 import sys
@@ -25,7 +24,7 @@ import httpx
 from mamoru.identity.v1 import identity_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
-from services.devstack import demo, devdb
+from services.devstack import demo, devdb, http_service
 from services.gateway import admin
 from services.runtime.tls import load_tls, secure_channel
 
@@ -56,39 +55,15 @@ def gateway_env(stack: LocalStack, http_port: int) -> dict[str, str]:
 def plan_gateway(stack: LocalStack) -> tuple[ServiceProcess, int]:
     """The gateway process on its ports (`make run`: the documented ones, each
     overridable like the other services'), and its HTTP port."""
-    from services.devstack.stack import (
-        DEFAULT_METRICS_PORTS,
-        ServiceProcess,
-        configured_port,
-        free_port,
-    )
-
-    if stack.fixed_ports:
-        grpc_port = configured_port("GATEWAY_GRPC_PORT", GATEWAY_PORTS[0])
-        health_port = configured_port("GATEWAY_HEALTH_PORT", GATEWAY_PORTS[1])
-        http_port = configured_port("GATEWAY_HTTP_PORT", GATEWAY_HTTP_PORT)
-        metrics_port = configured_port("GATEWAY_METRICS_PORT", DEFAULT_METRICS_PORTS["gateway"])
-    else:
-        grpc_port, health_port, http_port, metrics_port = (free_port() for _ in range(4))
-    process = ServiceProcess("gateway", grpc_port, health_port, metrics_port=metrics_port)
-    return process, http_port
+    return http_service.plan(stack, "gateway", *GATEWAY_PORTS, GATEWAY_HTTP_PORT)
 
 
 async def start_gateway(stack: LocalStack) -> str:
     """Start the gateway like the other services; returns its base URL once ready."""
     process, http_port = plan_gateway(stack)
-    # Kept with the process, so that a restart by make run's supervisor has them too.
-    process.env = gateway_env(stack, http_port)
-    stack.processes["gateway"] = process
-    await stack._spawn(process, await stack._environment())
-    await stack.wait_serving("gateway")
-    url = f"http://127.0.0.1:{http_port}"
-    async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(60):
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(f"{url}/health/ready")).status_code == 200:
-                    return url
-            await asyncio.sleep(0.1)
+    return await http_service.start(
+        stack, process, http_port, lambda port: gateway_env(stack, port), "/health/ready"
+    )
 
 
 def _channel(stack_tls: Path, address: str, service: str, as_: str) -> grpc.aio.Channel:

@@ -12,7 +12,7 @@ import importlib
 
 from services.runtime.config import ServiceSettings, describe
 
-SERVICES = ("identity", "wallet", "risk", "notify", "gateway")
+SERVICES = ("identity", "wallet", "risk", "notify", "gateway", "console")
 
 
 def _cell(text: str) -> str:
@@ -33,7 +33,8 @@ def tables() -> str:
     shared = type("Shared", (ServiceSettings,), {"env_prefix": "<SERVICE>"})
     shared_rows = describe(shared)
     lines = [
-        "Every service (`<SERVICE>` is `IDENTITY`, `WALLET`, `RISK`, `NOTIFY` or `GATEWAY`):",
+        "Every service (`<SERVICE>` is `IDENTITY`, `WALLET`, `RISK`, `NOTIFY`, `GATEWAY`"
+        " or `CONSOLE`):",
         "",
         "| variable | default | meaning |",
         "|---|---|---|",

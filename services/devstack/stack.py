@@ -34,6 +34,9 @@ from services.devstack.smtp import LocalSmtpServer
 
 SERVICES = ("identity", "risk", "notify", "wallet")
 CLIENT_PRINCIPALS = ("operator", "gateway", "pos")
+# Every certificate the local CA issues: the four services, the clients, and the
+# operators' console's own (its health port; it calls the others as `operator`).
+CERTIFICATES = (*SERVICES, *CLIENT_PRINCIPALS, "console")
 DEFAULT_PORTS = {
     "identity": (50051, 50061),
     "wallet": (50052, 50062),
@@ -46,6 +49,7 @@ DEFAULT_METRICS_PORTS = {
     "risk": 9463,
     "notify": 9464,
     "gateway": 9465,
+    "console": 9466,
 }
 # Replica n (from 1) of `make run REPLICAS=n` listens on the default ports plus this
 # times n - 1 (the metrics port plus a tenth of it).
@@ -100,10 +104,28 @@ def fixed_service_ports(name: str) -> tuple[int, int]:
     )
 
 
+# Ports handed out below the kernel's ephemeral range (32768 and up on Linux), so an
+# outgoing connection's source port can never take one between the check and the
+# server binding it: on a busy machine, with other suites connecting all the time,
+# a port from bind(0) is taken that way often enough to fail a start.
+_PORT_RANGE = (20000, 32767)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, never handed out before by this process."""
+    for _ in range(1000):
+        port = _PORT_RANGE[0] + secrets.randbelow(_PORT_RANGE[1] - _PORT_RANGE[0] + 1)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {_PORT_RANGE[0]}-{_PORT_RANGE[1]}")
 
 
 @dataclass
@@ -153,7 +175,7 @@ class LocalStack:
 
     async def start(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        ensure_local_pki(self.tls_dir, [*SERVICES, *CLIENT_PRINCIPALS])
+        ensure_local_pki(self.tls_dir, CERTIFICATES)
         self.server_url = await asyncio.to_thread(devdb.server_url, self.var_dir / "postgres")
         if self.pgbouncer and self.bouncer is None:
             self.bouncer = LocalPgBouncer(self.server_url, self.var_dir / "pgbouncer")

@@ -23,6 +23,7 @@ from services.gateway.use_cases.payments import Payments
 from services.gateway.use_cases.tokens import TokenService
 from services.gateway.use_cases.webhooks import Webhooks
 from services.runtime import metrics
+from services.runtime.http import bind, http_server
 from services.runtime.outbox import OutboxMessage, OutboxRelay
 from services.runtime.peers import PolicyView, follow_policies
 from services.runtime.server import Resources, ServiceApp
@@ -109,14 +110,14 @@ async def build(resources: Resources) -> ServiceApp:
         webhooks=webhooks,
         ready=ready,
     )
-    sock = jobs.bind(settings.http_host, settings.http_port)
+    sock = bind(settings.http_host, settings.http_port)
     return ServiceApp(
         servicers=[],
         service_names=[],
         access=ACCESS,
         background=[
             follow_policies(risk, policies, subscriber=f"gateway@{resources.name}"),
-            jobs.http_server(
+            http_server(
                 app,
                 sock,
                 stopping=resources.stopping,

@@ -21,7 +21,7 @@ Series (the manifests' alerts use these names):
 - identity: ``mamoru_identity_password_hashes_total``,
   ``mamoru_identity_password_hashes_in_flight``, ``mamoru_identity_refused_without_hash_total``
 - every service that enforces risk's policy, and risk: ``mamoru_kill_switch{switch}``
-- gateway (its HTTP API, ``services/gateway/api/metrics.py``):
+- gateway and console (their HTTP APIs, ``services/runtime/http_metrics.py``):
   ``mamoru_http_requests_total{service,method,route,code}``,
   ``mamoru_http_request_duration_seconds{service,method,route}``
 """

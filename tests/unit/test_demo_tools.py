@@ -18,7 +18,7 @@ from services.devstack.demo import (
     phone_key,
     take_totp_code,
 )
-from services.risk import cli
+from services.ops import cli
 
 
 def test_a_totp_step_is_handed_out_once_and_never_beyond_what_identity_accepts() -> None:

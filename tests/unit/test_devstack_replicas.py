@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.devstack.__main__ import _banner
+from services.devstack.console import ConsoleLogin
 from services.devstack.gateway import plan_gateway
 from services.devstack.smtp import LocalSmtpServer
 from services.devstack.stack import SERVICES, LocalStack
@@ -57,3 +58,10 @@ def test_make_run_gives_the_gateway_its_documented_metrics_port_and_prints_it() 
     ]
     assert len([*ports, http_port]) == len({*ports, http_port})
     assert "http://127.0.0.1:9465/metrics" in _banner(stack, Path("var"))
+
+
+def test_make_run_prints_where_the_console_is_and_whom_to_sign_in_as() -> None:
+    login = ConsoleLogin("http://127.0.0.1:8081", "demo-operator", "s3cret-for-the-demo")
+    banner = _banner(planned(1), Path("var"), login)
+    assert "operators' console          http://127.0.0.1:8081" in banner
+    assert "sign in as demo-operator, password s3cret-for-the-demo" in banner

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.devstack.mailbox_view import read_mailbox, render
-from services.risk import cli
+from services.ops import cli
 
 
 def _deliver(folder: Path, subject: str, body: str, at: float) -> None:

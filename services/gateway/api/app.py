@@ -16,12 +16,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.gateway.api import docs, oauth, problems, routes
-from services.gateway.api.metrics import HttpMetricsMiddleware
 from services.gateway.api.security import Guard
 from services.gateway.domain.partners import SCOPE_HELP
 from services.gateway.use_cases.payments import Payments
 from services.gateway.use_cases.tokens import TokenService
 from services.gateway.use_cases.webhooks import Webhooks
+from services.runtime.http_metrics import HttpMetricsMiddleware
 
 TITLE = "Mamoru partner API"
 VERSION = "1.0.0"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from services.risk.domain.rules import Rule, RuleBook
 
@@ -40,3 +43,13 @@ def fired_alerts(aggregates: dict[str, float], rules: RuleBook) -> list[FiredAle
             }
             fired.append(FiredAlert(rule, observed, threshold, evidence))
     return fired
+
+
+@dataclass(frozen=True)
+class Alert:
+    alert_id: uuid.UUID
+    rule_id: str
+    status: str
+    raised_at: datetime
+    evidence: dict[str, Any]
+    auto_action_taken: str

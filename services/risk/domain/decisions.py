@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from services.risk.domain.rules import Rule, Verdict
 
@@ -47,3 +51,19 @@ class Assessment:
         limit = rule.threshold(threshold_name)
         if observed >= limit:
             self.fire(rule, observed, limit, detail)
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """A decision as it is kept: the verdict with what it was based on."""
+
+    decision_id: uuid.UUID
+    kind: str
+    verdict: Verdict
+    score: int
+    reasons: Sequence[Reason]
+    inputs: dict[str, Any]
+    country_code: str
+    account_id: str
+    ip: str
+    decided_at: datetime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -85,6 +86,18 @@ class PolicyChange:
         if self.switch == "payment_fallback_limit":
             described["currency"] = self.currency
         return described
+
+
+@dataclass(frozen=True)
+class PolicyChangeRecord:
+    """One audited change of the policy or of a rule: who, why, what, when."""
+
+    change_id: uuid.UUID
+    actor: str
+    reason: str
+    change: dict[str, Any]
+    policy_version: int
+    changed_at: datetime
 
 
 SWITCHES = (

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -51,6 +52,9 @@ class MakeRun:
             "GATEWAY_GRPC_PORT",
             "GATEWAY_HEALTH_PORT",
             "GATEWAY_HTTP_PORT",
+            "CONSOLE_GRPC_PORT",
+            "CONSOLE_HEALTH_PORT",
+            "CONSOLE_HTTP_PORT",
         ):
             self.env[variable] = str(free_port())
         self.process: subprocess.Popen[bytes] | None = None
@@ -168,7 +172,7 @@ def test_the_readme_walkthrough_pays_at_the_demo_register_and_reads_every_mail(
 ) -> None:
     done = subprocess.run(  # noqa: S603 - the README's own commands
         ["bash", "-e", "-o", "pipefail", "-c", _readme_walkthrough()],  # noqa: S607
-        cwd=ROOT, env=make_run.env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=make_run.env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     balances = re.findall(r'"amountMinor": "(\d+)"', done.stdout)
@@ -181,7 +185,26 @@ def test_the_readme_walkthrough_pays_at_the_demo_register_and_reads_every_mail(
     assert re.search(r"Latest codes.*\n  \d{6} ", done.stdout), done.stdout
 
 
-@pytest.mark.parametrize("name", ["wallet", "gateway"])
+def test_make_run_prints_the_console_and_its_operator_signs_in(make_run: MakeRun) -> None:
+    url = f"http://127.0.0.1:{make_run.port('CONSOLE_HTTP_PORT')}"
+    banner = rf"operators' console +{re.escape(url)} +\(sign in as (\S+), password ([^;\s]+);"
+    printed = re.search(banner, make_run.text())
+    assert printed, make_run.text()[-3000:]
+    name, password = printed.groups()
+    with httpx.Client(base_url=url, timeout=30) as http:
+        form = http.get("/sign-in")
+        token = re.search(r'name="sign_in_token" value="([^"]+)"', form.text)
+        assert token, form.text
+        answer = http.post(
+            "/sign-in",
+            data={"name": name, "password": password, "sign_in_token": token.group(1)},
+        )
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"] == "/alerts"
+        assert "Signed in as" in http.get("/policy").text
+
+
+@pytest.mark.parametrize("name", ["wallet", "gateway", "console"])
 def test_a_killed_service_is_reported_and_comes_back_serving(make_run: MakeRun, name: str) -> None:
     before = len(make_run.text())
     health = make_run.port(f"{name.upper()}_HEALTH_PORT")

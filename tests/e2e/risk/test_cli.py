@@ -6,7 +6,7 @@ import io
 import json
 from typing import Any
 
-from services.risk import cli
+from services.ops import cli
 
 
 async def mamoru(cluster, *argv: str) -> tuple[int, dict[str, Any]]:

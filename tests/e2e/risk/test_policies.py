@@ -105,6 +105,37 @@ async def test_set_policy_records_who_when_and_why(cluster):
     assert changes[0].changed_at.seconds > 0
 
 
+async def test_the_policy_history_pages_newest_first_and_shows_each_change_once(cluster):
+    await cluster.start("risk")
+    risk = cluster.stub("risk")
+    for number in range(5):
+        await risk.SetPolicy(
+            risk_pb2.SetPolicyRequest(wind_down=number % 2 == 0, reason=f"step {number}"),
+            timeout=TIMEOUT,
+        )
+    versions: list[int] = []
+    token = ""
+    for _ in range(5):
+        page = await risk.ListPolicyChanges(
+            risk_pb2.ListPolicyChangesRequest(
+                page=common_pb2.PageRequest(page_size=2, page_token=token)
+            ),
+            timeout=TIMEOUT,
+        )
+        versions += [c.policy_version for c in page.changes]
+        token = page.next_page_token
+        if not token:
+            break
+    assert versions == [5, 4, 3, 2, 1]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await risk.ListPolicyChanges(
+            risk_pb2.ListPolicyChangesRequest(page=common_pb2.PageRequest(page_token="12")),
+            timeout=TIMEOUT,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(refused.value) == ["page.page_token"]
+
+
 async def test_only_operators_may_set_policies(cluster):
     await cluster.start("risk")
     with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from mamoru.identity.v1 import identity_pb2
@@ -79,7 +78,6 @@ async def _token_refused(payer: Payer) -> bool:
     return False
 
 
-@pytest.mark.timeout(300)
 async def test_the_wallet_follows_risk_and_identity_again_within_seconds_of_their_return(
     cluster: Cluster,
 ):

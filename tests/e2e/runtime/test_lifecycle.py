@@ -61,7 +61,9 @@ class LifecycleProcess:
     async def wait_serving(self) -> None:
         async with asyncio.timeout(60):
             while await self.health() != SERVING:
-                assert self.process is not None and self.process.returncode is None
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise AssertionError(f"the service exited at start:\n{await self.output()}")
                 await asyncio.sleep(0.05)
 
     def channel(self) -> grpc.aio.Channel:

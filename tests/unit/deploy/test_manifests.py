@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 
 from deploy.k8s import gen_netpol
+from services.console.domain.operators import entry
 from services.runtime.config import describe, load_settings
 from tests.unit.deploy.kustomize import K8S, RENDERED, of_kind, render
 
@@ -251,6 +252,7 @@ def test_every_configmap_with_its_secrets_makes_settings_the_service_accepts():
             "IDENTITY_SECRETS_KEY": "A" * 43 + "=",
             "IDENTITY_PSEUDONYM_KEY": "B" * 43 + "=",
             "GATEWAY_SECRETS_KEY": "C" * 43 + "=",
+            "CONSOLE_OPERATORS": entry("aiko.sato", "a placeholder password"),
         }
         settings = load_settings(settings_class(service), environ)
         assert settings.metrics_port == gen_netpol.service_ports(service).metrics
@@ -373,8 +375,12 @@ def test_network_policies_allow_exactly_one_rule_per_call_graph_edge(overlay):
             egress_edges += [(owner, callee) for callee in callees]
     graph = access_graph()
     assert sorted(ingress_edges) == sorted(graph)
+    # A service calls as its principal (the console as `operator`), to what it declares.
+    calling_as = {gen_netpol.principal_of(service): service for service in SERVICES}
     assert sorted(egress_edges) == sorted(
-        (a, b) for a, b in graph if a in SERVICES and b in declared_outbound(a, SERVICES)
+        (a, b)
+        for a, b in graph
+        if a in calling_as and b in declared_outbound(calling_as[a], SERVICES)
     )
 
 
@@ -398,7 +404,7 @@ def test_an_outbound_call_the_callee_does_not_allow_is_refused(monkeypatch):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_an_http_api_is_open_to_the_namespace_and_the_ingress_controller(overlay):
+def test_only_the_partner_api_is_open_to_the_namespace_and_the_ingress_controller(overlay):
     policies = {p["metadata"]["name"]: p for p in of_kind(render(overlay), "NetworkPolicy")}
     for name, policy in policies.items():
         for rule in policy["spec"].get("ingress", []):
@@ -409,11 +415,33 @@ def test_only_an_http_api_is_open_to_the_namespace_and_the_ingress_controller(ov
             assert rule["ports"] == [{"port": http_port(name), "protocol": "TCP"}]
             ingress = {"kubernetes.io/metadata.name": gen_netpol.INGRESS_NAMESPACE}
             assert {"namespaceSelector": {"matchLabels": ingress}} in rule["from"]
-    opened = [s for s in SERVICES if http_port(s)]
-    assert opened == ["gateway"]
     assert any(
         {"podSelector": {}} in rule["from"] for rule in policies["gateway"]["spec"]["ingress"]
     )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_console_pages_are_open_to_the_operators_ingress_alone(overlay):
+    policies = {p["metadata"]["name"]: p for p in of_kind(render(overlay), "NetworkPolicy")}
+    operators = {"kubernetes.io/metadata.name": gen_netpol.OPERATOR_INGRESS_NAMESPACE}
+    reaching = [
+        rule["from"]
+        for policy in policies.values()
+        for rule in policy["spec"].get("ingress", [])
+        if rule["ports"] == [{"port": http_port("console"), "protocol": "TCP"}]
+    ]
+    assert reaching == [[{"namespaceSelector": {"matchLabels": operators}}]]
+    assert [s for s in SERVICES if http_port(s)] == ["gateway", "console"]
+
+
+def test_the_console_calls_as_the_operator_only_what_it_declares():
+    policy = gen_netpol.policies()["console.yaml"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected == {gen_netpol.PRINCIPAL_LABEL: "operator", "app.kubernetes.io/name": "console"}
+    callees = [callee for rule in policy["spec"]["egress"] for callee in principals(rule["to"])]
+    assert sorted(callees) == ["identity", "risk", "wallet"]
+    pod = deployment(render("overlays/production"), "console")["spec"]["template"]
+    assert pod["metadata"]["labels"].items() >= selected.items()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -1,4 +1,4 @@
-"""The operator CLI: policies, alerts, cases and victim queries through risk's gRPC API.
+"""The operator CLI (`mamoru`): policies, alerts, cases and victim queries through risk's gRPC API.
 
     mamoru policy show
     mamoru policy set top_up_channel card on --reason "card testing wave"

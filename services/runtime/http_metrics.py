@@ -1,6 +1,7 @@
-"""Prometheus series of the partner API: requests by route and status, and their time.
+"""Prometheus series of an HTTP API: requests by route and status, and their time.
 
-They live in the gateway's registry (``services/runtime/metrics.py``), so the
+The partner gateway and the operators' console count their requests here. The
+series live in the service's registry (``services/runtime/metrics.py``), so the
 runtime's ``/metrics`` endpoint serves them beside the pool, outbox and
 kill-switch gauges. Routes are labelled by their template
 (``/v1/payments/{payment_id}``), never by the path a caller sent, so made-up

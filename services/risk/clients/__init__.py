@@ -1,0 +1,1 @@
+"""Outbound: notify (operator alerts through the outbox) and the country database."""

@@ -1,0 +1,50 @@
+"""What happened after decisions (outcomes reported by identity and wallet), and the
+decisions themselves as operators list them."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from services.risk.domain.decisions import StoredDecision
+from services.risk.domain.network import subnet_of
+from services.risk.domain.outcomes import OutcomeEvent
+from services.risk.storage import decisions as decision_store
+from services.risk.storage import outcomes as outcome_store
+from services.risk.use_cases.ports import CountryLookup, DecisionLog
+
+
+class Decisions:
+    def __init__(
+        self, pool: asyncpg.Pool, decisions: DecisionLog, countries: CountryLookup
+    ) -> None:
+        self._pool = pool
+        self._decisions = decisions
+        self._countries = countries
+
+    async def record_outcome(self, event: OutcomeEvent) -> None:
+        """Store the outcome and update the signals it feeds."""
+        if event.ip:
+            event = dataclasses.replace(
+                event, subnet=subnet_of(event.ip), country=self._countries(event.ip)
+            )
+        await outcome_store.record_outcome(self._pool, event)
+
+    async def page(
+        self,
+        *,
+        account_id: str,
+        ip: str,
+        since: datetime | None,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+    ) -> list[StoredDecision]:
+        # This replica's queued decisions are stored first, so a decision just
+        # returned to a caller is always listed.
+        await self._decisions.flush()
+        return await decision_store.list_decisions(
+            self._pool, account_id=account_id, ip=ip, since=since, limit=limit, after=after
+        )
