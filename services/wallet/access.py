@@ -2,7 +2,7 @@
 ``wallet`` (issued by identity's ExchangeToken after step-up). Group-ID tokens
 are admitted by the interceptor only so that the handler can refuse them with
 PERMISSION_DENIED and the reason WALLET_AUDIENCE_REQUIRED (see
-``grpc_api.payer_claims``) instead of an UNAUTHENTICATED that reads like a bad token."""
+``api.callers.payer_claims``) instead of an UNAUTHENTICATED that reads like a bad token."""
 
 from services.runtime.access import Access, allow
 

@@ -1,4 +1,4 @@
-"""Wires the wallet service: storage, clients of other services, the gRPC API."""
+"""Wires the wallet service: storage, clients of other services, use cases, the gRPC API."""
 
 from __future__ import annotations
 
@@ -17,14 +17,20 @@ from services.runtime.peers import (
 )
 from services.runtime.server import Resources, ServiceApp, method_access
 from services.wallet.access import ACCESS
-from services.wallet.app import outbox_delivery
-from services.wallet.grpc_api import WalletServicer
-from services.wallet.points import PointsProgram
-from services.wallet.processor import CardProcessor
-from services.wallet.revocations import SessionVoider
-from services.wallet.risk_gate import RiskGate
+from services.wallet.api.handlers import WalletServicer
+from services.wallet.clients import outbox
+from services.wallet.clients.card_processor import CardProcessor
+from services.wallet.clients.points import PointsProgram
+from services.wallet.clients.risk import RiskGate
+from services.wallet.jobs import SessionVoider
 from services.wallet.settings import WalletSettings
-from services.wallet.storage import WalletStore
+from services.wallet.storage import Storage
+from services.wallet.use_cases.merchants import MerchantDirectory
+from services.wallet.use_cases.payments import StorePayments
+from services.wallet.use_cases.payouts import Payouts
+from services.wallet.use_cases.refunds import Refunds
+from services.wallet.use_cases.top_ups import TopUps
+from services.wallet.use_cases.wallets import Wallets
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"]
@@ -43,19 +49,55 @@ async def build(resources: Resources) -> ServiceApp:
         settings.processor_url, timeout_seconds=settings.processor_timeout_seconds
     )
     points = PointsProgram(settings.points_url, timeout_seconds=settings.points_timeout_seconds)
-    store = WalletStore(
+    storage = Storage(
         resources.pool,
         settings.limits(),
         timezone=settings.timezone,
         session_revoked=revocations.is_revoked,
     )
-    voider = SessionVoider(store)
+    voider = SessionVoider(storage.revoked_sessions)
     relay = OutboxRelay(
         resources.pool,
-        outbox_delivery(notify_pb2_grpc.NotifyServiceStub(notify), gate.record_outcome, processor),
+        outbox.delivery(notify_pb2_grpc.NotifyServiceStub(notify), gate.record_outcome, processor),
     )
     metrics.for_service(resources.name).watch_policy(lambda: policies.policy)
-    servicer = WalletServicer(store, processor, points, gate, settings)
+    servicer = WalletServicer(
+        wallets=Wallets(
+            storage.wallets,
+            storage.ledger,
+            storage.top_ups,
+            gate,
+            enroll_max_auth_age_seconds=settings.enroll_max_auth_age_seconds,
+        ),
+        top_ups=TopUps(
+            storage.wallets,
+            storage.funding_sources,
+            storage.top_ups,
+            storage.codes,
+            gate,
+            card=processor,
+            points=points,
+            verifier=processor,
+            new_source_max_auth_age_seconds=settings.new_source_max_auth_age_seconds,
+            cash_code_seconds=settings.cash_code_seconds,
+        ),
+        payments=StorePayments(
+            storage.wallets,
+            storage.codes,
+            storage.payments,
+            gate,
+            payment_code_seconds=settings.payment_code_seconds,
+            hold_seconds=settings.hold_seconds,
+        ),
+        refunds=Refunds(storage.refunds, storage.compensation, processor, gate),
+        payouts=Payouts(
+            storage.wallets,
+            storage.payouts,
+            gate,
+            payout_max_auth_age_seconds=settings.payout_max_auth_age_seconds,
+        ),
+        merchants=MerchantDirectory(storage.merchants),
+    )
     return ServiceApp(
         servicers=[(wallet_pb2_grpc.add_WalletServiceServicer_to_server, servicer)],
         service_names=[SERVICE.full_name],
@@ -63,7 +105,7 @@ async def build(resources: Resources) -> ServiceApp:
         verifier=verifier,
         background=[
             follow_revocations(identity, revocations, on_revoked=voider.revoked),
-            voider.run,
+            voider.job(),
             follow_policies(risk, policies, subscriber=f"wallet@{resources.name}"),
             relay.run,
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 CARD_REFUND = "card_refund"
@@ -42,3 +43,20 @@ def split_reversal(amount: int, wallet_balance: int) -> tuple[int, int]:
     """
     from_wallet = min(max(wallet_balance, 0), amount)
     return from_wallet, amount - from_wallet
+
+
+@dataclass(frozen=True)
+class CompensationLineRow:
+    movement_id: uuid.UUID
+    wallet_id: uuid.UUID
+    amount: int
+    method: str
+    status: str
+    compensation_entry_id: uuid.UUID | None
+    processor_charge_id: str | None
+
+
+@dataclass(frozen=True)
+class CompensationRun:
+    lines: list[CompensationLineRow]
+    newly_paid: int

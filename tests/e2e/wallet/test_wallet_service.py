@@ -1,22 +1,17 @@
-"""The wallet over real gRPC, with the real risk and notify beside it.
-
-Store registers (``pos``) and operators need no person token, so those paths run
-here end to end. A payer's wallet and codes are set up through the running
-wallet's own storage layer; the person-facing paths, with tokens from the real
-identity, are in test_person_path.py.
+"""The wallet over real gRPC from a store's and an operator's side, with the real
+identity, risk and notify beside it. Payers are set up as a person would (tokens
+from identity, a card top-up at the sandbox processor), never behind the
+services' backs; the person-facing paths themselves are in test_person_path.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -24,12 +19,10 @@ from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
 
-from services.devstack.card_processor import SandboxProcessor
-from services.wallet.domain.limits import Limits
-from services.wallet.grpc_api import WalletServicer
-from services.wallet.storage import WalletStore
+from tests.e2e.wallet.test_person_path import a_register, funded_payer
 from tests.harness import Cluster
-from tests.integration.wallet.helpers import points_top_up
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
 
 TIMEOUT = 15.0
 
@@ -58,67 +51,29 @@ def violated_fields(error: grpc.aio.AioRpcError) -> set[str]:
     return set()
 
 
-@pytest_asyncio.fixture
-async def sandbox() -> AsyncIterator[SandboxProcessor]:
-    processor = SandboxProcessor()
-    await processor.start()
-    try:
-        yield processor
-    finally:
-        await processor.stop()
-
-
-@pytest_asyncio.fixture
-async def running(cluster: Cluster, sandbox: SandboxProcessor) -> Cluster:
-    await cluster.start("risk", "notify")
-    await cluster.start("wallet", env={"WALLET_PROCESSOR_URL": sandbox.url})
-    return cluster
-
-
-def wallet_store(cluster: Cluster) -> WalletStore:
-    """The running wallet's own storage layer, for setting up what a payer would do."""
-    generous = Limits(500_000, 1_000_000, 100, 5_000_000, 5_000_000, 0, 1_000_000, 100_000)
-    return WalletStore(cluster.running["wallet"].pool, generous)
-
-
 async def merchant_with_store(cluster: Cluster) -> tuple[Any, tuple[tuple[str, str], ...], str]:
-    operator = cluster.stub("wallet", as_="operator")
-    merchant = await operator.RegisterMerchant(
-        wallet_pb2.RegisterMerchantRequest(name="コンビニ Mamoru", category="5411"),
-        timeout=TIMEOUT,
-    )
-    shop = await operator.RegisterStore(
-        wallet_pb2.RegisterStoreRequest(
-            merchant_id=merchant.merchant.merchant_id, store_code="tokyo-001", name="渋谷店"
-        ),
-        timeout=TIMEOUT,
-    )
-    return (
-        cluster.stub("wallet", as_="pos"),
-        (("x-merchant-key", merchant.merchant_key),),
-        shop.store_id,
-    )
+    register = await a_register(cluster)
+    return register.stub, register.metadata, register.store_id
 
 
-async def funded_wallet_with_code(cluster: Cluster, amount: int) -> tuple[uuid.UUID, str]:
-    store = wallet_store(cluster)
-    wallet = await store.enroll(str(uuid.uuid4()))
-    await points_top_up(store, wallet.id, amount)
-    code, _ = await store.issue_code(
-        wallet_id=wallet.id,
-        purpose="payment",
-        device_id="device-1",
-        session_id="session-1",
-        lifetime=timedelta(minutes=2),
-    )
-    return wallet.id, code
+async def funded_wallet_with_code(
+    cluster: Cluster, identity: IdentityDriver, wallet: Any, amount: int
+) -> tuple[Payer, str]:
+    """A payer who topped up ``amount`` by card, and their live payment code."""
+    payer, _ = await funded_payer(cluster, identity, wallet, amount)
+    return payer, await payer.payment_code()
+
+
+async def balance_of(payer: Payer) -> int:
+    return int((await payer.balance()).wallet.balance.amount_minor)
 
 
 async def test_a_hundred_registers_capturing_one_code_at_once_succeed_exactly_once(
-    running: Cluster,
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     pos, merchant_key, store_id = await merchant_with_store(running)
-    wallet_id, code = await funded_wallet_with_code(running, 10_000)
+    # Under risk's 10,000 challenge of a new card's first top-up.
+    payer, code = await funded_wallet_with_code(running, identity, wallet, 9_000)
 
     async def capture(i: int) -> Any:
         return await pos.CapturePayment(
@@ -144,14 +99,14 @@ async def test_a_hundred_registers_capturing_one_code_at_once_succeed_exactly_on
     # even tried; either way none of them moves money.
     assert {reason_of(r) for r in refused} <= {"CODE_INVALID", "RISK_DENIED"}
     assert "CODE_INVALID" in {reason_of(r) for r in refused}
-    assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 9_500
+    assert await balance_of(payer) == 8_500
 
 
 async def test_a_capture_replayed_with_its_key_returns_the_first_payment_and_a_refund_cannot_exceed_it(  # noqa: E501
-    running: Cluster,
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     pos, merchant_key, store_id = await merchant_with_store(running)
-    wallet_id, code = await funded_wallet_with_code(running, 5_000)
+    payer, code = await funded_wallet_with_code(running, identity, wallet, 5_000)
     request = wallet_pb2.CapturePaymentRequest(
         code=code, amount=jpy(1_200), store_id=store_id, idempotency_key="receipt-42"
     )
@@ -192,7 +147,7 @@ async def test_a_capture_replayed_with_its_key_returns_the_first_payment_and_a_r
         )
     assert too_much.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(too_much.value) == "REFUND_EXCEEDS_PAYMENT"
-    assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 4_800
+    assert await balance_of(payer) == 4_800
 
     report = await running.stub("wallet", as_="operator").Reconcile(
         wallet_pb2.ReconcileRequest(), timeout=TIMEOUT
@@ -226,9 +181,11 @@ async def test_bad_input_names_every_wrong_field_and_changes_nothing(running: Cl
     }
 
 
-async def test_a_register_without_a_valid_merchant_key_is_refused(running: Cluster) -> None:
+async def test_a_register_without_a_valid_merchant_key_is_refused(
+    running: Cluster, identity: IdentityDriver, wallet: Any
+) -> None:
     _, _, store_id = await merchant_with_store(running)
-    _, code = await funded_wallet_with_code(running, 1_000)
+    _, code = await funded_wallet_with_code(running, identity, wallet, 1_000)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await running.stub("wallet", as_="pos").CapturePayment(
@@ -244,21 +201,23 @@ async def test_a_register_without_a_valid_merchant_key_is_refused(running: Clust
 
 
 async def test_suspending_cash_top_ups_through_risk_refuses_the_next_one_with_the_reason(
-    running: Cluster,
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     pos, merchant_key, store_id = await merchant_with_store(running)
-    store = wallet_store(running)
-    wallet = await store.enroll(str(uuid.uuid4()))
+    payer = await identity.new_payer(wallet)
+    await payer.enroll()
 
-    async def accept(key: str) -> Any:
-        code, _ = await store.issue_code(
-            wallet_id=wallet.id,
-            purpose="cash_top_up",
-            device_id="device-1",
-            session_id="session-1",
-            lifetime=timedelta(minutes=10),
-            channel="cash_register",
+    async def cash_code() -> str:
+        reply = await wallet.IssueCashTopUpCode(
+            wallet_pb2.IssueCashTopUpCodeRequest(
+                channel=risk_pb2.TOP_UP_CHANNEL_CASH_REGISTER, client=payer.client
+            ),
+            metadata=payer.metadata,
+            timeout=TIMEOUT,
         )
+        return str(reply.code)
+
+    async def accept(code: str, key: str) -> Any:
         return await pos.AcceptCashTopUp(
             wallet_pb2.AcceptCashTopUpRequest(
                 code=code, amount=jpy(3_000), store_id=store_id, idempotency_key=key
@@ -267,8 +226,10 @@ async def test_suspending_cash_top_ups_through_risk_refuses_the_next_one_with_th
             timeout=TIMEOUT,
         )
 
-    accepted = await accept("before")
+    accepted = await accept(await cash_code(), "before")
     assert accepted.top_up.balance_after.amount_minor == 3_000
+    # Issued before the switch flips: the register presents it after.
+    code = await cash_code()
 
     await running.stub("risk", as_="operator").SetPolicy(
         risk_pb2.SetPolicyRequest(
@@ -284,16 +245,34 @@ async def test_suspending_cash_top_ups_through_risk_refuses_the_next_one_with_th
     async with asyncio.timeout(TIMEOUT):
         while reason != "CHANNEL_SUSPENDED":
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await accept(str(uuid.uuid4()))
+                # A 3,000 top-up over a 3,000 balance stays under every limit, so until
+                # the switch reaches the wallet this one would be accepted: a larger
+                # amount keeps the probe from moving money.
+                await pos.AcceptCashTopUp(
+                    wallet_pb2.AcceptCashTopUpRequest(
+                        code=code,
+                        amount=jpy(10_000_000),
+                        store_id=store_id,
+                        idempotency_key=str(uuid.uuid4()),
+                    ),
+                    metadata=merchant_key,
+                    timeout=TIMEOUT,
+                )
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             reason = reason_of(refused.value)
             await asyncio.sleep(0.05)
-    assert (await store.wallet_by_id(wallet.id)).balance == 3_000
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await accept(code, "after")
+    assert reason_of(refused.value) == "CHANNEL_SUSPENDED"
+    assert await balance_of(payer) == 3_000
 
 
-async def test_operators_freeze_and_unfreeze_a_wallet_with_a_reason(running: Cluster) -> None:
+async def test_operators_freeze_and_unfreeze_a_wallet_with_a_reason(
+    running: Cluster, identity: IdentityDriver, wallet: Any
+) -> None:
     pos, merchant_key, store_id = await merchant_with_store(running)
-    wallet_id, code = await funded_wallet_with_code(running, 1_000)
+    payer, code = await funded_wallet_with_code(running, identity, wallet, 1_000)
+    wallet_id = (await payer.balance()).wallet.wallet_id
     operator = running.stub("wallet", as_="operator")
 
     frozen = await operator.FreezeWallet(
@@ -325,16 +304,14 @@ async def test_operators_freeze_and_unfreeze_a_wallet_with_a_reason(running: Clu
 
 
 async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_and_reconcile_is_exact(
-    running: Cluster,
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     operator = running.stub("wallet", as_="operator")
-    store = wallet_store(running)
-    balances = [1_000, 2_500, 4_000]
-    wallets = []
-    for amount in balances:
-        wallet = await store.enroll(str(uuid.uuid4()))
-        await points_top_up(store, wallet.id, amount)
-        wallets.append(wallet)
+    payers = [
+        (await funded_payer(running, identity, wallet, amount))[0]
+        for amount in (1_000, 2_500, 4_000)
+    ]
+    wallet_ids = [(await payer.balance()).wallet.wallet_id for payer in payers]
     deadline = Timestamp()
     deadline.GetCurrentTime()
 
@@ -360,20 +337,29 @@ async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_and_reconci
                 await asyncio.sleep(0.05)
     assert notified.notified == 3
 
-    await store.register_payout_account(
-        wallets[0].id,
-        bank_code="0001",
-        branch_code="001",
-        account_number="7654321",
-        holder_name="スズキ ハナコ",
+    first = payers[0]
+    await wallet.RegisterPayoutAccount(
+        wallet_pb2.RegisterPayoutAccountRequest(
+            bank_code="0001",
+            branch_code="001",
+            account_number="7654321",
+            holder_name="スズキ ハナコ",
+        ),
+        metadata=first.metadata,
+        timeout=TIMEOUT,
     )
-    await store.claim_payout(wallets[0].id, idempotency_key="claim", request_hash="all")
+    paid = await wallet.ClaimPayout(
+        wallet_pb2.ClaimPayoutRequest(idempotency_key="claim"),
+        metadata=first.metadata,
+        timeout=TIMEOUT,
+    )
     unclaimed = await operator.ListUnclaimedBalances(
         wallet_pb2.ListUnclaimedBalancesRequest(), timeout=TIMEOUT
     )
     report = await operator.Reconcile(wallet_pb2.ReconcileRequest(), timeout=TIMEOUT)
 
-    assert {b.wallet_id for b in unclaimed.balances} == {str(w.id) for w in wallets[1:]}
+    assert paid.amount.amount_minor == 1_000
+    assert {b.wallet_id for b in unclaimed.balances} == set(wallet_ids[1:])
     assert unclaimed.total.amount_minor == 6_500
     assert unclaimed.wallet_count == 2
     assert all(b.HasField("notified_at") for b in unclaimed.balances)
@@ -382,18 +368,41 @@ async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_and_reconci
     assert not report.differences
 
 
+async def wallet_follows_payment_switch(risk: Any, payer: Payer, *, suspended: bool) -> str:
+    """Flip store payments through risk and wait until the wallet applies it; the
+    payer's live payment code once payments are open again."""
+    await risk.SetPolicy(
+        risk_pb2.SetPolicyRequest(payments_suspended=suspended, reason="fallback drill"),
+        timeout=TIMEOUT,
+    )
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            try:
+                code = await payer.payment_code()
+            except grpc.aio.AioRpcError as error:
+                assert reason_of(error) == "PAYMENTS_SUSPENDED"
+                if suspended:
+                    return ""
+            else:
+                if not suspended:
+                    return str(code)
+            await asyncio.sleep(0.05)
+
+
 async def test_with_risk_away_only_payments_under_the_fallback_limit_go_through(
-    running: Cluster,
+    running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     pos, merchant_key, store_id = await merchant_with_store(running)
-    wallet_id, code = await funded_wallet_with_code(running, 20_000)
-    # The wallet keeps the last policy risk streamed; its fallback limit applies now.
-    servicer = running.running["wallet"].app.servicers[0][1]
-    assert isinstance(servicer, WalletServicer)
-    view = servicer._risk.policies
-    policy = await view.wait_for_version(0, timeout=TIMEOUT)
-    limit = policy.payment_fallback_limit.amount_minor
-    assert limit > 0
+    payer, _ = await funded_payer(running, identity, wallet, 9_000)
+    limit = 3_000
+    risk = running.stub("risk", as_="operator")
+    await risk.SetPolicy(
+        risk_pb2.SetPolicyRequest(payment_fallback_limit=jpy(limit), reason="fallback drill"),
+        timeout=TIMEOUT,
+    )
+    # Once the wallet has applied the two later switches it holds the new limit too.
+    await wallet_follows_payment_switch(risk, payer, suspended=True)
+    code = await wallet_follows_payment_switch(risk, payer, suspended=False)
     await running.stop("risk")
 
     with pytest.raises(grpc.aio.AioRpcError) as large:
@@ -414,4 +423,4 @@ async def test_with_risk_away_only_payments_under_the_fallback_limit_go_through(
 
     assert reason_of(large.value) == "RISK_UNAVAILABLE"
     assert small.payment.amount.amount_minor == limit
-    assert (await wallet_store(running).wallet_by_id(wallet_id)).balance == 20_000 - limit
+    assert await balance_of(payer) == 9_000 - limit

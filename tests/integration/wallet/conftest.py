@@ -1,4 +1,4 @@
-"""A migrated wallet database per test, behind the real WalletStore."""
+"""A migrated wallet database per test, behind the real Storage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from services.runtime.db import close_pool, create_pool
 from services.runtime.migrations import migrate
 from services.wallet.bootstrap import MIGRATIONS
 from services.wallet.domain.limits import Limits
-from services.wallet.storage import WalletStore
+from services.wallet.storage import Storage
 
 GENEROUS = Limits(
     per_top_up=50_000,
@@ -25,12 +25,12 @@ GENEROUS = Limits(
 
 
 @pytest_asyncio.fixture
-async def wallet_store(new_database: Callable[..., Awaitable[str]]) -> AsyncIterator[WalletStore]:
+async def wallet_store(new_database: Callable[..., Awaitable[str]]) -> AsyncIterator[Storage]:
     url = await new_database("wallet")
     pool = await create_pool(url, max_size=12)
     async with pool.acquire() as conn:
         await migrate(conn, "wallet", MIGRATIONS)
     try:
-        yield WalletStore(pool, GENEROUS)
+        yield Storage(pool, GENEROUS)
     finally:
         await close_pool(pool)

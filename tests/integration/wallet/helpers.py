@@ -7,23 +7,25 @@ from datetime import timedelta
 from typing import Any
 
 from services.wallet.domain.codes import fingerprint
-from services.wallet.storage import StoreRow, WalletRow, WalletStore
+from services.wallet.domain.merchants import StoreRow
+from services.wallet.domain.wallets import WalletRow
+from services.wallet.storage import Storage
 
 
-async def funded_wallet(store: WalletStore, amount: int, payer: str | None = None) -> WalletRow:
-    wallet = await store.enroll(payer or f"payer-{uuid.uuid4()}")
+async def funded_wallet(store: Storage, amount: int, payer: str | None = None) -> WalletRow:
+    wallet = await store.wallets.enroll(payer or f"payer-{uuid.uuid4()}")
     if amount:
         await points_top_up(store, wallet.id, amount)
-    return await store.wallet_by_id(wallet.id)
+    return await store.wallets.wallet_by_id(wallet.id)
 
 
 async def points_top_up(
-    store: WalletStore, wallet_id: uuid.UUID, amount: int, key: str | None = None
+    store: Storage, wallet_id: uuid.UUID, amount: int, key: str | None = None
 ) -> dict[str, Any]:
     """A points top-up through the real reservation and posting, the loyalty
     program having redeemed the points (its side is tested in test_points.py)."""
     key = key or str(uuid.uuid4())
-    started = await store.begin_points_top_up(
+    started = await store.top_ups.reserve(
         wallet_id=wallet_id,
         amount=amount,
         session_id="",
@@ -32,17 +34,19 @@ async def points_top_up(
     )
     if isinstance(started, dict):
         return started
-    return await store.finish_top_up(started.top_up_id, f"rd_{started.top_up_id.hex}")
+    return await store.top_ups.finish(started.top_up_id, f"rd_{started.top_up_id.hex}")
 
 
-async def a_store(store: WalletStore, name: str = "Lawson") -> StoreRow:
-    merchant, _ = await store.register_merchant(name, "5411")
-    store_id = await store.register_store(merchant.id, f"s-{uuid.uuid4().hex[:8]}", f"{name} 1")
-    return await store.store_of(merchant.id, store_id)
+async def a_store(store: Storage, name: str = "Lawson") -> StoreRow:
+    merchant, _ = await store.merchants.register_merchant(name, "5411")
+    store_id = await store.merchants.register_store(
+        merchant.id, f"s-{uuid.uuid4().hex[:8]}", f"{name} 1"
+    )
+    return await store.merchants.store_of(merchant.id, store_id)
 
 
-async def payment_code(store: WalletStore, wallet_id: uuid.UUID) -> str:
-    code, _ = await store.issue_code(
+async def payment_code(store: Storage, wallet_id: uuid.UUID) -> str:
+    code, _ = await store.codes.issue_code(
         wallet_id=wallet_id,
         purpose="payment",
         device_id="device-1",
@@ -53,9 +57,9 @@ async def payment_code(store: WalletStore, wallet_id: uuid.UUID) -> str:
 
 
 async def capture(
-    store: WalletStore, shop: StoreRow, code: str, amount: int, key: str | None = None
+    store: Storage, shop: StoreRow, code: str, amount: int, key: str | None = None
 ) -> dict[str, Any]:
-    return await store.capture_by_code(
+    return await store.payments.capture_by_code(
         code=code,
         amount=amount,
         store=shop,

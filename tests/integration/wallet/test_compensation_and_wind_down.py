@@ -10,9 +10,10 @@ import pytest_asyncio
 
 from services.devstack.card_processor import SandboxProcessor
 from services.runtime.errors import FailedPrecondition
-from services.wallet.app import card_top_up, compensate_movements
-from services.wallet.processor import CardProcessor
-from services.wallet.storage import WalletStore
+from services.wallet.clients.card_processor import CardProcessor
+from services.wallet.storage import Storage
+from services.wallet.use_cases.refunds import compensate_movements
+from services.wallet.use_cases.top_ups import fund
 from tests.integration.wallet.helpers import a_store, capture, funded_wallet, payment_code
 
 
@@ -36,15 +37,15 @@ async def processor(sandbox: SandboxProcessor) -> AsyncIterator[CardProcessor]:
 
 
 async def test_compensating_a_case_twice_pays_once(
-    wallet_store: WalletStore, sandbox: SandboxProcessor, processor: CardProcessor
+    wallet_store: Storage, sandbox: SandboxProcessor, processor: CardProcessor
 ) -> None:
     # The incident: an attacker tops up the victim's wallet from the victim's card
     # and spends it in a store.
     wallet = await funded_wallet(wallet_store, 2_000)
     token, _ = sandbox.tokenise("4242424242424242")
-    card = await wallet_store.add_funding_source(wallet.id, token, "visa", "4242")
-    top_up = await card_top_up(
-        wallet_store,
+    card = await wallet_store.funding_sources.add_funding_source(wallet.id, token, "visa", "4242")
+    top_up = await fund(
+        wallet_store.top_ups,
         processor,
         wallet_id=wallet.id,
         funding_source_id=card.id,
@@ -59,10 +60,18 @@ async def test_compensating_a_case_twice_pays_once(
     movements = [uuid.UUID(top_up["movement_id"]), uuid.UUID(spent["movement_id"])]
 
     first = await compensate_movements(
-        wallet_store, processor, case_id=case_id, movement_ids=movements, reason="confirmed"
+        wallet_store.compensation,
+        processor,
+        case_id=case_id,
+        movement_ids=movements,
+        reason="confirmed",
     )
     second = await compensate_movements(
-        wallet_store, processor, case_id=case_id, movement_ids=movements, reason="confirmed"
+        wallet_store.compensation,
+        processor,
+        case_id=case_id,
+        movement_ids=movements,
+        reason="confirmed",
     )
 
     assert first.newly_paid == 2
@@ -76,24 +85,24 @@ async def test_compensating_a_case_twice_pays_once(
     ]
     # The card got its 10,000 back once; the wallet holds what the victim had.
     assert [charge.refunded for charge in sandbox.charges.values()] == [10_000]
-    assert (await wallet_store.wallet_by_id(wallet.id)).balance == 2_000
+    assert (await wallet_store.wallets.wallet_by_id(wallet.id)).balance == 2_000
     traced = await wallet_store.pool.fetchval(
         "select count(*) from journal_entries where case_id = $1", case_id
     )
     assert traced == 2
-    assert (await wallet_store.reconcile()).balanced
+    assert (await wallet_store.ledger.reconcile()).balanced
 
 
 async def test_a_declined_card_frees_its_reservation_and_a_timeout_keeps_it(
-    wallet_store: WalletStore, sandbox: SandboxProcessor, processor: CardProcessor
+    wallet_store: Storage, sandbox: SandboxProcessor, processor: CardProcessor
 ) -> None:
-    wallet = await wallet_store.enroll("payer-declined")
+    wallet = await wallet_store.wallets.enroll("payer-declined")
     token, _ = sandbox.tokenise("4000000000000002")
-    card = await wallet_store.add_funding_source(wallet.id, token, "visa", "0002")
+    card = await wallet_store.funding_sources.add_funding_source(wallet.id, token, "visa", "0002")
 
     async def top_up(key: str) -> dict[str, object]:
-        return await card_top_up(
-            wallet_store,
+        return await fund(
+            wallet_store.top_ups,
             processor,
             wallet_id=wallet.id,
             funding_source_id=card.id,
@@ -117,42 +126,48 @@ async def test_a_declined_card_frees_its_reservation_and_a_timeout_keeps_it(
 
 
 async def test_after_a_wind_down_every_balance_is_paid_out_or_listed_as_unclaimed(
-    wallet_store: WalletStore,
+    wallet_store: Storage,
 ) -> None:
     wallets = [await funded_wallet(wallet_store, 1_000 * (i + 1)) for i in range(5)]
-    await wallet_store.enroll("payer-empty")
-    notified = await wallet_store.mark_balance_holders_notified("2030-01-31")
+    await wallet_store.wallets.enroll("payer-empty")
+    notified = await wallet_store.payouts.mark_balance_holders_notified("2030-01-31")
     assert notified == 5
-    assert await wallet_store.mark_balance_holders_notified("2030-01-31") == 0
+    assert await wallet_store.payouts.mark_balance_holders_notified("2030-01-31") == 0
 
     for wallet in wallets[:3]:
-        await wallet_store.register_payout_account(
+        await wallet_store.payouts.register_payout_account(
             wallet.id,
             bank_code="0001",
             branch_code="123",
             account_number="1234567",
             holder_name="ヤマダ タロウ",
         )
-        await wallet_store.claim_payout(wallet.id, idempotency_key="payout", request_hash="all")
+        await wallet_store.payouts.claim_payout(
+            wallet.id, idempotency_key="payout", request_hash="all"
+        )
         # Claiming again with the same key returns the first payout.
-        await wallet_store.claim_payout(wallet.id, idempotency_key="payout", request_hash="all")
+        await wallet_store.payouts.claim_payout(
+            wallet.id, idempotency_key="payout", request_hash="all"
+        )
 
-    page, total, count, more = await wallet_store.unclaimed(limit=50, after=None)
+    page, total, count, more = await wallet_store.payouts.unclaimed(limit=50, after=None)
     assert {row.wallet_id for row in page} == {wallets[3].id, wallets[4].id}
     assert (total, count, more) == (4_000 + 5_000, 2, None)
     paid = await wallet_store.pool.fetchval("select sum(amount) from payouts")
     assert paid + total == sum(1_000 * (i + 1) for i in range(5))
-    assert (await wallet_store.reconcile()).balanced
+    assert (await wallet_store.ledger.reconcile()).balanced
     with pytest.raises(FailedPrecondition) as nothing_left:
-        await wallet_store.claim_payout(wallets[0].id, idempotency_key="again", request_hash="all")
+        await wallet_store.payouts.claim_payout(
+            wallets[0].id, idempotency_key="again", request_hash="all"
+        )
     assert nothing_left.value.reason == "NOTHING_TO_PAY_OUT"
 
 
-async def test_a_payout_needs_a_registered_bank_account(wallet_store: WalletStore) -> None:
+async def test_a_payout_needs_a_registered_bank_account(wallet_store: Storage) -> None:
     wallet = await funded_wallet(wallet_store, 1_000)
 
     with pytest.raises(FailedPrecondition) as refused:
-        await wallet_store.claim_payout(wallet.id, idempotency_key="k", request_hash="all")
+        await wallet_store.payouts.claim_payout(wallet.id, idempotency_key="k", request_hash="all")
 
     assert refused.value.reason == "PAYOUT_ACCOUNT_REQUIRED"
-    assert (await wallet_store.wallet_by_id(wallet.id)).balance == 1_000
+    assert (await wallet_store.wallets.wallet_by_id(wallet.id)).balance == 1_000

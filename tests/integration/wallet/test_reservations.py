@@ -13,11 +13,11 @@ import pytest_asyncio
 
 from services.devstack.card_processor import SandboxProcessor
 from services.runtime.errors import FailedPrecondition, Unavailable
-from services.wallet.app import card_top_up
+from services.wallet.clients.card_processor import CardProcessor
 from services.wallet.domain.codes import fingerprint
 from services.wallet.domain.limits import Limits
-from services.wallet.processor import CardProcessor
-from services.wallet.storage import WalletStore
+from services.wallet.storage import Storage
+from services.wallet.use_cases.top_ups import fund
 from tests.integration.wallet.helpers import (
     a_store,
     capture,
@@ -50,7 +50,7 @@ async def impatient_processor(sandbox: SandboxProcessor) -> AsyncIterator[CardPr
 
 
 async def test_card_top_ups_in_flight_count_toward_the_balance_cap(
-    wallet_store: WalletStore, sandbox: SandboxProcessor, impatient_processor: CardProcessor
+    wallet_store: Storage, sandbox: SandboxProcessor, impatient_processor: CardProcessor
 ) -> None:
     limits = Limits(
         per_top_up=50_000,
@@ -62,14 +62,14 @@ async def test_card_top_ups_in_flight_count_toward_the_balance_cap(
         new_wallet_day_amount=1_000_000,
         new_source_per_top_up=10_000,
     )
-    store = WalletStore(wallet_store.pool, limits)
-    wallet = await store.enroll("payer-near-the-cap")
+    store = Storage(wallet_store.pool, limits)
+    wallet = await store.wallets.enroll("payer-near-the-cap")
     token, _ = sandbox.tokenise("4242424242424242")
-    card = await store.add_funding_source(wallet.id, token, "visa", "4242")
+    card = await store.funding_sources.add_funding_source(wallet.id, token, "visa", "4242")
 
     async def top_up(amount: int, key: str) -> dict[str, Any]:
-        return await card_top_up(
-            store,
+        return await fund(
+            store.top_ups,
             impatient_processor,
             wallet_id=wallet.id,
             funding_source_id=card.id,
@@ -95,18 +95,20 @@ async def test_card_top_ups_in_flight_count_toward_the_balance_cap(
     with pytest.raises(FailedPrecondition) as again:
         await top_up(6_000, refused_key)
     assert again.value.metadata["limit"] == "balance_cap"
-    assert (await store.wallet_by_id(wallet.id)).balance == 16_000
+    assert (await store.wallets.wallet_by_id(wallet.id)).balance == 16_000
     assert len(sandbox.charges) == 2
 
 
 async def test_a_new_cards_allowance_covers_all_its_first_top_ups_in_flight(
-    wallet_store: WalletStore,
+    wallet_store: Storage,
 ) -> None:
-    wallet = await wallet_store.enroll("payer-many-firsts")
-    source = await wallet_store.add_funding_source(wallet.id, "tok_new", "visa", "1111")
+    wallet = await wallet_store.wallets.enroll("payer-many-firsts")
+    source = await wallet_store.funding_sources.add_funding_source(
+        wallet.id, "tok_new", "visa", "1111"
+    )
 
     async def reserve(key: str) -> object:
-        return await wallet_store.begin_card_top_up(
+        return await wallet_store.top_ups.reserve(
             wallet_id=wallet.id,
             funding_source_id=source.id,
             amount=6_000,
@@ -126,7 +128,7 @@ async def test_a_new_cards_allowance_covers_all_its_first_top_ups_in_flight(
     assert {r.metadata["largest_top_up"] for r in refused} == {"4000"}
 
 
-async def _lock_waiters(store: WalletStore) -> int:
+async def _lock_waiters(store: Storage) -> int:
     count: int = await store.pool.fetchval(
         "select count(*) from pg_stat_activity"
         " where datname = current_database() and wait_event_type = 'Lock'"
@@ -134,7 +136,7 @@ async def _lock_waiters(store: WalletStore) -> int:
     return count
 
 
-async def _until_waiting(store: WalletStore, count: int) -> None:
+async def _until_waiting(store: Storage, count: int) -> None:
     async with asyncio.timeout(WAIT):
         # PostgreSQL offers no event for a backend starting to wait on a lock.
         while await _lock_waiters(store) < count:  # noqa: ASYNC110
@@ -142,7 +144,7 @@ async def _until_waiting(store: WalletStore, count: int) -> None:
 
 
 async def test_a_capture_cannot_spend_money_held_for_another_merchant(
-    wallet_store: WalletStore,
+    wallet_store: Storage,
 ) -> None:
     wallet = await funded_wallet(wallet_store, 1_000)
     first_merchant = await a_store(wallet_store, "Family Mart")
@@ -150,7 +152,7 @@ async def test_a_capture_cannot_spend_money_held_for_another_merchant(
     third_merchant = await a_store(wallet_store, "Lawson")
 
     async def hold(shop: Any, amount: int) -> dict[str, Any]:
-        return await wallet_store.authorize(
+        return await wallet_store.payments.authorize(
             code=await payment_code(wallet_store, wallet.id),
             amount=amount,
             store=shop,
@@ -169,7 +171,7 @@ async def test_a_capture_cannot_spend_money_held_for_another_merchant(
     async with wallet_store.pool.acquire() as gate, gate.transaction():
         await gate.execute("select 1 from ledger_accounts where id = $1 for update", wallet.id)
         hold_capture = asyncio.create_task(
-            wallet_store.capture_authorization(
+            wallet_store.payments.capture_authorization(
                 authorization_id=uuid.UUID(captured_hold["authorization_id"]),
                 amount=400,
                 store=first_merchant,
@@ -195,5 +197,5 @@ async def test_a_capture_cannot_spend_money_held_for_another_merchant(
     assert isinstance(results[2], FailedPrecondition)
     assert results[2].reason == "INSUFFICIENT_BALANCE"
     # The second merchant's 400 is still there to capture.
-    assert (await wallet_store.wallet_by_id(wallet.id)).balance == 600
-    assert (await wallet_store.reconcile()).balanced
+    assert (await wallet_store.wallets.wallet_by_id(wallet.id)).balance == 600
+    assert (await wallet_store.ledger.reconcile()).balanced

@@ -10,6 +10,7 @@ import pytest
 from services.runtime.access import admitted_as
 from services.runtime.errors import FailedPrecondition, PermissionDenied
 from services.runtime.tokens import TokenClaims
+from services.wallet.api.callers import payer_claims
 from services.wallet.domain.codes import fingerprint, is_numeric_code, new_numeric_code
 from services.wallet.domain.compensation import (
     UnauthorizedMovement,
@@ -18,7 +19,7 @@ from services.wallet.domain.compensation import (
     split_reversal,
 )
 from services.wallet.domain.limits import Limits, TopUpUsage, broken_limit, room
-from services.wallet.grpc_api import payer_claims, require_recent_auth
+from services.wallet.domain.wallets import require_recent_auth
 
 LIMITS = Limits(
     per_top_up=50_000,

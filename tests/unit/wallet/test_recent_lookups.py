@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.wallet.grpc_api import RecentLookups
+from services.wallet.use_cases.merchants import RecentLookups
 
 
 def test_a_remembered_value_is_found_while_it_is_fresh() -> None:

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import grpc
 import structlog
-from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from services.runtime.errors import FailedPrecondition, Unavailable
 from services.runtime.peers import PolicyView
+from services.wallet.clients.money import jpy
+from services.wallet.domain.risk import ATM, CARD, CASH_REGISTER, POINTS, PaymentCheck, TopUpCheck
 
 log = structlog.get_logger(__name__)
 
 CHANNEL_NAMES = {
-    risk_pb2.TOP_UP_CHANNEL_CARD: "card",
-    risk_pb2.TOP_UP_CHANNEL_CASH_REGISTER: "cash_register",
-    risk_pb2.TOP_UP_CHANNEL_ATM: "atm",
-    risk_pb2.TOP_UP_CHANNEL_POINTS: "points",
+    risk_pb2.TOP_UP_CHANNEL_CARD: CARD,
+    risk_pb2.TOP_UP_CHANNEL_CASH_REGISTER: CASH_REGISTER,
+    risk_pb2.TOP_UP_CHANNEL_ATM: ATM,
+    risk_pb2.TOP_UP_CHANNEL_POINTS: POINTS,
 }
 CHANNELS_BY_NAME = {name: channel for channel, name in CHANNEL_NAMES.items()}
 
@@ -42,18 +43,18 @@ class RiskGate:
         self.policies = policies
         self._timeout = timeout
 
-    def require_top_ups_open(self, channel: risk_pb2.TopUpChannel.ValueType) -> None:
+    def require_top_ups_open(self, channel: str) -> None:
         """The channel's kill switch and wind-down, from the last policy risk streamed."""
         policy = self.policies.policy
         if policy is None:
             return
         if policy.wind_down:
             raise FailedPrecondition("WIND_DOWN", "top-ups have ended; balances are paid out")
-        if channel in policy.top_up_suspended_channels:
+        if CHANNELS_BY_NAME[channel] in policy.top_up_suspended_channels:
             raise FailedPrecondition(
                 "CHANNEL_SUSPENDED",
                 "top-ups through this channel are suspended",
-                metadata={"channel": risk_pb2.TopUpChannel.Name(channel)},
+                metadata={"channel": risk_pb2.TopUpChannel.Name(CHANNELS_BY_NAME[channel])},
             )
 
     def require_payments_open(self) -> None:
@@ -65,8 +66,19 @@ class RiskGate:
     def wind_down(self) -> bool:
         return self.policies.policy is not None and self.policies.policy.wind_down
 
-    async def assess_top_up(self, request: risk_pb2.AssessTopUpRequest) -> str:
+    async def assess_top_up(self, check: TopUpCheck) -> str:
         """The decision id when risk allows; otherwise a refusal (also when risk is away)."""
+        request = risk_pb2.AssessTopUpRequest(
+            wallet_id=check.wallet_id,
+            payer_id=check.payer_id,
+            amount=jpy(check.amount),
+            channel=CHANNELS_BY_NAME[check.channel],
+            funding_source_id=check.funding_source_id,
+            new_funding_source=check.new_funding_source,
+            session_id=check.session_id,
+        )
+        if check.client is not None:
+            request.client.CopyFrom(check.client)
         try:
             reply = await self._stub.AssessTopUp(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
@@ -78,7 +90,18 @@ class RiskGate:
             raise _refusal(reply.decision)
         return str(reply.decision.decision_id)
 
-    async def assess_payment(self, request: risk_pb2.AssessPaymentRequest) -> str:
+    async def assess_payment(self, check: PaymentCheck) -> str:
+        request = risk_pb2.AssessPaymentRequest(
+            wallet_id=check.wallet_id,
+            payer_id=check.payer_id,
+            amount=jpy(check.amount),
+            merchant_id=check.merchant_id,
+            merchant_category=check.merchant_category,
+            store_id=check.store_id,
+            basket_categories=[risk_pb2.GoodsCategory.ValueType(c) for c in check.basket],
+            device_id=check.device_id,
+            session_id=check.session_id,
+        )
         try:
             reply = await self._stub.AssessPayment(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
@@ -88,7 +111,7 @@ class RiskGate:
                 else 0
             )
             log.warning("risk.payment_unassessed", code=error.code().name, fallback_limit=limit)
-            if request.amount.amount_minor <= limit:
+            if check.amount <= limit:
                 return ""
             raise FailedPrecondition(
                 "RISK_UNAVAILABLE",
@@ -145,7 +168,3 @@ class RiskGate:
         return [
             movement.movement_id for account in affected.accounts for movement in account.movements
         ]
-
-
-def jpy(amount: int) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount, currency="JPY")
