@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from services.identity import jobs
 from services.identity.access import ACCESS
-from services.identity.core import Identity
 from services.identity.grpc_api import IdentityApi
 from services.identity.keys import KeyRing
 from services.identity.notices import Deliverer
@@ -17,6 +17,7 @@ from services.identity.revocations import RevocationFeed
 from services.identity.risk import RiskClient
 from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
+from services.identity.use_cases import Identity
 from services.runtime import metrics
 from services.runtime.outbox import OutboxRelay
 from services.runtime.peers import TOKEN_ISSUER, PolicyView, follow_policies
@@ -74,7 +75,7 @@ async def build(resources: Resources) -> ServiceApp:
             lambda stop: feed.follow_into(own_revocations, stop),
             relay.run,
             identity.record_failed_sign_ins,
-            identity.forget_spent_proofs,
+            jobs.forget_spent_proofs(resources.pool),
             follow_policies(risk_channel, policies, subscriber="identity"),
         ],
         closers=[risk.drain, risk_channel.close, notify_channel.close, wallet_channel.close],

@@ -14,10 +14,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mamoru.identity.v1 import identity_pb2 as pb
 from mamoru.identity.v1 import identity_pb2_grpc
 
-from services.identity.core import Identity, IssuedSession, PendingChallenge
 from services.identity.device_proof import MAX_PROOF_LENGTH
 from services.identity.domain import credentials as cred
+from services.identity.domain.sessions import IssuedSession, PendingChallenge
 from services.identity.revocations import RevocationFeed
+from services.identity.use_cases import Identity
 from services.runtime.access import current_caller, current_claims
 from services.runtime.errors import Unauthenticated
 from services.runtime.tokens import TokenClaims

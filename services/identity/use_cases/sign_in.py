@@ -1,0 +1,339 @@
+"""Signing in with a password or a passkey, and what a failed sign-in leaves behind.
+
+Every sign-in failure, whatever its cause, is the same ``Unauthenticated("INVALID_CREDENTIALS")``
+so that no answer tells an attacker whether an account exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import structlog
+import webauthn
+from mamoru.common.v1 import common_pb2
+
+from services.identity import storage
+from services.identity.domain import credentials as cred
+from services.identity.domain.errors import invalid_credentials
+from services.identity.domain.login import (
+    refuse_before_hashing,
+    second_factor_need,
+)
+from services.identity.domain.sessions import (
+    CHALLENGE_LIFETIME,
+    IssuedSession,
+    PendingChallenge,
+)
+from services.identity.notices import (
+    Kind,
+    send_event_notice,
+)
+from services.identity.risk import Outcome
+from services.identity.use_cases.base import (
+    FailedSignIn,
+    as_seen,
+)
+from services.identity.use_cases.checks import FactorChecks
+from services.runtime import metrics
+
+log = structlog.get_logger(__name__)
+
+
+class SignIn(FactorChecks):
+    async def login(
+        self,
+        *,
+        identifier: str,
+        password: str,
+        client: common_pb2.ClientContext,
+        device_proof: str = "",
+    ) -> IssuedSession | PendingChallenge:
+        key = cred.identifier_key(identifier)
+        identifier_hash = self.pseudonyms.identifier_hash(key)
+        proven = self._checked_proof(device_proof, "Login", identifier)
+        # One statement whether or not the account exists: the work before the answer
+        # must not tell a known identifier from an unknown one. It spends the proof.
+        account = await storage.login_candidate(self.pool, key, proven)
+        account_id = account["id"] if account is not None else None
+        if account is None or not account["proof_fresh"]:
+            proven = None
+        known_device = proven is not None and account is not None and account["known_device"]
+        client = as_seen(client, proven)
+        assessment = await self.risk.assess_login(
+            account_id=account_id,
+            identifier_hash=identifier_hash,
+            client=client,
+            known_device=known_device,
+            method="password",
+        )
+        if refuse_before_hashing(assessment.verdict):
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.inc()
+            raise invalid_credentials()
+        usable = account is not None and account["status"] == "active"
+        matches = await self.hasher.verify(
+            account["password_hash"] if usable and account is not None else None, password
+        )
+        if not (matches and usable and account is not None):
+            if account_id is not None:
+                self._after_answer(FailedSignIn(account_id, client, expired_password=False))
+            self.risk.record_outcome(
+                Outcome.OUTCOME_PASSWORD_WRONG,
+                decision_id=assessment.decision_id,
+                account_id=account_id,
+                client=client,
+                identifier_hash=identifier_hash,
+            )
+            raise invalid_credentials()
+        account_id = account["id"]
+        if account["password_expired"]:
+            self._after_answer(FailedSignIn(account_id, client, expired_password=True))
+            self.risk.record_outcome(
+                Outcome.OUTCOME_PASSWORD_OK,
+                decision_id=assessment.decision_id,
+                account_id=account_id,
+                client=client,
+            )
+            raise invalid_credentials()
+        if self.hasher.needs_rehash(account["password_hash"]):
+            new_hash = await self.hasher.hash(password)
+            async with self.pool.acquire() as conn:
+                await storage.set_password(conn, account_id, new_hash)
+        need = second_factor_need(
+            verdict=assessment.verdict,
+            known_device=known_device,
+            recent_failures=account["recent_failures"],
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not need.required:
+                assert proven is not None, "only a proven, registered key skips the second factor"
+                await storage.clear_failures(conn, account_id)
+                await storage.remember_device(
+                    conn,
+                    account_id=account_id,
+                    device=proven,
+                    user_agent=client.user_agent,
+                    ip=client.ip_address,
+                    country=assessment.country_code,
+                )
+                issued = await self._open_session(
+                    conn,
+                    account_id=account_id,
+                    client=client,
+                    methods=[cred.PASSWORD],
+                    proven=proven,
+                )
+            else:
+                methods = await self._challenge_methods(conn, account_id)
+                challenge = await storage.create_challenge(
+                    conn,
+                    account_id=account_id,
+                    purpose="login",
+                    session_id=None,
+                    device_id=client.device_id,
+                    ip=client.ip_address,
+                    user_agent=client.user_agent,
+                    methods=methods,
+                    risk_decision_id=assessment.decision_id,
+                    known_device=known_device,
+                    lifetime=CHALLENGE_LIFETIME,
+                )
+                await storage.log_event(
+                    conn,
+                    account_id=account_id,
+                    kind="login.second_factor_required",
+                    ip=client.ip_address,
+                    device_id=client.device_id,
+                    details={"reasons": list(need.reasons)},
+                )
+        if not need.required:
+            self.risk.record_outcome(
+                Outcome.OUTCOME_LOGIN_SUCCEEDED,
+                decision_id=assessment.decision_id,
+                account_id=account_id,
+                session_id=issued.session_id,
+                client=client,
+            )
+            return issued
+        self.risk.record_outcome(
+            Outcome.OUTCOME_PASSWORD_OK,
+            decision_id=assessment.decision_id,
+            account_id=account_id,
+            client=client,
+        )
+        return PendingChallenge(challenge["id"], tuple(methods))
+
+    def _after_answer(self, failure: FailedSignIn) -> None:
+        """Leave a failed sign-in for ``record_failed_sign_ins``: writing it before the
+        answer would make a known identifier's answer slower than an unknown one's."""
+        try:
+            self._failed_sign_ins.put_nowait(failure)
+        except asyncio.QueueFull:
+            # A stuffing run beyond the backlog: the counters are a signal, not a ledger.
+            log.warning("login.failure_not_recorded", account_id=str(failure.account_id))
+
+    async def record_failed_sign_ins(self, stop: asyncio.Event) -> None:
+        """Background job: write failed sign-ins, and those still waiting at shutdown."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                waiting = asyncio.ensure_future(self._failed_sign_ins.get())
+                await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    break
+                await self._write_failed_sign_in(waiting.result())
+                await self.flush_failed_sign_ins()
+        finally:
+            stopping.cancel()
+        await self.flush_failed_sign_ins()
+
+    async def flush_failed_sign_ins(self) -> None:
+        """Write every failed sign-in waiting now."""
+        while not self._failed_sign_ins.empty():
+            await self._write_failed_sign_in(self._failed_sign_ins.get_nowait())
+
+    async def _write_failed_sign_in(self, failure: FailedSignIn) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if failure.expired_password:
+                    await self._expired_password_used(conn, failure)
+                else:
+                    await storage.record_failure(conn, failure.account_id)
+                    await storage.log_event(
+                        conn,
+                        account_id=failure.account_id,
+                        kind="login.password_failed",
+                        ip=failure.client.ip_address,
+                        device_id=failure.client.device_id,
+                    )
+        except Exception:
+            log.exception("login.failure_record_failed", account_id=str(failure.account_id))
+
+    async def _expired_password_used(self, conn: asyncpg.Connection, failure: FailedSignIn) -> None:
+        """A forced reset expired this password, yet someone has it. The answer was a wrong
+        password's, so a stuffing run cannot learn which leaked pairs were right; the
+        owner is told at the registered address (at most once an hour)."""
+        client, now = failure.client, self.now()
+        await storage.log_event(
+            conn,
+            account_id=failure.account_id,
+            kind="login.expired_password_used",
+            ip=client.ip_address,
+            device_id=client.device_id,
+        )
+        await send_event_notice(
+            conn,
+            account_id=failure.account_id,
+            kind=Kind.NOTICE_KIND_SECOND_FACTOR_FAILED,
+            occurred_at=now,
+            detail="sign-in attempted with the expired password; choose a new one",
+            ip_address=client.ip_address,
+            device=client.user_agent,
+            key=f"identity:expired-password-used:{failure.account_id}:{now:%Y%m%d%H}",
+        )
+
+    async def begin_passkey_login(
+        self,
+        *,
+        identifier: str,
+        challenge_id: uuid.UUID | None,
+        client: common_pb2.ClientContext,
+        device_proof: str = "",
+    ) -> tuple[uuid.UUID, str]:
+        proven = await self._proven(
+            device_proof, "BeginPasskeyLogin", str(challenge_id) if challenge_id else ""
+        )
+        client = as_seen(client, proven)
+        webauthn_challenge = webauthn.helpers.generate_challenge()
+        async with self.pool.acquire() as conn, conn.transaction():
+            if challenge_id is not None:
+                challenge = await storage.open_challenge(conn, challenge_id)
+                if (
+                    challenge is None
+                    or cred.PASSKEY not in challenge["methods"]
+                    or challenge["device_id"] != client.device_id
+                ):
+                    raise invalid_credentials()
+                await storage.set_challenge_webauthn(conn, challenge_id, webauthn_challenge)
+                allow = await self._passkey_ids(conn, challenge["account_id"])
+                return challenge_id, self._authentication_options(webauthn_challenge, allow)
+            # Usernameless even when an identifier is given: listing its credentials would
+            # tell anyone whether the account exists.
+            ceremony_id = await storage.create_ceremony(
+                conn,
+                purpose="login",
+                account_id=None,
+                session_id=None,
+                device_id=client.device_id,
+                webauthn_challenge=webauthn_challenge,
+                lifetime=CHALLENGE_LIFETIME,
+            )
+        return ceremony_id, self._authentication_options(webauthn_challenge)
+
+    async def finish_passkey_login(
+        self,
+        *,
+        ceremony_id: uuid.UUID,
+        assertion_json: str,
+        client: common_pb2.ClientContext,
+        device_proof: str = "",
+    ) -> IssuedSession:
+        proven = await self._proven(device_proof, "FinishPasskeyLogin", str(ceremony_id))
+        client = as_seen(client, proven)
+        async with self.pool.acquire() as conn, conn.transaction():
+            ceremony = await storage.take_ceremony(conn, ceremony_id, "login")
+            if ceremony is None or ceremony["device_id"] != client.device_id:
+                raise invalid_credentials()
+            factor = await self._check_assertion(
+                conn, assertion_json, bytes(ceremony["webauthn_challenge"]), account_id=None
+            )
+        if factor is None:
+            raise invalid_credentials()
+        account_id = factor["account_id"]
+        known = (
+            proven is not None
+            and await storage.device(self.pool, account_id, proven.thumbprint) is not None
+        )
+        assessment = await self.risk.assess_login(
+            account_id=account_id,
+            identifier_hash="",
+            client=client,
+            known_device=known,
+            method="passkey",
+        )
+        if refuse_before_hashing(assessment.verdict):
+            raise invalid_credentials()
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await storage.account(conn, account_id)
+            if account is None or account["status"] != "active":
+                raise invalid_credentials()
+            new_device = proven is not None and await storage.remember_device(
+                conn,
+                account_id=account_id,
+                device=proven,
+                user_agent=client.user_agent,
+                ip=client.ip_address,
+                country=assessment.country_code,
+            )
+            if new_device or proven is None:
+                await send_event_notice(
+                    conn,
+                    account_id=account_id,
+                    kind=Kind.NOTICE_KIND_NEW_DEVICE_SIGN_IN,
+                    occurred_at=self.now(),
+                    ip_address=client.ip_address,
+                    device=client.user_agent,
+                )
+            issued = await self._open_session(
+                conn, account_id=account_id, client=client, methods=[cred.PASSKEY], proven=proven
+            )
+        self.risk.record_outcome(
+            Outcome.OUTCOME_LOGIN_SUCCEEDED,
+            decision_id=assessment.decision_id,
+            account_id=account_id,
+            session_id=issued.session_id,
+            client=client,
+        )
+        return issued
