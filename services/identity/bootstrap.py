@@ -9,7 +9,7 @@ from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.identity import jobs
 from services.identity.access import ACCESS
-from services.identity.grpc_api import IdentityApi
+from services.identity.api import IdentityApi
 from services.identity.keys import KeyRing
 from services.identity.notices import Deliverer
 from services.identity.passwords import PasswordHasher

@@ -5,7 +5,6 @@ security log, the contacts notify delivers to.
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -23,7 +22,6 @@ from services.identity.use_cases.base import (
     IdentityBase,
 )
 from services.runtime.errors import (
-    InvalidArgument,
     NotFound,
 )
 from services.runtime.outbox import NOTIFY_CHANNEL as OUTBOX_CHANNEL
@@ -37,19 +35,6 @@ class ResetProgress:
         self.processed: int = job["processed"]
         self.total: int = job["total"]
         self.done: bool = job["finished_at"] is not None
-
-
-def encode_page_token(occurred_at: datetime, event_id: uuid.UUID) -> str:
-    raw = f"{occurred_at.isoformat()}|{event_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        stamp, _, event_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(event_id)
-    except ValueError:
-        raise InvalidArgument([("page.page_token", "is not a token from this list")]) from None
 
 
 class Operators(IdentityBase):
@@ -122,21 +107,23 @@ class Operators(IdentityBase):
             yield ResetProgress(job)
 
     async def security_log(
-        self, account_id: uuid.UUID, *, page_size: int, page_token: str
-    ) -> tuple[list[Any], str]:
-        before = decode_page_token(page_token) if page_token else None
+        self,
+        account_id: uuid.UUID,
+        *,
+        page_size: int,
+        after: tuple[datetime, uuid.UUID] | None,
+    ) -> tuple[list[Any], tuple[datetime, uuid.UUID] | None]:
+        """A page of the account's security log, newest first, and where the next starts."""
         async with self.pool.acquire() as conn:
             if await storage.account(conn, account_id) is None:
                 raise NotFound("ACCOUNT_NOT_FOUND", "no such account")
             rows = await storage.security_events(
-                conn, account_id, before=before, limit=page_size + 1
+                conn, account_id, before=after, limit=page_size + 1
             )
-        next_token = ""
-        if len(rows) > page_size:
-            rows = rows[:page_size]
-            last = rows[-1]
-            next_token = encode_page_token(last["occurred_at"], last["id"])
-        return rows, next_token
+        if len(rows) <= page_size:
+            return rows, None
+        rows = rows[:page_size]
+        return rows, (rows[-1]["occurred_at"], rows[-1]["id"])
 
     async def registered_contacts(
         self,

@@ -1,0 +1,223 @@
+"""Between identity's protobuf messages and its use cases: input checks, and rows as messages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import grpc
+from mamoru.identity.v1 import identity_pb2 as pb
+
+from services.identity.device_proof import MAX_PROOF_LENGTH
+from services.identity.domain import credentials as cred
+from services.identity.domain.sessions import IssuedSession
+from services.runtime import paging
+from services.runtime.access import current_claims
+from services.runtime.convert import timestamp
+from services.runtime.errors import InvalidArgument, Unauthenticated
+from services.runtime.tokens import TokenClaims
+from services.runtime.validation import Violations
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+CHALLENGE_METHODS = {
+    cred.PASSKEY: pb.CHALLENGE_METHOD_PASSKEY,
+    cred.TOTP: pb.CHALLENGE_METHOD_TOTP,
+    cred.EMAIL_CODE: pb.CHALLENGE_METHOD_EMAIL_CODE,
+    cred.RECOVERY_CODE: pb.CHALLENGE_METHOD_RECOVERY_CODE,
+}
+
+
+AUTH_METHODS = {
+    cred.PASSWORD: pb.AUTH_METHOD_PASSWORD,
+    cred.PASSKEY: pb.AUTH_METHOD_PASSKEY,
+    cred.TOTP: pb.AUTH_METHOD_TOTP,
+    cred.EMAIL_CODE: pb.AUTH_METHOD_EMAIL_CODE,
+    cred.RECOVERY_CODE: pb.AUTH_METHOD_RECOVERY_CODE,
+    cred.EXTERNAL: pb.AUTH_METHOD_EXTERNAL,
+}
+
+
+PROFILE_TEXT = ("display_name", "family_name", "given_name")
+
+
+CLEARABLE = frozenset({*PROFILE_TEXT, "birth_date"})
+
+
+MAX_NAME = 200
+
+
+MAX_PASSWORD_INPUT = 1024
+
+
+MAX_CODE = 64
+
+
+MAX_TOKEN = 512
+
+
+MAX_JSON = 64 * 1024
+
+
+def check_device_proof(check: Violations, value: str) -> str:
+    # Only its size is checked here: a proof that does not verify is the same as none
+    # (a new device), so that its answer tells nothing an honest one would not.
+    check.require(len(value) <= MAX_PROOF_LENGTH, "device_proof", "is too long")
+    return value
+
+
+def bearer(context: Context) -> str:
+    """The bearer token of the call, already verified by the access interceptor."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            return value.partition(" ")[2].strip()
+    return ""
+
+
+def session_tokens(issued: IssuedSession) -> pb.SessionTokens:
+    return pb.SessionTokens(
+        access_token=issued.access_token,
+        access_token_expires_at=timestamp(issued.access_expires_at),
+        refresh_token=issued.refresh_token,
+        session_id=str(issued.session_id),
+        assurance_level=issued.assurance_level,
+    )
+
+
+def caller_claims() -> TokenClaims:
+    claims = current_claims()
+    if claims is None:
+        raise Unauthenticated("TOKEN_REQUIRED", "bearer token required")
+    return claims
+
+
+def check_password(check: Violations, field: str, value: str) -> None:
+    # Length rules of a new password are checked by the policy; this only bounds the input.
+    check.require(bool(value), field, "is required")
+    check.require(len(value) <= MAX_PASSWORD_INPUT, field, "is too long")
+
+
+def check_code(check: Violations, field: str, value: str) -> None:
+    check.text(field, value, max_length=MAX_CODE, required=True, single_line=True)
+
+
+def required_uuid(check: Violations, field: str, value: str) -> uuid.UUID:
+    parsed = check.uuid(field, value)
+    return parsed if parsed is not None else uuid.UUID(int=0)
+
+
+def check_language(check: Violations, field: str, value: int) -> int:
+    check.require(value in pb.Language.values(), field, "is not a known language")
+    return value
+
+
+def factor_message(row: Any) -> pb.Factor:
+    return pb.Factor(
+        factor_id=str(row["id"]),
+        method=CHALLENGE_METHODS[row["kind"]],
+        name=row["name"],
+        created_at=timestamp(row["created_at"]),
+        last_used_at=timestamp(row["last_used_at"]),
+        suspended=row["suspended"],
+    )
+
+
+def contact_message(row: Any) -> pb.Contact:
+    return pb.Contact(
+        contact_id=str(row["id"]),
+        kind=row["kind"],
+        address=row["address"],
+        verified=row["verified"],
+        primary=row["is_primary"],
+        created_at=timestamp(row["created_at"]),
+    )
+
+
+def profile_message(row: Any) -> pb.Profile:
+    profile = pb.Profile(
+        account_id=str(row["id"]),
+        language=row["language"],
+        created_at=timestamp(row["created_at"]),
+    )
+    for field in PROFILE_TEXT:
+        if row[field] is not None:
+            setattr(profile, field, row[field])
+    if row["birth_date"] is not None:
+        profile.birth_date = row["birth_date"].isoformat()
+    return profile
+
+
+def check_external(check: Violations, provider: str, id_token: str, nonce: str) -> None:
+    check.text("provider", provider, max_length=64, required=True, single_line=True)
+    check.text("id_token", id_token, max_length=MAX_JSON, required=True, single_line=True)
+    check.text("nonce", nonce, max_length=MAX_TOKEN, required=True, single_line=True)
+
+
+def operator_target(account_id: str, reason: str) -> uuid.UUID:
+    check = Violations()
+    parsed = required_uuid(check, "account_id", account_id)
+    check.text("reason", reason, max_length=1000, required=True)
+    check.raise_if_any()
+    return parsed
+
+
+def client_from_claims(claims: TokenClaims) -> Any:
+    """Person RPCs without a ClientContext field: the session's device key stands for the client."""
+    from mamoru.common.v1 import common_pb2
+
+    return common_pb2.ClientContext(device_id=claims.device_key or "")
+
+
+def security_log_after(token: str) -> tuple[datetime, uuid.UUID] | None:
+    """Where a page of the security log starts: after the event ``token`` names."""
+    if not token:
+        return None
+    stamp, event_id = paging.decode(token, field="page.page_token", parts=2)
+    try:
+        return datetime.fromisoformat(stamp), uuid.UUID(event_id)
+    except ValueError:
+        raise InvalidArgument([("page.page_token", "is not a token from this list")]) from None
+
+
+def security_log_token(last: tuple[datetime, uuid.UUID] | None) -> str:
+    return "" if last is None else paging.encode(last[0].isoformat(), str(last[1]))
+
+
+def session_message(row: Any, *, current: str) -> pb.Session:
+    return pb.Session(
+        session_id=str(row["id"]),
+        device_id=row["device_id"],
+        methods=[AUTH_METHODS[m] for m in row["methods"] if m in AUTH_METHODS],
+        assurance_level=row["assurance_level"],
+        created_at=timestamp(row["created_at"]),
+        last_seen_at=timestamp(row["last_seen_at"]),
+        ip_address=row["ip_address"],
+        current=str(row["id"]) == current,
+    )
+
+
+def device_message(row: Any) -> pb.Device:
+    return pb.Device(
+        device_id=row["device_id"],
+        user_agent=row["user_agent"],
+        first_seen_at=timestamp(row["first_seen_at"]),
+        last_seen_at=timestamp(row["last_seen_at"]),
+        last_ip_address=row["last_ip"],
+        last_country_code=row["last_country"],
+    )
+
+
+def security_event_message(row: Any) -> pb.SecurityEvent:
+    return pb.SecurityEvent(
+        event_id=str(row["id"]),
+        kind=row["kind"],
+        occurred_at=timestamp(row["occurred_at"]),
+        ip_address=row["ip_address"],
+        device_id=row["device_id"],
+        session_id=row["session_id"],
+        actor=row["actor"],
+        details_json=json.dumps(row["details"], ensure_ascii=False),
+    )
