@@ -39,7 +39,7 @@ from tests.support import people
 from tests.support.people import IDENTITY_ENV, IdentityDriver, stack_channel
 
 CARD_NUMBER = "4242424242424242"
-# The identity storage module's value for an email contact.
+# Identity's value for an email contact (services/identity/storage/contacts.py).
 EMAIL_CONTACT = 1
 
 

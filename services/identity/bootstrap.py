@@ -70,7 +70,7 @@ async def build(resources: Resources) -> ServiceApp:
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
         background=[
-            keys.follow,
+            jobs.follow_signing_keys(keys),
             feed.listen,
             lambda stop: feed.follow_into(own_revocations, stop),
             relay.run,

@@ -16,7 +16,6 @@ import asyncpg
 import structlog
 from mamoru.common.v1 import common_pb2
 
-from services.identity import storage
 from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import session_ended
@@ -42,6 +41,12 @@ from services.identity.sealing import (
     token_hash,
 )
 from services.identity.settings import IdentitySettings
+from services.identity.storage import accounts as account_store
+from services.identity.storage import device_proofs as proof_store
+from services.identity.storage import devices as device_store
+from services.identity.storage import factors as factor_store
+from services.identity.storage import security_log as log_store
+from services.identity.storage import sessions as session_store
 from services.identity.use_cases.ports import SYSTEM_CLOCK, Clock
 from services.runtime.errors import (
     FailedPrecondition,
@@ -185,7 +190,7 @@ class IdentityBase:
     ) -> IssuedSession:
         """Open a session bound to the key the request proved, if it proved one."""
         refresh = new_link_token()
-        session = await storage.open_session(
+        session = await session_store.open_session(
             conn,
             account_id=account_id,
             device_id=device_ref(client, proven),
@@ -195,7 +200,7 @@ class IdentityBase:
             lifetime=timedelta(days=self.settings.refresh_token_days),
             refresh_hash=token_hash(refresh),
         )
-        await storage.log_event(
+        await log_store.log_event(
             conn,
             account_id=account_id,
             kind="session.opened",
@@ -215,7 +220,7 @@ class IdentityBase:
         """The device key a request proved, its proof now spent; None for no valid proof
         or one used before (a copy proves nothing)."""
         proven = self._checked_proof(proof, rpc, bound)
-        if proven is None or not await storage.spend_device_proof(self.pool, proven):
+        if proven is None or not await proof_store.spend_device_proof(self.pool, proven):
             return None
         return proven
 
@@ -234,12 +239,12 @@ class IdentityBase:
             proven is not None
             and session["device_id"] == proven.thumbprint
             and account["registration_device_id"] == proven.thumbprint
-            and await storage.device(conn, account["id"], proven.thumbprint) is not None
+            and await device_store.device(conn, account["id"], proven.thumbprint) is not None
         )
 
     async def live_session(self, claims: TokenClaims) -> Any:
         """The caller's session as stored; a revoked or expired one ends the request."""
-        session = await storage.session(self.pool, uuid.UUID(claims.session_id))
+        session = await session_store.session(self.pool, uuid.UUID(claims.session_id))
         if (
             session is None
             or session["revoked_at"] is not None
@@ -257,9 +262,9 @@ class IdentityBase:
         reason: str,
     ) -> list[uuid.UUID]:
         """A credential or contact change: end what was begun before it, then every
-        other session (see ``storage.end_begun_with_old_credentials`` for the order)."""
-        await storage.end_begun_with_old_credentials(conn, account_id, keep=keep)
-        return await storage.revoke_sessions(
+        other session (see ``session_store.end_begun_with_old_credentials`` for the order)."""
+        await session_store.end_begun_with_old_credentials(conn, account_id, keep=keep)
+        return await session_store.revoke_sessions(
             conn,
             account_id=account_id,
             reason=reason,
@@ -297,8 +302,8 @@ class IdentityBase:
         session = await self.require_recent_auth(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn:
-            account = await storage.account(conn, account_id)
-            factors = await storage.factors(conn, account_id)
+            account = await account_store.account(conn, account_id)
+            factors = await factor_store.factors(conn, account_id)
         if account is None:
             raise session_ended()
         allowed = cred.may_change_factors(
@@ -332,13 +337,13 @@ class IdentityBase:
         becomes safe, not a takeover sign.
         """
         account_id = session["account_id"]
-        account = await storage.account(conn, account_id)
+        account = await account_store.account(conn, account_id)
         exempt = (
             first_factor
             and account is not None
             and await self._on_registration_device(conn, account, session, proven)
         )
-        await storage.log_event(
+        await log_store.log_event(
             conn,
             account_id=account_id,
             kind="factor.changed",
@@ -358,7 +363,7 @@ class IdentityBase:
         )
         if not exempt:
             await self._revoke_others(conn, account_id, keep=session["id"], reason=detail)
-            await storage.start_cooloff(conn, account_id, self.cooloff)
+            await account_store.start_cooloff(conn, account_id, self.cooloff)
             self.risk.record_outcome(
                 Outcome.OUTCOME_CREDENTIAL_CHANGED, account_id=account_id, client=client
             )
@@ -374,8 +379,8 @@ class IdentityBase:
         kind: Any = Kind.NOTICE_KIND_PASSWORD_CHANGED,
     ) -> None:
         await self._revoke_others(conn, account_id, keep=keep, reason=detail)
-        await storage.start_cooloff(conn, account_id, self.cooloff)
-        await storage.log_event(
+        await account_store.start_cooloff(conn, account_id, self.cooloff)
+        await log_store.log_event(
             conn,
             account_id=account_id,
             kind=detail.replace(" ", "."),

@@ -22,7 +22,6 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from services.identity import storage
 from services.identity.domain import credentials as cred
 from services.identity.domain.login import (
     challenge_methods,
@@ -37,6 +36,12 @@ from services.identity.notices import (
 from services.identity.sealing import (
     normalise_recovery_code,
 )
+from services.identity.storage import challenges as challenge_store
+from services.identity.storage import contacts as contact_store
+from services.identity.storage import factors as factor_store
+from services.identity.storage import passkeys as passkey_store
+from services.identity.storage import security_log as log_store
+from services.identity.storage import totp as totp_store
 from services.identity.use_cases.base import (
     IdentityBase,
 )
@@ -51,12 +56,12 @@ class FactorChecks(IdentityBase):
     async def _challenge_methods(
         self, conn: asyncpg.Connection, account_id: uuid.UUID
     ) -> list[str]:
-        factors = await storage.factors(conn, account_id)
+        factors = await factor_store.factors(conn, account_id)
         return challenge_methods(
             has_passkey=any(f["kind"] == "passkey" and not f["suspended"] for f in factors),
             has_totp=any(f["kind"] == "totp" for f in factors),
-            has_recovery_codes=await storage.has_recovery_codes(conn, account_id),
-            has_primary_email=await storage.primary_email(conn, account_id) is not None,
+            has_recovery_codes=await totp_store.has_recovery_codes(conn, account_id),
+            has_primary_email=await contact_store.primary_email(conn, account_id) is not None,
         )
 
     async def _check_factor(
@@ -77,7 +82,7 @@ class FactorChecks(IdentityBase):
             return cred.EMAIL_CODE if ok else None
         if answer == cred.RECOVERY_CODE:
             code_hash = self.box.code_hash(normalise_recovery_code(value), purpose="recovery")
-            used = await storage.use_recovery_code(conn, account_id, code_hash)
+            used = await totp_store.use_recovery_code(conn, account_id, code_hash)
             return cred.RECOVERY_CODE if used else None
         if answer == cred.PASSKEY:
             if challenge["webauthn_challenge"] is None:
@@ -89,11 +94,11 @@ class FactorChecks(IdentityBase):
         return None
 
     async def _check_totp(self, conn: asyncpg.Connection, account_id: uuid.UUID, code: str) -> bool:
-        for factor in await storage.factors(conn, account_id):
+        for factor in await factor_store.factors(conn, account_id):
             if factor["kind"] != "totp":
                 continue
             step = self._totp_step(factor, code)
-            if step is not None and await storage.accept_totp_step(conn, factor["id"], step):
+            if step is not None and await totp_store.accept_totp_step(conn, factor["id"], step):
                 return True
         return False
 
@@ -101,7 +106,7 @@ class FactorChecks(IdentityBase):
         self, conn: asyncpg.Connection, account_id: uuid.UUID, code: str
     ) -> bool:
         """Whether ``code`` is right for a time step identity already accepted once."""
-        for factor in await storage.factors(conn, account_id):
+        for factor in await factor_store.factors(conn, account_id):
             if factor["kind"] != "totp" or factor["last_totp_step"] is None:
                 continue
             step = self._totp_step(factor, code)
@@ -141,7 +146,7 @@ class FactorChecks(IdentityBase):
             credential_id = base64url_to_bytes(body["rawId"])
         except (ValueError, KeyError, TypeError):
             return None
-        factor = await storage.passkey_by_credential(conn, credential_id)
+        factor = await passkey_store.passkey_by_credential(conn, credential_id)
         if factor is None or factor["suspended"]:
             return None
         if account_id is not None and factor["account_id"] != account_id:
@@ -164,8 +169,8 @@ class FactorChecks(IdentityBase):
             return None
         stored, seen = factor["sign_count"] or 0, verified.new_sign_count
         if (stored > 0 or seen > 0) and seen <= stored:
-            await storage.suspend_factor(conn, factor["id"])
-            await storage.log_event(
+            await factor_store.suspend_factor(conn, factor["id"])
+            await log_store.log_event(
                 conn,
                 account_id=factor["account_id"],
                 kind="passkey.suspended_cloned",
@@ -179,7 +184,7 @@ class FactorChecks(IdentityBase):
                 detail=f"passkey {factor['name']}"[:200],
             )
             return None
-        await storage.record_passkey_use(conn, factor["id"], seen)
+        await passkey_store.record_passkey_use(conn, factor["id"], seen)
         return factor
 
     def _authentication_options(self, challenge: bytes, allow: Sequence[bytes] = ()) -> str:
@@ -194,7 +199,7 @@ class FactorChecks(IdentityBase):
     async def _passkey_ids(self, conn: asyncpg.Connection, account_id: uuid.UUID) -> list[bytes]:
         return [
             bytes(f["credential_id"])
-            for f in await storage.factors(conn, account_id)
+            for f in await factor_store.factors(conn, account_id)
             if f["kind"] == "passkey" and not f["suspended"]
         ]
 
@@ -218,7 +223,7 @@ class FactorChecks(IdentityBase):
         )
         if not assertion_json or challenge_id is None:
             raise refusal
-        challenge = await storage.open_challenge(conn, challenge_id)
+        challenge = await challenge_store.open_challenge(conn, challenge_id)
         if (
             challenge is None
             or challenge["session_id"] != session["id"]
@@ -234,4 +239,4 @@ class FactorChecks(IdentityBase):
         )
         if factor is None:
             raise refusal
-        await storage.complete_challenge(conn, challenge_id)
+        await challenge_store.complete_challenge(conn, challenge_id)

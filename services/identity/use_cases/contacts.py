@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 
-from services.identity import storage
 from services.identity.device_proof import ProvenDevice
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_code, session_ended
@@ -28,6 +27,10 @@ from services.identity.sealing import (
     new_link_token,
     token_hash,
 )
+from services.identity.storage import accounts as account_store
+from services.identity.storage import contacts as contact_store
+from services.identity.storage import security_log as log_store
+from services.identity.storage import sessions as session_store
 from services.identity.use_cases.base import (
     IdentityBase,
 )
@@ -43,27 +46,27 @@ class Contacts(IdentityBase):
     async def profile(self, claims: TokenClaims) -> Any:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn:
-            return await storage.account(conn, session["account_id"])
+            return await account_store.account(conn, session["account_id"])
 
     async def update_profile(self, claims: TokenClaims, changes: dict[str, Any]) -> Any:
         session = await self.live_session(claims)
         if "birth_date" in changes and isinstance(changes["birth_date"], str):
             changes["birth_date"] = date.fromisoformat(changes["birth_date"])
         async with self.pool.acquire() as conn, conn.transaction():
-            await storage.update_profile(conn, session["account_id"], changes)
-            await storage.log_event(
+            await account_store.update_profile(conn, session["account_id"], changes)
+            await log_store.log_event(
                 conn,
                 account_id=session["account_id"],
                 kind="profile.updated",
                 session_id=session["id"],
                 details={"fields": sorted(changes)},
             )
-            return await storage.account(conn, session["account_id"])
+            return await account_store.account(conn, session["account_id"])
 
     async def list_contacts(self, claims: TokenClaims) -> list[Any]:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn:
-            return await storage.contacts(conn, session["account_id"], verified_only=False)
+            return await contact_store.contacts(conn, session["account_id"], verified_only=False)
 
     async def add_contact(
         self,
@@ -76,7 +79,7 @@ class Contacts(IdentityBase):
         device_proof: str = "",
     ) -> Any:
         session = await self.require_recent_auth(claims)
-        moves_links = make_primary and kind == storage.EMAIL
+        moves_links = make_primary and kind == contact_store.EMAIL
         proven = (
             await self._proven(device_proof, "AddContact", access_token) if moves_links else None
         )
@@ -85,7 +88,7 @@ class Contacts(IdentityBase):
         async with self.pool.acquire() as conn, conn.transaction():
             if moves_links:
                 await self._may_move_credential_links(conn, session, proven)
-            contact = await storage.add_contact(
+            contact = await contact_store.add_contact(
                 conn,
                 account_id=session["account_id"],
                 kind=kind,
@@ -104,7 +107,7 @@ class Contacts(IdentityBase):
                 pending_contact_id=contact["id"],
                 key=f"identity:contact-code:{uuid.uuid4()}",
             )
-            await storage.log_event(
+            await log_store.log_event(
                 conn,
                 account_id=session["account_id"],
                 kind="contact.added",
@@ -121,7 +124,7 @@ class Contacts(IdentityBase):
         call: a copy of a session's token is not the device), or in a session that could open
         the wallet, outside a cool-off: the password with one code from the inbox, or a
         factor enrolled in such a session, must not point the account's resets elsewhere."""
-        account = await storage.account(conn, session["account_id"])
+        account = await account_store.account(conn, session["account_id"])
         if account is None:
             raise session_ended()
         if await self._on_registration_device(conn, account, session, proven):
@@ -144,7 +147,7 @@ class Contacts(IdentityBase):
         session = await self.live_session(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
-            contact = await storage.contact(conn, contact_id)
+            contact = await contact_store.contact(conn, contact_id)
             if contact is None or contact["account_id"] != account_id or contact["verified"]:
                 raise NotFound("CONTACT_NOT_FOUND", "no such pending contact")
             if (
@@ -154,27 +157,27 @@ class Contacts(IdentityBase):
             ):
                 raise invalid_code()
             if contact["code_hash"] != self.box.code_hash(code, purpose="contact"):
-                await storage.count_code_attempt(conn, contact_id)
+                await account_store.count_code_attempt(conn, contact_id)
                 wrong = True
             else:
                 wrong = False
-                is_email = contact["kind"] == storage.EMAIL
+                is_email = contact["kind"] == contact_store.EMAIL
                 if is_email:
-                    await storage.lock_address(conn, contact["address_key"])
-                old_primary = await storage.primary_email(conn, account_id)
+                    await account_store.lock_address(conn, contact["address_key"])
+                old_primary = await contact_store.primary_email(conn, account_id)
                 # An address another account has verified stays with that account: proving
                 # the inbox again from elsewhere does not move it (the refusal comes only
                 # after the right code, so it tells nothing to whoever lacks the inbox).
-                verified = await storage.verify_contact(conn, contact)
+                verified = await contact_store.verify_contact(conn, contact)
                 if verified is None:
                     raise FailedPrecondition(
                         "ADDRESS_UNAVAILABLE", "this address cannot be added to the account"
                     )
                 if is_email:
                     # The address is now this account's: registrations of it end.
-                    await storage.end_pending_registrations(conn, contact["address_key"])
+                    await account_store.end_pending_registrations(conn, contact["address_key"])
                 freeze = new_link_token()
-                await storage.create_freeze(
+                await contact_store.create_freeze(
                     conn,
                     token_hash=token_hash(freeze),
                     account_id=account_id,
@@ -183,7 +186,7 @@ class Contacts(IdentityBase):
                 )
                 if old_primary is not None and verified["is_primary"]:
                     # The old address keeps getting this one notice, with the way to stop it.
-                    await storage.log_event(
+                    await log_store.log_event(
                         conn,
                         account_id=account_id,
                         kind="contact.primary_changed",
@@ -200,8 +203,8 @@ class Contacts(IdentityBase):
                 await self._revoke_others(
                     conn, account_id, keep=session["id"], reason="contact changed"
                 )
-                await storage.start_cooloff(conn, account_id, self.cooloff)
-                await storage.log_event(
+                await account_store.start_cooloff(conn, account_id, self.cooloff)
+                await log_store.log_event(
                     conn,
                     account_id=account_id,
                     kind="contact.verified",
@@ -216,7 +219,7 @@ class Contacts(IdentityBase):
         session = await self.require_recent_auth(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
-            contact = await storage.contact(conn, contact_id)
+            contact = await contact_store.contact(conn, contact_id)
             if contact is None or contact["account_id"] != account_id:
                 raise NotFound("CONTACT_NOT_FOUND", "no such contact")
             if contact["is_primary"]:
@@ -230,13 +233,13 @@ class Contacts(IdentityBase):
                 occurred_at=self.now(),
                 detail="contact removed",
             )
-            await storage.remove_contact(conn, contact_id)
+            await contact_store.remove_contact(conn, contact_id)
             if contact["verified"]:
                 await self._revoke_others(
                     conn, account_id, keep=session["id"], reason="contact removed"
                 )
-                await storage.start_cooloff(conn, account_id, self.cooloff)
-            await storage.log_event(
+                await account_store.start_cooloff(conn, account_id, self.cooloff)
+            await log_store.log_event(
                 conn,
                 account_id=account_id,
                 kind="contact.removed",
@@ -246,27 +249,27 @@ class Contacts(IdentityBase):
 
     async def freeze_contact_change(self, freeze_token: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            freeze = await storage.use_freeze(conn, token_hash(freeze_token))
+            freeze = await contact_store.use_freeze(conn, token_hash(freeze_token))
             if freeze is None:
                 raise FailedPrecondition("FREEZE_LINK_INVALID", "the link is invalid or expired")
             account_id = freeze["account_id"]
-            contact = await storage.contact(conn, freeze["contact_id"])
+            contact = await contact_store.contact(conn, freeze["contact_id"])
             if contact is not None:
-                await storage.remove_contact(conn, contact["id"])
-            await storage.restore_contacts_removed_after(
+                await contact_store.remove_contact(conn, contact["id"])
+            await contact_store.restore_contacts_removed_after(
                 conn, account_id=account_id, changed_contact_id=freeze["contact_id"]
             )
-            if await storage.primary_email(conn, account_id) is None:
+            if await contact_store.primary_email(conn, account_id) is None:
                 # The previous primary email takes its place again.
-                await storage.restore_earliest_primary_email(conn, account_id)
-            await storage.end_begun_with_old_credentials(conn, account_id, keep=None)
-            await storage.revoke_sessions(
+                await contact_store.restore_earliest_primary_email(conn, account_id)
+            await session_store.end_begun_with_old_credentials(conn, account_id, keep=None)
+            await session_store.revoke_sessions(
                 conn,
                 account_id=account_id,
                 reason="contact change frozen",
                 token_lifetime=self.revocation_lifetime,
             )
-            await storage.log_event(
+            await log_store.log_event(
                 conn,
                 account_id=account_id,
                 kind="contact.change_frozen",
@@ -280,18 +283,18 @@ class Contacts(IdentityBase):
         session = await self.require_factor_change(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
-            account = await storage.account_for_update(conn, account_id)
+            account = await account_store.account_for_update(conn, account_id)
             if account is None:
                 raise session_ended()
-            await storage.end_begun_with_old_credentials(conn, account_id, keep=None)
-            await storage.revoke_sessions(
+            await session_store.end_begun_with_old_credentials(conn, account_id, keep=None)
+            await session_store.revoke_sessions(
                 conn,
                 account_id=account_id,
                 reason="account closed",
                 token_lifetime=self.revocation_lifetime,
             )
-            await storage.set_status(conn, account_id, "closed")
-            await storage.log_event(
+            await account_store.set_status(conn, account_id, "closed")
+            await log_store.log_event(
                 conn,
                 account_id=account_id,
                 kind="account.closed",
@@ -305,5 +308,5 @@ class Contacts(IdentityBase):
                 occurred_at=self.now(),
                 detail="account closed",
             )
-            await storage.release_logins(conn, account_id)
+            await account_store.release_logins(conn, account_id)
             await close_wallet(conn, payer_id=account["payer_id"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import structlog
 from mamoru.common.v1 import common_pb2
 
-from services.identity import storage
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
@@ -20,6 +19,8 @@ from services.identity.risk import Outcome
 from services.identity.sealing import (
     new_link_token,
 )
+from services.identity.storage import accounts as account_store
+from services.identity.storage import external_ids as external_store
 from services.identity.use_cases.base import (
     IdentityBase,
     as_seen,
@@ -54,7 +55,7 @@ class ExternalIds(IdentityBase):
             )
         nonce = new_link_token()
         async with self.pool.acquire() as conn:
-            await storage.create_external_nonce(
+            await external_store.create_external_nonce(
                 conn, nonce=nonce, provider=provider, lifetime=CHALLENGE_LIFETIME
             )
         return nonce, verifier.provider.authorization_endpoint
@@ -68,7 +69,7 @@ class ExternalIds(IdentityBase):
             log.info("external.id_token_refused", provider=provider, error=str(error))
             raise invalid_credentials() from None
         async with self.pool.acquire() as conn:
-            if not await storage.use_external_nonce(conn, nonce, provider):
+            if not await external_store.use_external_nonce(conn, nonce, provider):
                 raise invalid_credentials()
         return str(claims["sub"])
 
@@ -83,7 +84,7 @@ class ExternalIds(IdentityBase):
         subject = await self._verified_external(provider, id_token, nonce)
         client = as_seen(client, None)
         async with self.pool.acquire() as conn:
-            account_id = await storage.external_account(conn, provider, subject)
+            account_id = await external_store.external_account(conn, provider, subject)
         assessment = await self.risk.assess_login(
             account_id=account_id,
             identifier_hash=self.pseudonyms.identifier_hash(f"{provider}:{subject}"),
@@ -94,7 +95,7 @@ class ExternalIds(IdentityBase):
         if refuse_before_hashing(assessment.verdict) or account_id is None:
             raise invalid_credentials()
         async with self.pool.acquire() as conn, conn.transaction():
-            account = await storage.account(conn, account_id)
+            account = await account_store.account(conn, account_id)
             if account is None or account["status"] != "active":
                 raise invalid_credentials()
             # Someone else's ID proves one thing at most: the session stays at level 1,
@@ -131,7 +132,7 @@ class ExternalIds(IdentityBase):
         subject = await self._verified_external(provider, id_token, nonce)
         client = common_pb2.ClientContext(device_id=session["device_id"])
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await storage.link_external(
+            if not await external_store.link_external(
                 conn, provider=provider, subject=subject, account_id=session["account_id"]
             ):
                 raise FailedPrecondition(
@@ -143,7 +144,7 @@ class ExternalIds(IdentityBase):
         session = await self.require_recent_auth(claims)
         client = common_pb2.ClientContext(device_id=session["device_id"])
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await storage.unlink_external(
+            if not await external_store.unlink_external(
                 conn, provider=provider, account_id=session["account_id"]
             ):
                 raise NotFound("NOT_LINKED", "no external ID of this provider is linked")

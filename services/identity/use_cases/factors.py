@@ -17,7 +17,6 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from services.identity import storage
 from services.identity.domain.sessions import (
     CHALLENGE_LIFETIME,
     RECOVERY_CODE_COUNT,
@@ -26,6 +25,12 @@ from services.identity.sealing import (
     new_recovery_code,
     normalise_recovery_code,
 )
+from services.identity.storage import challenges as challenge_store
+from services.identity.storage import contacts as contact_store
+from services.identity.storage import factors as factor_store
+from services.identity.storage import passkeys as passkey_store
+from services.identity.storage import security_log as log_store
+from services.identity.storage import totp as totp_store
 from services.identity.use_cases.checks import FactorChecks
 from services.runtime.errors import (
     FailedPrecondition,
@@ -41,7 +46,7 @@ class Factors(FactorChecks):
     ) -> tuple[uuid.UUID, str]:
         session = await self.require_factor_change(claims)
         account_id = session["account_id"]
-        primary = await storage.primary_email(self.pool, account_id)
+        primary = await contact_store.primary_email(self.pool, account_id)
         existing = await self._passkey_ids_pool(account_id)
         webauthn_challenge = webauthn.helpers.generate_challenge()
         options = webauthn.generate_registration_options(
@@ -58,7 +63,7 @@ class Factors(FactorChecks):
             exclude_credentials=[PublicKeyCredentialDescriptor(id=c) for c in existing],
         )
         async with self.pool.acquire() as conn:
-            ceremony_id = await storage.create_ceremony(
+            ceremony_id = await challenge_store.create_ceremony(
                 conn,
                 purpose="register",
                 account_id=account_id,
@@ -83,7 +88,7 @@ class Factors(FactorChecks):
         session = await self.require_factor_change(claims)
         proven = await self._proven(device_proof, "FinishPasskeyRegistration", access_token)
         async with self.pool.acquire() as conn, conn.transaction():
-            ceremony = await storage.take_ceremony(conn, ceremony_id, "register")
+            ceremony = await challenge_store.take_ceremony(conn, ceremony_id, "register")
             if ceremony is None or ceremony["session_id"] != session["id"]:
                 raise FailedPrecondition("CEREMONY_EXPIRED", "start the passkey registration again")
             try:
@@ -99,8 +104,8 @@ class Factors(FactorChecks):
                     [("attestation_json", f"is not a valid attestation: {str(error)[:200]}")]
                 ) from None
             account_id = session["account_id"]
-            first_factor = not await storage.ever_had_factor(conn, account_id)
-            factor = await storage.add_passkey(
+            first_factor = not await factor_store.ever_had_factor(conn, account_id)
+            factor = await passkey_store.add_passkey(
                 conn,
                 account_id=account_id,
                 name=name,
@@ -122,10 +127,10 @@ class Factors(FactorChecks):
         session = await self.require_factor_change(claims)
         secret = pyotp.random_base32()
         async with self.pool.acquire() as conn:
-            factor_id = await storage.create_pending_totp(
+            factor_id = await totp_store.create_pending_totp(
                 conn, session["account_id"], self.box.seal(secret.encode(), purpose="totp")
             )
-            primary = await storage.primary_email(conn, session["account_id"])
+            primary = await contact_store.primary_email(conn, session["account_id"])
         label = primary["address"] if primary is not None else str(session["account_id"])
         uri = pyotp.TOTP(secret).provisioning_uri(name=label, issuer_name="Mamoru")
         return factor_id, secret, uri
@@ -144,14 +149,14 @@ class Factors(FactorChecks):
         proven = await self._proven(device_proof, "ConfirmTotpEnrollment", access_token)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
-            pending = await storage.pending_totp(conn, enrollment_id, account_id)
+            pending = await totp_store.pending_totp(conn, enrollment_id, account_id)
             if pending is None:
                 raise FailedPrecondition("ENROLLMENT_EXPIRED", "start the TOTP enrolment again")
             step = self._totp_step(pending, code)
             if step is None:
                 raise InvalidArgument([("code", "does not match the authenticator")])
-            first_factor = not await storage.ever_had_factor(conn, account_id)
-            factor = await storage.confirm_factor(conn, enrollment_id, step)
+            first_factor = not await factor_store.ever_had_factor(conn, account_id)
+            factor = await totp_store.confirm_factor(conn, enrollment_id, step)
             codes = await self._new_recovery_codes(conn, account_id)
             await self._factor_changed(
                 conn,
@@ -167,7 +172,7 @@ class Factors(FactorChecks):
         self, conn: asyncpg.Connection, account_id: uuid.UUID
     ) -> list[str]:
         codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-        await storage.replace_recovery_codes(
+        await totp_store.replace_recovery_codes(
             conn,
             account_id,
             [
@@ -180,10 +185,10 @@ class Factors(FactorChecks):
     async def regenerate_recovery_codes(self, claims: TokenClaims) -> list[str]:
         session = await self.require_factor_change(claims)
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await storage.factors(conn, session["account_id"]):
+            if not await factor_store.factors(conn, session["account_id"]):
                 raise FailedPrecondition("NO_SECOND_FACTOR", "enrol a second factor first")
             codes = await self._new_recovery_codes(conn, session["account_id"])
-            await storage.log_event(
+            await log_store.log_event(
                 conn,
                 account_id=session["account_id"],
                 kind="recovery_codes.regenerated",
@@ -194,15 +199,15 @@ class Factors(FactorChecks):
     async def list_factors(self, claims: TokenClaims) -> list[Any]:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn:
-            return await storage.factors(conn, session["account_id"])
+            return await factor_store.factors(conn, session["account_id"])
 
     async def remove_factor(
         self, claims: TokenClaims, factor_id: uuid.UUID, client: common_pb2.ClientContext
     ) -> None:
         session = await self.require_factor_change(claims)
         async with self.pool.acquire() as conn, conn.transaction():
-            factor = await storage.factor(conn, factor_id)
+            factor = await factor_store.factor(conn, factor_id)
             if factor is None or factor["account_id"] != session["account_id"]:
                 raise NotFound("FACTOR_NOT_FOUND", "no such factor")
-            await storage.remove_factor(conn, factor_id)
+            await factor_store.remove_factor(conn, factor_id)
             await self._factor_changed(conn, session, client, detail=f"{factor['kind']} removed")

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from services.identity import storage
 from services.identity.domain.sessions import (
     RESET_LIFETIME,
 )
@@ -18,6 +17,11 @@ from services.identity.notices import (
     Kind,
     send_event_notice,
 )
+from services.identity.storage import accounts as account_store
+from services.identity.storage import contacts as contact_store
+from services.identity.storage import resets as reset_store
+from services.identity.storage import security_log as log_store
+from services.identity.storage import sessions as session_store
 from services.identity.use_cases.base import (
     IdentityBase,
 )
@@ -42,19 +46,19 @@ class Operators(IdentityBase):
         self, account_id: uuid.UUID, *, locked: bool, reason: str, actor: str
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            account = await storage.account_for_update(conn, account_id)
+            account = await account_store.account_for_update(conn, account_id)
             if account is None or account["status"] in ("closed", "pending"):
                 raise NotFound("ACCOUNT_NOT_FOUND", "no such open account")
-            await storage.set_status(conn, account_id, "locked" if locked else "active")
+            await account_store.set_status(conn, account_id, "locked" if locked else "active")
             if locked:
-                await storage.end_begun_with_old_credentials(conn, account_id, keep=None)
-                await storage.revoke_sessions(
+                await session_store.end_begun_with_old_credentials(conn, account_id, keep=None)
+                await session_store.revoke_sessions(
                     conn,
                     account_id=account_id,
                     reason="account locked",
                     token_lifetime=self.revocation_lifetime,
                 )
-            await storage.log_event(
+            await log_store.log_event(
                 conn,
                 account_id=account_id,
                 kind="account.locked" if locked else "account.unlocked",
@@ -82,11 +86,11 @@ class Operators(IdentityBase):
         """Run (or resume) a forced reset batch by batch, yielding progress after each."""
         async with self.pool.acquire() as conn:
             if resume_job_id is not None:
-                job = await storage.reset_job(conn, resume_job_id)
+                job = await reset_store.reset_job(conn, resume_job_id)
                 if job is None:
                     raise NotFound("JOB_NOT_FOUND", "no such forced reset job")
             else:
-                job = await storage.create_reset_job(
+                job = await reset_store.create_reset_job(
                     conn,
                     reason=reason,
                     all_accounts=all_accounts,
@@ -96,7 +100,7 @@ class Operators(IdentityBase):
         yield ResetProgress(job)
         while job["finished_at"] is None and not stop.is_set():
             async with self.pool.acquire() as conn, conn.transaction():
-                job = await storage.run_reset_batch(
+                job = await reset_store.run_reset_batch(
                     conn,
                     job,
                     batch_size=self.settings.forced_reset_batch,
@@ -115,9 +119,9 @@ class Operators(IdentityBase):
     ) -> tuple[list[Any], tuple[datetime, uuid.UUID] | None]:
         """A page of the account's security log, newest first, and where the next starts."""
         async with self.pool.acquire() as conn:
-            if await storage.account(conn, account_id) is None:
+            if await account_store.account(conn, account_id) is None:
                 raise NotFound("ACCOUNT_NOT_FOUND", "no such account")
-            rows = await storage.security_events(
+            rows = await log_store.security_events(
                 conn, account_id, before=after, limit=page_size + 1
             )
         if len(rows) <= page_size:
@@ -134,15 +138,15 @@ class Operators(IdentityBase):
     ) -> tuple[Any, list[Any]]:
         async with self.pool.acquire() as conn:
             if account_id is not None:
-                account = await storage.account(conn, account_id)
+                account = await account_store.account(conn, account_id)
             else:
                 assert payer_id is not None
-                account = await storage.account_by_payer(conn, payer_id)
+                account = await account_store.account_by_payer(conn, payer_id)
             if account is None:
                 raise NotFound("ACCOUNT_NOT_FOUND", "no such account")
-            contacts = list(await storage.contacts(conn, account["id"], verified_only=True))
+            contacts = list(await contact_store.contacts(conn, account["id"], verified_only=True))
             if pending_contact_id is not None:
-                pending = await storage.contact(conn, pending_contact_id)
+                pending = await contact_store.contact(conn, pending_contact_id)
                 if pending is None or pending["account_id"] != account["id"]:
                     raise NotFound("CONTACT_NOT_FOUND", "no such pending contact")
                 # A code notice delivered late, after the address was verified, still

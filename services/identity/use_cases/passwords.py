@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 
 from mamoru.common.v1 import common_pb2
 
-from services.identity import storage
 from services.identity.domain import credentials as cred
 from services.identity.domain.sessions import (
     RESET_LIFETIME,
@@ -24,6 +23,12 @@ from services.identity.sealing import (
     new_link_token,
     token_hash,
 )
+from services.identity.storage import accounts as account_store
+from services.identity.storage import contacts as contact_store
+from services.identity.storage import factors as factor_store
+from services.identity.storage import resets as reset_store
+from services.identity.storage import security_log as log_store
+from services.identity.storage import sessions as session_store
 from services.identity.use_cases.base import (
     IdentityBase,
 )
@@ -47,9 +52,9 @@ class Passwords(IdentityBase):
         session = await self.live_session(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn:
-            account = await storage.account(conn, account_id)
-            primary = await storage.primary_email(conn, account_id)
-            has_factor = bool(await storage.factors(conn, account_id))
+            account = await account_store.account(conn, account_id)
+            primary = await contact_store.primary_email(conn, account_id)
+            has_factor = bool(await factor_store.factors(conn, account_id))
         if account is None or not await self.hasher.verify(
             account["password_hash"], current_password
         ):
@@ -63,14 +68,14 @@ class Passwords(IdentityBase):
         new_hash = await self.hasher.hash(new_password)
         refresh = new_link_token()
         async with self.pool.acquire() as conn, conn.transaction():
-            await storage.set_password(conn, account_id, new_hash)
+            await account_store.set_password(conn, account_id, new_hash)
             await self._credential_changed(
                 conn, account_id, keep=session["id"], detail="password changed", client=client
             )
-            await storage.add_refresh_token(
+            await session_store.add_refresh_token(
                 conn, session_id=session["id"], token_hash=token_hash(refresh)
             )
-            current = await storage.session(conn, session["id"])
+            current = await session_store.session(conn, session["id"])
         return self._issue(current, refresh)
 
     async def request_password_reset(
@@ -112,17 +117,17 @@ class Passwords(IdentityBase):
         )
         token = new_link_token()
         async with self.pool.acquire() as conn, conn.transaction():
-            account = await storage.account_by_login(conn, payload["identifier_key"])
+            account = await account_store.account_by_login(conn, payload["identifier_key"])
             if account is None or account["status"] not in ("active",):
                 return
             account_id = account["id"]
             # One request at a time per account, so two cannot both find no fresh link.
-            await storage.account_for_update(conn, account_id)
-            if await storage.has_fresh_reset(conn, account_id, within=RESET_REISSUE_AFTER):
+            await account_store.account_for_update(conn, account_id)
+            if await reset_store.has_fresh_reset(conn, account_id, within=RESET_REISSUE_AFTER):
                 # Anyone can ask; a new link would replace the one the owner may be
                 # opening right now, so a flood of requests could keep them from ever
                 # resetting. Their link stands, and the attempt is kept.
-                await storage.log_event(
+                await log_store.log_event(
                     conn,
                     account_id=account_id,
                     kind="password.reset_repeated",
@@ -130,7 +135,7 @@ class Passwords(IdentityBase):
                     device_id=client.device_id,
                 )
                 return
-            expires_at = await storage.create_reset(
+            expires_at = await reset_store.create_reset(
                 conn, account_id=account_id, token_hash=token_hash(token), lifetime=RESET_LIFETIME
             )
             # Addressed to the account, not to anything in the request: notify sends
@@ -152,7 +157,7 @@ class Passwords(IdentityBase):
                 device=client.user_agent,
                 key=f"{message.idempotency_key}:told",
             )
-            await storage.log_event(
+            await log_store.log_event(
                 conn,
                 account_id=account_id,
                 kind="password.reset_requested",
@@ -164,17 +169,13 @@ class Passwords(IdentityBase):
         self, *, reset_token: str, new_password: str, client: common_pb2.ClientContext
     ) -> None:
         async with self.pool.acquire() as conn:
-            account_id = await conn.fetchval(
-                "select account_id from password_resets where token_hash = $1"
-                " and used_at is null and expires_at > now()",
-                token_hash(reset_token),
-            )
+            account_id = await reset_store.usable_reset(conn, token_hash(reset_token))
             if account_id is None:
                 raise FailedPrecondition(
                     "RESET_LINK_INVALID", "the reset link is invalid or has expired"
                 )
-            primary = await storage.primary_email(conn, account_id)
-            has_factor = bool(await storage.factors(conn, account_id))
+            primary = await contact_store.primary_email(conn, account_id)
+            has_factor = bool(await factor_store.factors(conn, account_id))
         await self._check_new_password(
             "new_password",
             new_password,
@@ -183,12 +184,12 @@ class Passwords(IdentityBase):
         )
         new_hash = await self.hasher.hash(new_password)
         async with self.pool.acquire() as conn, conn.transaction():
-            if await storage.use_reset(conn, token_hash(reset_token)) != account_id:
+            if await reset_store.use_reset(conn, token_hash(reset_token)) != account_id:
                 raise FailedPrecondition(
                     "RESET_LINK_INVALID", "the reset link is invalid or has expired"
                 )
-            await storage.set_password(conn, account_id, new_hash)
-            await storage.clear_failures(conn, account_id)
+            await account_store.set_password(conn, account_id, new_hash)
+            await account_store.clear_failures(conn, account_id)
             await self._credential_changed(
                 conn, account_id, keep=None, detail="password reset", client=client
             )

@@ -7,7 +7,6 @@ from datetime import datetime
 
 from mamoru.common.v1 import common_pb2
 
-from services.identity import storage
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_code
 from services.identity.domain.login import (
@@ -26,6 +25,9 @@ from services.identity.risk import Outcome
 from services.identity.sealing import (
     new_code,
 )
+from services.identity.storage import accounts as account_store
+from services.identity.storage import devices as device_store
+from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import (
     IdentityBase,
     as_seen,
@@ -72,8 +74,8 @@ class Registration(IdentityBase):
         expires_at = self.now() + CODE_LIFETIME
         code_hash = self.box.code_hash(code, purpose="contact")
         async with self.pool.acquire() as conn, conn.transaction():
-            await storage.lock_address(conn, key)
-            existing = await storage.account_by_login(conn, key)
+            await account_store.lock_address(conn, key)
+            existing = await account_store.account_by_login(conn, key)
             if existing is not None:
                 # The same answer as a new address; only the owner learns someone tried.
                 await send_event_notice(
@@ -84,7 +86,7 @@ class Registration(IdentityBase):
                     ip_address=client.ip_address,
                     device=client.user_agent,
                 )
-                await storage.log_event(
+                await log_store.log_event(
                     conn,
                     account_id=existing["id"],
                     kind="registration.attempted",
@@ -97,9 +99,9 @@ class Registration(IdentityBase):
             # it activates it, so someone who registers an address they do not hold keeps
             # nothing once its owner verifies. The same device registering again replaces
             # its own earlier registration, and nobody else's.
-            await storage.end_pending_registrations(conn, key, device_id=client.device_id)
+            await account_store.end_pending_registrations(conn, key, device_id=client.device_id)
             account_id = uuid.uuid4()
-            contact_id = await storage.create_pending_account(
+            contact_id = await account_store.create_pending_account(
                 conn,
                 account_id=account_id,
                 payer_id=self.pseudonyms.payer_id(account_id),
@@ -133,12 +135,12 @@ class Registration(IdentityBase):
         proven = await self._proven(device_proof, "VerifyEmail", email)
         client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():
-            await storage.lock_address(conn, key)
+            await account_store.lock_address(conn, key)
             # A code answers only for the registration it was sent for, made from this
             # device: a code mailed for someone else's registration of the address
             # activates nothing here, and wrong guesses from elsewhere do not use up
             # this registration's attempts.
-            pending = await storage.pending_registration(conn, key, client.device_id)
+            pending = await account_store.pending_registration(conn, key, client.device_id)
             if (
                 pending is None
                 or pending["code_hash"] is None
@@ -147,24 +149,24 @@ class Registration(IdentityBase):
             ):
                 raise invalid_code()
             if pending["code_hash"] != self.box.code_hash(code, purpose="contact"):
-                await storage.count_code_attempt(conn, pending["contact_id"])
+                await account_store.count_code_attempt(conn, pending["contact_id"])
                 failed = True
             else:
                 failed = False
                 account_id = pending["account_id"]
-                if not await storage.activate_account(
+                if not await account_store.activate_account(
                     conn, account_id=account_id, contact_id=pending["contact_id"], login_key=key
                 ):
                     raise invalid_code()
                 # Whoever proved the address owns it: every other registration of it ends.
-                await storage.end_pending_registrations(conn, key)
+                await account_store.end_pending_registrations(conn, key)
                 # Only a proven key becomes the first device: a label anyone could copy
                 # must not carry the registration device's privileges.
-                await storage.set_registration_device(
+                await account_store.set_registration_device(
                     conn, account_id, proven.thumbprint if proven is not None else None
                 )
                 if proven is not None:
-                    await storage.remember_device(
+                    await device_store.remember_device(
                         conn,
                         account_id=account_id,
                         device=proven,
@@ -172,7 +174,7 @@ class Registration(IdentityBase):
                         ip=client.ip_address,
                         country="",
                     )
-                await storage.log_event(
+                await log_store.log_event(
                     conn,
                     account_id=account_id,
                     kind="account.registered",

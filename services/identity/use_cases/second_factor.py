@@ -7,7 +7,6 @@ from datetime import datetime
 
 from mamoru.common.v1 import common_pb2
 
-from services.identity import storage
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
@@ -26,6 +25,10 @@ from services.identity.risk import Outcome
 from services.identity.sealing import (
     new_code,
 )
+from services.identity.storage import accounts as account_store
+from services.identity.storage import challenges as challenge_store
+from services.identity.storage import devices as device_store
+from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import (
     as_seen,
 )
@@ -37,10 +40,10 @@ class SecondFactor(FactorChecks):
         code = new_code()
         expires_at = self.now() + CODE_LIFETIME
         async with self.pool.acquire() as conn, conn.transaction():
-            challenge = await storage.open_challenge(conn, challenge_id)
+            challenge = await challenge_store.open_challenge(conn, challenge_id)
             if challenge is None or cred.EMAIL_CODE not in challenge["methods"]:
                 raise invalid_credentials()
-            await storage.set_challenge_email_code(
+            await challenge_store.set_challenge_email_code(
                 conn, challenge_id, self.box.code_hash(code, purpose="sign-in"), expires_at
             )
             await send_code_notice(
@@ -65,7 +68,7 @@ class SecondFactor(FactorChecks):
         proven = await self._proven(device_proof, "VerifySecondFactor", str(challenge_id))
         client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():
-            challenge = await storage.open_challenge(conn, challenge_id)
+            challenge = await challenge_store.open_challenge(conn, challenge_id)
             if (
                 challenge is None
                 or challenge["purpose"] != "login"
@@ -75,8 +78,8 @@ class SecondFactor(FactorChecks):
             account_id = challenge["account_id"]
             method = await self._check_factor(conn, challenge, answer, value)
             if method is None:
-                await storage.fail_challenge(conn, challenge_id, CHALLENGE_ATTEMPTS)
-                await storage.log_event(
+                await challenge_store.fail_challenge(conn, challenge_id, CHALLENGE_ATTEMPTS)
+                await log_store.log_event(
                     conn,
                     account_id=account_id,
                     kind="login.second_factor_failed",
@@ -95,10 +98,10 @@ class SecondFactor(FactorChecks):
                     key=f"identity:second-factor-failed:{challenge_id}",
                 )
             else:
-                await storage.complete_challenge(conn, challenge_id)
-                await storage.clear_failures(conn, account_id)
+                await challenge_store.complete_challenge(conn, challenge_id)
+                await account_store.clear_failures(conn, account_id)
                 # The key becomes a known device only now, after the second factor.
-                new_device = proven is not None and await storage.remember_device(
+                new_device = proven is not None and await device_store.remember_device(
                     conn,
                     account_id=account_id,
                     device=proven,
@@ -117,7 +120,7 @@ class SecondFactor(FactorChecks):
                         device=client.user_agent,
                     )
                 if new_device:
-                    await storage.log_event(
+                    await log_store.log_event(
                         conn,
                         account_id=account_id,
                         kind="device.added",

@@ -9,7 +9,6 @@ from typing import Any
 import webauthn
 from mamoru.common.v1 import common_pb2
 
-from services.identity import storage
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials, session_ended
 from services.identity.domain.login import (
@@ -21,6 +20,12 @@ from services.identity.sealing import (
     new_link_token,
     token_hash,
 )
+from services.identity.storage import accounts as account_store
+from services.identity.storage import challenges as challenge_store
+from services.identity.storage import devices as device_store
+from services.identity.storage import factors as factor_store
+from services.identity.storage import security_log as log_store
+from services.identity.storage import sessions as session_store
 from services.identity.use_cases.base import (
     as_seen,
 )
@@ -44,20 +49,20 @@ class Sessions(FactorChecks):
         new_refresh = new_link_token()
         reused = False
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await storage.spend_refresh_token(conn, old_hash)
+            row = await session_store.spend_refresh_token(conn, old_hash)
             if row is None or row["revoked_at"] is not None or row["expires_at"] < self.now():
                 raise session_ended()
             if row["spent_at"] is not None or row["device_id"] != client.device_id:
                 # A spent token shown again, or shown without its session's device key,
                 # means two holders: end the whole family.
-                await storage.revoke_sessions(
+                await session_store.revoke_sessions(
                     conn,
                     account_id=row["account_id"],
                     reason="refresh token reused",
                     token_lifetime=self.revocation_lifetime,
                     only=row["id"],
                 )
-                await storage.log_event(
+                await log_store.log_event(
                     conn,
                     account_id=row["account_id"],
                     kind="session.refresh_reused",
@@ -67,7 +72,7 @@ class Sessions(FactorChecks):
                 )
                 reused = True
             else:
-                await storage.rotate_refresh_token(
+                await session_store.rotate_refresh_token(
                     conn, old_hash=old_hash, new_hash=token_hash(new_refresh), session_id=row["id"]
                 )
         if reused:
@@ -77,7 +82,7 @@ class Sessions(FactorChecks):
     async def logout(self, claims: TokenClaims) -> None:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn, conn.transaction():
-            await storage.revoke_sessions(
+            await session_store.revoke_sessions(
                 conn,
                 account_id=session["account_id"],
                 reason="signed out",
@@ -88,12 +93,12 @@ class Sessions(FactorChecks):
     async def list_sessions(self, claims: TokenClaims) -> list[Any]:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn:
-            return await storage.live_sessions(conn, session["account_id"])
+            return await session_store.live_sessions(conn, session["account_id"])
 
     async def revoke_session(self, claims: TokenClaims, session_id: uuid.UUID) -> None:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn, conn.transaction():
-            revoked = await storage.revoke_sessions(
+            revoked = await session_store.revoke_sessions(
                 conn,
                 account_id=session["account_id"],
                 reason="revoked by owner",
@@ -102,7 +107,7 @@ class Sessions(FactorChecks):
             )
             if not revoked:
                 raise NotFound("SESSION_NOT_FOUND", "no such session")
-            await storage.log_event(
+            await log_store.log_event(
                 conn,
                 account_id=session["account_id"],
                 kind="session.revoked",
@@ -112,21 +117,21 @@ class Sessions(FactorChecks):
     async def list_devices(self, claims: TokenClaims) -> list[Any]:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn:
-            return await storage.devices(conn, session["account_id"])
+            return await device_store.devices(conn, session["account_id"])
 
     async def revoke_device(self, claims: TokenClaims, device_id: str) -> None:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await storage.remove_device(conn, session["account_id"], device_id):
+            if not await device_store.remove_device(conn, session["account_id"], device_id):
                 raise NotFound("DEVICE_NOT_FOUND", "no such device")
-            await storage.revoke_sessions(
+            await session_store.revoke_sessions(
                 conn,
                 account_id=session["account_id"],
                 reason="device removed",
                 token_lifetime=self.revocation_lifetime,
                 device_id=device_id,
             )
-            await storage.log_event(
+            await log_store.log_event(
                 conn,
                 account_id=session["account_id"],
                 kind="device.removed",
@@ -140,7 +145,7 @@ class Sessions(FactorChecks):
         session = await self.live_session(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
-            factors = await storage.factors(conn, account_id)
+            factors = await factor_store.factors(conn, account_id)
             methods = challenge_methods(
                 has_passkey=any(f["kind"] == "passkey" and not f["suspended"] for f in factors),
                 has_totp=any(f["kind"] == "totp" for f in factors),
@@ -149,7 +154,7 @@ class Sessions(FactorChecks):
             )
             if not factors:
                 methods = [cred.PASSWORD]
-            challenge = await storage.create_challenge(
+            challenge = await challenge_store.create_challenge(
                 conn,
                 account_id=account_id,
                 purpose="step_up",
@@ -165,7 +170,9 @@ class Sessions(FactorChecks):
             options = ""
             if cred.PASSKEY in methods:
                 webauthn_challenge = webauthn.helpers.generate_challenge()
-                await storage.set_challenge_webauthn(conn, challenge["id"], webauthn_challenge)
+                await challenge_store.set_challenge_webauthn(
+                    conn, challenge["id"], webauthn_challenge
+                )
                 allow = await self._passkey_ids(conn, account_id)
                 options = self._authentication_options(webauthn_challenge, allow)
         return challenge["id"], methods, options
@@ -176,7 +183,7 @@ class Sessions(FactorChecks):
         session = await self.live_session(claims)
         account_id = session["account_id"]
         async with self.pool.acquire() as conn, conn.transaction():
-            challenge = await storage.open_challenge(conn, challenge_id)
+            challenge = await challenge_store.open_challenge(conn, challenge_id)
             if (
                 challenge is None
                 or challenge["purpose"] != "step_up"
@@ -184,7 +191,7 @@ class Sessions(FactorChecks):
             ):
                 raise invalid_credentials()
             if answer == cred.PASSWORD and cred.PASSWORD in challenge["methods"]:
-                account = await storage.account(conn, account_id)
+                account = await account_store.account(conn, account_id)
                 ok = await self.hasher.verify(account["password_hash"] if account else None, value)
                 method: str | None = cred.PASSWORD if ok else None
             else:
@@ -194,8 +201,8 @@ class Sessions(FactorChecks):
                 reused = answer == cred.TOTP and await self._totp_already_used(
                     conn, account_id, value
                 )
-                await storage.fail_challenge(conn, challenge_id, CHALLENGE_ATTEMPTS)
-                await storage.log_event(
+                await challenge_store.fail_challenge(conn, challenge_id, CHALLENGE_ATTEMPTS)
+                await log_store.log_event(
                     conn,
                     account_id=account_id,
                     kind="step_up.failed",
@@ -206,16 +213,16 @@ class Sessions(FactorChecks):
                     },
                 )
             else:
-                await storage.complete_challenge(conn, challenge_id)
+                await challenge_store.complete_challenge(conn, challenge_id)
                 methods = sorted({*session["methods"], method})
-                raised = await storage.raise_session(
+                raised = await session_store.raise_session(
                     conn, session["id"], methods, cred.assurance_level(methods)
                 )
                 refresh = new_link_token()
-                await storage.add_refresh_token(
+                await session_store.add_refresh_token(
                     conn, session_id=session["id"], token_hash=token_hash(refresh)
                 )
-                await storage.log_event(
+                await log_store.log_event(
                     conn,
                     account_id=account_id,
                     kind="step_up.succeeded",
@@ -255,13 +262,13 @@ class Sessions(FactorChecks):
                 "the wallet needs a session from a passkey or a password with TOTP",
             )
         async with self.pool.acquire() as conn, conn.transaction():
-            account = await storage.account(conn, account_id)
+            account = await account_store.account(conn, account_id)
             if account is None or account["status"] != "active":
                 raise session_ended()
             if (
                 proven is None
                 or session["device_id"] != proven.thumbprint
-                or await storage.device(conn, account_id, proven.thumbprint) is None
+                or await device_store.device(conn, account_id, proven.thumbprint) is None
             ):
                 raise PermissionDenied(
                     "DEVICE_NOT_REGISTERED", "the wallet is only opened from a registered device"

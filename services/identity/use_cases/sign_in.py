@@ -14,7 +14,6 @@ import structlog
 import webauthn
 from mamoru.common.v1 import common_pb2
 
-from services.identity import storage
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
@@ -31,6 +30,10 @@ from services.identity.notices import (
     send_event_notice,
 )
 from services.identity.risk import Outcome
+from services.identity.storage import accounts as account_store
+from services.identity.storage import challenges as challenge_store
+from services.identity.storage import devices as device_store
+from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import (
     FailedSignIn,
     as_seen,
@@ -55,7 +58,7 @@ class SignIn(FactorChecks):
         proven = self._checked_proof(device_proof, "Login", identifier)
         # One statement whether or not the account exists: the work before the answer
         # must not tell a known identifier from an unknown one. It spends the proof.
-        account = await storage.login_candidate(self.pool, key, proven)
+        account = await account_store.login_candidate(self.pool, key, proven)
         account_id = account["id"] if account is not None else None
         if account is None or not account["proof_fresh"]:
             proven = None
@@ -99,7 +102,7 @@ class SignIn(FactorChecks):
         if self.hasher.needs_rehash(account["password_hash"]):
             new_hash = await self.hasher.hash(password)
             async with self.pool.acquire() as conn:
-                await storage.set_password(conn, account_id, new_hash)
+                await account_store.set_password(conn, account_id, new_hash)
         need = second_factor_need(
             verdict=assessment.verdict,
             known_device=known_device,
@@ -108,8 +111,8 @@ class SignIn(FactorChecks):
         async with self.pool.acquire() as conn, conn.transaction():
             if not need.required:
                 assert proven is not None, "only a proven, registered key skips the second factor"
-                await storage.clear_failures(conn, account_id)
-                await storage.remember_device(
+                await account_store.clear_failures(conn, account_id)
+                await device_store.remember_device(
                     conn,
                     account_id=account_id,
                     device=proven,
@@ -126,7 +129,7 @@ class SignIn(FactorChecks):
                 )
             else:
                 methods = await self._challenge_methods(conn, account_id)
-                challenge = await storage.create_challenge(
+                challenge = await challenge_store.create_challenge(
                     conn,
                     account_id=account_id,
                     purpose="login",
@@ -139,7 +142,7 @@ class SignIn(FactorChecks):
                     known_device=known_device,
                     lifetime=CHALLENGE_LIFETIME,
                 )
-                await storage.log_event(
+                await log_store.log_event(
                     conn,
                     account_id=account_id,
                     kind="login.second_factor_required",
@@ -200,8 +203,8 @@ class SignIn(FactorChecks):
                 if failure.expired_password:
                     await self._expired_password_used(conn, failure)
                 else:
-                    await storage.record_failure(conn, failure.account_id)
-                    await storage.log_event(
+                    await account_store.record_failure(conn, failure.account_id)
+                    await log_store.log_event(
                         conn,
                         account_id=failure.account_id,
                         kind="login.password_failed",
@@ -216,7 +219,7 @@ class SignIn(FactorChecks):
         password's, so a stuffing run cannot learn which leaked pairs were right; the
         owner is told at the registered address (at most once an hour)."""
         client, now = failure.client, self.now()
-        await storage.log_event(
+        await log_store.log_event(
             conn,
             account_id=failure.account_id,
             kind="login.expired_password_used",
@@ -249,19 +252,19 @@ class SignIn(FactorChecks):
         webauthn_challenge = webauthn.helpers.generate_challenge()
         async with self.pool.acquire() as conn, conn.transaction():
             if challenge_id is not None:
-                challenge = await storage.open_challenge(conn, challenge_id)
+                challenge = await challenge_store.open_challenge(conn, challenge_id)
                 if (
                     challenge is None
                     or cred.PASSKEY not in challenge["methods"]
                     or challenge["device_id"] != client.device_id
                 ):
                     raise invalid_credentials()
-                await storage.set_challenge_webauthn(conn, challenge_id, webauthn_challenge)
+                await challenge_store.set_challenge_webauthn(conn, challenge_id, webauthn_challenge)
                 allow = await self._passkey_ids(conn, challenge["account_id"])
                 return challenge_id, self._authentication_options(webauthn_challenge, allow)
             # Usernameless even when an identifier is given: listing its credentials would
             # tell anyone whether the account exists.
-            ceremony_id = await storage.create_ceremony(
+            ceremony_id = await challenge_store.create_ceremony(
                 conn,
                 purpose="login",
                 account_id=None,
@@ -283,7 +286,7 @@ class SignIn(FactorChecks):
         proven = await self._proven(device_proof, "FinishPasskeyLogin", str(ceremony_id))
         client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():
-            ceremony = await storage.take_ceremony(conn, ceremony_id, "login")
+            ceremony = await challenge_store.take_ceremony(conn, ceremony_id, "login")
             if ceremony is None or ceremony["device_id"] != client.device_id:
                 raise invalid_credentials()
             factor = await self._check_assertion(
@@ -294,7 +297,7 @@ class SignIn(FactorChecks):
         account_id = factor["account_id"]
         known = (
             proven is not None
-            and await storage.device(self.pool, account_id, proven.thumbprint) is not None
+            and await device_store.device(self.pool, account_id, proven.thumbprint) is not None
         )
         assessment = await self.risk.assess_login(
             account_id=account_id,
@@ -306,10 +309,10 @@ class SignIn(FactorChecks):
         if refuse_before_hashing(assessment.verdict):
             raise invalid_credentials()
         async with self.pool.acquire() as conn, conn.transaction():
-            account = await storage.account(conn, account_id)
+            account = await account_store.account(conn, account_id)
             if account is None or account["status"] != "active":
                 raise invalid_credentials()
-            new_device = proven is not None and await storage.remember_device(
+            new_device = proven is not None and await device_store.remember_device(
                 conn,
                 account_id=account_id,
                 device=proven,

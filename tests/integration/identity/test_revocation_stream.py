@@ -16,9 +16,9 @@ from datetime import timedelta
 import asyncpg
 import pytest_asyncio
 
-from services.identity import storage
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.revocations import RevocationFeed
+from services.identity.storage import sessions as session_store
 from services.runtime.db import close_pool, create_pool
 from services.runtime.migrations import migrate
 
@@ -53,7 +53,7 @@ async def account_with_sessions(pool: asyncpg.Pool, sessions: int) -> tuple[uuid
 
 
 async def revoke_all(conn: asyncpg.Connection, account_id: uuid.UUID) -> None:
-    await storage.revoke_sessions(
+    await session_store.revoke_sessions(
         conn, account_id=account_id, reason="test", token_lifetime=timedelta(minutes=11)
     )
 
