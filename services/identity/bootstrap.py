@@ -10,11 +10,11 @@ from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import jobs
 from services.identity.access import ACCESS
 from services.identity.api import IdentityApi
+from services.identity.clients.notices import Deliverer
+from services.identity.clients.revocations import RevocationFeed
+from services.identity.clients.risk import RiskClient
 from services.identity.keys import KeyRing
-from services.identity.notices import Deliverer
 from services.identity.passwords import PasswordHasher
-from services.identity.revocations import RevocationFeed
-from services.identity.risk import RiskClient
 from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
 from services.identity.use_cases import Identity

@@ -6,7 +6,7 @@ import asyncio
 
 from mamoru.identity.v1 import identity_pb2_grpc
 
-from services.identity.revocations import RevocationFeed
+from services.identity.clients.revocations import RevocationFeed
 from services.identity.use_cases import Identity
 
 

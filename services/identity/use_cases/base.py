@@ -16,6 +16,12 @@ import asyncpg
 import structlog
 from mamoru.common.v1 import common_pb2
 
+from services.identity.clients.external import IdTokenVerifier, parse_providers
+from services.identity.clients.notices import (
+    Kind,
+    send_event_notice,
+)
+from services.identity.clients.risk import Outcome, RiskClient
 from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import session_ended
@@ -26,14 +32,8 @@ from services.identity.domain.sessions import (
     IssuedSession,
     device_key_of,
 )
-from services.identity.external import IdTokenVerifier, parse_providers
 from services.identity.keys import KeyRing
-from services.identity.notices import (
-    Kind,
-    send_event_notice,
-)
 from services.identity.passwords import PasswordHasher, PwnedRange, common_passwords
-from services.identity.risk import Outcome, RiskClient
 from services.identity.sealing import (
     Pseudonyms,
     SecretBox,

@@ -22,16 +22,16 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from services.identity.clients.notices import (
+    Kind,
+    send_event_notice,
+)
 from services.identity.domain import credentials as cred
 from services.identity.domain.login import (
     challenge_methods,
 )
 from services.identity.domain.sessions import (
     TOTP_STEP_SECONDS,
-)
-from services.identity.notices import (
-    Kind,
-    send_event_notice,
 )
 from services.identity.sealing import (
     normalise_recovery_code,

@@ -8,6 +8,12 @@ from typing import Any
 
 import asyncpg
 
+from services.identity.clients.notices import (
+    Kind,
+    close_wallet,
+    send_code_notice,
+    send_event_notice,
+)
 from services.identity.device_proof import ProvenDevice
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_code, session_ended
@@ -15,12 +21,6 @@ from services.identity.domain.sessions import (
     CODE_ATTEMPTS,
     CODE_LIFETIME,
     FREEZE_LIFETIME,
-)
-from services.identity.notices import (
-    Kind,
-    close_wallet,
-    send_code_notice,
-    send_event_notice,
 )
 from services.identity.sealing import (
     new_code,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import structlog
 from mamoru.common.v1 import common_pb2
 
+from services.identity.clients.external import IdTokenVerifier, InvalidIdToken
+from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
@@ -14,8 +16,6 @@ from services.identity.domain.sessions import (
     CHALLENGE_LIFETIME,
     IssuedSession,
 )
-from services.identity.external import IdTokenVerifier, InvalidIdToken
-from services.identity.risk import Outcome
 from services.identity.sealing import (
     new_link_token,
 )

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from services.identity.domain.sessions import (
-    RESET_LIFETIME,
-)
-from services.identity.notices import (
+from services.identity.clients.notices import (
     Kind,
     send_event_notice,
+)
+from services.identity.domain.sessions import (
+    RESET_LIFETIME,
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import contacts as contact_store

@@ -7,17 +7,17 @@ from collections.abc import Awaitable, Callable
 
 from mamoru.common.v1 import common_pb2
 
+from services.identity.clients.notices import (
+    RESET_REQUEST_TOPIC,
+    Kind,
+    send_code_notice,
+    send_event_notice,
+)
 from services.identity.domain import credentials as cred
 from services.identity.domain.sessions import (
     RESET_LIFETIME,
     RESET_REISSUE_AFTER,
     IssuedSession,
-)
-from services.identity.notices import (
-    RESET_REQUEST_TOPIC,
-    Kind,
-    send_code_notice,
-    send_event_notice,
 )
 from services.identity.sealing import (
     new_link_token,

@@ -7,6 +7,12 @@ from datetime import datetime
 
 from mamoru.common.v1 import common_pb2
 
+from services.identity.clients.notices import (
+    Kind,
+    send_code_notice,
+    send_event_notice,
+)
+from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
@@ -16,12 +22,6 @@ from services.identity.domain.sessions import (
     CODE_LIFETIME,
     IssuedSession,
 )
-from services.identity.notices import (
-    Kind,
-    send_code_notice,
-    send_event_notice,
-)
-from services.identity.risk import Outcome
 from services.identity.sealing import (
     new_code,
 )

@@ -14,6 +14,11 @@ import structlog
 import webauthn
 from mamoru.common.v1 import common_pb2
 
+from services.identity.clients.notices import (
+    Kind,
+    send_event_notice,
+)
+from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
@@ -25,11 +30,6 @@ from services.identity.domain.sessions import (
     IssuedSession,
     PendingChallenge,
 )
-from services.identity.notices import (
-    Kind,
-    send_event_notice,
-)
-from services.identity.risk import Outcome
 from services.identity.storage import accounts as account_store
 from services.identity.storage import challenges as challenge_store
 from services.identity.storage import devices as device_store

@@ -24,10 +24,10 @@ from mamoru.common.v1 import common_pb2
 
 from services.devstack.stack import free_port
 from services.identity.bootstrap import MIGRATIONS
+from services.identity.clients.notices import Deliverer
+from services.identity.clients.risk import RiskClient
 from services.identity.keys import KeyRing
-from services.identity.notices import Deliverer
 from services.identity.passwords import PasswordHasher
-from services.identity.risk import RiskClient
 from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
 from services.identity.use_cases import Identity

@@ -17,7 +17,7 @@ import asyncpg
 import pytest_asyncio
 
 from services.identity.bootstrap import MIGRATIONS
-from services.identity.revocations import RevocationFeed
+from services.identity.clients.revocations import RevocationFeed
 from services.identity.storage import sessions as session_store
 from services.runtime.db import close_pool, create_pool
 from services.runtime.migrations import migrate

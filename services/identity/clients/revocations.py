@@ -22,6 +22,7 @@ import structlog
 
 from services.identity.storage import revocations as revocation_store
 from services.runtime.db import session_connection
+from services.runtime.jobs import pause
 from services.runtime.outages import OutageLog
 from services.runtime.tokens import RevocationList
 
@@ -71,8 +72,7 @@ class RevocationFeed:
                             )
             except Exception as error:
                 outage.failed(error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
+                await pause(stop, POLL_SECONDS)
 
     async def _wait_for_change(self, generation: int, stop: asyncio.Event) -> None:
         async with self._changed:
@@ -120,8 +120,7 @@ class RevocationFeed:
                     revocations.revoke(session_id, expires_at)  # type: ignore[arg-type]
             except Exception as error:
                 outage.failed(error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
+                await pause(stop, POLL_SECONDS)
 
 
 def _watch(unseen: dict[int, float], first: int, end: int) -> None:
