@@ -74,7 +74,6 @@ async def build(resources: Resources) -> ServiceApp:
             feed.listen,
             lambda stop: feed.follow_into(own_revocations, stop),
             relay.run,
-            identity.record_failed_sign_ins,
             jobs.forget_spent_proofs(resources.pool),
             follow_policies(risk_channel, policies, subscriber="identity"),
         ],

@@ -4,11 +4,9 @@ checking device proofs, and the rules for changing credentials and factors.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,19 +54,6 @@ from services.runtime.peers import TOKEN_ISSUER, PolicyView
 from services.runtime.tokens import TokenClaims, sign_token
 
 log = structlog.get_logger(__name__)
-
-
-# Failed sign-ins waiting to be written; beyond this a stuffing run's are dropped.
-FAILED_SIGN_IN_BACKLOG = 10_000
-
-
-@dataclass(frozen=True)
-class FailedSignIn:
-    """A wrong (or expired) password on a known account, written after the answer."""
-
-    account_id: uuid.UUID
-    client: common_pb2.ClientContext
-    expired_password: bool
 
 
 def device_ref(client: common_pb2.ClientContext, proven: ProvenDevice | None) -> str:
@@ -130,9 +115,6 @@ class IdentityBase:
             name: IdTokenVerifier(provider)
             for name, provider in parse_providers(settings.oidc_providers).items()
         }
-        self._failed_sign_ins: asyncio.Queue[FailedSignIn] = asyncio.Queue(
-            maxsize=FAILED_SIGN_IN_BACKLOG
-        )
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 
 from mamoru.common.v1 import common_pb2
 
@@ -98,10 +97,6 @@ class Passwords(IdentityBase):
                 # What someone typed, possibly no one's address, is not kept.
                 scrub=[("identifier_key",)],
             )
-
-    def local_receivers(self) -> dict[str, Callable[[OutboxMessage], Awaitable[None]]]:
-        """Outbox topics identity delivers to itself."""
-        return {RESET_REQUEST_TOPIC: self.process_reset_request}
 
     async def process_reset_request(self, message: OutboxMessage) -> None:
         """Make and send the reset link for a queued request, if the account exists.

@@ -6,15 +6,15 @@ so that no answer tells an attacker whether an account exists.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
+from datetime import datetime
 
 import asyncpg
-import structlog
 import webauthn
 from mamoru.common.v1 import common_pb2
 
 from services.identity.clients.notices import (
+    FAILED_SIGN_IN_TOPIC,
     Kind,
     send_event_notice,
 )
@@ -22,6 +22,7 @@ from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
+    FailedSignIn,
     refuse_before_hashing,
     second_factor_need,
 )
@@ -34,14 +35,10 @@ from services.identity.storage import accounts as account_store
 from services.identity.storage import challenges as challenge_store
 from services.identity.storage import devices as device_store
 from services.identity.storage import security_log as log_store
-from services.identity.use_cases.base import (
-    FailedSignIn,
-    as_seen,
-)
+from services.identity.use_cases.base import as_seen
 from services.identity.use_cases.checks import FactorChecks
 from services.runtime import metrics
-
-log = structlog.get_logger(__name__)
+from services.runtime.outbox import OutboxMessage, enqueue
 
 
 class SignIn(FactorChecks):
@@ -79,8 +76,7 @@ class SignIn(FactorChecks):
             account["password_hash"] if usable and account is not None else None, password
         )
         if not (matches and usable and account is not None):
-            if account_id is not None:
-                self._after_answer(FailedSignIn(account_id, client, expired_password=False))
+            await self._count_after_answer(account_id, client, expired_password=False)
             self.risk.record_outcome(
                 Outcome.OUTCOME_PASSWORD_WRONG,
                 decision_id=assessment.decision_id,
@@ -91,7 +87,7 @@ class SignIn(FactorChecks):
             raise invalid_credentials()
         account_id = account["id"]
         if account["password_expired"]:
-            self._after_answer(FailedSignIn(account_id, client, expired_password=True))
+            await self._count_after_answer(account_id, client, expired_password=True)
             self.risk.record_outcome(
                 Outcome.OUTCOME_PASSWORD_OK,
                 decision_id=assessment.decision_id,
@@ -167,74 +163,79 @@ class SignIn(FactorChecks):
         )
         return PendingChallenge(challenge["id"], tuple(methods))
 
-    def _after_answer(self, failure: FailedSignIn) -> None:
-        """Leave a failed sign-in for ``record_failed_sign_ins``: writing it before the
-        answer would make a known identifier's answer slower than an unknown one's."""
-        try:
-            self._failed_sign_ins.put_nowait(failure)
-        except asyncio.QueueFull:
-            # A stuffing run beyond the backlog: the counters are a signal, not a ledger.
-            log.warning("login.failure_not_recorded", account_id=str(failure.account_id))
+    async def _count_after_answer(
+        self,
+        account_id: uuid.UUID | None,
+        client: common_pb2.ClientContext,
+        *,
+        expired_password: bool,
+    ) -> None:
+        """Queue a failed sign-in for ``process_failed_sign_in`` in the outbox, as a reset
+        request is: one write before the answer, the same for a known identifier and an
+        unknown one, and the counting after it. Once the answer is given the attempt is
+        stored, so neither a restart nor a stuffing run's volume loses it."""
+        failure = FailedSignIn(
+            account_id=account_id,
+            ip_address=client.ip_address,
+            device_id=client.device_id,
+            user_agent=client.user_agent,
+            expired_password=expired_password,
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await enqueue(
+                conn,
+                topic=FAILED_SIGN_IN_TOPIC,
+                idempotency_key=f"identity:sign-in-failed:{uuid.uuid4()}",
+                payload=failure.payload(),
+            )
 
-    async def record_failed_sign_ins(self, stop: asyncio.Event) -> None:
-        """Background job: write failed sign-ins, and those still waiting at shutdown."""
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                waiting = asyncio.ensure_future(self._failed_sign_ins.get())
-                await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not waiting.done():
-                    waiting.cancel()
-                    break
-                await self._write_failed_sign_in(waiting.result())
-                await self.flush_failed_sign_ins()
-        finally:
-            stopping.cancel()
-        await self.flush_failed_sign_ins()
+    async def process_failed_sign_in(self, message: OutboxMessage) -> None:
+        """Count a queued failed sign-in against its account, if it named one."""
+        failure = FailedSignIn.from_payload(message.payload)
+        if failure.account_id is None:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            if failure.expired_password:
+                await self._expired_password_used(
+                    conn, failure.account_id, failure, at=message.created_at
+                )
+                return
+            await account_store.record_failure(conn, failure.account_id)
+            await log_store.log_event(
+                conn,
+                account_id=failure.account_id,
+                kind="login.password_failed",
+                ip=failure.ip_address,
+                device_id=failure.device_id,
+            )
 
-    async def flush_failed_sign_ins(self) -> None:
-        """Write every failed sign-in waiting now."""
-        while not self._failed_sign_ins.empty():
-            await self._write_failed_sign_in(self._failed_sign_ins.get_nowait())
-
-    async def _write_failed_sign_in(self, failure: FailedSignIn) -> None:
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                if failure.expired_password:
-                    await self._expired_password_used(conn, failure)
-                else:
-                    await account_store.record_failure(conn, failure.account_id)
-                    await log_store.log_event(
-                        conn,
-                        account_id=failure.account_id,
-                        kind="login.password_failed",
-                        ip=failure.client.ip_address,
-                        device_id=failure.client.device_id,
-                    )
-        except Exception:
-            log.exception("login.failure_record_failed", account_id=str(failure.account_id))
-
-    async def _expired_password_used(self, conn: asyncpg.Connection, failure: FailedSignIn) -> None:
+    async def _expired_password_used(
+        self,
+        conn: asyncpg.Connection,
+        account_id: uuid.UUID,
+        failure: FailedSignIn,
+        *,
+        at: datetime,
+    ) -> None:
         """A forced reset expired this password, yet someone has it. The answer was a wrong
         password's, so a stuffing run cannot learn which leaked pairs were right; the
         owner is told at the registered address (at most once an hour)."""
-        client, now = failure.client, self.now()
         await log_store.log_event(
             conn,
-            account_id=failure.account_id,
+            account_id=account_id,
             kind="login.expired_password_used",
-            ip=client.ip_address,
-            device_id=client.device_id,
+            ip=failure.ip_address,
+            device_id=failure.device_id,
         )
         await send_event_notice(
             conn,
-            account_id=failure.account_id,
+            account_id=account_id,
             kind=Kind.NOTICE_KIND_SECOND_FACTOR_FAILED,
-            occurred_at=now,
+            occurred_at=at,
             detail="sign-in attempted with the expired password; choose a new one",
-            ip_address=client.ip_address,
-            device=client.user_agent,
-            key=f"identity:expired-password-used:{failure.account_id}:{now:%Y%m%d%H}",
+            ip_address=failure.ip_address,
+            device=failure.user_agent,
+            key=f"identity:expired-password-used:{account_id}:{at:%Y%m%d%H}",
         )
 
     async def begin_passkey_login(
