@@ -19,19 +19,19 @@ from services.identity.clients.notices import (
     Kind,
     send_event_notice,
 )
-from services.identity.clients.risk import Outcome, RiskClient
+from services.identity.clients.risk import Outcome
 from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import session_ended
 from services.identity.domain.sessions import (
     GROUP_AUDIENCE,
-    STEP_UP_WINDOW,
     UNPROVEN,
     IssuedSession,
     device_key_of,
+    is_recent,
 )
 from services.identity.keys import KeyRing
-from services.identity.passwords import PasswordHasher, PwnedRange, common_passwords
+from services.identity.passwords import PwnedRange, common_passwords
 from services.identity.sealing import (
     Pseudonyms,
     SecretBox,
@@ -45,7 +45,8 @@ from services.identity.storage import devices as device_store
 from services.identity.storage import factors as factor_store
 from services.identity.storage import security_log as log_store
 from services.identity.storage import sessions as session_store
-from services.identity.use_cases.ports import SYSTEM_CLOCK, Clock
+from services.identity.storage.sign_in import PgSignInStore
+from services.identity.use_cases.ports import SYSTEM_CLOCK, Clock, Hasher, Risk, SignInStore
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -86,14 +87,16 @@ class IdentityBase:
         pool: asyncpg.Pool,
         settings: IdentitySettings,
         keys: KeyRing,
-        risk: RiskClient,
-        hasher: PasswordHasher,
+        risk: Risk,
+        hasher: Hasher,
         box: SecretBox,
         pseudonyms: Pseudonyms,
         policies: PolicyView | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        sign_in_store: SignInStore | None = None,
     ) -> None:
         self.clock = clock
+        self.sign_in_store = sign_in_store or PgSignInStore(pool)
         self.pool = pool
         self.settings = settings
         self.keys = keys
@@ -271,7 +274,7 @@ class IdentityBase:
     async def require_recent_auth(self, claims: TokenClaims) -> Any:
         """The session, if its last authentication is recent enough for a sensitive action."""
         session = await self.live_session(claims)
-        if session["auth_time"] < self.now() - STEP_UP_WINDOW:
+        if not is_recent(session["auth_time"], self.now()):
             raise FailedPrecondition(
                 "STEP_UP_REQUIRED", "re-authenticate with BeginStepUp and StepUp first"
             )

@@ -15,7 +15,14 @@ from services.identity.domain.login import (
     CHALLENGE_ATTEMPTS,
     challenge_methods,
 )
-from services.identity.domain.sessions import CHALLENGE_LIFETIME, WALLET_AUDIENCE, IssuedSession
+from services.identity.domain.sessions import (
+    CHALLENGE_LIFETIME,
+    WALLET_AUDIENCE,
+    IssuedSession,
+    PresentedRefresh,
+    Refresh,
+    refresh_outcome,
+)
 from services.identity.sealing import (
     new_link_token,
     token_hash,
@@ -50,11 +57,21 @@ class Sessions(FactorChecks):
         reused = False
         async with self.pool.acquire() as conn, conn.transaction():
             row = await session_store.spend_refresh_token(conn, old_hash)
-            if row is None or row["revoked_at"] is not None or row["expires_at"] < self.now():
+            outcome = refresh_outcome(
+                None
+                if row is None
+                else PresentedRefresh(
+                    session_device=row["device_id"],
+                    revoked_at=row["revoked_at"],
+                    expires_at=row["expires_at"],
+                    spent_at=row["spent_at"],
+                ),
+                device=client.device_id,
+                now=self.now(),
+            )
+            if outcome is Refresh.ENDED or row is None:
                 raise session_ended()
-            if row["spent_at"] is not None or row["device_id"] != client.device_id:
-                # A spent token shown again, or shown without its session's device key,
-                # means two holders: end the whole family.
+            if outcome is Refresh.REUSED:
                 await session_store.revoke_sessions(
                     conn,
                     account_id=row["account_id"],

@@ -14,7 +14,6 @@ import webauthn
 from mamoru.common.v1 import common_pb2
 
 from services.identity.clients.notices import (
-    FAILED_SIGN_IN_TOPIC,
     Kind,
     send_event_notice,
 )
@@ -38,7 +37,7 @@ from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import as_seen
 from services.identity.use_cases.checks import FactorChecks
 from services.runtime import metrics
-from services.runtime.outbox import OutboxMessage, enqueue
+from services.runtime.outbox import OutboxMessage
 
 
 class SignIn(FactorChecks):
@@ -55,7 +54,7 @@ class SignIn(FactorChecks):
         proven = self._checked_proof(device_proof, "Login", identifier)
         # One statement whether or not the account exists: the work before the answer
         # must not tell a known identifier from an unknown one. It spends the proof.
-        account = await account_store.login_candidate(self.pool, key, proven)
+        account = await self.sign_in_store.login_candidate(key, proven)
         account_id = account["id"] if account is not None else None
         if account is None or not account["proof_fresh"]:
             proven = None
@@ -181,13 +180,7 @@ class SignIn(FactorChecks):
             user_agent=client.user_agent,
             expired_password=expired_password,
         )
-        async with self.pool.acquire() as conn, conn.transaction():
-            await enqueue(
-                conn,
-                topic=FAILED_SIGN_IN_TOPIC,
-                idempotency_key=f"identity:sign-in-failed:{uuid.uuid4()}",
-                payload=failure.payload(),
-            )
+        await self.sign_in_store.queue_failed_sign_in(failure)
 
     async def process_failed_sign_in(self, message: OutboxMessage) -> None:
         """Count a queued failed sign-in against its account, if it named one."""
