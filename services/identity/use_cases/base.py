@@ -196,6 +196,54 @@ class IdentityBase:
         )
         return self._issue(session, refresh)
 
+    def _signed_in(
+        self,
+        decision_id: str,
+        account_id: uuid.UUID,
+        issued: IssuedSession,
+        client: common_pb2.ClientContext,
+    ) -> None:
+        """Tell risk a sign-in succeeded (after the answer, never delaying it)."""
+        self.risk.record_outcome(
+            Outcome.OUTCOME_LOGIN_SUCCEEDED,
+            decision_id=decision_id,
+            account_id=account_id,
+            session_id=issued.session_id,
+            client=client,
+        )
+
+    async def _remember_and_tell(
+        self,
+        conn: asyncpg.Connection,
+        account_id: uuid.UUID,
+        proven: ProvenDevice | None,
+        client: common_pb2.ClientContext,
+        *,
+        country: str,
+    ) -> bool:
+        """Remember the proven key as the account's device; True if it is new there.
+
+        A new key's owner is told, and so is the owner of an account signed in from a
+        device that proved no key: that device is a stranger every time."""
+        new_device = proven is not None and await device_store.remember_device(
+            conn,
+            account_id=account_id,
+            device=proven,
+            user_agent=client.user_agent,
+            ip=client.ip_address,
+            country=country,
+        )
+        if new_device or proven is None:
+            await send_event_notice(
+                conn,
+                account_id=account_id,
+                kind=Kind.NOTICE_KIND_NEW_DEVICE_SIGN_IN,
+                occurred_at=self.now(),
+                ip_address=client.ip_address,
+                device=client.user_agent,
+            )
+        return new_device
+
     def _checked_proof(self, proof: str, rpc: str, bound: str) -> ProvenDevice | None:
         return verify_proof(
             proof, rpc=rpc, bound=bound, max_age_seconds=self.settings.device_proof_seconds

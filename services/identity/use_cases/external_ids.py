@@ -6,7 +6,6 @@ import structlog
 from mamoru.common.v1 import common_pb2
 
 from services.identity.clients.external import IdTokenVerifier, InvalidIdToken
-from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
@@ -103,13 +102,7 @@ class ExternalIds(IdentityBase):
             issued = await self._open_session(
                 conn, account_id=account_id, client=client, methods=[cred.EXTERNAL], proven=None
             )
-        self.risk.record_outcome(
-            Outcome.OUTCOME_LOGIN_SUCCEEDED,
-            decision_id=assessment.decision_id,
-            account_id=account_id,
-            session_id=issued.session_id,
-            client=client,
-        )
+        self._signed_in(assessment.decision_id, account_id, issued, client)
         return issued
 
     async def link_external(

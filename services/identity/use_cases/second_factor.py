@@ -27,7 +27,6 @@ from services.identity.sealing import (
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import challenges as challenge_store
-from services.identity.storage import devices as device_store
 from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import (
     as_seen,
@@ -101,24 +100,9 @@ class SecondFactor(FactorChecks):
                 await challenge_store.complete_challenge(conn, challenge_id)
                 await account_store.clear_failures(conn, account_id)
                 # The key becomes a known device only now, after the second factor.
-                new_device = proven is not None and await device_store.remember_device(
-                    conn,
-                    account_id=account_id,
-                    device=proven,
-                    user_agent=client.user_agent,
-                    ip=client.ip_address,
-                    country="",
+                new_device = await self._remember_and_tell(
+                    conn, account_id, proven, client, country=""
                 )
-                # A device that proved no key is a stranger every time: its owner is told.
-                if new_device or proven is None:
-                    await send_event_notice(
-                        conn,
-                        account_id=account_id,
-                        kind=Kind.NOTICE_KIND_NEW_DEVICE_SIGN_IN,
-                        occurred_at=self.now(),
-                        ip_address=client.ip_address,
-                        device=client.user_agent,
-                    )
                 if new_device:
                     await log_store.log_event(
                         conn,
@@ -142,11 +126,5 @@ class SecondFactor(FactorChecks):
                 client=client,
             )
             raise invalid_credentials()
-        self.risk.record_outcome(
-            Outcome.OUTCOME_LOGIN_SUCCEEDED,
-            decision_id=challenge["risk_decision_id"],
-            account_id=account_id,
-            session_id=issued.session_id,
-            client=client,
-        )
+        self._signed_in(challenge["risk_decision_id"], account_id, issued, client)
         return issued

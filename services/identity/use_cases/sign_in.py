@@ -146,13 +146,7 @@ class SignIn(FactorChecks):
                     details={"reasons": list(need.reasons)},
                 )
         if not need.required:
-            self.risk.record_outcome(
-                Outcome.OUTCOME_LOGIN_SUCCEEDED,
-                decision_id=assessment.decision_id,
-                account_id=account_id,
-                session_id=issued.session_id,
-                client=client,
-            )
+            self._signed_in(assessment.decision_id, account_id, issued, client)
             return issued
         self.risk.record_outcome(
             Outcome.OUTCOME_PASSWORD_OK,
@@ -306,31 +300,11 @@ class SignIn(FactorChecks):
             account = await account_store.account(conn, account_id)
             if account is None or account["status"] != "active":
                 raise invalid_credentials()
-            new_device = proven is not None and await device_store.remember_device(
-                conn,
-                account_id=account_id,
-                device=proven,
-                user_agent=client.user_agent,
-                ip=client.ip_address,
-                country=assessment.country_code,
+            await self._remember_and_tell(
+                conn, account_id, proven, client, country=assessment.country_code
             )
-            if new_device or proven is None:
-                await send_event_notice(
-                    conn,
-                    account_id=account_id,
-                    kind=Kind.NOTICE_KIND_NEW_DEVICE_SIGN_IN,
-                    occurred_at=self.now(),
-                    ip_address=client.ip_address,
-                    device=client.user_agent,
-                )
             issued = await self._open_session(
                 conn, account_id=account_id, client=client, methods=[cred.PASSKEY], proven=proven
             )
-        self.risk.record_outcome(
-            Outcome.OUTCOME_LOGIN_SUCCEEDED,
-            decision_id=assessment.decision_id,
-            account_id=account_id,
-            session_id=issued.session_id,
-            client=client,
-        )
+        self._signed_in(assessment.decision_id, account_id, issued, client)
         return issued
