@@ -12,6 +12,7 @@ from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.identity.device_proof import MAX_PROOF_LENGTH
 from services.identity.domain import credentials as cred
+from services.identity.domain.listings import Device, SecurityEvent, SessionSummary
 from services.identity.domain.sessions import IssuedSession
 from services.runtime import paging
 from services.runtime.access import current_claims
@@ -186,38 +187,38 @@ def security_log_token(last: tuple[datetime, uuid.UUID] | None) -> str:
     return "" if last is None else paging.encode(last[0].isoformat(), str(last[1]))
 
 
-def session_message(row: Any, *, current: str) -> pb.Session:
+def session_message(session: SessionSummary, *, current: str) -> pb.Session:
     return pb.Session(
-        session_id=str(row["id"]),
-        device_id=row["device_id"],
-        methods=[AUTH_METHODS[m] for m in row["methods"] if m in AUTH_METHODS],
-        assurance_level=row["assurance_level"],
-        created_at=timestamp(row["created_at"]),
-        last_seen_at=timestamp(row["last_seen_at"]),
-        ip_address=row["ip_address"],
-        current=str(row["id"]) == current,
+        session_id=str(session.session_id),
+        device_id=session.device_id,
+        methods=[AUTH_METHODS[m] for m in session.methods if m in AUTH_METHODS],
+        assurance_level=session.assurance_level,
+        created_at=timestamp(session.created_at),
+        last_seen_at=timestamp(session.last_seen_at),
+        ip_address=session.ip_address,
+        current=str(session.session_id) == current,
     )
 
 
-def device_message(row: Any) -> pb.Device:
+def device_message(device: Device) -> pb.Device:
     return pb.Device(
-        device_id=row["device_id"],
-        user_agent=row["user_agent"],
-        first_seen_at=timestamp(row["first_seen_at"]),
-        last_seen_at=timestamp(row["last_seen_at"]),
-        last_ip_address=row["last_ip"],
-        last_country_code=row["last_country"],
+        device_id=device.device_id,
+        user_agent=device.user_agent,
+        first_seen_at=timestamp(device.first_seen_at),
+        last_seen_at=timestamp(device.last_seen_at),
+        last_ip_address=device.last_ip,
+        last_country_code=device.last_country,
     )
 
 
-def security_event_message(row: Any) -> pb.SecurityEvent:
+def security_event_message(event: SecurityEvent) -> pb.SecurityEvent:
     return pb.SecurityEvent(
-        event_id=str(row["id"]),
-        kind=row["kind"],
-        occurred_at=timestamp(row["occurred_at"]),
-        ip_address=row["ip_address"],
-        device_id=row["device_id"],
-        session_id=row["session_id"],
-        actor=row["actor"],
-        details_json=json.dumps(row["details"], ensure_ascii=False),
+        event_id=str(event.event_id),
+        kind=event.kind,
+        occurred_at=timestamp(event.occurred_at),
+        ip_address=event.ip_address,
+        device_id=event.device_id,
+        session_id=event.session_id,
+        actor=event.actor,
+        details_json=json.dumps(event.details, ensure_ascii=False),
     )

@@ -10,6 +10,7 @@ import uuid
 import asyncpg
 
 from services.identity.device_proof import ProvenDevice
+from services.identity.domain.listings import Device
 from services.identity.storage import Record
 
 
@@ -55,14 +56,14 @@ async def remember_device(
     return previous is not True
 
 
-async def devices(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[Record]:
-    return list(
-        await conn.fetch(
-            "select * from devices where account_id = $1 and removed_at is null"
-            " order by last_seen_at desc",
-            account_id,
-        )
+async def devices(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[Device]:
+    rows = await conn.fetch(
+        "select device_id, user_agent, first_seen_at, last_seen_at, last_ip, last_country"
+        " from devices where account_id = $1 and removed_at is null"
+        " order by last_seen_at desc",
+        account_id,
     )
+    return [Device(**row) for row in rows]
 
 
 async def remove_device(conn: asyncpg.Connection, account_id: uuid.UUID, device_id: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from services.identity.storage import Record
+from services.identity.domain.listings import SecurityEvent
 
 
 async def log_event(
@@ -45,15 +45,27 @@ async def security_events(
     *,
     before: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> list[Record]:
-    return list(
-        await conn.fetch(
-            "select * from security_events where account_id = $1"
-            " and ($2::timestamptz is null or (occurred_at, id) < ($2, $3::uuid))"
-            " order by occurred_at desc, id desc limit $4",
-            account_id,
-            before[0] if before else None,
-            before[1] if before else None,
-            limit,
-        )
+) -> list[SecurityEvent]:
+    rows = await conn.fetch(
+        "select id, kind, occurred_at, ip_address, device_id, session_id, actor, details"
+        " from security_events where account_id = $1"
+        " and ($2::timestamptz is null or (occurred_at, id) < ($2, $3::uuid))"
+        " order by occurred_at desc, id desc limit $4",
+        account_id,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
     )
+    return [
+        SecurityEvent(
+            event_id=row["id"],
+            kind=row["kind"],
+            occurred_at=row["occurred_at"],
+            ip_address=row["ip_address"],
+            device_id=row["device_id"],
+            session_id=row["session_id"],
+            actor=row["actor"],
+            details=row["details"],
+        )
+        for row in rows
+    ]

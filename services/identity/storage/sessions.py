@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from services.identity.domain.listings import SessionSummary
 from services.identity.storage import Record
 from services.identity.storage.revocations import REVOCATIONS_CHANNEL
 
@@ -50,14 +51,25 @@ async def session(conn: asyncpg.Connection, session_id: uuid.UUID) -> Record | N
     return await conn.fetchrow("select * from sessions where id = $1", session_id)
 
 
-async def live_sessions(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[Record]:
-    return list(
-        await conn.fetch(
-            "select * from sessions where account_id = $1 and revoked_at is null"
-            " and expires_at > now() order by created_at desc",
-            account_id,
-        )
+async def live_sessions(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[SessionSummary]:
+    rows = await conn.fetch(
+        "select id, device_id, methods, assurance_level, created_at, last_seen_at, ip_address"
+        " from sessions where account_id = $1 and revoked_at is null"
+        " and expires_at > now() order by created_at desc",
+        account_id,
     )
+    return [
+        SessionSummary(
+            session_id=row["id"],
+            device_id=row["device_id"],
+            methods=tuple(row["methods"]),
+            assurance_level=row["assurance_level"],
+            created_at=row["created_at"],
+            last_seen_at=row["last_seen_at"],
+            ip_address=row["ip_address"],
+        )
+        for row in rows
+    ]
 
 
 async def spend_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> Record | None:

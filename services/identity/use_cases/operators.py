@@ -14,6 +14,7 @@ from services.identity.clients.notices import (
     Kind,
     send_event_notice,
 )
+from services.identity.domain.listings import SecurityEvent
 from services.identity.domain.sessions import (
     RESET_LIFETIME,
 )
@@ -116,7 +117,7 @@ class Operators(IdentityBase):
         *,
         page_size: int,
         after: tuple[datetime, uuid.UUID] | None,
-    ) -> tuple[list[Any], tuple[datetime, uuid.UUID] | None]:
+    ) -> tuple[list[SecurityEvent], tuple[datetime, uuid.UUID] | None]:
         """A page of the account's security log, newest first, and where the next starts."""
         async with self.pool.acquire() as conn:
             if await account_store.account(conn, account_id) is None:
@@ -127,7 +128,7 @@ class Operators(IdentityBase):
         if len(rows) <= page_size:
             return rows, None
         rows = rows[:page_size]
-        return rows, (rows[-1]["occurred_at"], rows[-1]["id"])
+        return rows, rows[-1].position
 
     async def registered_contacts(
         self,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 import webauthn
 from mamoru.common.v1 import common_pb2
 
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_credentials, session_ended
+from services.identity.domain.listings import Device, SessionSummary
 from services.identity.domain.login import (
     CHALLENGE_ATTEMPTS,
     challenge_methods,
@@ -107,7 +107,7 @@ class Sessions(FactorChecks):
                 only=session["id"],
             )
 
-    async def list_sessions(self, claims: TokenClaims) -> list[Any]:
+    async def list_sessions(self, claims: TokenClaims) -> list[SessionSummary]:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn:
             return await session_store.live_sessions(conn, session["account_id"])
@@ -131,7 +131,7 @@ class Sessions(FactorChecks):
                 session_id=session_id,
             )
 
-    async def list_devices(self, claims: TokenClaims) -> list[Any]:
+    async def list_devices(self, claims: TokenClaims) -> list[Device]:
         session = await self.live_session(claims)
         async with self.pool.acquire() as conn:
             return await device_store.devices(conn, session["account_id"])
