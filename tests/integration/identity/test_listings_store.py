@@ -4,28 +4,12 @@ sessions and the security log, a page at a time."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import pytest_asyncio
 
-from services.identity.bootstrap import MIGRATIONS
 from services.identity.storage import security_log as log_store
 from services.identity.storage import sessions as session_store
-from services.runtime.db import close_pool, create_pool
-from services.runtime.migrations import migrate
-
-
-@pytest_asyncio.fixture
-async def pool(new_database) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(await new_database("identity"), max_size=2)
-    async with pool.acquire() as conn:
-        await migrate(conn, "identity", MIGRATIONS)
-    try:
-        yield pool
-    finally:
-        await close_pool(pool)
 
 
 async def an_account(pool: asyncpg.Pool) -> uuid.UUID:

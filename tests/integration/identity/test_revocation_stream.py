@@ -10,30 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import pytest_asyncio
 
-from services.identity.bootstrap import MIGRATIONS
 from services.identity.clients.revocations import RevocationFeed
 from services.identity.storage import sessions as session_store
-from services.runtime.db import close_pool, create_pool
-from services.runtime.migrations import migrate
 
 WITHIN = 10.0
-
-
-@pytest_asyncio.fixture
-async def pool(new_database) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(await new_database("identity"), max_size=6)
-    async with pool.acquire() as conn:
-        await migrate(conn, "identity", MIGRATIONS)
-    try:
-        yield pool
-    finally:
-        await close_pool(pool)
 
 
 async def account_with_sessions(pool: asyncpg.Pool, sessions: int) -> tuple[uuid.UUID, set[str]]:

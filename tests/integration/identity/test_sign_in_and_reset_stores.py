@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import pytest_asyncio
 
-from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain.login import FailedSignIn
 from services.identity.storage import keys as key_store
 from services.identity.storage import resets as reset_store
 from services.identity.storage.sign_in import PgSignInStore
-from services.runtime.db import close_pool, create_pool
-from services.runtime.migrations import migrate
-
-
-@pytest_asyncio.fixture
-async def pool(new_database) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(await new_database("identity"), max_size=2)
-    async with pool.acquire() as conn:
-        await migrate(conn, "identity", MIGRATIONS)
-    try:
-        yield pool
-    finally:
-        await close_pool(pool)
 
 
 async def an_account(pool: asyncpg.Pool, email: str) -> uuid.UUID:
