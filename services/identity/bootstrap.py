@@ -13,9 +13,9 @@ from services.identity.api import IdentityApi
 from services.identity.clients.notices import Deliverer
 from services.identity.clients.revocations import RevocationFeed
 from services.identity.clients.risk import RiskClient
+from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.keys import KeyRing
 from services.identity.passwords import PasswordHasher
-from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
 from services.identity.use_cases import Identity
 from services.runtime import metrics

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.identity.sealing import SecretBox
+from services.identity.domain.sealing import SecretBox
 from services.identity.storage import keys as key_store
 from services.runtime.tokens import SigningKey, generate_signing_key, jwks_document
 

@@ -23,6 +23,12 @@ from services.identity.clients.risk import Outcome
 from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import session_ended
+from services.identity.domain.sealing import (
+    Pseudonyms,
+    SecretBox,
+    new_link_token,
+    token_hash,
+)
 from services.identity.domain.sessions import (
     GROUP_AUDIENCE,
     UNPROVEN,
@@ -32,12 +38,6 @@ from services.identity.domain.sessions import (
 )
 from services.identity.keys import KeyRing
 from services.identity.passwords import PwnedRange, common_passwords
-from services.identity.sealing import (
-    Pseudonyms,
-    SecretBox,
-    new_link_token,
-    token_hash,
-)
 from services.identity.settings import IdentitySettings
 from services.identity.storage import accounts as account_store
 from services.identity.storage import device_proofs as proof_store

@@ -30,11 +30,11 @@ from services.identity.domain import credentials as cred
 from services.identity.domain.login import (
     challenge_methods,
 )
+from services.identity.domain.sealing import (
+    normalise_recovery_code,
+)
 from services.identity.domain.sessions import (
     TOTP_STEP_SECONDS,
-)
-from services.identity.sealing import (
-    normalise_recovery_code,
 )
 from services.identity.storage import challenges as challenge_store
 from services.identity.storage import contacts as contact_store

@@ -17,15 +17,15 @@ from services.identity.clients.notices import (
 from services.identity.device_proof import ProvenDevice
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_code, session_ended
+from services.identity.domain.sealing import (
+    new_code,
+    new_link_token,
+    token_hash,
+)
 from services.identity.domain.sessions import (
     CODE_ATTEMPTS,
     CODE_LIFETIME,
     FREEZE_LIFETIME,
-)
-from services.identity.sealing import (
-    new_code,
-    new_link_token,
-    token_hash,
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import contacts as contact_store

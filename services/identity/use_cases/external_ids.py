@@ -11,12 +11,12 @@ from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
     refuse_before_hashing,
 )
+from services.identity.domain.sealing import (
+    new_link_token,
+)
 from services.identity.domain.sessions import (
     CHALLENGE_LIFETIME,
     IssuedSession,
-)
-from services.identity.sealing import (
-    new_link_token,
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import external_ids as external_store

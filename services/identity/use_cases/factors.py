@@ -17,13 +17,13 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from services.identity.domain.sealing import (
+    new_recovery_code,
+    normalise_recovery_code,
+)
 from services.identity.domain.sessions import (
     CHALLENGE_LIFETIME,
     RECOVERY_CODE_COUNT,
-)
-from services.identity.sealing import (
-    new_recovery_code,
-    normalise_recovery_code,
 )
 from services.identity.storage import challenges as challenge_store
 from services.identity.storage import contacts as contact_store

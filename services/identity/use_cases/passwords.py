@@ -13,14 +13,14 @@ from services.identity.clients.notices import (
     send_event_notice,
 )
 from services.identity.domain import credentials as cred
+from services.identity.domain.sealing import (
+    new_link_token,
+    token_hash,
+)
 from services.identity.domain.sessions import (
     RESET_LIFETIME,
     RESET_REISSUE_AFTER,
     IssuedSession,
-)
-from services.identity.sealing import (
-    new_link_token,
-    token_hash,
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import contacts as contact_store

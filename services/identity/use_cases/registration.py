@@ -18,12 +18,12 @@ from services.identity.domain.errors import invalid_code
 from services.identity.domain.login import (
     refuse_before_hashing,
 )
+from services.identity.domain.sealing import (
+    new_code,
+)
 from services.identity.domain.sessions import (
     CODE_ATTEMPTS,
     CODE_LIFETIME,
-)
-from services.identity.sealing import (
-    new_code,
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import devices as device_store

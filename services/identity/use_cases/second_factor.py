@@ -18,12 +18,12 @@ from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
     CHALLENGE_ATTEMPTS,
 )
+from services.identity.domain.sealing import (
+    new_code,
+)
 from services.identity.domain.sessions import (
     CODE_LIFETIME,
     IssuedSession,
-)
-from services.identity.sealing import (
-    new_code,
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import challenges as challenge_store

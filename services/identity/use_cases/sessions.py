@@ -15,6 +15,10 @@ from services.identity.domain.login import (
     CHALLENGE_ATTEMPTS,
     challenge_methods,
 )
+from services.identity.domain.sealing import (
+    new_link_token,
+    token_hash,
+)
 from services.identity.domain.sessions import (
     CHALLENGE_LIFETIME,
     WALLET_AUDIENCE,
@@ -22,10 +26,6 @@ from services.identity.domain.sessions import (
     PresentedRefresh,
     Refresh,
     refresh_outcome,
-)
-from services.identity.sealing import (
-    new_link_token,
-    token_hash,
 )
 from services.identity.storage import accounts as account_store
 from services.identity.storage import challenges as challenge_store

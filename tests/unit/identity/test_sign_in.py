@@ -14,8 +14,8 @@ from mamoru.risk.v1 import risk_pb2
 
 from services.identity.device_proof import ProvenDevice
 from services.identity.domain.login import FailedSignIn, RiskVerdict
+from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.keys import KeyRing
-from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
 from services.identity.use_cases import Identity
 from services.runtime.config import load_settings
