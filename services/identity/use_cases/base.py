@@ -19,6 +19,7 @@ from services.identity.clients.notices import (
     Kind,
     send_event_notice,
 )
+from services.identity.clients.pwned import PwnedRange
 from services.identity.clients.risk import Outcome
 from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
@@ -37,7 +38,7 @@ from services.identity.domain.sessions import (
     is_recent,
 )
 from services.identity.keys import KeyRing
-from services.identity.passwords import PwnedRange, common_passwords
+from services.identity.passwords import common_passwords
 from services.identity.settings import IdentitySettings
 from services.identity.storage import accounts as account_store
 from services.identity.storage import device_proofs as proof_store
