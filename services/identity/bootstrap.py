@@ -10,13 +10,16 @@ from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import jobs
 from services.identity.access import ACCESS
 from services.identity.api import IdentityApi
+from services.identity.clients.external import IdTokenVerifier, parse_providers
 from services.identity.clients.notices import Deliverer
+from services.identity.clients.pwned import PwnedRange
 from services.identity.clients.revocations import RevocationFeed
 from services.identity.clients.risk import RiskClient
 from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.keys import KeyRing
 from services.identity.passwords import PasswordHasher
 from services.identity.settings import IdentitySettings
+from services.identity.storage.sign_in import PgSignInStore
 from services.identity.use_cases import Identity
 from services.runtime import metrics
 from services.runtime.outbox import OutboxRelay
@@ -50,6 +53,12 @@ async def build(resources: Resources) -> ServiceApp:
         box=box,
         pseudonyms=Pseudonyms(settings.pseudonym_key_bytes() or sealing_key),
         policies=policies,
+        sign_in_store=PgSignInStore(resources.pool),
+        pwned=PwnedRange(settings.pwned_range_url) if settings.pwned_range_url else None,
+        providers={
+            name: IdTokenVerifier(provider)
+            for name, provider in parse_providers(settings.oidc_providers).items()
+        },
     )
     metrics.for_service(resources.name).watch_policy(lambda: policies.policy)
     feed = RevocationFeed(resources.pool)

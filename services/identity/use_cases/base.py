@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,12 +14,11 @@ import asyncpg
 import structlog
 from mamoru.common.v1 import common_pb2
 
-from services.identity.clients.external import IdTokenVerifier, parse_providers
+from services.identity.clients.external import IdTokenVerifier
 from services.identity.clients.notices import (
     Kind,
     send_event_notice,
 )
-from services.identity.clients.pwned import PwnedRange
 from services.identity.clients.risk import Outcome
 from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
@@ -46,8 +45,14 @@ from services.identity.storage import devices as device_store
 from services.identity.storage import factors as factor_store
 from services.identity.storage import security_log as log_store
 from services.identity.storage import sessions as session_store
-from services.identity.storage.sign_in import PgSignInStore
-from services.identity.use_cases.ports import SYSTEM_CLOCK, Clock, Hasher, Risk, SignInStore
+from services.identity.use_cases.ports import (
+    SYSTEM_CLOCK,
+    BreachedPasswords,
+    Clock,
+    Hasher,
+    Risk,
+    SignInStore,
+)
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -93,11 +98,13 @@ class IdentityBase:
         box: SecretBox,
         pseudonyms: Pseudonyms,
         policies: PolicyView | None = None,
+        sign_in_store: SignInStore,
+        pwned: BreachedPasswords | None = None,
+        providers: Mapping[str, IdTokenVerifier] | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        sign_in_store: SignInStore | None = None,
     ) -> None:
         self.clock = clock
-        self.sign_in_store = sign_in_store or PgSignInStore(pool)
+        self.sign_in_store = sign_in_store
         self.pool = pool
         self.settings = settings
         self.keys = keys
@@ -106,7 +113,7 @@ class IdentityBase:
         self.box = box
         self.pseudonyms = pseudonyms
         self.policies = policies
-        self.pwned = PwnedRange(settings.pwned_range_url) if settings.pwned_range_url else None
+        self.pwned = pwned
         self.token_lifetime = timedelta(seconds=settings.access_token_seconds)
         self.cooloff = timedelta(hours=settings.cooloff_hours)
         # How long a revocation is remembered and replayed: the session's last token
@@ -115,10 +122,7 @@ class IdentityBase:
         self.revocation_lifetime = max(
             self.token_lifetime, timedelta(seconds=settings.revocation_replay_seconds)
         ) + timedelta(minutes=1)
-        self.providers = {
-            name: IdTokenVerifier(provider)
-            for name, provider in parse_providers(settings.oidc_providers).items()
-        }
+        self.providers = dict(providers or {})
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -82,6 +82,12 @@ class Hasher(Protocol):
     def needs_rehash(self, stored: str) -> bool: ...
 
 
+class BreachedPasswords(Protocol):
+    async def is_breached(self, password: str) -> bool:
+        """True when the password is known from a breach; False when unsure."""
+        ...
+
+
 class SignInStore(Protocol):
     """What a password sign-in reads and writes before its answer."""
 

@@ -30,6 +30,7 @@ from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.keys import KeyRing
 from services.identity.passwords import PasswordHasher
 from services.identity.settings import IdentitySettings
+from services.identity.storage.sign_in import PgSignInStore
 from services.identity.use_cases import Identity
 from services.runtime.config import load_settings
 from services.runtime.db import close_pool, create_pool
@@ -94,6 +95,7 @@ async def bench(new_database) -> AsyncIterator[Bench]:
             hasher=PasswordHasher(),
             box=box,
             pseudonyms=Pseudonyms(bytes(32)),
+            sign_in_store=PgSignInStore(pool),
         )
 
     try:
