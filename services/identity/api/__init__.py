@@ -1,4 +1,5 @@
-"""IdentityService's gRPC handlers: proto to command, the use case, and back to proto."""
+"""IdentityService's gRPC handlers: check and read the request, call the use case, answer
+in protobuf. One mixin per group of RPCs; ``IdentityApi`` is all of them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Handlers: Profile, contacts and closing the account."""
+"""Handlers: profile, contacts and closing the account."""
 
 from __future__ import annotations
 

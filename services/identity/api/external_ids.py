@@ -1,4 +1,4 @@
-"""Handlers: External identity providers."""
+"""Handlers: external identity providers."""
 
 from __future__ import annotations
 

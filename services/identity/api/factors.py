@@ -1,4 +1,4 @@
-"""Handlers: Passkeys, TOTP and recovery codes."""
+"""Handlers: passkeys, TOTP and recovery codes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Handlers: Changing and resetting a password."""
+"""Handlers: changing and resetting a password."""
 
 from __future__ import annotations
 

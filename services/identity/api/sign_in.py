@@ -1,4 +1,4 @@
-"""Handlers: Signing in: password, second factor, passkey."""
+"""Handlers: signing in with a password, a second factor or a passkey."""
 
 from __future__ import annotations
 
