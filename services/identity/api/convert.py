@@ -12,6 +12,7 @@ from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.identity.device_proof import MAX_PROOF_LENGTH
 from services.identity.domain import credentials as cred
+from services.identity.domain.factors import Factor
 from services.identity.domain.listings import Device, SecurityEvent, SessionSummary
 from services.identity.domain.sessions import IssuedSession
 from services.runtime import paging
@@ -115,14 +116,14 @@ def check_language(check: Violations, field: str, value: int) -> int:
     return value
 
 
-def factor_message(row: Any) -> pb.Factor:
+def factor_message(factor: Factor) -> pb.Factor:
     return pb.Factor(
-        factor_id=str(row["id"]),
-        method=CHALLENGE_METHODS[row["kind"]],
-        name=row["name"],
-        created_at=timestamp(row["created_at"]),
-        last_used_at=timestamp(row["last_used_at"]),
-        suspended=row["suspended"],
+        factor_id=str(factor.factor_id),
+        method=CHALLENGE_METHODS[factor.kind],
+        name=factor.name,
+        created_at=timestamp(factor.created_at),
+        last_used_at=timestamp(factor.last_used_at),
+        suspended=factor.suspended,
     )
 
 

@@ -9,17 +9,16 @@ import uuid
 
 import asyncpg
 
-from services.identity.storage import Record
+from services.identity.domain.factors import Factor
 
 
-async def factors(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[Record]:
-    return list(
-        await conn.fetch(
-            "select * from factors where account_id = $1 and removed_at is null"
-            " and confirmed_at is not null order by created_at",
-            account_id,
-        )
+async def factors(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[Factor]:
+    rows = await conn.fetch(
+        "select * from factors where account_id = $1 and removed_at is null"
+        " and confirmed_at is not null order by created_at",
+        account_id,
     )
+    return [Factor.from_row(row) for row in rows]
 
 
 async def ever_had_factor(conn: asyncpg.Connection, account_id: uuid.UUID) -> bool:
@@ -33,10 +32,11 @@ async def ever_had_factor(conn: asyncpg.Connection, account_id: uuid.UUID) -> bo
     )
 
 
-async def factor(conn: asyncpg.Connection, factor_id: uuid.UUID) -> Record | None:
-    return await conn.fetchrow(
+async def factor(conn: asyncpg.Connection, factor_id: uuid.UUID) -> Factor | None:
+    row = await conn.fetchrow(
         "select * from factors where id = $1 and removed_at is null", factor_id
     )
+    return Factor.from_row(row) if row is not None else None
 
 
 async def suspend_factor(conn: asyncpg.Connection, factor_id: uuid.UUID) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from services.identity.storage import Record
+from services.identity.domain.factors import Factor
 
 
 async def create_pending_totp(
@@ -29,8 +29,8 @@ async def create_pending_totp(
 
 async def pending_totp(
     conn: asyncpg.Connection, factor_id: uuid.UUID, account_id: uuid.UUID
-) -> Record | None:
-    return await conn.fetchrow(
+) -> Factor | None:
+    row = await conn.fetchrow(
         "select * from factors where id = $1 and account_id = $2 and kind = 'totp'"
         " and confirmed_at is null and removed_at is null"
         " and created_at > now() - interval '1 hour'"
@@ -38,15 +38,17 @@ async def pending_totp(
         factor_id,
         account_id,
     )
+    return Factor.from_row(row) if row is not None else None
 
 
-async def confirm_factor(conn: asyncpg.Connection, factor_id: uuid.UUID, step: int) -> Record:
-    return await conn.fetchrow(
+async def confirm_factor(conn: asyncpg.Connection, factor_id: uuid.UUID, step: int) -> Factor:
+    row = await conn.fetchrow(
         "update factors set confirmed_at = now(), last_totp_step = $2, last_used_at = now()"
         " where id = $1 returning *",
         factor_id,
         step,
     )
+    return Factor.from_row(row)
 
 
 async def accept_totp_step(conn: asyncpg.Connection, factor_id: uuid.UUID, step: int) -> bool:

@@ -347,7 +347,7 @@ class IdentityBase:
         allowed = cred.may_change_factors(
             session["methods"],
             # A suspended (cloned) passkey cannot answer a step-up.
-            has_usable_factor=any(not factor["suspended"] for factor in factors),
+            has_usable_factor=any(not factor.suspended for factor in factors),
         )
         if not allowed:
             raise FailedPrecondition(

@@ -58,8 +58,8 @@ class FactorChecks(IdentityBase):
     ) -> list[str]:
         factors = await factor_store.factors(conn, account_id)
         return challenge_methods(
-            has_passkey=any(f["kind"] == "passkey" and not f["suspended"] for f in factors),
-            has_totp=any(f["kind"] == "totp" for f in factors),
+            has_passkey=any(f.usable_passkey for f in factors),
+            has_totp=any(f.kind == "totp" for f in factors),
             has_recovery_codes=await totp_store.has_recovery_codes(conn, account_id),
             has_primary_email=await contact_store.primary_email(conn, account_id) is not None,
         )
@@ -95,10 +95,10 @@ class FactorChecks(IdentityBase):
 
     async def _check_totp(self, conn: asyncpg.Connection, account_id: uuid.UUID, code: str) -> bool:
         for factor in await factor_store.factors(conn, account_id):
-            if factor["kind"] != "totp":
+            if factor.kind != "totp":
                 continue
             step = self._totp_step(factor, code)
-            if step is not None and await totp_store.accept_totp_step(conn, factor["id"], step):
+            if step is not None and await totp_store.accept_totp_step(conn, factor.factor_id, step):
                 return True
         return False
 
@@ -107,16 +107,16 @@ class FactorChecks(IdentityBase):
     ) -> bool:
         """Whether ``code`` is right for a time step identity already accepted once."""
         for factor in await factor_store.factors(conn, account_id):
-            if factor["kind"] != "totp" or factor["last_totp_step"] is None:
+            if factor.kind != "totp" or factor.last_totp_step is None:
                 continue
             step = self._totp_step(factor, code)
-            if step is not None and step <= factor["last_totp_step"]:
+            if step is not None and step <= factor.last_totp_step:
                 return True
         return False
 
     def _totp_step(self, factor: Any, code: str) -> int | None:
         """The time step (now ±1, for clock drift) whose code matches, if any."""
-        secret = self.box.open(factor["sealed_totp_secret"], purpose="totp").decode()
+        secret = self.box.open(factor.sealed_totp_secret, purpose="totp").decode()
         totp = pyotp.TOTP(secret)
         current = int(time.time()) // TOTP_STEP_SECONDS
         for step in (current - 1, current, current + 1):
@@ -147,11 +147,11 @@ class FactorChecks(IdentityBase):
         except (ValueError, KeyError, TypeError):
             return None
         factor = await passkey_store.passkey_by_credential(conn, credential_id)
-        if factor is None or factor["suspended"]:
+        if factor is None or factor.suspended or factor.public_key is None:
             return None
-        if account_id is not None and factor["account_id"] != account_id:
+        if account_id is not None and factor.account_id != account_id:
             return None
-        if enrolled_before is not None and factor["created_at"] >= enrolled_before:
+        if enrolled_before is not None and factor.created_at >= enrolled_before:
             return None
         try:
             # Sign count 0 here: the counter is compared below, after the signature holds.
@@ -160,31 +160,31 @@ class FactorChecks(IdentityBase):
                 expected_challenge=expected_challenge,
                 expected_rp_id=self.settings.webauthn_rp_id,
                 expected_origin=self._origins(),
-                credential_public_key=factor["public_key"],
+                credential_public_key=factor.public_key,
                 credential_current_sign_count=0,
                 require_user_verification=True,
             )
         except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as error:
             log.info("passkey.assertion_refused", error=str(error)[:200])
             return None
-        stored, seen = factor["sign_count"] or 0, verified.new_sign_count
+        stored, seen = factor.sign_count or 0, verified.new_sign_count
         if (stored > 0 or seen > 0) and seen <= stored:
-            await factor_store.suspend_factor(conn, factor["id"])
+            await factor_store.suspend_factor(conn, factor.factor_id)
             await log_store.log_event(
                 conn,
-                account_id=factor["account_id"],
+                account_id=factor.account_id,
                 kind="passkey.suspended_cloned",
-                details={"factor_id": str(factor["id"]), "stored": stored, "seen": seen},
+                details={"factor_id": str(factor.factor_id), "stored": stored, "seen": seen},
             )
             await send_event_notice(
                 conn,
-                account_id=factor["account_id"],
+                account_id=factor.account_id,
                 kind=Kind.NOTICE_KIND_PASSKEY_CLONED,
                 occurred_at=self.now(),
-                detail=f"passkey {factor['name']}"[:200],
+                detail=f"passkey {factor.name}"[:200],
             )
             return None
-        await passkey_store.record_passkey_use(conn, factor["id"], seen)
+        await passkey_store.record_passkey_use(conn, factor.factor_id, seen)
         return factor
 
     def _authentication_options(self, challenge: bytes, allow: Sequence[bytes] = ()) -> str:
@@ -198,9 +198,9 @@ class FactorChecks(IdentityBase):
 
     async def _passkey_ids(self, conn: asyncpg.Connection, account_id: uuid.UUID) -> list[bytes]:
         return [
-            bytes(f["credential_id"])
+            bytes(f.credential_id)
             for f in await factor_store.factors(conn, account_id)
-            if f["kind"] == "passkey" and not f["suspended"]
+            if f.usable_passkey and f.credential_id is not None
         ]
 
     async def _passkey_ids_pool(self, account_id: uuid.UUID) -> list[bytes]:

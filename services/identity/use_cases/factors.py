@@ -207,7 +207,7 @@ class Factors(FactorChecks):
         session = await self.require_factor_change(claims)
         async with self.pool.acquire() as conn, conn.transaction():
             factor = await factor_store.factor(conn, factor_id)
-            if factor is None or factor["account_id"] != session["account_id"]:
+            if factor is None or factor.account_id != session["account_id"]:
                 raise NotFound("FACTOR_NOT_FOUND", "no such factor")
             await factor_store.remove_factor(conn, factor_id)
-            await self._factor_changed(conn, session, client, detail=f"{factor['kind']} removed")
+            await self._factor_changed(conn, session, client, detail=f"{factor.kind} removed")

@@ -164,8 +164,8 @@ class Sessions(FactorChecks):
         async with self.pool.acquire() as conn, conn.transaction():
             factors = await factor_store.factors(conn, account_id)
             methods = challenge_methods(
-                has_passkey=any(f["kind"] == "passkey" and not f["suspended"] for f in factors),
-                has_totp=any(f["kind"] == "totp" for f in factors),
+                has_passkey=any(f.usable_passkey for f in factors),
+                has_totp=any(f.kind == "totp" for f in factors),
                 has_recovery_codes=False,
                 has_primary_email=False,
             )

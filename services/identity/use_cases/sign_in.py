@@ -282,7 +282,7 @@ class SignIn(FactorChecks):
             )
         if factor is None:
             raise invalid_credentials()
-        account_id = factor["account_id"]
+        account_id = factor.account_id
         known = (
             proven is not None
             and await device_store.device(self.pool, account_id, proven.thumbprint) is not None
