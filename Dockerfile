@@ -20,7 +20,7 @@ RUN mkdir gen \
     && find protos -name '*.proto' -print0 \
        | xargs -0 /opt/protoc/bin/python -m grpc_tools.protoc -Iprotos \
            --python_out=gen --grpc_python_out=gen \
-    && find gen/mamoru -type d -exec touch {}/__init__.py \;
+    && find gen/mamoru gen/buf -type d -exec touch {}/__init__.py \;
 
 # Runtime dependencies: every pin of requirements.txt except the tools listed
 # in not-in-image.txt, without resolving anything else; pip check then proves

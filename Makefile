@@ -34,7 +34,7 @@ $(GEN)/.stamp: $(STAMP) $(PROTO_FILES)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
 		--python_out=$(GEN) --grpc_python_out=$(GEN) \
 		--mypy_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTO_FILES)
-	find $(GEN)/mamoru -type d -exec touch {}/__init__.py \;
+	find $(GEN)/mamoru $(GEN)/buf -type d -exec touch {}/__init__.py \;
 	touch $@
 
 buf-lint: $(STAMP)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 Spec = TypeVar("Spec")
 # How long spawned processes get to import, connect and wait for the common start.

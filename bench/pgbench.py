@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime import devdb
+from services.devstack import devdb
 
 DATABASE = "bench_pgbench"
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")

@@ -31,12 +31,13 @@ from mamoru.wallet.v1 import wallet_pb2_grpc
 
 from bench import profile
 from bench.load import START_DELAY_SECONDS, Endpoint
+from services.devstack import devdb
 from services.devstack.stack import LocalStack
 from services.identity.domain.credentials import identifier_key
 from services.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
-from services.runtime import devdb
 from tests.support import people
-from tests.support.people import IDENTITY_ENV, IdentityDriver, stack_channel
+from tests.support.identity_driver import IdentityDriver
+from tests.support.people import IDENTITY_ENV, stack_channel
 
 CARD_NUMBER = "4242424242424242"
 # Identity's value for an email contact (services/identity/storage/contacts.py).
@@ -252,7 +253,7 @@ async def _one_person(system: System, funded_with: int) -> Someone:
         device=person.device,
         ip=person.ip,
         totp_secret=person.totp_secret,
-        last_totp_step=people._last_totp_step.get(person.totp_secret, 0),
+        last_totp_step=people.last_totp_step(person.totp_secret),
         wallet_token=token,
         device_key_pem=person.key().private_pem(),
     )

@@ -10,8 +10,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.devstack import pgbouncer
-from services.runtime import devdb
+from services.devstack import devdb, pgbouncer
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,13 @@ import grpc
 
 from services.devstack.card_processor import SandboxProcessor
 from services.devstack.pgbouncer import LocalPgBouncer
+from services.devstack.pki import ensure_local_pki
 from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
 from services.devstack.stack import CLIENT_PRINCIPALS, SERVICES, free_port, random_secrets
 from services.runtime.config import load_settings
-from services.runtime.pki import ensure_local_pki, load_tls, secure_channel
 from services.runtime.server import RunningService, start_service
+from services.runtime.tls import load_tls, secure_channel
 
 _STUBS = {
     "identity": ("mamoru.identity.v1.identity_pb2_grpc", "IdentityServiceStub"),

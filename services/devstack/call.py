@@ -49,7 +49,7 @@ from services.devstack import demo
 from services.devstack.stack import DEFAULT_PORTS
 from services.identity.device_proof import BEARER, BOUND_TO, DeviceKey
 from services.runtime.access import Access
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 SERVICE_NAMES = tuple(DEFAULT_PORTS)
 _STATUS_DETAILS = "grpc-status-details-bin"
@@ -177,7 +177,8 @@ def _tls_dir() -> Path:
     return Path(os.environ.get("MAMORU_VAR", "var")) / "tls"
 
 
-def _parser() -> argparse.ArgumentParser:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line of the call tool (``parse_known_args``: unknown options are refused)."""
     parser = argparse.ArgumentParser(prog="call", add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("--as", dest="as_", default=os.environ.get("MAMORU_AS", "operator"))
@@ -226,7 +227,8 @@ def sign_as_device(
     request.device_proof = device.prove(method, request, bearer_token=bearer_token)
 
 
-def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+def request_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The call metadata the parsed ``args`` send: token, merchant key and any ``-H`` header."""
     metadata = []
     if args.token:
         metadata.append(("authorization", f"Bearer {args.token}"))
@@ -242,7 +244,7 @@ def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 async def call(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run one call; 0 ok, 1 refused by the server, 2 usage."""
-    args, unknown = _parser().parse_known_args(argv)
+    args, unknown = argument_parser().parse_known_args(argv)
     try:
         if unknown:
             raise UsageError(f"unknown option {' '.join(unknown)}; see --help")
@@ -262,7 +264,7 @@ async def call(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.
             request = json_format.Parse(args.body, request_cls())
         except json_format.ParseError as error:
             raise UsageError(f"the JSON does not fit {rpc.input_type.name}: {error}") from None
-        metadata = _metadata(args)
+        metadata = request_metadata(args)
         sign_as_device(request, args.method, _device(args), bearer_token=args.token)
     except UsageError as error:
         print(f"call: {error}", file=err)

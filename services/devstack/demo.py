@@ -37,7 +37,7 @@ from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.devstack.smtp import LocalSmtpServer
 from services.identity.device_proof import DeviceKey
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 if TYPE_CHECKING:
     from services.devstack.stack import LocalStack

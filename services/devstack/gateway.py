@@ -25,10 +25,9 @@ import httpx
 from mamoru.identity.v1 import identity_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
-from services.devstack import demo
+from services.devstack import demo, devdb
 from services.gateway import admin
-from services.runtime import devdb
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 if TYPE_CHECKING:
     from services.devstack.stack import LocalStack, ServiceProcess

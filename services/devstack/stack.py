@@ -24,13 +24,13 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.devstack import devdb
 from services.devstack.card_processor import SandboxProcessor
 from services.devstack.pgbouncer import LocalPgBouncer
 from services.devstack.pgbouncer import wanted as pgbouncer_wanted
+from services.devstack.pki import ensure_local_pki
 from services.devstack.points_program import SandboxPointsProgram
 from services.devstack.smtp import LocalSmtpServer
-from services.runtime import devdb
-from services.runtime.pki import ensure_local_pki
 
 SERVICES = ("identity", "risk", "notify", "wallet")
 CLIENT_PRINCIPALS = ("operator", "gateway", "pos")

@@ -40,7 +40,7 @@ from google.protobuf.message import Message
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 TIMEOUT_SECONDS = 30.0
 _ON_OFF = {"on": True, "off": False}

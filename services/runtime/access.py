@@ -1,7 +1,7 @@
 """Who may call what: per-RPC allow-lists of calling principals and bearer-token checks.
 
 The caller is the common name of the peer's client certificate, which the server
-only accepts when our CA issued it (see ``pki.server_credentials``). A method
+only accepts when our CA issued it (see ``tls.server_credentials``). A method
 missing from the policy is refused, so a new RPC is closed until someone opens it.
 Handlers must be ``async`` (coroutines or async generators), as grpc.aio servicers are.
 """
@@ -9,9 +9,7 @@ Handlers must be ``async`` (coroutines or async generators), as grpc.aio service
 from __future__ import annotations
 
 import contextlib
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -20,6 +18,7 @@ import grpc
 import grpc.aio
 import structlog
 
+from services.runtime.handlers import Context, HandlerInterceptor, wrap_handler
 from services.runtime.logging import get_logger
 from services.runtime.tokens import (
     SigningKeysUnavailable,
@@ -38,8 +37,6 @@ OPEN_METHOD_PREFIXES = (
 _current_caller: ContextVar[str] = ContextVar("mamoru_caller")
 _current_claims: ContextVar[TokenClaims | None] = ContextVar("mamoru_claims", default=None)
 _log = get_logger(__name__)
-
-Admit = Callable[[Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):
+class AccessInterceptor(HandlerInterceptor):
     """Admits each RPC only for a caller on its allow-list, with a valid token where required."""
 
     def __init__(self, policy: Mapping[str, Access], verifier: TokenVerifier | None = None) -> None:
@@ -102,22 +99,21 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         self._policy = dict(policy)
         self._verifier = verifier
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        if method.startswith(OPEN_METHOD_PREFIXES):
             return handler
         access = self._policy.get(method)
 
-        async def admit(context: Any) -> None:
+        @contextlib.asynccontextmanager
+        async def admitted(context: Context) -> AsyncIterator[None]:
             await self._admit(method, access, context)
+            yield
 
         # The call context only exists once the RPC runs, so the check lives in the behaviour.
-        return _guarded(handler, admit)
+        return wrap_handler(handler, admitted)
 
     async def _admit(self, method: str, access: Access | None, context: Any) -> None:
         caller = _peer_common_name(context)
@@ -199,53 +195,3 @@ async def _refuse(
     _log.warning("rpc refused", method=method, caller=caller, code=code.name, reason=reason)
     await context.abort(code, reason)
     raise RuntimeError("context.abort returned without ending the RPC")
-
-
-def _guarded(handler: Any, admit: Admit) -> Any:
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(
-            _guard_stream_response(handler.stream_stream, admit), **serializers
-        )
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(
-            _guard_unary_response(handler.stream_unary, admit), **serializers
-        )
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(
-            _guard_stream_response(handler.unary_stream, admit), **serializers
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        _guard_unary_response(handler.unary_unary, admit), **serializers
-    )
-
-
-def _guard_unary_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
-    async def guarded(request: Any, context: Any) -> Any:
-        await admit(context)
-        return await behaviour(request, context)
-
-    return guarded
-
-
-def _guard_stream_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
-    # grpc.aio treats async generators and context.write coroutines differently,
-    # so the guard keeps the shape of the handler it wraps.
-    if inspect.isasyncgenfunction(behaviour):
-
-        async def guarded_generator(request: Any, context: Any) -> AsyncIterator[Any]:
-            await admit(context)
-            async with aclosing(behaviour(request, context)) as responses:
-                async for response in responses:
-                    yield response
-
-        return guarded_generator
-
-    async def guarded_writer(request: Any, context: Any) -> None:
-        await admit(context)
-        await behaviour(request, context)
-
-    return guarded_writer

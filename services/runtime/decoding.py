@@ -11,8 +11,8 @@ by message, so a bad message later in a stream is refused the same way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeAlias
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,9 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.runtime.errors import ERROR_DOMAIN
-from services.runtime.handlers import responses_of
-
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+from services.runtime.handlers import Context, HandlerInterceptor, wrap_handler
 
 
 class _Undecodable:
@@ -76,73 +74,21 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return decode
 
 
-async def _checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-    async for request in requests:
-        if request is UNDECODABLE:
-            await _refuse(context)
-        yield request
-
-
-def _unary_request(behaviour: Callable[[Any, Context], Any], streaming: bool) -> Any:
-    if streaming:
-
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is UNDECODABLE:
-                await _refuse(context)
-            async for response in responses_of(behaviour(request, context)):
-                yield response
-
-        return stream
-
-    async def unary(request: Any, context: Context) -> Any:
-        if request is UNDECODABLE:
-            await _refuse(context)
-        return await behaviour(request, context)
-
-    return unary
-
-
-def _stream_request(behaviour: Callable[[Any, Context], Any], streaming: bool) -> Any:
-    if streaming:
-
-        async def stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-            async for response in responses_of(behaviour(_checked(requests, context), context)):
-                yield response
-
-        return stream
-
-    async def unary(requests: AsyncIterator[Any], context: Context) -> Any:
-        return await behaviour(_checked(requests, context), context)
-
-    return unary
+async def _refuse_undecodable(request: Any, context: Context) -> None:
+    if request is UNDECODABLE:
+        await _refuse(context)
 
 
 def guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """``handler`` with a deserializer that cannot fail and a check of its result."""
-    codecs = {
-        "request_deserializer": _lenient(handler.request_deserializer),
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary_request(handler.unary_unary, streaming=False), **codecs
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            _unary_request(handler.unary_stream, streaming=True), **codecs
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _stream_request(handler.stream_unary, streaming=False), **codecs
-        )
-    if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(
-            _stream_request(handler.stream_stream, streaming=True), **codecs
-        )
-    return handler
+    return wrap_handler(
+        handler,
+        check_request=_refuse_undecodable,
+        request_deserializer=_lenient(handler.request_deserializer),
+    )
 
 
-class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
+class RequestDecodingInterceptor(HandlerInterceptor):
     """Refuses undecodable requests with INVALID_ARGUMENT; see the module docstring.
 
     Place it inside the logging interceptor (so the refusal is summarised like any
@@ -150,12 +96,7 @@ class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
     request that is not one).
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         return guard_decoding(handler)

@@ -29,9 +29,7 @@ Series (the manifests' alerts use these names):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,7 +49,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from services.runtime.rpc_context import Behavior, _final_status, _wrap_behavior
+from services.runtime.handlers import (
+    Context,
+    HandlerInterceptor,
+    final_status,
+    observed,
+    wrap_handler,
+)
 
 log = structlog.get_logger("mamoru.metrics")
 
@@ -261,58 +265,29 @@ def kill_switches(policy: Any) -> dict[str, bool]:
     return switches
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(HandlerInterceptor):
     """Counts every RPC by method and final code, and times it."""
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            self._metrics.count_rpc(_UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED, 0.0)
-            return None
-        return _wrap_behavior(
-            handler, functools.partial(self._observe, handler_call_details.method)
-        )
+    def unknown_method(self, details: grpc.HandlerCallDetails) -> None:
+        self._metrics.count_rpc(_UNKNOWN_METHOD, grpc.StatusCode.UNIMPLEMENTED, 0.0)
 
-    def _observe(self, method: str, behavior: Behavior, response_streaming: bool) -> Behavior:
-        count = self._metrics.count_rpc
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        return wrap_handler(handler, observed(functools.partial(self._timed, method)))
 
-        async def unary_response(request: Any, context: Any) -> Any:
-            started = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                return await behavior(request, context)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                count(method, _final_status(context, error), time.perf_counter() - started)
+    def _timed(self, method: str, context: Context) -> Callable[[BaseException | None], None]:
+        started = time.perf_counter()
 
-        async def stream_response(request: Any, context: Any) -> Any:
-            started = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                responses = behavior(request, context)
-                if inspect.isasyncgen(responses):
-                    async with contextlib.aclosing(responses):
-                        async for response in responses:
-                            yield response
-                elif hasattr(responses, "__aiter__"):
-                    async for response in responses:
-                        yield response
-                else:
-                    await responses
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                count(method, _final_status(context, error), time.perf_counter() - started)
+        def end(error: BaseException | None) -> None:
+            seconds = time.perf_counter() - started
+            self._metrics.count_rpc(method, final_status(context, error), seconds)
 
-        return stream_response if response_streaming else unary_response
+        return end
 
 
 class MetricsEndpoint:

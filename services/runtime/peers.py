@@ -64,7 +64,7 @@ class Follower:
     """A background job that keeps one stream of a peer open and applies what it sends.
 
     The stream is opened with ``wait_for_ready``: while the peer is away the call
-    waits on the channel, whose reconnect backoff is capped (``pki.RECONNECT_OPTIONS``),
+    waits on the channel, whose reconnect backoff is capped (``tls.RECONNECT_OPTIONS``),
     so the follower is subscribed again within about a second of the peer's return
     instead of after gRPC's default backoff of up to two minutes. The peer sends
     the stream's headers at once, which is when the follower counts itself

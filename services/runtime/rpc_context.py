@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import Token
 from typing import Any
 
@@ -32,6 +31,13 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from services.runtime.handlers import (
+    Context,
+    HandlerInterceptor,
+    final_status,
+    observed,
+    wrap_handler,
+)
 from services.runtime.logging import get_logger
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
@@ -58,8 +64,6 @@ _STATUS_CODE_ATTRIBUTE = "rpc.grpc.status_code"
 
 _log = get_logger("mamoru.rpc")
 
-Behavior = Callable[[Any, Any], Any]
-
 
 def current_request_id() -> str | None:
     """The request id of the RPC being served in this task, if any."""
@@ -77,7 +81,7 @@ def request_id_from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str:
     return str(uuid.uuid4())
 
 
-class RpcLogInterceptor(grpc.aio.ServerInterceptor):
+class RpcLogInterceptor(HandlerInterceptor):
     """Binds the RPC's log context and writes one summary line per RPC.
 
     grpc.aio runs ``intercept_service`` before the call exists, so the handler's
@@ -88,85 +92,38 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, *, quiet_method_prefixes: tuple[str, ...] = QUIET_METHOD_PREFIXES) -> None:
         self._quiet_method_prefixes = quiet_method_prefixes
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None:
-            # grpc answers UNIMPLEMENTED without running anything; a call to an
-            # unknown method is worth a line (probing, a client built on a newer
-            # contract), and there is no call context to wrap.
-            request_id = request_id_from_metadata(handler_call_details.invocation_metadata)
-            with structlog.contextvars.bound_contextvars(rpc_method=method, request_id=request_id):
-                _log.info("rpc", code=grpc.StatusCode.UNIMPLEMENTED.name, duration_ms=0.0)
-            return None
-        return _wrap_behavior(handler, functools.partial(self._observe, method))
+    def unknown_method(self, details: grpc.HandlerCallDetails) -> None:
+        # grpc answers UNIMPLEMENTED without running anything; a call to an
+        # unknown method is worth a line (probing, a client built on a newer
+        # contract), and there is no call context to wrap.
+        request_id = request_id_from_metadata(details.invocation_metadata)
+        with structlog.contextvars.bound_contextvars(
+            rpc_method=details.method, request_id=request_id
+        ):
+            _log.info("rpc", code=grpc.StatusCode.UNIMPLEMENTED.name, duration_ms=0.0)
 
-    def _observe(self, method: str, behavior: Behavior, response_streaming: bool) -> Behavior:
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method
         quiet = method.startswith(self._quiet_method_prefixes)
-
-        async def unary_response(request: Any, context: Any) -> Any:
-            tokens = _bind_rpc_context(method, context)
-            started = time.perf_counter()
-            peer = context.peer()
-            try:
-                response = await behavior(request, context)
-            except BaseException as error:
-                _finish(context, peer, started, quiet, error)
-                raise
-            else:
-                _finish(context, peer, started, quiet, None)
-                return response
-            finally:
-                _unbind(tokens)
-
-        async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
-            tokens = _bind_rpc_context(method, context)
-            started = time.perf_counter()
-            # Read while the call lives: a stream's generator may be finalised after
-            # its call is gone (a server stopping), when asking the call segfaults.
-            peer = context.peer()
-            error: BaseException | None = None
-            try:
-                responses = behavior(request, context)
-                if inspect.isasyncgen(responses):
-                    async with contextlib.aclosing(responses):
-                        async for response in responses:
-                            yield response
-                elif hasattr(responses, "__aiter__"):
-                    async for response in responses:
-                        yield response
-                else:
-                    # A handler that sends with context.write() and returns None.
-                    await responses
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                _finish(context, peer, started, quiet, error)
-                _unbind(tokens)
-
-        return stream_response if response_streaming else unary_response
+        return wrap_handler(handler, observed(functools.partial(_summarised, method, quiet)))
 
 
-def _wrap_behavior(handler: Any, wrap: Callable[[Behavior, bool], Behavior]) -> Any:
-    """Rebuild ``handler`` with its behaviour wrapped, keeping its (de)serializers."""
-    if handler.request_streaming and handler.response_streaming:
-        behavior, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
-    elif handler.request_streaming:
-        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    elif handler.response_streaming:
-        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    else:
-        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    return factory(
-        wrap(behavior, handler.response_streaming),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+def _summarised(
+    method: str, quiet: bool, context: Context
+) -> Callable[[BaseException | None], None]:
+    tokens = _bind_rpc_context(method, context)
+    started = time.perf_counter()
+    # Read while the call lives: a stream's generator may be finalised after its
+    # call is gone (a server stopping), when asking the call segfaults.
+    peer = context.peer()
+
+    def end(error: BaseException | None) -> None:
+        _finish(context, peer, started, quiet, error)
+        _unbind(tokens)
+
+    return end
 
 
 def _bind_rpc_context(method: str, context: Any) -> Mapping[str, Token[Any]]:
@@ -184,7 +141,7 @@ def _unbind(tokens: Mapping[str, Token[Any]]) -> None:
 def _finish(
     context: Any, peer: str, started: float, quiet: bool, error: BaseException | None
 ) -> None:
-    code = _final_status(context, error)
+    code = final_status(context, error)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     unexpected = error is not None and not isinstance(
         error, grpc.aio.AbortError | asyncio.CancelledError | GeneratorExit
@@ -211,25 +168,6 @@ def _finish(
         _log.info("rpc", **fields)
 
 
-def _final_status(context: Any, error: BaseException | None) -> grpc.StatusCode:
-    """The status grpc sends for this outcome: set or aborted code, else OK or UNKNOWN."""
-    if isinstance(error, GeneratorExit):
-        # The stream was closed from outside (its call may already be gone).
-        return grpc.StatusCode.CANCELLED
-    if isinstance(error, asyncio.CancelledError):
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    code = context.code()
-    if error is None:
-        return grpc.StatusCode.OK if code is None else code
-    # grpc keeps a failure code set before the exception, but turns OK into UNKNOWN.
-    if code is None or code is grpc.StatusCode.OK:
-        return grpc.StatusCode.UNKNOWN
-    return code
-
-
 class _RequestIdForwarding:
     @staticmethod
     def with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
@@ -243,52 +181,38 @@ class _RequestIdForwarding:
         metadata.add(REQUEST_ID_METADATA_KEY, request_id)
         return details._replace(metadata=metadata)
 
-
-class RequestIdClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.UnaryUnaryClientInterceptor,
-):
-    """Sends the current request id as ``x-request-id`` on unary-unary calls.
-
-    grpc.aio files each interceptor object under the first call kind it
-    implements, so one object cannot serve every kind: give a channel
-    ``request_id_client_interceptors()``, which adds the streaming kinds.
-    """
-
-    async def intercept_unary_unary(
+    async def forward(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
         return await continuation(self.with_request_id(client_call_details), request)
+
+
+# grpc.aio files each interceptor object under the first call kind it implements, so
+# one object cannot serve every kind: a channel is given one per kind.
+
+
+class RequestIdClientInterceptor(_RequestIdForwarding, grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends the current request id as ``x-request-id`` on unary-unary calls."""
+
+    intercept_unary_unary = _RequestIdForwarding.forward
 
 
 class RequestIdUnaryStreamClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.UnaryStreamClientInterceptor,
+    _RequestIdForwarding, grpc.aio.UnaryStreamClientInterceptor
 ):
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self.with_request_id(client_call_details), request)
+    intercept_unary_stream = _RequestIdForwarding.forward
 
 
 class RequestIdStreamUnaryClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.StreamUnaryClientInterceptor,
+    _RequestIdForwarding, grpc.aio.StreamUnaryClientInterceptor
 ):
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any
-    ) -> Any:
-        return await continuation(self.with_request_id(client_call_details), requests)
+    intercept_stream_unary = _RequestIdForwarding.forward
 
 
 class RequestIdStreamStreamClientInterceptor(
-    _RequestIdForwarding,
-    grpc.aio.StreamStreamClientInterceptor,
+    _RequestIdForwarding, grpc.aio.StreamStreamClientInterceptor
 ):
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, requests: Any
-    ) -> Any:
-        return await continuation(self.with_request_id(client_call_details), requests)
+    intercept_stream_stream = _RequestIdForwarding.forward
 
 
 def request_id_client_interceptors() -> list[grpc.aio.ClientInterceptor]:

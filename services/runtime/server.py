@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from services.runtime import metrics, tracing
 from services.runtime.access import Access, AccessInterceptor
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
+from services.runtime.contracts import RequestValidationInterceptor
 from services.runtime.db import (
     close_pool,
     create_pool,
@@ -41,8 +42,8 @@ from services.runtime.decoding import RequestDecodingInterceptor
 from services.runtime.errors import ErrorMappingInterceptor
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import MigrationError, migrate
-from services.runtime.pki import TlsMaterial, load_tls, secure_channel, server_credentials
 from services.runtime.rpc_context import RpcLogInterceptor, request_id_client_interceptors
+from services.runtime.tls import TlsMaterial, load_tls, secure_channel, server_credentials
 from services.runtime.tokens import TokenVerifier
 
 log = structlog.get_logger("mamoru.server")
@@ -228,6 +229,8 @@ async def start_service(
             metrics.MetricsInterceptor(service_metrics),
             AccessInterceptor(app.access, app.verifier),
             ErrorMappingInterceptor(),
+            # Innermost: the proto's rules, once the caller may call the RPC at all.
+            RequestValidationInterceptor(),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         for add, servicer in app.servicers:

@@ -22,10 +22,11 @@ import grpc.aio
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from jwt.utils import base64url_encode
 
+from services.devstack.pki import ensure_local_pki
 from services.runtime.access import (
     AccessInterceptor,
     allow,
@@ -34,13 +35,7 @@ from services.runtime.access import (
     current_claims,
 )
 from services.runtime.config import ConfigError
-from services.runtime.pki import (
-    TlsMaterial,
-    ensure_local_pki,
-    load_tls,
-    secure_channel,
-    server_credentials,
-)
+from services.runtime.tls import TlsMaterial, load_tls, secure_channel, server_credentials
 from services.runtime.tokens import (
     JwksCache,
     RevocationList,
@@ -173,7 +168,7 @@ async def start_server(
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(interceptors=[interceptor])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(grpc_health.aio.HealthServicer(), server)
     port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
     await server.start()
     return server, port

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from services.runtime import devdb
+from services.devstack import devdb
 from services.runtime.db import close_pool, create_pool
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from tests.e2e.drill.scenario import CONTROLS, Drill, DrillReport, DrillSize, control_of
+from tests.e2e.drill.report import CONTROLS, DrillReport, DrillSize, control_of
+from tests.e2e.drill.scenario import Drill
 from tests.e2e.drill.test_incident_drill import REQUIRED_CHECKS
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.runtime.config import ConfigError, ServiceSettings, load_settings
-from services.runtime.pki import grpc_target
 from services.runtime.server import server_options
+from services.runtime.tls import grpc_target
 
 DIRECT = "postgresql://mamoru@db-rw:5432/wallet"
 POOLED = "postgresql://mamoru@db-pooler-rw:5432/wallet"

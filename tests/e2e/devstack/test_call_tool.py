@@ -82,10 +82,10 @@ async def test_get_prints_one_field_of_the_reply(risk: Cluster) -> None:
 
 
 def test_metadata_carries_the_merchant_key_token_and_any_header() -> None:
-    args, _ = call._parser().parse_known_args(
+    args, _ = call.argument_parser().parse_known_args(
         ["--merchant-key", "k1", "--token", "t1", "-H", "X-Trace: abc", "wallet", "GetBalance"]
     )
-    assert call._metadata(args) == [
+    assert call.request_metadata(args) == [
         ("authorization", "Bearer t1"),
         ("x-merchant-key", "k1"),
         ("x-trace", "abc"),

@@ -16,7 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.e2e.drill.scenario import DrillSize, drill_stack, run_drill
+from tests.e2e.drill.report import DrillSize
+from tests.e2e.drill.scenario import drill_stack, run_drill
 
 VAR = Path("var") / "drill"
 

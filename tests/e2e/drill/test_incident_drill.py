@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.drill.scenario import DrillSize, drill_stack, run_drill
+from tests.e2e.drill.report import DrillSize
+from tests.e2e.drill.scenario import drill_stack, run_drill
 
 pytestmark = pytest.mark.slow
 

@@ -19,11 +19,13 @@ import pytest
 import pytest_asyncio
 from mamoru.wallet.v1 import wallet_pb2
 
+from services.devstack import devdb
 from services.devstack.stack import free_port
 from services.gateway import admin
-from services.runtime import devdb
 from tests.harness import Cluster
-from tests.support.people import IDENTITY_ENV, TIMEOUT, IdentityDriver, Payer
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
+from tests.support.people import IDENTITY_ENV, TIMEOUT
 
 CARD_NUMBER = "4242424242424242"
 ALL_SCOPES = (

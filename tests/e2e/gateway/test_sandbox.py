@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.devstack import demo
+from services.devstack import demo, devdb
 from services.devstack.gateway import (
     SANDBOX_FILE,
     Sandbox,
@@ -21,7 +21,6 @@ from services.devstack.gateway import (
     start_gateway,
 )
 from services.devstack.stack import LocalStack
-from services.runtime import devdb
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -7,8 +7,8 @@ import base64
 import pytest_asyncio
 
 from tests.harness import Cluster
+from tests.support.identity_driver import IdentityDriver
 from tests.support.people import IDENTITY_ENV as PASSKEY_ENV
-from tests.support.people import IdentityDriver
 
 SECRETS_KEY = base64.b64encode(bytes(range(32))).decode()
 IDENTITY_ENV = {"IDENTITY_SECRETS_KEY": SECRETS_KEY, **PASSKEY_ENV}

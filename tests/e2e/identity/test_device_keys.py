@@ -17,8 +17,8 @@ from services.identity.bootstrap import MIGRATIONS, build
 from services.identity.device_proof import DeviceKey
 from services.identity.settings import IdentitySettings
 from services.runtime.config import load_settings
-from services.runtime.pki import load_tls, secure_channel
 from services.runtime.server import start_service
+from services.runtime.tls import load_tls, secure_channel
 from tests.e2e.identity.checks import reason_of, refused
 from tests.e2e.identity.conftest import IDENTITY_ENV, IdentityOnCluster
 from tests.support.people import TIMEOUT, Person, client, next_totp

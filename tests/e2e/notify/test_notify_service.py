@@ -16,7 +16,8 @@ from mamoru.notify.v1 import notify_pb2
 
 from services.runtime.access import bearer_metadata
 from tests.harness import Cluster
-from tests.support.people import IdentityDriver, code_in
+from tests.support.identity_driver import IdentityDriver
+from tests.support.people import code_in
 
 FAST = {
     "NOTIFY_RETRY_BASE_SECONDS": "0.05",

@@ -18,8 +18,8 @@ from services.risk.bootstrap import MIGRATIONS, build
 from services.risk.settings import RiskSettings
 from services.runtime.config import load_settings
 from services.runtime.peers import PolicyView, follow_policies
-from services.runtime.pki import load_tls, secure_channel
 from services.runtime.server import start_service
+from services.runtime.tls import load_tls, secure_channel
 
 TIMEOUT = 10.0
 WALLET = "0190f5a4-0000-7000-8000-000000000001"

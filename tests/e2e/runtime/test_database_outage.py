@@ -18,7 +18,8 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from tests.harness import Cluster
 from tests.support.db_proxy import DatabaseProxy
-from tests.support.people import IDENTITY_ENV, IdentityDriver
+from tests.support.identity_driver import IdentityDriver
+from tests.support.people import IDENTITY_ENV
 
 RETRY_ADVICE = "retry with the same idempotency key"
 

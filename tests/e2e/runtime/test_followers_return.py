@@ -21,7 +21,9 @@ from mamoru.wallet.v1 import wallet_pb2
 
 from services.runtime.peers import Follower
 from tests.harness import Cluster
-from tests.support.people import IDENTITY_ENV, IdentityDriver, Payer, bearer
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
+from tests.support.people import IDENTITY_ENV, bearer
 
 # gRPC's default backoff retries after 1, 1.6, 2.6, 4.1, 6.6, 10.5, 16.8 s...: after
 # this long away the next attempt of a default channel is 20 to 40 s off.

@@ -19,8 +19,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from services.devstack.pki import ensure_local_pki
 from services.devstack.stack import free_port
-from services.runtime.pki import ensure_local_pki, load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 
 SERVICE = "mamoru.lifecycle.v1.LifecycleService"
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.identity.conftest import IDENTITY_ENV
 from tests.harness import Cluster
-from tests.support.people import IdentityDriver, client
+from tests.support.identity_driver import IdentityDriver
+from tests.support.people import client
 
 TIMEOUT = 15.0
 WAIT_SECONDS = 30.0

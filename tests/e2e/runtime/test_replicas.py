@@ -22,18 +22,11 @@ from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.devstack.stack import LocalStack
-from services.runtime.pki import load_tls, secure_channel
+from services.runtime.tls import load_tls, secure_channel
 from tests.e2e.runtime.test_metrics import scrape, value
-from tests.support.people import (
-    IDENTITY_ENV,
-    TIMEOUT,
-    IdentityDriver,
-    Payer,
-    bearer,
-    client,
-    home_address,
-    jpy,
-)
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
+from tests.support.people import IDENTITY_ENV, TIMEOUT, bearer, client, home_address, jpy
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from services.runtime.pki import channel_credentials, load_tls
+from services.runtime.tls import channel_credentials, load_tls
 from tests.harness import Cluster
 
 SERVICES = {

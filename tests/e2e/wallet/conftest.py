@@ -9,7 +9,8 @@ import pytest
 import pytest_asyncio
 
 from tests.harness import Cluster
-from tests.support.people import IDENTITY_ENV, IdentityDriver
+from tests.support.identity_driver import IdentityDriver
+from tests.support.people import IDENTITY_ENV
 
 
 @pytest_asyncio.fixture

@@ -19,17 +19,9 @@ from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
 
 from tests.harness import Cluster
-from tests.support.people import (
-    IDENTITY_ENV,
-    TIMEOUT,
-    IdentityDriver,
-    Payer,
-    bearer,
-    client,
-    jpy,
-    mentioning,
-    next_mail,
-)
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
+from tests.support.people import IDENTITY_ENV, TIMEOUT, bearer, client, jpy, mentioning, next_mail
 
 ATTACKER_IP = "198.51.100.7"
 CARD_NUMBER = "4242424242424242"

@@ -25,11 +25,11 @@ from tests.e2e.wallet.test_person_path import (
     refused,
 )
 from tests.harness import Cluster
+from tests.support.identity_driver import IdentityDriver
+from tests.support.payer import Payer
 from tests.support.people import (
     IDENTITY_ENV,
     TIMEOUT,
-    IdentityDriver,
-    Payer,
     bearer,
     client,
     jpy,

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
 NOT_IN_IMAGE = ROOT / "deploy" / "image" / "not-in-image.txt"
 # Never in the image: they import the embedded PostgreSQL and the local stand-ins.
-DEV_ONLY_MODULES = ("services.devstack", "services.runtime.devdb")
+DEV_ONLY_MODULES = ("services.devstack",)
 # grpc imports grpc_tools if present (for runtime .proto loading, which Mamoru does not use).
 OPTIONAL_IMPORTS = {"grpc_tools"}
 
@@ -112,7 +112,7 @@ def test_dockerignore_lets_in_every_file_the_dockerfile_copies():
     for source in copied:
         assert not ignored(source.rstrip("/")), source
     assert ignored(".venv") and ignored("var") and ignored("gen") and ignored("tests")
-    assert ignored("services/devstack") and ignored("services/runtime/devdb.py")
+    assert ignored("services/devstack") and ignored("services/devstack/devdb.py")
 
 
 def test_runtime_requirements_keep_every_pin_but_the_tools():
