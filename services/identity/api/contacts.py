@@ -10,18 +10,14 @@ from mamoru.identity.v1 import identity_pb2 as pb
 from services.identity.api.base import Handlers
 from services.identity.api.convert import (
     CLEARABLE,
-    MAX_NAME,
-    MAX_TOKEN,
     PROFILE_TEXT,
     Context,
     bearer,
     caller_claims,
-    check_code,
-    check_device_proof,
-    check_language,
     contact_message,
     profile_message,
-    required_uuid,
+    refuse_blank,
+    uuid_of,
 )
 from services.runtime.validation import Violations
 
@@ -41,7 +37,7 @@ class ContactRpcs(Handlers):
         changes: dict[str, Any] = {}
         for field in PROFILE_TEXT:
             if request.HasField(field):  # type: ignore[arg-type]
-                changes[field] = check.text(field, getattr(request, field), max_length=MAX_NAME)
+                changes[field] = getattr(request, field)
         if request.HasField("birth_date"):
             try:
                 changes["birth_date"] = date.fromisoformat(request.birth_date)
@@ -49,7 +45,7 @@ class ContactRpcs(Handlers):
             except ValueError:
                 check.add("birth_date", "must be a date as YYYY-MM-DD")
         if request.language:
-            changes["language"] = check_language(check, "language", request.language)
+            changes["language"] = request.language
         for index, name in enumerate(request.clear_fields):
             if name not in CLEARABLE:
                 check.add(
@@ -85,9 +81,6 @@ class ContactRpcs(Handlers):
             )
         elif request.kind == pb.CONTACT_KIND_PUSH:
             check.text("address", request.address, max_length=4096, required=True, single_line=True)
-        else:
-            check.add("kind", "must be EMAIL, PHONE or PUSH")
-        check_device_proof(check, request.device_proof)
         check.raise_if_any()
         row = await self.identity.add_contact(
             caller_claims(),
@@ -103,9 +96,9 @@ class ContactRpcs(Handlers):
         self, request: pb.VerifyContactRequest, context: Context
     ) -> pb.VerifyContactResponse:
         check = Violations()
-        contact_id = required_uuid(check, "contact_id", request.contact_id)
-        check_code(check, "code", request.code)
+        refuse_blank(check, code=request.code)
         check.raise_if_any()
+        contact_id = uuid_of(request.contact_id)
         row = await self.identity.verify_contact(
             caller_claims(), contact_id=contact_id, code=request.code
         )
@@ -114,9 +107,7 @@ class ContactRpcs(Handlers):
     async def RemoveContact(
         self, request: pb.RemoveContactRequest, context: Context
     ) -> pb.RemoveContactResponse:
-        check = Violations()
-        contact_id = required_uuid(check, "contact_id", request.contact_id)
-        check.raise_if_any()
+        contact_id = uuid_of(request.contact_id)
         await self.identity.remove_contact(caller_claims(), contact_id)
         return pb.RemoveContactResponse()
 
@@ -124,13 +115,7 @@ class ContactRpcs(Handlers):
         self, request: pb.FreezeContactChangeRequest, context: Context
     ) -> pb.FreezeContactChangeResponse:
         check = Violations()
-        check.text(
-            "freeze_token",
-            request.freeze_token,
-            max_length=MAX_TOKEN,
-            required=True,
-            single_line=True,
-        )
+        refuse_blank(check, freeze_token=request.freeze_token)
         check.raise_if_any()
         await self.identity.freeze_contact_change(request.freeze_token)
         return pb.FreezeContactChangeResponse()
@@ -138,8 +123,5 @@ class ContactRpcs(Handlers):
     async def CloseAccount(
         self, request: pb.CloseAccountRequest, context: Context
     ) -> pb.CloseAccountResponse:
-        check = Violations()
-        check.text("reason", request.reason, max_length=1000)
-        check.raise_if_any()
         await self.identity.close_account(caller_claims(), request.reason)
         return pb.CloseAccountResponse()

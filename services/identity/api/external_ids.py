@@ -8,7 +8,7 @@ from services.identity.api.base import Handlers
 from services.identity.api.convert import (
     Context,
     caller_claims,
-    check_external,
+    refuse_blank,
     session_tokens,
 )
 from services.runtime.validation import Violations
@@ -19,7 +19,7 @@ class ExternalIdRpcs(Handlers):
         self, request: pb.BeginExternalLoginRequest, context: Context
     ) -> pb.BeginExternalLoginResponse:
         check = Violations()
-        check.text("provider", request.provider, max_length=64, required=True, single_line=True)
+        refuse_blank(check, provider=request.provider)
         check.client("client", request.client, required=False)
         check.raise_if_any()
         nonce, endpoint = await self.identity.begin_external_login(request.provider)
@@ -29,7 +29,9 @@ class ExternalIdRpcs(Handlers):
         self, request: pb.ExternalLoginRequest, context: Context
     ) -> pb.ExternalLoginResponse:
         check = Violations()
-        check_external(check, request.provider, request.id_token, request.nonce)
+        refuse_blank(
+            check, provider=request.provider, id_token=request.id_token, nonce=request.nonce
+        )
         check.client("client", request.client)
         check.raise_if_any()
         issued = await self.identity.external_login(
@@ -44,7 +46,9 @@ class ExternalIdRpcs(Handlers):
         self, request: pb.LinkExternalIdentityRequest, context: Context
     ) -> pb.LinkExternalIdentityResponse:
         check = Violations()
-        check_external(check, request.provider, request.id_token, request.nonce)
+        refuse_blank(
+            check, provider=request.provider, id_token=request.id_token, nonce=request.nonce
+        )
         check.raise_if_any()
         await self.identity.link_external(
             caller_claims(),
@@ -58,7 +62,7 @@ class ExternalIdRpcs(Handlers):
         self, request: pb.UnlinkExternalIdentityRequest, context: Context
     ) -> pb.UnlinkExternalIdentityResponse:
         check = Violations()
-        check.text("provider", request.provider, max_length=64, required=True, single_line=True)
+        refuse_blank(check, provider=request.provider)
         check.raise_if_any()
         await self.identity.unlink_external(caller_claims(), request.provider)
         return pb.UnlinkExternalIdentityResponse()

@@ -6,15 +6,13 @@ from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.identity.api.base import Handlers
 from services.identity.api.convert import (
-    MAX_JSON,
     Context,
     bearer,
     caller_claims,
-    check_code,
-    check_device_proof,
     client_from_claims,
     factor_message,
-    required_uuid,
+    refuse_blank,
+    uuid_of,
 )
 from services.runtime.validation import Violations
 
@@ -37,12 +35,10 @@ class FactorRpcs(Handlers):
         self, request: pb.FinishPasskeyRegistrationRequest, context: Context
     ) -> pb.FinishPasskeyRegistrationResponse:
         check = Violations()
-        ceremony_id = required_uuid(check, "ceremony_id", request.ceremony_id)
-        check.text("attestation_json", request.attestation_json, max_length=MAX_JSON, required=True)
-        check.text("name", request.name, max_length=100, single_line=True)
+        refuse_blank(check, attestation_json=request.attestation_json)
         check.client("client", request.client)
-        check_device_proof(check, request.device_proof)
         check.raise_if_any()
+        ceremony_id = uuid_of(request.ceremony_id)
         factor = await self.identity.finish_passkey_registration(
             caller_claims(),
             ceremony_id=ceremony_id,
@@ -66,10 +62,9 @@ class FactorRpcs(Handlers):
         self, request: pb.ConfirmTotpEnrollmentRequest, context: Context
     ) -> pb.ConfirmTotpEnrollmentResponse:
         check = Violations()
-        enrollment_id = required_uuid(check, "enrollment_id", request.enrollment_id)
-        check_code(check, "code", request.code)
-        check_device_proof(check, request.device_proof)
+        refuse_blank(check, code=request.code)
         check.raise_if_any()
+        enrollment_id = uuid_of(request.enrollment_id)
         claims = caller_claims()
         factor, codes = await self.identity.confirm_totp(
             claims,
@@ -90,9 +85,7 @@ class FactorRpcs(Handlers):
     async def RemoveFactor(
         self, request: pb.RemoveFactorRequest, context: Context
     ) -> pb.RemoveFactorResponse:
-        check = Violations()
-        factor_id = required_uuid(check, "factor_id", request.factor_id)
-        check.raise_if_any()
+        factor_id = uuid_of(request.factor_id)
         claims = caller_claims()
         await self.identity.remove_factor(claims, factor_id, client_from_claims(claims))
         return pb.RemoveFactorResponse()

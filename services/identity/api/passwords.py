@@ -6,11 +6,10 @@ from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.identity.api.base import Handlers
 from services.identity.api.convert import (
-    MAX_TOKEN,
     Context,
     caller_claims,
-    check_password,
     client_from_claims,
+    refuse_blank,
     session_tokens,
 )
 from services.runtime.validation import Violations
@@ -20,10 +19,6 @@ class PasswordRpcs(Handlers):
     async def ChangePassword(
         self, request: pb.ChangePasswordRequest, context: Context
     ) -> pb.ChangePasswordResponse:
-        check = Violations()
-        check_password(check, "current_password", request.current_password)
-        check_password(check, "new_password", request.new_password)
-        check.raise_if_any()
         claims = caller_claims()
         issued = await self.identity.change_password(
             claims,
@@ -37,7 +32,7 @@ class PasswordRpcs(Handlers):
         self, request: pb.RequestPasswordResetRequest, context: Context
     ) -> pb.RequestPasswordResetResponse:
         check = Violations()
-        check.text("identifier", request.identifier, max_length=254, required=True)
+        refuse_blank(check, identifier=request.identifier)
         check.client("client", request.client, required=False)
         check.raise_if_any()
         await self.identity.request_password_reset(
@@ -49,14 +44,7 @@ class PasswordRpcs(Handlers):
         self, request: pb.CompletePasswordResetRequest, context: Context
     ) -> pb.CompletePasswordResetResponse:
         check = Violations()
-        check.text(
-            "reset_token",
-            request.reset_token,
-            max_length=MAX_TOKEN,
-            required=True,
-            single_line=True,
-        )
-        check_password(check, "new_password", request.new_password)
+        refuse_blank(check, reset_token=request.reset_token)
         check.client("client", request.client, required=False)
         check.raise_if_any()
         await self.identity.complete_password_reset(

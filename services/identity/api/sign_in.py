@@ -7,13 +7,12 @@ from mamoru.identity.v1 import identity_pb2 as pb
 from services.identity.api.base import Handlers
 from services.identity.api.convert import (
     CHALLENGE_METHODS,
-    MAX_JSON,
     Context,
-    check_code,
-    check_device_proof,
     check_password,
-    required_uuid,
+    refuse_blank,
     session_tokens,
+    uuid_of,
+    uuid_or_none,
 )
 from services.identity.domain import credentials as cred
 from services.identity.domain.sessions import PendingChallenge
@@ -24,10 +23,9 @@ from services.runtime.validation import Violations
 class SignInRpcs(Handlers):
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
         check = Violations()
-        check.text("identifier", request.identifier, max_length=254, required=True)
+        refuse_blank(check, identifier=request.identifier)
         check_password(check, "password", request.password)
         check.client("client", request.client)
-        check_device_proof(check, request.device_proof)
         check.raise_if_any()
         result = await self.identity.login(
             identifier=request.identifier,
@@ -47,9 +45,7 @@ class SignInRpcs(Handlers):
     async def SendSignInCode(
         self, request: pb.SendSignInCodeRequest, context: Context
     ) -> pb.SendSignInCodeResponse:
-        check = Violations()
-        challenge_id = required_uuid(check, "challenge_id", request.challenge_id)
-        check.raise_if_any()
+        challenge_id = uuid_of(request.challenge_id)
         expires_at = await self.identity.send_sign_in_code(challenge_id)
         return pb.SendSignInCodeResponse(code_expires_at=timestamp(expires_at))
 
@@ -57,16 +53,11 @@ class SignInRpcs(Handlers):
         self, request: pb.VerifySecondFactorRequest, context: Context
     ) -> pb.VerifySecondFactorResponse:
         check = Violations()
-        challenge_id = required_uuid(check, "challenge_id", request.challenge_id)
+        challenge_id = uuid_of(request.challenge_id)
         answer = request.WhichOneof("answer")
-        check.require(answer is not None, "answer", "one of the answers is required")
         value = getattr(request, answer) if answer else ""
-        if answer == "passkey_assertion_json":
-            check.text(answer, value, max_length=MAX_JSON, required=True)
-        elif answer:
-            check_code(check, answer, value)
+        refuse_blank(check, **{answer or "answer": value})
         check.client("client", request.client)
-        check_device_proof(check, request.device_proof)
         check.raise_if_any()
         method = {
             "totp_code": cred.TOTP,
@@ -87,11 +78,9 @@ class SignInRpcs(Handlers):
         self, request: pb.BeginPasskeyLoginRequest, context: Context
     ) -> pb.BeginPasskeyLoginResponse:
         check = Violations()
-        check.text("identifier", request.identifier, max_length=254)
-        challenge_id = check.uuid("challenge_id", request.challenge_id, required=False)
         check.client("client", request.client)
-        check_device_proof(check, request.device_proof)
         check.raise_if_any()
+        challenge_id = uuid_or_none(request.challenge_id)
         ceremony_id, options = await self.identity.begin_passkey_login(
             identifier=request.identifier,
             challenge_id=challenge_id,
@@ -104,11 +93,10 @@ class SignInRpcs(Handlers):
         self, request: pb.FinishPasskeyLoginRequest, context: Context
     ) -> pb.FinishPasskeyLoginResponse:
         check = Violations()
-        ceremony_id = required_uuid(check, "ceremony_id", request.ceremony_id)
-        check.text("assertion_json", request.assertion_json, max_length=MAX_JSON, required=True)
+        refuse_blank(check, assertion_json=request.assertion_json)
         check.client("client", request.client)
-        check_device_proof(check, request.device_proof)
         check.raise_if_any()
+        ceremony_id = uuid_of(request.ceremony_id)
         issued = await self.identity.finish_passkey_login(
             ceremony_id=ceremony_id,
             assertion_json=request.assertion_json,
