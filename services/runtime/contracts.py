@@ -11,19 +11,14 @@ error shape whichever side found the problem.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import protovalidate
 
 from services.runtime.errors import InvalidArgument
-from services.runtime.handlers import (
-    StreamingBehaviour,
-    UnaryBehaviour,
-    responses_of,
-    wrap_handler,
-)
+from services.runtime.handlers import Context, HandlerInterceptor, wrap_handler
 
 # One validator for the process: it compiles each message type's rules once and caches them.
 _VALIDATOR = protovalidate.Validator()
@@ -90,47 +85,16 @@ def check(request: Any) -> None:
         raise InvalidArgument(found)
 
 
-async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for request in requests:
-        check(request)
-        yield request
-
-
-def _guard_unary(behaviour: UnaryBehaviour, client_streams: bool) -> UnaryBehaviour:
-    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        if client_streams:
-            return await behaviour(_checked(request), context)
-        check(request)
-        return await behaviour(request, context)
-
-    return unary
-
-
-def _guard_streaming(behaviour: StreamingBehaviour, client_streams: bool) -> StreamingBehaviour:
-    async def streaming(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        if client_streams:
-            request = _checked(request)
-        else:
-            check(request)
-        async for response in responses_of(behaviour(request, context)):
-            yield response
-
-    return streaming
+async def _check_request(request: Any, _: Context) -> None:
+    check(request)
 
 
 def guard_contract(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """``handler`` refusing any request message its proto's rules do not admit."""
-    client_streams = bool(handler.request_streaming)
-    return wrap_handler(
-        handler,
-        unary=lambda behaviour: _guard_unary(behaviour, client_streams),
-        streaming=lambda behaviour: _guard_streaming(behaviour, client_streams),
-    )
+    return wrap_handler(handler, check_request=_check_request)
 
 
-class RequestValidationInterceptor(grpc.aio.ServerInterceptor):
+class RequestValidationInterceptor(HandlerInterceptor):
     """Refuses requests that break their proto's ``buf.validate`` rules; see the module docstring.
 
     Place it inside the error-mapping interceptor, which turns the ``InvalidArgument``
@@ -138,12 +102,7 @@ class RequestValidationInterceptor(grpc.aio.ServerInterceptor):
     learns nothing about its rules.
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         return guard_contract(handler)
