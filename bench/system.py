@@ -40,7 +40,7 @@ from tests.support.identity_driver import IdentityDriver
 from tests.support.people import IDENTITY_ENV, stack_channel
 
 CARD_NUMBER = "4242424242424242"
-# The identity storage module's value for an email contact.
+# Identity's value for an email contact (services/identity/storage/contacts.py).
 EMAIL_CONTACT = 1
 
 

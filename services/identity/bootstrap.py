@@ -7,16 +7,20 @@ from pathlib import Path
 
 from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from services.identity import jobs
 from services.identity.access import ACCESS
-from services.identity.core import Identity
-from services.identity.grpc_api import IdentityApi
+from services.identity.api import IdentityApi
+from services.identity.clients.external import IdTokenVerifier, parse_providers
+from services.identity.clients.notices import Deliverer
+from services.identity.clients.pwned import PwnedRange
+from services.identity.clients.revocations import RevocationFeed
+from services.identity.clients.risk import RiskClient
+from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.keys import KeyRing
-from services.identity.notices import Deliverer
 from services.identity.passwords import PasswordHasher
-from services.identity.revocations import RevocationFeed
-from services.identity.risk import RiskClient
-from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
+from services.identity.storage.sign_in import PgSignInStore
+from services.identity.use_cases import Identity
 from services.runtime import metrics
 from services.runtime.outbox import OutboxRelay
 from services.runtime.peers import TOKEN_ISSUER, PolicyView, follow_policies
@@ -49,6 +53,12 @@ async def build(resources: Resources) -> ServiceApp:
         box=box,
         pseudonyms=Pseudonyms(settings.pseudonym_key_bytes() or sealing_key),
         policies=policies,
+        sign_in_store=PgSignInStore(resources.pool),
+        pwned=PwnedRange(settings.pwned_range_url) if settings.pwned_range_url else None,
+        providers={
+            name: IdTokenVerifier(provider)
+            for name, provider in parse_providers(settings.oidc_providers).items()
+        },
     )
     metrics.for_service(resources.name).watch_policy(lambda: policies.policy)
     feed = RevocationFeed(resources.pool)
@@ -69,12 +79,11 @@ async def build(resources: Resources) -> ServiceApp:
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
         background=[
-            keys.follow,
+            jobs.follow_signing_keys(keys),
             feed.listen,
             lambda stop: feed.follow_into(own_revocations, stop),
             relay.run,
-            identity.record_failed_sign_ins,
-            identity.forget_spent_proofs,
+            jobs.forget_spent_proofs(resources.pool),
             follow_policies(risk_channel, policies, subscriber="identity"),
         ],
         closers=[risk.drain, risk_channel.close, notify_channel.close, wallet_channel.close],

@@ -8,23 +8,19 @@ Replicas agree through the database; each reloads the ring every minute.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 
-from services.identity.sealing import SecretBox
-from services.runtime.outages import OutageLog
+from services.identity.domain.sealing import SecretBox
+from services.identity.storage import keys as key_store
 from services.runtime.tokens import SigningKey, generate_signing_key, jwks_document
 
 log = structlog.get_logger(__name__)
 
 _PURPOSE = "signing-key"
-_LOCK = int.from_bytes(b"id-keys!", "big")
-RELOAD_SECONDS = 60.0
 
 
 class KeyRing:
@@ -56,11 +52,9 @@ class KeyRing:
     async def rotate_if_due(self, *, force: bool = False) -> bool:
         """Create missing keys and rotate when the current key is old; True if rotated."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("select pg_advisory_xact_lock($1)", _LOCK)
-            current = await conn.fetchrow(
-                "select kid, activated_at from signing_keys where state = 'current'"
-            )
-            nxt = await conn.fetchval("select kid from signing_keys where state = 'next'")
+            await key_store.lock_ring(conn)
+            current = await key_store.current_key(conn)
+            nxt = await key_store.next_kid(conn)
             if nxt is None:
                 nxt = await self._insert(conn, "next")
             if current is None:
@@ -69,24 +63,13 @@ class KeyRing:
             due = current["activated_at"] + self._rotate_every <= datetime.now(UTC)
             if not (due or force):
                 return False
-            await conn.execute(
-                "update signing_keys set state = 'retired', retired_at = now()"
-                " where state = 'previous'"
-            )
-            await conn.execute("update signing_keys set state = 'previous' where state = 'current'")
-            await conn.execute(
-                "update signing_keys set state = 'current', activated_at = now() where kid = $1",
-                nxt,
-            )
+            await key_store.promote_next(conn, nxt)
             await self._insert(conn, "next")
             log.info("signing_keys.rotated", kid=nxt)
             return True
 
     async def load(self) -> None:
-        rows = await self._pool.fetch(
-            "select kid, state, sealed_private_key from signing_keys"
-            " where state in ('current', 'previous', 'next')"
-        )
+        rows = await key_store.published_keys(self._pool)
         keys = {
             row["state"]: SigningKey.from_private_pem(
                 row["kid"], self._box.open(row["sealed_private_key"], purpose=_PURPOSE)
@@ -98,29 +81,17 @@ class KeyRing:
             keys[state] for state in ("current", "previous", "next") if state in keys
         ]
 
-    async def follow(self, stop: asyncio.Event) -> None:
-        """Background job: rotate when due and pick up rotations made by other replicas."""
-        outage = OutageLog(log, "signing_keys.reload_failed")
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=RELOAD_SECONDS)
-            if stop.is_set():
-                return
-            try:
-                await self.rotate_if_due()
-                await self.load()
-            except Exception as error:
-                outage.failed(error)
-            else:
-                outage.ok()
+    async def reload(self) -> None:
+        """Rotate when due and pick up rotations made by other replicas."""
+        await self.rotate_if_due()
+        await self.load()
 
     async def _insert(self, conn: asyncpg.Connection, state: str) -> str:
         key = generate_signing_key()
-        await conn.execute(
-            "insert into signing_keys (kid, state, sealed_private_key, activated_at)"
-            " values ($1, $2, $3, case when $2 = 'current' then now() end)",
-            key.kid,
-            state,
-            self._box.seal(key.private_pem(), purpose=_PURPOSE),
+        await key_store.insert_key(
+            conn,
+            kid=key.kid,
+            state=state,
+            sealed=self._box.seal(key.private_pem(), purpose=_PURPOSE),
         )
         return key.kid

@@ -133,7 +133,7 @@ class IdentitySettings(ServiceSettings):
             raise ConfigError("IDENTITY_COOLOFF_HOURS must not be negative")
         if self.key_rotation_hours <= 0:
             raise ConfigError("IDENTITY_KEY_ROTATION_HOURS must be positive")
-        from services.identity.external import parse_providers
+        from services.identity.clients.external import parse_providers
 
         parse_providers(self.oidc_providers)
         if not 5 <= self.device_proof_seconds <= 600:

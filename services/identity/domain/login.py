@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 
 class RiskVerdict(enum.Enum):
@@ -67,3 +69,38 @@ def challenge_methods(
     if has_recovery_codes:
         methods.append("recovery_code")
     return methods
+
+
+@dataclass(frozen=True)
+class FailedSignIn:
+    """A wrong (or expired) password, counted after the answer.
+
+    ``account_id`` is None for an identifier that names no account: the attempt is
+    queued all the same, so the answer's work does not tell the two apart.
+    """
+
+    account_id: uuid.UUID | None
+    ip_address: str
+    device_id: str
+    user_agent: str
+    expired_password: bool
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "account_id": str(self.account_id) if self.account_id is not None else None,
+            "ip_address": self.ip_address,
+            "device_id": self.device_id,
+            "user_agent": self.user_agent,
+            "expired_password": self.expired_password,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> FailedSignIn:
+        account_id = payload["account_id"]
+        return cls(
+            account_id=uuid.UUID(account_id) if account_id is not None else None,
+            ip_address=payload["ip_address"],
+            device_id=payload["device_id"],
+            user_agent=payload["user_agent"],
+            expired_password=payload["expired_password"],
+        )

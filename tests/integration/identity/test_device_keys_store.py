@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from services.identity import storage
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.device_proof import DeviceKey, verify_proof
+from services.identity.storage import device_proofs as proof_store
+from services.identity.storage import devices as device_store
 from services.runtime.db import close_pool, create_pool
 from services.runtime.migrations import migrate
 
@@ -56,7 +57,7 @@ async def test_devices_known_only_by_a_string_before_keys_keep_none_of_a_known_d
             )
             is None
         )
-        assert await storage.devices(pool, account_id) == []
+        assert await device_store.devices(pool, account_id) == []
         # The session lives on as one of a device that proved nothing.
         assert await pool.fetchval("select device_id from sessions where id = $1", session_id) == (
             "unproven:phone-1"
@@ -73,8 +74,8 @@ async def test_a_spent_proof_is_refused_until_it_expires_and_then_forgotten(new_
         device = DeviceKey()
         proven = verify_proof(device.proof("Login", "x"), rpc="Login", bound="x")
         assert proven is not None
-        assert await storage.spend_device_proof(pool, proven)
-        assert not await storage.spend_device_proof(pool, proven)
+        assert await proof_store.spend_device_proof(pool, proven)
+        assert not await proof_store.spend_device_proof(pool, proven)
 
         old = verify_proof(
             device.proof("Login", "x", issued_at=time.time() - 30),
@@ -84,12 +85,12 @@ async def test_a_spent_proof_is_refused_until_it_expires_and_then_forgotten(new_
             max_future_seconds=0,
         )
         assert old is not None
-        await storage.spend_device_proof(pool, old)
+        await proof_store.spend_device_proof(pool, old)
         await pool.execute(
             "update device_proofs set expires_at = now() - interval '1 second' where jti = $1",
             old.jti,
         )
-        assert await storage.purge_device_proofs(pool) == 1
+        assert await proof_store.purge_device_proofs(pool) == 1
         remaining = await pool.fetch("select jti from device_proofs")
         assert [row["jti"] for row in remaining] == [proven.jti]
     finally:

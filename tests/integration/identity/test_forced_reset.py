@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import asyncpg
 
-from services.identity import storage
 from services.identity.bootstrap import MIGRATIONS
+from services.identity.storage import resets as reset_store
 from services.runtime.migrations import migrate
 
 LIFETIME = timedelta(minutes=11)
@@ -36,7 +36,7 @@ async def seeded(url: str, accounts: int) -> asyncpg.Connection:
 async def run_all(conn: asyncpg.Connection, job, batch: int):
     while job["finished_at"] is None:
         async with conn.transaction():
-            job = await storage.run_reset_batch(
+            job = await reset_store.run_reset_batch(
                 conn,
                 job,
                 batch_size=batch,
@@ -52,7 +52,7 @@ async def test_a_forced_reset_of_every_account_expires_revokes_and_queues_one_no
 ):
     conn = await seeded(await new_database("identity"), 2500)
     try:
-        job = await storage.create_reset_job(
+        job = await reset_store.create_reset_job(
             conn, reason="breach", all_accounts=True, account_ids=[], created_by="operator"
         )
         assert job["total"] == 2500
@@ -87,17 +87,17 @@ async def test_a_listed_reset_touches_only_the_listed_accounts_and_resumes_where
     conn = await seeded(await new_database("identity"), 50)
     try:
         chosen = [row["id"] for row in await conn.fetch("select id from accounts limit 7")]
-        job = await storage.create_reset_job(
+        job = await reset_store.create_reset_job(
             conn, reason="leak", all_accounts=False, account_ids=chosen, created_by="operator"
         )
         async with conn.transaction():
-            job = await storage.run_reset_batch(
+            job = await reset_store.run_reset_batch(
                 conn, job, batch_size=3, token_lifetime=LIFETIME,
                 link_lifetime=timedelta(minutes=30), notify_channel="mamoru_outbox",
             )  # fmt: skip
         assert (job["processed"], job["finished_at"]) == (3, None)
         # A crash here loses nothing: the next run starts from the stored cursor.
-        resumed = await storage.reset_job(conn, job["id"])
+        resumed = await reset_store.reset_job(conn, job["id"])
         job = await run_all(conn, resumed, 3)
         assert (job["processed"], job["total"]) == (7, 7)
         expired = {

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,13 +24,14 @@ from mamoru.common.v1 import common_pb2
 
 from services.devstack.stack import free_port
 from services.identity.bootstrap import MIGRATIONS
-from services.identity.core import Identity
+from services.identity.clients.notices import Deliverer
+from services.identity.clients.risk import RiskClient
+from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.keys import KeyRing
-from services.identity.notices import Deliverer
 from services.identity.passwords import PasswordHasher
-from services.identity.risk import RiskClient
-from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
+from services.identity.storage.sign_in import PgSignInStore
+from services.identity.use_cases import Identity
 from services.runtime.config import load_settings
 from services.runtime.db import close_pool, create_pool
 from services.runtime.errors import Unauthenticated
@@ -47,6 +48,8 @@ class Bench:
     pool: asyncpg.Pool
     statements: list[str]
     nowhere: grpc.aio.Channel
+    # A new process's Identity over the same database, as after a restart.
+    restart: Callable[[], Identity]
 
     async def statements_of(self, call: Awaitable[Any]) -> list[str]:
         """The statements sent while ``call`` ran, in order."""
@@ -57,6 +60,12 @@ class Bench:
         # The query logger reports on the next turn of the event loop.
         await asyncio.sleep(0)
         return list(self.statements)
+
+    async def deliver_outbox(self, identity: Identity | None = None) -> None:
+        """Run identity's own outbox topics now, as its relay does after each answer."""
+        receivers = (identity or self.identity).local_receivers()
+        deliverer = Deliverer(self.nowhere, self.nowhere, local=receivers)
+        await OutboxRelay(self.pool, deliverer).deliver_due()
 
 
 @pytest_asyncio.fixture
@@ -76,17 +85,21 @@ async def bench(new_database) -> AsyncIterator[Bench]:
     await keys.start()
     nowhere = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")
     risk = RiskClient(nowhere, timeout_seconds=1)
-    identity = Identity(
-        pool=pool,
-        settings=settings,
-        keys=keys,
-        risk=risk,
-        hasher=PasswordHasher(),
-        box=box,
-        pseudonyms=Pseudonyms(bytes(32)),
-    )
+
+    def start_identity() -> Identity:
+        return Identity(
+            pool=pool,
+            settings=settings,
+            keys=keys,
+            risk=risk,
+            hasher=PasswordHasher(),
+            box=box,
+            pseudonyms=Pseudonyms(bytes(32)),
+            sign_in_store=PgSignInStore(pool),
+        )
+
     try:
-        yield Bench(identity, pool, statements, nowhere)
+        yield Bench(start_identity(), pool, statements, nowhere, start_identity)
     finally:
         await risk.drain()
         await nowhere.close()
@@ -127,8 +140,8 @@ async def test_a_wrong_password_costs_the_response_the_same_statements_for_any_i
     unknown = await bench.statements_of(wrong_password("nobody@example.jp"))
 
     assert known == unknown
-    # The failure is still recorded, after the answer.
-    await bench.identity.flush_failed_sign_ins()
+    # The failure is still recorded, after the answer, by identity's outbox relay.
+    await bench.deliver_outbox()
     assert (
         await bench.pool.fetchval("select recent_failures from accounts where id = $1", account_id)
         == 1
@@ -154,7 +167,47 @@ async def test_a_reset_request_costs_the_response_the_same_statements_for_any_id
 
     assert known == unknown
     # The link is made afterwards, by identity's outbox relay, for the real account only.
-    deliverer = Deliverer(bench.nowhere, bench.nowhere, local=bench.identity.local_receivers())
-    await OutboxRelay(bench.pool, deliverer).deliver_due()
+    await bench.deliver_outbox()
     assert await bench.pool.fetchval("select count(*) from password_resets") == 1
     assert await bench.pool.fetchval("select account_id from password_resets") == account_id
+
+
+async def test_a_failed_sign_in_answered_just_before_a_restart_is_still_counted(bench: Bench):
+    account_id = await an_account(bench, "hanako@example.jp")
+    with contextlib.suppress(Unauthenticated):
+        await bench.identity.login(identifier="hanako@example.jp", password="guess", client=CLIENT)
+
+    # The process that answered is gone before doing anything after the answer; the
+    # next one finds the attempt waiting and counts it.
+    await bench.deliver_outbox(bench.restart())
+
+    assert (
+        await bench.pool.fetchval("select recent_failures from accounts where id = $1", account_id)
+        == 1
+    )
+    assert (
+        await bench.pool.fetchval(
+            "select count(*) from security_events where account_id = $1"
+            " and kind = 'login.password_failed'",
+            account_id,
+        )
+        == 1
+    )
+
+
+async def test_an_unknown_identifiers_failed_sign_in_leaves_no_trace_once_processed(
+    bench: Bench,
+):
+    with contextlib.suppress(Unauthenticated):
+        await bench.identity.login(identifier="nobody@example.jp", password="guess", client=CLIENT)
+
+    await bench.deliver_outbox()
+
+    assert await bench.pool.fetchval("select count(*) from security_events") == 0
+    assert (
+        await bench.pool.fetchval(
+            "select count(*) from outbox where topic = 'identity.sign_in_failed'"
+            " and state <> 'delivered'"
+        )
+        == 0
+    )

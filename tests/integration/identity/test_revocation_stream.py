@@ -10,30 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import pytest_asyncio
 
-from services.identity import storage
-from services.identity.bootstrap import MIGRATIONS
-from services.identity.revocations import RevocationFeed
-from services.runtime.db import close_pool, create_pool
-from services.runtime.migrations import migrate
+from services.identity.clients.revocations import RevocationFeed
+from services.identity.storage import sessions as session_store
 
 WITHIN = 10.0
-
-
-@pytest_asyncio.fixture
-async def pool(new_database) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(await new_database("identity"), max_size=6)
-    async with pool.acquire() as conn:
-        await migrate(conn, "identity", MIGRATIONS)
-    try:
-        yield pool
-    finally:
-        await close_pool(pool)
 
 
 async def account_with_sessions(pool: asyncpg.Pool, sessions: int) -> tuple[uuid.UUID, set[str]]:
@@ -53,7 +37,7 @@ async def account_with_sessions(pool: asyncpg.Pool, sessions: int) -> tuple[uuid
 
 
 async def revoke_all(conn: asyncpg.Connection, account_id: uuid.UUID) -> None:
-    await storage.revoke_sessions(
+    await session_store.revoke_sessions(
         conn, account_id=account_id, reason="test", token_lifetime=timedelta(minutes=11)
     )
 

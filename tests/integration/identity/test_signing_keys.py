@@ -9,8 +9,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from services.identity.bootstrap import MIGRATIONS
+from services.identity.domain.sealing import SecretBox
 from services.identity.keys import KeyRing
-from services.identity.sealing import SecretBox
 from services.runtime.db import close_pool, create_pool
 from services.runtime.migrations import migrate
 from services.runtime.tokens import JwksCache, TokenVerifier, sign_token

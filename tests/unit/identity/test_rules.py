@@ -15,8 +15,8 @@ from services.identity.domain.login import (
     refuse_before_hashing,
     second_factor_need,
 )
+from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.passwords import common_passwords
-from services.identity.sealing import Pseudonyms, SecretBox
 from services.identity.settings import IdentitySettings
 from services.runtime.config import ConfigError, load_settings
 

@@ -23,6 +23,8 @@ NOTICE_TOPIC = "notify.send_notice"
 CLOSE_WALLET_TOPIC = "wallet.close_wallet"
 # A password reset request, handled by identity itself after the answer was given.
 RESET_REQUEST_TOPIC = "identity.reset_requested"
+# A wrong or expired password, counted by identity itself after the answer was given.
+FAILED_SIGN_IN_TOPIC = "identity.sign_in_failed"
 
 Kind = notify_pb2.NoticeKind
 # Where a code notice carries its code or link: blanked once notify has it.

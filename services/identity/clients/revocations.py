@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import structlog
 
-from services.identity import storage
+from services.identity.storage import revocations as revocation_store
 from services.runtime.db import session_connection
+from services.runtime.jobs import pause
 from services.runtime.outages import OutageLog
 from services.runtime.tokens import RevocationList
 
@@ -60,17 +61,18 @@ class RevocationFeed:
         while not stop.is_set():
             try:
                 async with session_connection(self._pool) as conn:
-                    await conn.add_listener(storage.REVOCATIONS_CHANNEL, on_notify)
+                    await conn.add_listener(revocation_store.REVOCATIONS_CHANNEL, on_notify)
                     outage.ok()
                     try:
                         await stop.wait()
                     finally:
                         if not conn.is_closed():
-                            await conn.remove_listener(storage.REVOCATIONS_CHANNEL, on_notify)
+                            await conn.remove_listener(
+                                revocation_store.REVOCATIONS_CHANNEL, on_notify
+                            )
             except Exception as error:
                 outage.failed(error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
+                await pause(stop, POLL_SECONDS)
 
     async def _wait_for_change(self, generation: int, stop: asyncio.Event) -> None:
         async with self._changed:
@@ -92,7 +94,7 @@ class RevocationFeed:
             generation = self._generation
             late = []
             if unseen:
-                late = await storage.revocations_among(self._pool, sorted(unseen))
+                late = await revocation_store.revocations_among(self._pool, sorted(unseen))
                 for row in late:
                     del unseen[row["sequence"]]
                     if row["live"]:
@@ -100,7 +102,7 @@ class RevocationFeed:
                 now = time.monotonic()
                 for sequence in [s for s, until in unseen.items() if until < now]:
                     del unseen[sequence]
-            rows = await storage.revocations_after(self._pool, after)
+            rows = await revocation_store.revocations_after(self._pool, after)
             for row in rows:
                 _watch(unseen, after + 1, row["sequence"])
                 after = row["sequence"]
@@ -118,8 +120,7 @@ class RevocationFeed:
                     revocations.revoke(session_id, expires_at)  # type: ignore[arg-type]
             except Exception as error:
                 outage.failed(error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
+                await pause(stop, POLL_SECONDS)
 
 
 def _watch(unseen: dict[int, float], first: int, end: int) -> None:

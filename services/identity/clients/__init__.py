@@ -1,0 +1,2 @@
+"""Identity's outbound side: risk, notify and wallet through the outbox, identity providers,
+and the revocation stream other services follow."""
