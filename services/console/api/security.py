@@ -19,8 +19,10 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-# An SVG chart opened on its own: its inline styles, nothing else.
-IMAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
+# An SVG chart opened on its own: its inline styles, nothing else; never framed (the
+# pages show it through <img>, which frame-ancestors does not govern), and sandboxed
+# so that even markup slipped into a label could not run or reach the console's origin.
+IMAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
 MAX_FORM_BYTES = 64 * 1024
 SIGN_IN_FIELD = "sign_in_token"
 CSRF_FIELD = "csrf_token"
@@ -84,7 +86,8 @@ class Cookies:
 
     def start_session(self, response: Response, token: str) -> None:
         self._set(response, self.session_name, token, self.session_seconds)
-        response.delete_cookie(self.sign_in_name, path="/")
+        # Browsers ignore a __Host- cookie set without Secure, its removal included.
+        response.delete_cookie(self.sign_in_name, path="/", secure=self.secure, httponly=True)
 
     def end_session(self, response: Response) -> None:
         response.delete_cookie(self.session_name, path="/", secure=self.secure, httponly=True)

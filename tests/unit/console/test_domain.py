@@ -6,7 +6,9 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.responses import Response
 
+from services.console.api.security import IMAGE_POLICY, Cookies
 from services.console.domain import charts
 from services.console.domain.operators import entry, hash_entry, parse_operators
 from services.console.settings import ConsoleSettings
@@ -83,3 +85,22 @@ def test_the_charts_are_svg_that_load_nothing_from_elsewhere() -> None:
         # pygal's tooltip script would come from its site; only its inert settings remain.
         assert svg.count(b"<script") == 1 and b"window.pygal.config" in svg
         assert b"src=" not in svg and b'href="http' not in svg
+
+
+def test_signing_in_removes_the_secure_sign_in_cookie_in_a_form_browsers_accept() -> None:
+    response = Response()
+    Cookies(secure=True, session_seconds=60).start_session(response, "token")
+    removal = [
+        value
+        for value in response.headers.getlist("set-cookie")
+        if value.startswith("__Host-console-sign-in=")
+    ]
+    assert len(removal) == 1 and "Secure" in removal[0] and "Max-Age=0" in removal[0]
+
+
+def test_a_chart_opened_on_its_own_runs_nothing_and_cannot_be_framed() -> None:
+    rules = dict(part.strip().partition(" ")[::2] for part in IMAGE_POLICY.split(";"))
+    assert rules["default-src"] == "'none'"
+    assert rules["frame-ancestors"] == "'none'"
+    assert "sandbox" in rules
+    assert "script-src" not in rules
