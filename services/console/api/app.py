@@ -133,7 +133,7 @@ def create_app(
     async def csrf_refused(request: Request, _: Exception) -> Response:
         return HTMLResponse("Refused: missing or wrong CSRF token.", status_code=403)
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, strict_transport=cookies.secure)
     # Outermost, so refusals and redirects are counted too.
     app.add_middleware(HttpMetricsMiddleware, service="console")
     return app

@@ -31,8 +31,20 @@ CSRF_FIELD = "csrf_token"
 class SecurityHeaders:
     """Adds the headers to every answer, pages, fragments and errors alike."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, strict_transport: bool = False) -> None:
         self._app = app
+        # Only a console served over TLS says so: HSTS on plain HTTP would be ignored
+        # at best, and would break a local console at worst.
+        self._always = [
+            (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cache-control", b"no-store"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
+        if strict_transport:
+            self._always.append((b"strict-transport-security", b"max-age=31536000"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,14 +55,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                for name, value in (
-                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store"),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                ):
+                for name, value in self._always:
                     if name not in present:
                         headers.append((name, value))
                 message["headers"] = headers

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
+from starlette.applications import Starlette
+from starlette.routing import Route
 
-from services.console.api.security import IMAGE_POLICY, Cookies
+from services.console.api.security import IMAGE_POLICY, Cookies, SecurityHeaders
 from services.console.domain import charts
 from services.console.domain.operators import entry, hash_entry, parse_operators
 from services.console.settings import ConsoleSettings
@@ -104,3 +107,13 @@ def test_a_chart_opened_on_its_own_runs_nothing_and_cannot_be_framed() -> None:
     assert rules["frame-ancestors"] == "'none'"
     assert "sandbox" in rules
     assert "script-src" not in rules
+
+
+@pytest.mark.parametrize("secure", [True, False])
+async def test_a_console_served_over_tls_tells_browsers_to_stay_on_tls(secure: bool) -> None:
+    inner = Starlette(routes=[Route("/", lambda _: PlainTextResponse("ok"))])
+    transport = httpx.ASGITransport(app=SecurityHeaders(inner, strict_transport=secure))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+        headers = (await client.get("/")).headers
+    assert headers["x-frame-options"] == "DENY"
+    assert ("strict-transport-security" in headers) is secure
