@@ -85,10 +85,13 @@ def create_app(
         form = await read_form(request)
         if not same(request.cookies.get(cookies.sign_in_name, ""), first(form, SIGN_IN_FIELD)):
             return sign_in_page(request, error="The form expired: sign in again.", status=403)
+        client = request.client.host if request.client else ""
         try:
-            token, _ = await sign_in.sign_in(first(form, "name"), first(form, "password"))
+            token, _ = await sign_in.sign_in(first(form, "name"), first(form, "password"), client)
         except SignInRefused:
             return sign_in_page(request, error="Wrong name or password.", status=401)
+        # A session the browser already carried ends: only the new cookie value is valid.
+        await sign_in.end(request.cookies.get(cookies.session_name, ""))
         response = RedirectResponse(_safe_next(first(form, "next")), status_code=303)
         cookies.start_session(response, token)
         return response
@@ -130,7 +133,7 @@ def create_app(
     async def csrf_refused(request: Request, _: Exception) -> Response:
         return HTMLResponse("Refused: missing or wrong CSRF token.", status_code=403)
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, strict_transport=cookies.secure)
     # Outermost, so refusals and redirects are counted too.
     app.add_middleware(HttpMetricsMiddleware, service="console")
     return app

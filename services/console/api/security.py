@@ -19,8 +19,10 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-# An SVG chart opened on its own: its inline styles, nothing else.
-IMAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
+# An SVG chart opened on its own: its inline styles, nothing else; never framed (the
+# pages show it through <img>, which frame-ancestors does not govern), and sandboxed
+# so that even markup slipped into a label could not run or reach the console's origin.
+IMAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
 MAX_FORM_BYTES = 64 * 1024
 SIGN_IN_FIELD = "sign_in_token"
 CSRF_FIELD = "csrf_token"
@@ -29,8 +31,20 @@ CSRF_FIELD = "csrf_token"
 class SecurityHeaders:
     """Adds the headers to every answer, pages, fragments and errors alike."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, strict_transport: bool = False) -> None:
         self._app = app
+        # Only a console served over TLS says so: HSTS on plain HTTP would be ignored
+        # at best, and would break a local console at worst.
+        self._always = [
+            (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cache-control", b"no-store"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
+        if strict_transport:
+            self._always.append((b"strict-transport-security", b"max-age=31536000"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,14 +55,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                for name, value in (
-                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store"),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                ):
+                for name, value in self._always:
                     if name not in present:
                         headers.append((name, value))
                 message["headers"] = headers
@@ -84,7 +91,8 @@ class Cookies:
 
     def start_session(self, response: Response, token: str) -> None:
         self._set(response, self.session_name, token, self.session_seconds)
-        response.delete_cookie(self.sign_in_name, path="/")
+        # Browsers ignore a __Host- cookie set without Secure, its removal included.
+        response.delete_cookie(self.sign_in_name, path="/", secure=self.secure, httponly=True)
 
     def end_session(self, response: Response) -> None:
         response.delete_cookie(self.session_name, path="/", secure=self.secure, httponly=True)

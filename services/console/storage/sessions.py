@@ -42,18 +42,23 @@ async def end(pool: asyncpg.Pool, token: str) -> None:
     await pool.execute("delete from console_sessions where session_hash = $1", _hash(token))
 
 
-async def recent_failures(pool: asyncpg.Pool, operator: str) -> int:
+async def recent_failures(pool: asyncpg.Pool, operator: str, client: str = "") -> int:
     count = await pool.fetchval(
         "select count(*) from console_sign_in_failures"
-        " where operator = $1 and failed_at > now() - $2::interval",
+        " where operator = $1 and client = $2 and failed_at > now() - $3::interval",
         operator,
+        client,
         FAILURE_WINDOW,
     )
     return int(count or 0)
 
 
-async def record_failure(pool: asyncpg.Pool, operator: str) -> None:
-    await pool.execute("insert into console_sign_in_failures (operator) values ($1)", operator)
+async def record_failure(pool: asyncpg.Pool, operator: str, client: str = "") -> None:
+    await pool.execute(
+        "insert into console_sign_in_failures (operator, client) values ($1, $2)",
+        operator,
+        client,
+    )
 
 
 async def forget_expired(pool: asyncpg.Pool) -> None:

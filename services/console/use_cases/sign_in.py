@@ -26,14 +26,17 @@ class SignIn:
     session_seconds: int
     failures_allowed: int
 
-    async def sign_in(self, name: str, password: str) -> tuple[str, Session]:
+    async def sign_in(self, name: str, password: str, client: str = "") -> tuple[str, Session]:
+        """Failures are counted per name and client address: guessing from one address
+        stops there, but cannot lock the operator out from the address they work at."""
         # The name goes into the database and the audit only once it has the right shape.
         if not OPERATOR_NAME.match(name) or not password:
             raise SignInRefused
-        if await session_store.recent_failures(self.pool, name) >= self.failures_allowed:
+        client = client[:64]
+        if await session_store.recent_failures(self.pool, name, client) >= self.failures_allowed:
             raise SignInRefused
         if not await asyncio.to_thread(self.book.verify, name, password):
-            await session_store.record_failure(self.pool, name)
+            await session_store.record_failure(self.pool, name, client)
             raise SignInRefused
         token = secrets.token_urlsafe(32)
         session = Session(
@@ -53,6 +56,10 @@ class SignIn:
         if not token or len(token) > 100:
             return None
         return await session_store.find(self.pool, token)
+
+    async def end(self, token: str) -> None:
+        if token and len(token) <= 100:
+            await session_store.end(self.pool, token)
 
     async def sign_out(self, token: str, operator: str) -> None:
         await session_store.end(self.pool, token)

@@ -18,7 +18,7 @@ from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 from playwright.async_api import expect
 
-from tests.e2e.console.conftest import OPERATOR, Console, screenshot, signed_in
+from tests.e2e.console.conftest import OPERATOR, PASSWORD, Console, screenshot, signed_in
 from tests.e2e.identity.checks import reason_of
 from tests.support.people import TIMEOUT
 
@@ -253,3 +253,27 @@ async def test_every_page_passes_the_axe_core_wcag_aa_rules(console: Console) ->
         assert found == {path: [] for path in found}
     finally:
         await context.close()
+
+
+async def test_signing_in_again_ends_the_session_the_browser_carried(console: Console) -> None:
+    async def sign_in(carried: str) -> str:
+        async with httpx.AsyncClient(base_url=console.url, follow_redirects=False) as http:
+            form = await http.get("/sign-in")
+            found = re.search(r'name="sign_in_token" value="([^"]+)"', form.text)
+            assert found, form.text
+            cookie = f"console-sign-in={found[1]}; console-session={carried}"
+            answer = await http.post(
+                "/sign-in",
+                data={"sign_in_token": found[1], "name": OPERATOR, "password": PASSWORD},
+                headers={"cookie": cookie},
+            )
+            assert answer.status_code == 303 and answer.headers["location"] == "/alerts"
+            return str(answer.cookies["console-session"])
+
+    first_session = await sign_in("")
+    second_session = await sign_in(first_session)
+    assert second_session != first_session
+    async with httpx.AsyncClient(base_url=console.url, follow_redirects=False) as http:
+        for session, status in ((first_session, 303), (second_session, 200)):
+            answer = await http.get("/activity", headers={"cookie": f"console-session={session}"})
+            assert answer.status_code == status

@@ -74,3 +74,16 @@ async def test_repeated_wrong_passwords_refuse_even_the_right_one(pool: asyncpg.
     await pool.execute("update console_sign_in_failures set failed_at = now() - interval '1 hour'")
     token, _ = await console.sign_in("aiko", PASSWORD)
     assert await console.session(token) is not None
+
+
+async def test_wrong_passwords_from_one_address_do_not_lock_the_operator_out_elsewhere(
+    pool: asyncpg.Pool,
+) -> None:
+    console = sign_in(pool, failures_allowed=3)
+    for _ in range(5):
+        with pytest.raises(SignInRefused):
+            await console.sign_in("aiko", "not it at all", client="203.0.113.9")
+    with pytest.raises(SignInRefused):
+        await console.sign_in("aiko", PASSWORD, client="203.0.113.9")
+    token, _ = await console.sign_in("aiko", PASSWORD, client="198.51.100.4")
+    assert await console.session(token) is not None

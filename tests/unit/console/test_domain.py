@@ -5,8 +5,13 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
+from fastapi.responses import PlainTextResponse, Response
+from starlette.applications import Starlette
+from starlette.routing import Route
 
+from services.console.api.security import IMAGE_POLICY, Cookies, SecurityHeaders
 from services.console.domain import charts
 from services.console.domain.operators import entry, hash_entry, parse_operators
 from services.console.settings import ConsoleSettings
@@ -83,3 +88,32 @@ def test_the_charts_are_svg_that_load_nothing_from_elsewhere() -> None:
         # pygal's tooltip script would come from its site; only its inert settings remain.
         assert svg.count(b"<script") == 1 and b"window.pygal.config" in svg
         assert b"src=" not in svg and b'href="http' not in svg
+
+
+def test_signing_in_removes_the_secure_sign_in_cookie_in_a_form_browsers_accept() -> None:
+    response = Response()
+    Cookies(secure=True, session_seconds=60).start_session(response, "token")
+    removal = [
+        value
+        for value in response.headers.getlist("set-cookie")
+        if value.startswith("__Host-console-sign-in=")
+    ]
+    assert len(removal) == 1 and "Secure" in removal[0] and "Max-Age=0" in removal[0]
+
+
+def test_a_chart_opened_on_its_own_runs_nothing_and_cannot_be_framed() -> None:
+    rules = dict(part.strip().partition(" ")[::2] for part in IMAGE_POLICY.split(";"))
+    assert rules["default-src"] == "'none'"
+    assert rules["frame-ancestors"] == "'none'"
+    assert "sandbox" in rules
+    assert "script-src" not in rules
+
+
+@pytest.mark.parametrize("secure", [True, False])
+async def test_a_console_served_over_tls_tells_browsers_to_stay_on_tls(secure: bool) -> None:
+    inner = Starlette(routes=[Route("/", lambda _: PlainTextResponse("ok"))])
+    transport = httpx.ASGITransport(app=SecurityHeaders(inner, strict_transport=secure))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+        headers = (await client.get("/")).headers
+    assert headers["x-frame-options"] == "DENY"
+    assert ("strict-transport-security" in headers) is secure
