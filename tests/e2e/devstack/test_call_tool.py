@@ -51,7 +51,7 @@ async def test_a_services_help_says_who_may_call_each_method() -> None:
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     # Store registers, and the partner gateway acting for a merchant.
     assert rows["CapturePayment"].endswith("as gateway, pos")
-    assert "as gateway, with a token" in rows["IssuePaymentCode"]
+    assert "as gateway, web, with a token" in rows["IssuePaymentCode"]
     assert rows["RegisterMerchant"].endswith("as operator")
 
 

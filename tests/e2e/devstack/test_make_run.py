@@ -45,6 +45,8 @@ class MakeRun:
         for name in SERVICES:
             self.env[f"{name.upper()}_GRPC_PORT"] = str(free_port())
             self.env[f"{name.upper()}_HEALTH_PORT"] = str(free_port())
+            # Every port, metrics included: another run may be on this machine.
+            self.env[f"{name.upper()}_METRICS_PORT"] = str(free_port())
         for variable in (
             "SMTP_PORT",
             "WALLET_SANDBOX_PROCESSOR_PORT",
@@ -58,6 +60,7 @@ class MakeRun:
             "WEB_GRPC_PORT",
             "WEB_HEALTH_PORT",
             "WEB_HTTP_PORT",
+            "GATEWAY_METRICS_PORT",
             "WEB_METRICS_PORT",
             "CONSOLE_METRICS_PORT",
         ):
