@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import asyncpg
 import structlog
 
 from services.gateway.storage import partners as partner_store
-from services.runtime.server import Background
+from services.runtime.jobs import Background, every
 
 _log = structlog.get_logger("mamoru.gateway.jobs")
 HOUSEKEEPING_SECONDS = 60.0
@@ -17,14 +14,9 @@ HOUSEKEEPING_SECONDS = 60.0
 
 def housekeeping(pool: asyncpg.Pool) -> Background:
     """Forget used assertion IDs past their expiry, old rate windows and old keys."""
-
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await partner_store.forget_expired(pool)
-            except Exception:
-                _log.exception("gateway.housekeeping_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_SECONDS)
-
-    return run
+    return every(
+        HOUSEKEEPING_SECONDS,
+        lambda: partner_store.forget_expired(pool),
+        log=_log,
+        event="gateway.housekeeping_failed",
+    )

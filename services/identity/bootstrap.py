@@ -11,7 +11,7 @@ from services.identity import jobs
 from services.identity.access import ACCESS
 from services.identity.api import IdentityApi
 from services.identity.clients.external import IdTokenVerifier, parse_providers
-from services.identity.clients.notices import Deliverer
+from services.identity.clients.notices import outbox_router
 from services.identity.clients.pwned import PwnedRange
 from services.identity.clients.revocations import RevocationFeed
 from services.identity.clients.risk import RiskClient
@@ -69,7 +69,12 @@ async def build(resources: Resources) -> ServiceApp:
     )
     relay = OutboxRelay(
         resources.pool,
-        Deliverer(notify_channel, wallet_channel, local=identity.local_receivers()),
+        outbox_router(
+            notify_channel,
+            wallet_channel,
+            reset_request=identity.process_reset_request,
+            failed_sign_in=identity.process_failed_sign_in,
+        ),
     )
 
     servicer = IdentityApi(identity, feed, resources.stopping)

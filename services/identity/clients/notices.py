@@ -13,18 +13,23 @@ from typing import Any
 
 import asyncpg
 import grpc
-from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
 from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
-from services.runtime.outbox import OutboxMessage, enqueue
+from services.runtime.outbox import OutboxMessage
+from services.runtime.topics import OutboxRouter, Topic
 
-NOTICE_TOPIC = "notify.send_notice"
-CLOSE_WALLET_TOPIC = "wallet.close_wallet"
+# Each topic's stored payload is byte for byte what it was before topics were typed,
+# so rows already in the outbox deliver under the same names.
+NOTICE = Topic("notify.send_notice", notify_pb2.SendNoticeRequest)
+CLOSE_WALLET = Topic("wallet.close_wallet", wallet_pb2.CloseWalletRequest)
 # A password reset request, handled by identity itself after the answer was given.
-RESET_REQUEST_TOPIC = "identity.reset_requested"
+# Strings only, so a Struct carries it unchanged.
+RESET_REQUEST = Topic("identity.reset_requested", Struct)
 # A wrong or expired password, counted by identity itself after the answer was given.
-FAILED_SIGN_IN_TOPIC = "identity.sign_in_failed"
+# Strings, a bool and a null account: nothing a Struct would turn into a float.
+FAILED_SIGN_IN = Topic("identity.sign_in_failed", Struct)
 
 Kind = notify_pb2.NoticeKind
 # Where a code notice carries its code or link: blanked once notify has it.
@@ -75,11 +80,10 @@ async def send_event_notice(
 
 
 async def close_wallet(conn: asyncpg.Connection, *, payer_id: uuid.UUID) -> None:
-    await enqueue(
+    await CLOSE_WALLET.enqueue(
         conn,
-        topic=CLOSE_WALLET_TOPIC,
+        wallet_pb2.CloseWalletRequest(payer_id=str(payer_id)),
         idempotency_key=f"identity:close-wallet:{payer_id}",
-        payload={"payer_id": str(payer_id)},
     )
 
 
@@ -88,40 +92,48 @@ async def _enqueue_notice(
     request: notify_pb2.SendNoticeRequest,
     scrub: Sequence[Sequence[str]] = (),
 ) -> None:
-    payload: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
-    await enqueue(
-        conn,
-        topic=NOTICE_TOPIC,
-        idempotency_key=request.idempotency_key,
-        payload=payload,
-        scrub=scrub,
+    await NOTICE.enqueue(conn, request, idempotency_key=request.idempotency_key, scrub=scrub)
+
+
+def struct(payload: Mapping[str, Any]) -> Struct:
+    """A plain JSON object as the Struct a local topic carries."""
+    message = Struct()
+    message.update(payload)
+    return message
+
+
+LocalHandler = Callable[[OutboxMessage], Awaitable[None]]
+
+
+def outbox_router(
+    notify: grpc.aio.Channel,
+    wallet: grpc.aio.Channel,
+    *,
+    reset_request: LocalHandler,
+    failed_sign_in: LocalHandler,
+) -> OutboxRouter:
+    """The outbox relay's delivery: notices to notify, closures to wallet, and the
+    work identity left for itself until after an answer to its own handlers."""
+    notify_stub = notify_pb2_grpc.NotifyServiceStub(notify)
+    wallet_stub = wallet_pb2_grpc.WalletServiceStub(wallet)
+
+    async def send_notice(request: notify_pb2.SendNoticeRequest, _: OutboxMessage) -> None:
+        await notify_stub.SendNotice(request, timeout=10)
+
+    async def close(request: wallet_pb2.CloseWalletRequest, _: OutboxMessage) -> None:
+        await wallet_stub.CloseWallet(request, timeout=10)
+
+    def local(handle: LocalHandler) -> Callable[[Struct, OutboxMessage], Awaitable[None]]:
+        # The handler reads the stored JSON: a Struct would hand it numbers as floats.
+        async def route(_: Struct, message: OutboxMessage) -> None:
+            await handle(message)
+
+        return route
+
+    return (
+        OutboxRouter()
+        .on(NOTICE, send_notice)
+        .on(CLOSE_WALLET, close)
+        .on(RESET_REQUEST, local(reset_request))
+        .on(FAILED_SIGN_IN, local(failed_sign_in))
     )
-
-
-class Deliverer:
-    """The outbox relay's delivery: each topic goes to the service that acts on it;
-    ``local`` topics go to identity's own handlers."""
-
-    def __init__(
-        self,
-        notify: grpc.aio.Channel,
-        wallet: grpc.aio.Channel,
-        *,
-        local: Mapping[str, Callable[[OutboxMessage], Awaitable[None]]] | None = None,
-    ) -> None:
-        self._notify = notify_pb2_grpc.NotifyServiceStub(notify)
-        self._wallet = wallet_pb2_grpc.WalletServiceStub(wallet)
-        self._local = dict(local or {})
-
-    async def __call__(self, message: OutboxMessage) -> None:
-        if message.topic in self._local:
-            await self._local[message.topic](message)
-        elif message.topic == NOTICE_TOPIC:
-            request = json_format.ParseDict(message.payload, notify_pb2.SendNoticeRequest())
-            await self._notify.SendNotice(request, timeout=10)
-        elif message.topic == CLOSE_WALLET_TOPIC:
-            await self._wallet.CloseWallet(
-                wallet_pb2.CloseWalletRequest(payer_id=message.payload["payer_id"]), timeout=10
-            )
-        else:
-            raise ValueError(f"no receiver for topic {message.topic!r}")

@@ -9,12 +9,11 @@ import uuid
 
 import asyncpg
 
-from services.identity.clients.notices import FAILED_SIGN_IN_TOPIC
+from services.identity.clients.notices import FAILED_SIGN_IN, struct
 from services.identity.device_proof import ProvenDevice
 from services.identity.domain.login import FailedSignIn
 from services.identity.storage import Record
 from services.identity.storage import accounts as account_store
-from services.runtime.outbox import enqueue
 
 
 class PgSignInStore:
@@ -26,9 +25,8 @@ class PgSignInStore:
 
     async def queue_failed_sign_in(self, failure: FailedSignIn) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await enqueue(
+            await FAILED_SIGN_IN.enqueue(
                 conn,
-                topic=FAILED_SIGN_IN_TOPIC,
+                struct(failure.payload()),
                 idempotency_key=f"identity:sign-in-failed:{uuid.uuid4()}",
-                payload=failure.payload(),
             )

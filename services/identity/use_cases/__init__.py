@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from services.identity.clients.notices import FAILED_SIGN_IN_TOPIC, RESET_REQUEST_TOPIC
 from services.identity.use_cases.contacts import Contacts
 from services.identity.use_cases.external_ids import ExternalIds
 from services.identity.use_cases.factors import Factors
@@ -14,7 +11,6 @@ from services.identity.use_cases.registration import Registration
 from services.identity.use_cases.second_factor import SecondFactor
 from services.identity.use_cases.sessions import Sessions
 from services.identity.use_cases.sign_in import SignIn
-from services.runtime.outbox import OutboxMessage
 
 
 class Identity(
@@ -29,13 +25,6 @@ class Identity(
     Operators,
 ):
     """The use cases behind IdentityService."""
-
-    def local_receivers(self) -> dict[str, Callable[[OutboxMessage], Awaitable[None]]]:
-        """Outbox topics identity delivers to itself: work left until after an answer."""
-        return {
-            RESET_REQUEST_TOPIC: self.process_reset_request,
-            FAILED_SIGN_IN_TOPIC: self.process_failed_sign_in,
-        }
 
 
 __all__ = ["Identity"]

@@ -7,10 +7,11 @@ import uuid
 from mamoru.common.v1 import common_pb2
 
 from services.identity.clients.notices import (
-    RESET_REQUEST_TOPIC,
+    RESET_REQUEST,
     Kind,
     send_code_notice,
     send_event_notice,
+    struct,
 )
 from services.identity.domain import credentials as cred
 from services.identity.domain.sealing import (
@@ -35,7 +36,7 @@ from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
 )
-from services.runtime.outbox import OutboxMessage, enqueue
+from services.runtime.outbox import OutboxMessage
 from services.runtime.tokens import TokenClaims
 
 
@@ -84,16 +85,17 @@ class Passwords(IdentityBase):
         answer for a known and an unknown one. ``process_reset_request`` does the rest."""
         request_key = f"identity:reset-request:{uuid.uuid4()}"
         async with self.pool.acquire() as conn, conn.transaction():
-            await enqueue(
+            await RESET_REQUEST.enqueue(
                 conn,
-                topic=RESET_REQUEST_TOPIC,
+                struct(
+                    {
+                        "identifier_key": cred.identifier_key(identifier),
+                        "ip_address": client.ip_address,
+                        "device_id": client.device_id,
+                        "user_agent": client.user_agent,
+                    }
+                ),
                 idempotency_key=request_key,
-                payload={
-                    "identifier_key": cred.identifier_key(identifier),
-                    "ip_address": client.ip_address,
-                    "device_id": client.device_id,
-                    "user_agent": client.user_agent,
-                },
                 # What someone typed, possibly no one's address, is not kept.
                 scrub=[("identifier_key",)],
             )

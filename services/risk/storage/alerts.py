@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +14,6 @@ from services.risk.domain.alerts import Alert
 from services.risk.domain.policy import Policy, PolicyChange
 from services.risk.domain.windows import window_start
 from services.risk.storage import policies
-from services.runtime.outbox import enqueue
 
 _COLUMNS = "alert_id, rule_id, status, raised_at, evidence, auto_action_taken"
 
@@ -67,10 +66,11 @@ async def raise_alert(
     evidence: dict[str, Any],
     quiet_since: datetime,
     auto_action: PolicyChange | None,
-    outbox_topic: str,
-    summary: str,
+    notice: Callable[[asyncpg.Connection, uuid.UUID, str], Awaitable[None]],
 ) -> tuple[uuid.UUID, Policy | None] | None:
     """Store the alert, its notice to operators and its automatic switch in one transaction.
+
+    ``notice(conn, alert_id, auto_action_taken)`` enqueues the notice in that transaction.
 
     Nothing is raised while an alert of the same rule raised since ``quiet_since``
     is still open or acknowledged, and only one replica evaluates at a time.
@@ -102,18 +102,7 @@ async def raise_alert(
             evidence,
             action,
         )
-        await enqueue(
-            conn,
-            topic=outbox_topic,
-            idempotency_key=f"risk-alert:{alert_id}",
-            payload={
-                "alert_id": str(alert_id),
-                "rule_id": rule_id,
-                "summary": summary,
-                "evidence": evidence,
-                "auto_action_taken": action,
-            },
-        )
+        await notice(conn, alert_id, action)
     return alert_id, policy
 
 

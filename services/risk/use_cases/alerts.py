@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
-from services.risk.clients.notify import OPERATOR_ALERT_TOPIC
+from services.risk.clients.notify import alert_notice
 from services.risk.domain.alerts import ALERT_RULES, Alert, fired_alerts
 from services.risk.domain.policy import parse_switch
 from services.risk.storage import alerts as alert_store
@@ -60,9 +60,10 @@ class Alerts:
                 evidence=fired.evidence,
                 quiet_since=now - timedelta(seconds=windows[fired.rule.rule_id]),
                 auto_action=action,
-                outbox_topic=OPERATOR_ALERT_TOPIC,
-                summary=f"{fired.rule.description}: {fired.observed:g} "
-                f"(threshold {fired.threshold:g})",
+                notice=alert_notice(
+                    f"{fired.rule.description}: {fired.observed:g} (threshold {fired.threshold:g})",
+                    fired.evidence,
+                ),
             )
             if result is not None:
                 raised += 1

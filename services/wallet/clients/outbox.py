@@ -3,6 +3,8 @@ outcomes of movements (risk) and bank transfers (the card processor's payouts).
 
 Messages are enqueued in the movement's own transaction and delivered by the relay
 wired in bootstrap, so a movement and its messages commit together or not at all.
+Each is stored as the request it becomes, so delivery needs no knowledge of the
+movement.
 """
 
 from __future__ import annotations
@@ -13,19 +15,25 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
-import structlog
+from google.protobuf.struct_pb2 import Struct
 from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 from mamoru.risk.v1 import risk_pb2
+from mamoru.wallet.v1 import outbox_pb2
 
 from services.runtime.convert import timestamp
-from services.runtime.outbox import OutboxMessage, enqueue
+from services.runtime.outbox import OutboxMessage
+from services.runtime.topics import OutboxRouter, Topic
 from services.wallet.clients.money import jpy
 
-log = structlog.get_logger(__name__)
-
-NOTICE_TOPIC = "wallet.notice"
-OUTCOME_TOPIC = "wallet.outcome"
-PAYOUT_TOPIC = "wallet.payout"
+NOTICE = Topic("wallet.notice.v2", notify_pb2.SendNoticeRequest)
+OUTCOME = Topic("wallet.outcome.v2", risk_pb2.RecordOutcomeRequest)
+PAYOUT = Topic("wallet.payout.v2", outbox_pb2.PayoutOrder)
+# Rows stored before the outbox carried the requests themselves: the movement's
+# facts, turned into the request at delivery. Read from the stored JSON, never
+# through the Struct, which would turn their integers into floats.
+LEGACY_NOTICE = Topic("wallet.notice", Struct)
+LEGACY_OUTCOME = Topic("wallet.outcome", Struct)
+LEGACY_PAYOUT = Topic("wallet.payout", Struct)
 
 # Mirrors of notify's NoticeKind and risk's Outcome numbers, kept in the outbox
 # payload so the relay needs no knowledge of the movement to deliver it.
@@ -57,52 +65,94 @@ async def announce(
         "amount": amount,
         "occurred_at": occurred_at.isoformat(),
     }
-    await enqueue(
-        conn,
-        topic=NOTICE_TOPIC,
-        idempotency_key=f"notice:{entry_id}",
-        payload={
+    key = f"notice:{entry_id}"
+    notice = notice_request(
+        {
             **common,
             "kind": notice_kind,
             "counterparty": counterparty[:200],
             "balance_after": balance_after,
         },
+        idempotency_key=key,
     )
+    await NOTICE.enqueue(conn, notice, idempotency_key=key)
     if outcome is not None:
-        await enqueue(
-            conn,
-            topic=OUTCOME_TOPIC,
-            idempotency_key=f"outcome:{entry_id}",
-            payload={
-                **common,
-                "outcome": outcome,
-                "session_id": session_id,
-                "decision_id": decision_id,
-            },
+        request = outcome_request(
+            {**common, "outcome": outcome, "session_id": session_id, "decision_id": decision_id}
         )
+        await OUTCOME.enqueue(conn, request, idempotency_key=f"outcome:{entry_id}")
 
 
 async def tell_payer(
     conn: asyncpg.Connection, *, key: str, payer_id: str, kind: int, detail: str, **money: int
 ) -> None:
     """A notice about the wallet rather than a movement (status, payout account, wind-down)."""
-    await enqueue(
-        conn,
-        topic=NOTICE_TOPIC,
-        idempotency_key=key,
-        payload={"payer_id": payer_id, "kind": kind, **money, "detail": detail},
+    notice = notice_request(
+        {"payer_id": payer_id, "kind": kind, **money, "detail": detail}, idempotency_key=key
     )
+    await NOTICE.enqueue(conn, notice, idempotency_key=key)
 
 
 async def order_payout(
     conn: asyncpg.Connection, entry_id: uuid.UUID, amount: int, account: dict[str, Any]
 ) -> None:
-    await enqueue(
-        conn,
-        topic=PAYOUT_TOPIC,
-        idempotency_key=f"payout:{entry_id}",
-        payload={"payout_id": str(entry_id), "amount": amount, **account},
+    order = payout_order({"payout_id": str(entry_id), "amount": amount, **account})
+    await PAYOUT.enqueue(conn, order, idempotency_key=f"payout:{entry_id}")
+
+
+def notice_request(body: dict[str, Any], *, idempotency_key: str) -> notify_pb2.SendNoticeRequest:
+    """The payer's notice from a movement's facts; money fields only when given."""
+    money = notify_pb2.MoneyParams(
+        counterparty=str(body.get("counterparty", "")),
+        movement_id=str(body.get("movement_id", "")),
+        detail=str(body.get("detail", "")),
     )
+    if "amount" in body:
+        money.amount.CopyFrom(jpy(int(body["amount"])))
+    if "balance_after" in body:
+        money.balance_after.CopyFrom(jpy(int(body["balance_after"])))
+    if "occurred_at" in body:
+        money.occurred_at.CopyFrom(_stamp(body["occurred_at"]))
+    return notify_pb2.SendNoticeRequest(
+        payer_id=body["payer_id"],
+        kind=body["kind"],
+        money=money,
+        idempotency_key=idempotency_key,
+    )
+
+
+def outcome_request(body: dict[str, Any]) -> risk_pb2.RecordOutcomeRequest:
+    """Risk's record of a movement, from the movement's facts."""
+    return risk_pb2.RecordOutcomeRequest(
+        decision_id=body.get("decision_id", ""),
+        outcome=body["outcome"],
+        wallet_id=body["wallet_id"],
+        payer_id=body["payer_id"],
+        session_id=body.get("session_id", ""),
+        amount=jpy(int(body["amount"])),
+        movement_id=body["movement_id"],
+        occurred_at=_stamp(body["occurred_at"]),
+    )
+
+
+_PAYOUT_FIELDS = (
+    "payout_id",
+    "amount",
+    "bank_code",
+    "branch_code",
+    "account_number",
+    "holder_name",
+    "session_id",
+)
+
+
+def payout_order(body: dict[str, Any]) -> outbox_pb2.PayoutOrder:
+    return outbox_pb2.PayoutOrder(**{name: body[name] for name in _PAYOUT_FIELDS})
+
+
+def payout_body(order: outbox_pb2.PayoutOrder) -> dict[str, Any]:
+    """The card processor's payout request: the order's fields, the amount an integer."""
+    return {name: getattr(order, name) for name in _PAYOUT_FIELDS}
 
 
 class Bank(Protocol):
@@ -113,52 +163,38 @@ def delivery(
     notify: notify_pb2_grpc.NotifyServiceStub,
     record_outcome: Callable[[risk_pb2.RecordOutcomeRequest], Awaitable[None]],
     bank: Bank,
-) -> Callable[[OutboxMessage], Awaitable[None]]:
+) -> OutboxRouter:
     """Deliver the wallet's outbox: notices to notify, outcomes to risk, payouts to the bank."""
 
-    async def deliver(message: OutboxMessage) -> None:
-        body = message.payload
-        if message.topic == NOTICE_TOPIC:
-            money = notify_pb2.MoneyParams(
-                counterparty=str(body.get("counterparty", "")),
-                movement_id=str(body.get("movement_id", "")),
-                detail=str(body.get("detail", "")),
-            )
-            if "amount" in body:
-                money.amount.CopyFrom(jpy(int(body["amount"])))
-            if "balance_after" in body:
-                money.balance_after.CopyFrom(jpy(int(body["balance_after"])))
-            if "occurred_at" in body:
-                money.occurred_at.CopyFrom(_stamp(body["occurred_at"]))
-            await notify.SendNotice(
-                notify_pb2.SendNoticeRequest(
-                    payer_id=body["payer_id"],
-                    kind=body["kind"],
-                    money=money,
-                    idempotency_key=message.idempotency_key,
-                ),
-                timeout=10,
-            )
-        elif message.topic == OUTCOME_TOPIC:
-            await record_outcome(
-                risk_pb2.RecordOutcomeRequest(
-                    decision_id=body.get("decision_id", ""),
-                    outcome=body["outcome"],
-                    wallet_id=body["wallet_id"],
-                    payer_id=body["payer_id"],
-                    session_id=body.get("session_id", ""),
-                    amount=jpy(int(body["amount"])),
-                    movement_id=body["movement_id"],
-                    occurred_at=_stamp(body["occurred_at"]),
-                )
-            )
-        elif message.topic == PAYOUT_TOPIC:
-            await bank.payout(body)
-        else:
-            log.error("outbox.unknown_topic", topic=message.topic)
-            raise ValueError(f"unknown topic {message.topic}")
+    async def send_notice(request: notify_pb2.SendNoticeRequest, _: OutboxMessage) -> None:
+        await notify.SendNotice(request, timeout=10)
 
-    return deliver
+    async def send_outcome(request: risk_pb2.RecordOutcomeRequest, _: OutboxMessage) -> None:
+        await record_outcome(request)
+
+    async def pay_out(order: outbox_pb2.PayoutOrder, _: OutboxMessage) -> None:
+        await bank.payout(payout_body(order))
+
+    async def legacy_notice(_: Struct, message: OutboxMessage) -> None:
+        await notify.SendNotice(
+            notice_request(message.payload, idempotency_key=message.idempotency_key), timeout=10
+        )
+
+    async def legacy_outcome(_: Struct, message: OutboxMessage) -> None:
+        await record_outcome(outcome_request(message.payload))
+
+    async def legacy_payout(_: Struct, message: OutboxMessage) -> None:
+        await bank.payout(message.payload)
+
+    return (
+        OutboxRouter()
+        .on(NOTICE, send_notice)
+        .on(OUTCOME, send_outcome)
+        .on(PAYOUT, pay_out)
+        .on(LEGACY_NOTICE, legacy_notice)
+        .on(LEGACY_OUTCOME, legacy_outcome)
+        .on(LEGACY_PAYOUT, legacy_payout)
+    )
 
 
 def _stamp(iso: str) -> Any:

@@ -68,8 +68,9 @@ async def test_a_stuffing_wave_raises_one_alert_that_suspends_registration_as_ri
 
     async with cluster.running["risk"].pool.acquire() as conn:
         notice = await conn.fetchrow("select topic, idempotency_key, payload from outbox")
-    assert notice["topic"] == "risk.operator_alert"
+    assert notice["topic"] == "notify.send_operator_alert"
     assert notice["payload"]["alert_id"] == alert.alert_id
+    assert notice["payload"]["severity"] == "SEVERITY_CRITICAL"
 
     acknowledged = await operator.UpdateAlert(
         risk_pb2.UpdateAlertRequest(

@@ -418,7 +418,7 @@ async def outcomes_reached_risk(cluster: Cluster) -> None:
     pool = cluster.running["wallet"].pool
     async with asyncio.timeout(TIMEOUT):
         while await pool.fetchval(  # noqa: ASYNC110 - polls the wallet's own table
-            "select count(*) from outbox where topic = 'wallet.outcome' and state = 'pending'"
+            "select count(*) from outbox where topic = 'wallet.outcome.v2' and state = 'pending'"
         ):
             await asyncio.sleep(0.05)
 

@@ -24,7 +24,7 @@ from mamoru.common.v1 import common_pb2
 
 from services.devstack.stack import free_port
 from services.identity.bootstrap import MIGRATIONS
-from services.identity.clients.notices import Deliverer
+from services.identity.clients.notices import outbox_router
 from services.identity.clients.risk import RiskClient
 from services.identity.domain.sealing import Pseudonyms, SecretBox
 from services.identity.keys import KeyRing
@@ -63,9 +63,14 @@ class Bench:
 
     async def deliver_outbox(self, identity: Identity | None = None) -> None:
         """Run identity's own outbox topics now, as its relay does after each answer."""
-        receivers = (identity or self.identity).local_receivers()
-        deliverer = Deliverer(self.nowhere, self.nowhere, local=receivers)
-        await OutboxRelay(self.pool, deliverer).deliver_due()
+        identity = identity or self.identity
+        router = outbox_router(
+            self.nowhere,
+            self.nowhere,
+            reset_request=identity.process_reset_request,
+            failed_sign_in=identity.process_failed_sign_in,
+        )
+        await OutboxRelay(self.pool, router).deliver_due()
 
 
 @pytest_asyncio.fixture

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from services.risk.clients.notify import OPERATOR_ALERT, alert_notice
 from services.risk.domain.alerts import ALERT_RULES
 from services.risk.domain.decisions import StoredDecision
 from services.risk.domain.outcomes import OutcomeEvent
@@ -14,13 +15,12 @@ from services.risk.domain.policy import PolicyChange
 from services.risk.domain.rules import RuleBook, Verdict
 from services.risk.storage import alerts, decisions, outcomes
 
-TOPIC = "risk.operator_alert"
-
 
 async def raise_stuffing_alert(pool, *, quiet_since: datetime, action: PolicyChange | None = None):
     return await alerts.raise_alert(
         pool, rule_id="alert.stuffing_wave", evidence={"failed_sign_ins": 1200.0},
-        quiet_since=quiet_since, auto_action=action, outbox_topic=TOPIC, summary="wave",
+        quiet_since=quiet_since, auto_action=action,
+        notice=alert_notice("wave", {"failed_sign_ins": 1200.0}),
     )  # fmt: skip
 
 
@@ -80,8 +80,9 @@ async def test_an_alert_is_stored_with_its_notice_and_not_raised_again_while_ope
         alert_id, "alert.stuffing_wave", "",
     )  # fmt: skip
     notice = await pool.fetchrow("select topic, payload from outbox")
-    assert notice["topic"] == TOPIC
+    assert notice["topic"] == OPERATOR_ALERT.name
     assert notice["payload"]["alert_id"] == str(alert_id)
+    assert notice["payload"]["idempotency_key"] == f"risk-alert:{alert_id}"
 
 
 async def test_a_resolved_alert_lets_the_rule_raise_again(pool):
