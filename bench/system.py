@@ -33,8 +33,8 @@ from bench import profile
 from bench.load import START_DELAY_SECONDS, Endpoint
 from services.devstack import devdb
 from services.devstack.stack import LocalStack
+from services.identity.clients.hashing import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
 from services.identity.domain.credentials import identifier_key
-from services.identity.passwords import OWASP_MEMORY_KIB, OWASP_PARALLELISM, OWASP_TIME_COST
 from tests.support import people
 from tests.support.identity_driver import IdentityDriver
 from tests.support.people import IDENTITY_ENV, stack_channel

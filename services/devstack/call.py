@@ -47,8 +47,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.devstack import demo
 from services.devstack.stack import DEFAULT_PORTS
-from services.identity.device_proof import BEARER, BOUND_TO, DeviceKey
 from services.runtime.access import Access
+from services.runtime.device_proof import BEARER, BOUND_TO, DeviceKey
 from services.runtime.tls import load_tls, secure_channel
 
 SERVICE_NAMES = tuple(DEFAULT_PORTS)

@@ -36,7 +36,7 @@ from mamoru.identity.v1 import identity_pb2_grpc
 from mamoru.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.devstack.smtp import LocalSmtpServer
-from services.identity.device_proof import DeviceKey
+from services.runtime.device_proof import DeviceKey
 from services.runtime.tls import load_tls, secure_channel
 
 if TYPE_CHECKING:

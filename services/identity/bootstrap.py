@@ -11,16 +11,16 @@ from services.identity import jobs
 from services.identity.access import ACCESS
 from services.identity.api import IdentityApi
 from services.identity.clients.external import IdTokenVerifier, parse_providers
+from services.identity.clients.hashing import PasswordHasher
 from services.identity.clients.notices import outbox_router
 from services.identity.clients.pwned import PwnedRange
 from services.identity.clients.revocations import RevocationFeed
 from services.identity.clients.risk import RiskClient
 from services.identity.domain.sealing import Pseudonyms, SecretBox
-from services.identity.keys import KeyRing
-from services.identity.passwords import PasswordHasher
 from services.identity.settings import IdentitySettings
 from services.identity.storage.sign_in import PgSignInStore
 from services.identity.use_cases import Identity
+from services.identity.use_cases.keys import KeyRing
 from services.runtime import metrics
 from services.runtime.outbox import OutboxRelay
 from services.runtime.peers import TOKEN_ISSUER, PolicyView, follow_policies

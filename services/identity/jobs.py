@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from services.identity.keys import KeyRing
 from services.identity.storage import device_proofs as proof_store
+from services.identity.use_cases.keys import KeyRing
 from services.runtime.jobs import Background, every
 
 log = structlog.get_logger(__name__)

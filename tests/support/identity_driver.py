@@ -26,7 +26,7 @@ from mamoru.common.v1 import common_pb2
 from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.devstack.smtp import LocalSmtpServer
-from services.identity.device_proof import DeviceKey
+from services.runtime.device_proof import DeviceKey
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.payer import Payer
 from tests.support.people import (

@@ -25,8 +25,8 @@ from mamoru.identity.v1 import identity_pb2 as pb
 
 from services.devstack.smtp import LocalSmtpServer, ReceivedMessage
 from services.devstack.stack import LocalStack
-from services.identity.device_proof import DeviceKey
 from services.runtime.access import bearer_metadata
+from services.runtime.device_proof import DeviceKey
 from services.runtime.tls import load_tls, secure_channel
 from tests.support.authenticator import SoftwareAuthenticator
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from services.identity.device_proof import ProvenDevice
 from services.identity.storage import Record
 from services.identity.storage.contacts import EMAIL
+from services.runtime.device_proof import ProvenDevice
 
 
 async def account(conn: asyncpg.Connection, account_id: uuid.UUID) -> Record | None:

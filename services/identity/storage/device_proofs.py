@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.identity.device_proof import ProvenDevice
+from services.runtime.device_proof import ProvenDevice
 
 
 async def spend_device_proof(conn: asyncpg.Connection | asyncpg.Pool, proof: ProvenDevice) -> bool:

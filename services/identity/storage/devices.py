@@ -9,9 +9,9 @@ import uuid
 
 import asyncpg
 
-from services.identity.device_proof import ProvenDevice
 from services.identity.domain.listings import Device
 from services.identity.storage import Record
+from services.runtime.device_proof import ProvenDevice
 
 
 async def device(conn: asyncpg.Connection, account_id: uuid.UUID, device_id: str) -> Record | None:

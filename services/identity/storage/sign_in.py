@@ -10,10 +10,10 @@ import uuid
 import asyncpg
 
 from services.identity.clients.notices import FAILED_SIGN_IN, struct
-from services.identity.device_proof import ProvenDevice
 from services.identity.domain.login import FailedSignIn
 from services.identity.storage import Record
 from services.identity.storage import accounts as account_store
+from services.runtime.device_proof import ProvenDevice
 
 
 class PgSignInStore:

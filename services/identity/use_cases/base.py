@@ -15,12 +15,12 @@ import structlog
 from mamoru.common.v1 import common_pb2
 
 from services.identity.clients.external import IdTokenVerifier
+from services.identity.clients.hashing import common_passwords
 from services.identity.clients.notices import (
     Kind,
     send_event_notice,
 )
 from services.identity.clients.risk import Outcome
-from services.identity.device_proof import ProvenDevice, verify_proof
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import session_ended
 from services.identity.domain.sealing import (
@@ -36,8 +36,6 @@ from services.identity.domain.sessions import (
     device_key_of,
     is_recent,
 )
-from services.identity.keys import KeyRing
-from services.identity.passwords import common_passwords
 from services.identity.settings import IdentitySettings
 from services.identity.storage import accounts as account_store
 from services.identity.storage import device_proofs as proof_store
@@ -45,6 +43,7 @@ from services.identity.storage import devices as device_store
 from services.identity.storage import factors as factor_store
 from services.identity.storage import security_log as log_store
 from services.identity.storage import sessions as session_store
+from services.identity.use_cases.keys import KeyRing
 from services.identity.use_cases.ports import (
     SYSTEM_CLOCK,
     BreachedPasswords,
@@ -53,6 +52,7 @@ from services.identity.use_cases.ports import (
     Risk,
     SignInStore,
 )
+from services.runtime.device_proof import ProvenDevice, verify_proof
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,

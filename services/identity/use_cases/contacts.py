@@ -14,7 +14,6 @@ from services.identity.clients.notices import (
     send_code_notice,
     send_event_notice,
 )
-from services.identity.device_proof import ProvenDevice
 from services.identity.domain import credentials as cred
 from services.identity.domain.errors import invalid_code, session_ended
 from services.identity.domain.sealing import (
@@ -34,6 +33,7 @@ from services.identity.storage import sessions as session_store
 from services.identity.use_cases.base import (
     IdentityBase,
 )
+from services.runtime.device_proof import ProvenDevice
 from services.runtime.errors import (
     FailedPrecondition,
     NotFound,

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 
-from services.identity.device_proof import ProvenDevice
 from services.identity.domain.login import FailedSignIn, RiskVerdict
+from services.runtime.device_proof import ProvenDevice
 
 
 class Clock(Protocol):

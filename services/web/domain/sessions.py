@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.identity.device_proof import DeviceKey
+from services.runtime.device_proof import DeviceKey
 
 LANGUAGES = ("ja", "en")
 

@@ -12,7 +12,7 @@ import pytest
 from mamoru.identity.v1 import identity_pb2 as idp
 
 from services.devstack import call
-from services.identity.device_proof import DeviceKey, verify_proof
+from services.runtime.device_proof import DeviceKey, verify_proof
 from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
 from tests.harness import Cluster
 

@@ -25,7 +25,7 @@ from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import wallet_pb2
 
 from services.devstack.smtp import ReceivedMessage
-from services.identity.device_proof import DeviceKey
+from services.runtime.device_proof import DeviceKey
 from tests.support.payer import Payer
 from tests.support.people import TIMEOUT, Person, jpy
 

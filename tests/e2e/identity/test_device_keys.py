@@ -14,9 +14,9 @@ from mamoru.identity.v1 import identity_pb2_grpc
 
 from services.devstack.stack import free_port
 from services.identity.bootstrap import MIGRATIONS, build
-from services.identity.device_proof import DeviceKey
 from services.identity.settings import IdentitySettings
 from services.runtime.config import load_settings
+from services.runtime.device_proof import DeviceKey
 from services.runtime.server import start_service
 from services.runtime.tls import load_tls, secure_channel
 from tests.e2e.identity.checks import reason_of, refused

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from services.identity.device_proof import DeviceKey
+from services.runtime.device_proof import DeviceKey
 from tests.e2e.identity.checks import reason_of, refused
 from tests.e2e.identity.conftest import IdentityOnCluster, start_identity
 from tests.harness import Cluster

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from services.identity.device_proof import DeviceKey
+from services.runtime.device_proof import DeviceKey
 from tests.e2e.identity.checks import reason_of, refused
 from tests.e2e.identity.conftest import IdentityOnCluster
 from tests.support.people import TIMEOUT, Person, bearer, next_totp, session_methods

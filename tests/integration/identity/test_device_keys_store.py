@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from services.identity.bootstrap import MIGRATIONS
-from services.identity.device_proof import DeviceKey, verify_proof
 from services.identity.storage import device_proofs as proof_store
 from services.identity.storage import devices as device_store
 from services.runtime.db import close_pool, create_pool
+from services.runtime.device_proof import DeviceKey, verify_proof
 from services.runtime.migrations import migrate
 
 pytestmark = pytest.mark.asyncio

@@ -24,14 +24,14 @@ from mamoru.common.v1 import common_pb2
 
 from services.devstack.stack import free_port
 from services.identity.bootstrap import MIGRATIONS
+from services.identity.clients.hashing import PasswordHasher
 from services.identity.clients.notices import outbox_router
 from services.identity.clients.risk import RiskClient
 from services.identity.domain.sealing import Pseudonyms, SecretBox
-from services.identity.keys import KeyRing
-from services.identity.passwords import PasswordHasher
 from services.identity.settings import IdentitySettings
 from services.identity.storage.sign_in import PgSignInStore
 from services.identity.use_cases import Identity
+from services.identity.use_cases.keys import KeyRing
 from services.runtime.config import load_settings
 from services.runtime.db import close_pool, create_pool
 from services.runtime.errors import Unauthenticated

@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidTag
 
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain.sealing import SecretBox
-from services.identity.keys import KeyRing
+from services.identity.use_cases.keys import KeyRing
 from services.runtime.db import close_pool, create_pool
 from services.runtime.migrations import migrate
 from services.runtime.tokens import JwksCache, TokenVerifier, sign_token

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from services.identity.device_proof import (
+from services.runtime.device_proof import (
     BEARER,
     BOUND_TO,
     PROOF_TYPE,

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from cryptography.exceptions import InvalidTag
 
+from services.identity.clients.hashing import common_passwords
 from services.identity.domain import credentials as cred
 from services.identity.domain.login import (
     RiskVerdict,
@@ -16,7 +17,6 @@ from services.identity.domain.login import (
     second_factor_need,
 )
 from services.identity.domain.sealing import Pseudonyms, SecretBox
-from services.identity.passwords import common_passwords
 from services.identity.settings import IdentitySettings
 from services.runtime.config import ConfigError, load_settings
 
@@ -175,7 +175,7 @@ def test_access_tokens_may_not_live_longer_than_ten_minutes():
 
 
 async def test_hashes_made_with_weaker_parameters_are_marked_for_rehash():
-    from services.identity.passwords import PasswordHasher
+    from services.identity.clients.hashing import PasswordHasher
 
     weak = PasswordHasher(memory_kib=8 * 1024, time_cost=1)
     current = PasswordHasher()

@@ -12,13 +12,13 @@ import pytest
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 
-from services.identity.device_proof import ProvenDevice
 from services.identity.domain.login import FailedSignIn, RiskVerdict
 from services.identity.domain.sealing import Pseudonyms, SecretBox
-from services.identity.keys import KeyRing
 from services.identity.settings import IdentitySettings
 from services.identity.use_cases import Identity
+from services.identity.use_cases.keys import KeyRing
 from services.runtime.config import load_settings
+from services.runtime.device_proof import ProvenDevice
 from services.runtime.errors import Unauthenticated
 
 CLIENT = common_pb2.ClientContext(ip_address="192.0.2.7", device_id="laptop", user_agent="ua")

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from mamoru.identity.v1 import identity_pb2 as pb
 
-from services.identity.device_proof import verify_proof
+from services.runtime.device_proof import verify_proof
 from services.web.clients.calls import Refused
 from services.web.domain.sessions import BrowserSession
 from services.web.use_cases.accounts import Accounts, Where

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.identity.device_proof import verify_proof
 from services.runtime.config import ConfigError, load_settings
+from services.runtime.device_proof import verify_proof
 from services.web.api.i18n import _CATALOGUE, error_key, translator
 from services.web.api.web import local_path
 from services.web.domain.codes import barcode_svg, qr_svg

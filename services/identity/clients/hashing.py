@@ -1,4 +1,5 @@
-"""Password hashing (argon2id) and the offline list of common and breached passwords."""
+"""Password hashing (argon2id) behind the Hasher port, and the offline list of
+common and breached passwords."""
 
 from __future__ import annotations
 
