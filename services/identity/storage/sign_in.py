@@ -29,4 +29,7 @@ class PgSignInStore:
                 conn,
                 struct(failure.payload()),
                 idempotency_key=f"identity:sign-in-failed:{uuid.uuid4()}",
+                # Once counted, the row keeps no trace of who tried what from where:
+                # whether an identifier named an account is not left for a reader.
+                scrub=[("account_id",), ("ip_address",), ("device_id",), ("user_agent",)],
             )

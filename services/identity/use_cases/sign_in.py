@@ -37,7 +37,7 @@ from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import as_seen
 from services.identity.use_cases.checks import FactorChecks
 from services.runtime import metrics
-from services.runtime.outbox import OutboxMessage
+from services.runtime.outbox import OutboxMessage, remember_once
 
 
 class SignIn(FactorChecks):
@@ -182,6 +182,9 @@ class SignIn(FactorChecks):
         if failure.account_id is None:
             return
         async with self.pool.acquire() as conn, conn.transaction():
+            # Delivered at least once: a redelivery must not count the failure twice.
+            if not await remember_once(conn, message.idempotency_key):
+                return
             if failure.expired_password:
                 await self._expired_password_used(
                     conn, failure.account_id, failure, at=message.created_at

@@ -216,3 +216,38 @@ async def test_an_unknown_identifiers_failed_sign_in_leaves_no_trace_once_proces
         )
         == 0
     )
+
+
+async def test_a_failed_sign_in_delivered_twice_is_counted_once(bench: Bench):
+    account_id = await an_account(bench, "hanako@example.jp")
+    with contextlib.suppress(Unauthenticated):
+        await bench.identity.login(identifier="hanako@example.jp", password="guess", client=CLIENT)
+    await bench.deliver_outbox()
+    # The relay delivers at least once: the same row again, as after a lost acknowledgement.
+    async with bench.pool.acquire() as conn:
+        await conn.execute(
+            "update outbox set state = 'pending', available_at = now()"
+            " where topic = 'identity.sign_in_failed'"
+        )
+    await bench.deliver_outbox()
+
+    assert (
+        await bench.pool.fetchval("select recent_failures from accounts where id = $1", account_id)
+        == 1
+    )
+
+
+async def test_a_counted_failed_sign_in_keeps_no_account_address_or_device(bench: Bench):
+    await an_account(bench, "hanako@example.jp")
+    for identifier in ("hanako@example.jp", "nobody@example.jp"):
+        with contextlib.suppress(Unauthenticated):
+            await bench.identity.login(identifier=identifier, password="guess", client=CLIENT)
+    await bench.deliver_outbox()
+
+    payloads = await bench.pool.fetch(
+        "select payload::text from outbox where topic = 'identity.sign_in_failed'"
+    )
+    assert len(payloads) == 2
+    for (payload,) in payloads:
+        for kept in ("192.0.2.7", "laptop", '"ua"', "-"):
+            assert kept not in payload, payload
