@@ -187,6 +187,10 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "We cannot do this right now. Please try again shortly.",
     ),
     "err_signed_out": ("サインインしてください。", "Please sign in."),
+    "err_channel_suspended": (
+        "この方法でのチャージは現在停止しています。",
+        "Top-ups this way are paused for now.",
+    ),
     "err_other": (
         "処理できませんでした。内容を確認してもう一度お試しください。",
         "That did not work. Please check and try again.",
@@ -214,7 +218,14 @@ def translator(lang: str) -> Callable[..., str]:
 
 def error_key(reason: str) -> str:
     """The catalogue key telling a refusal's reason in the person's words."""
-    known = {"invalid", "unauthenticated", "too_many", "unavailable", "signed_out"}
+    known = {
+        "invalid",
+        "unauthenticated",
+        "too_many",
+        "unavailable",
+        "signed_out",
+        "channel_suspended",
+    }
     lowered = reason.lower()
     if lowered in known:
         return f"err_{lowered}"

@@ -73,6 +73,17 @@ async def eventually(
             await asyncio.sleep(every)
 
 
+def console_env(http_port: int) -> dict[str, str]:
+    """The console on ``http_port``, with OPERATOR signing in by PASSWORD."""
+    return {
+        "CONSOLE_OPERATORS": entry(OPERATOR, PASSWORD),
+        "CONSOLE_GRPC_PORT": str(free_port()),
+        "CONSOLE_HEALTH_PORT": str(free_port()),
+        "CONSOLE_HTTP_PORT": str(http_port),
+        "CONSOLE_ALERT_POLL_SECONDS": "0.5",
+    }
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def console(
     tmp_path_factory: pytest.TempPathFactory, pg_server_url: str, _databases_to_drop: list[str]
@@ -85,16 +96,9 @@ async def console(
     cluster = Cluster(tmp_path_factory.mktemp("console"), new_database)
     http_port = free_port()
     url = f"http://127.0.0.1:{http_port}"
-    console_env = {
-        "CONSOLE_OPERATORS": entry(OPERATOR, PASSWORD),
-        "CONSOLE_GRPC_PORT": str(free_port()),
-        "CONSOLE_HEALTH_PORT": str(free_port()),
-        "CONSOLE_HTTP_PORT": str(http_port),
-        "CONSOLE_ALERT_POLL_SECONDS": "0.5",
-    }
     try:
         await cluster.start("risk", "identity", "notify", "wallet", env=RISK_ENV)
-        await cluster.start("console", env=console_env)
+        await cluster.start("console", env=console_env(http_port))
         identity = IdentityDriver(
             cluster.stub("identity", as_="gateway"),
             cluster.smtp,

@@ -75,7 +75,8 @@ class WebStack:
             await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
 
-async def _wait_ready(url: str, within: float = 60.0) -> None:
+async def wait_ready(url: str, within: float = 60.0) -> None:
+    """Until ``url``/healthz answers 200."""
     async with httpx.AsyncClient(timeout=5.0) as http, asyncio.timeout(within):
         while True:
             try:
@@ -84,6 +85,57 @@ async def _wait_ready(url: str, within: float = 60.0) -> None:
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.05)
+
+
+def pages_env(url: str) -> dict[str, str]:
+    """What identity and notify need to serve the pages at ``url``."""
+    return {
+        "IDENTITY_WEBAUTHN_RP_ID": "localhost",
+        "IDENTITY_WEBAUTHN_ORIGINS": url,
+        "NOTIFY_LINK_BASE_URL": url,
+    }
+
+
+def web_env(cluster: Cluster, port: int, url: str) -> dict[str, str]:
+    return {
+        "WEB_SECRETS_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "WEB_GRPC_PORT": str(free_port()),
+        "WEB_HEALTH_PORT": str(free_port()),
+        "WEB_HTTP_PORT": str(port),
+        "WEB_PUBLIC_URL": url,
+        "WEB_CARD_PROCESSOR_URL": cluster.card_processor.url,
+        # Each test person browses from an address of their own (risk counts per IP).
+        "WEB_TRUST_FORWARDED_FOR": "true",
+    }
+
+
+async def start_pages(cluster: Cluster, env: dict[str, str] | None = None) -> str:
+    """Risk, identity, notify and wallet (``env`` overriding their settings), then the
+    web service; returns the pages' URL once they answer."""
+    port = free_port()
+    url = f"http://localhost:{port}"
+    await cluster.start(
+        "risk", "identity", "notify", "wallet", env={**(env or {}), **pages_env(url)}
+    )
+    await cluster.start("web", env=web_env(cluster, port, url))
+    await wait_ready(url)
+    return url
+
+
+async def shop_register(cluster: Cluster) -> Register:
+    """A merchant with one store, and the register that captures its payments."""
+    operator = cluster.stub("wallet", as_="operator")
+    merchant = await operator.RegisterMerchant(
+        wallet_pb2.RegisterMerchantRequest(name="コンビニ Mamoru", category="5411"),
+        timeout=TIMEOUT,
+    )
+    store = await operator.RegisterStore(
+        wallet_pb2.RegisterStoreRequest(
+            merchant_id=merchant.merchant.merchant_id, store_code="s-001", name="駅前店"
+        ),
+        timeout=TIMEOUT,
+    )
+    return Register(cluster.stub("wallet", as_="pos"), merchant.merchant_key, store.store_id)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -98,43 +150,9 @@ async def web(
         return await devdb.ensure_database(pg_server_url, name)
 
     cluster = Cluster(folder, new_database)
-    port = free_port()
-    url = f"http://localhost:{port}"
-    pages_env = {
-        "IDENTITY_WEBAUTHN_RP_ID": "localhost",
-        "IDENTITY_WEBAUTHN_ORIGINS": url,
-        "NOTIFY_LINK_BASE_URL": url,
-    }
     try:
-        await cluster.start("risk", "identity", "notify", "wallet", env=pages_env)
-        await cluster.start(
-            "web",
-            env={
-                "WEB_SECRETS_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-                "WEB_GRPC_PORT": str(free_port()),
-                "WEB_HEALTH_PORT": str(free_port()),
-                "WEB_HTTP_PORT": str(port),
-                "WEB_PUBLIC_URL": url,
-                "WEB_CARD_PROCESSOR_URL": cluster.card_processor.url,
-                # Each test person browses from an address of their own (risk counts per IP).
-                "WEB_TRUST_FORWARDED_FOR": "true",
-            },
-        )
-        operator = cluster.stub("wallet", as_="operator")
-        merchant = await operator.RegisterMerchant(
-            wallet_pb2.RegisterMerchantRequest(name="コンビニ Mamoru", category="5411"),
-            timeout=TIMEOUT,
-        )
-        store = await operator.RegisterStore(
-            wallet_pb2.RegisterStoreRequest(
-                merchant_id=merchant.merchant.merchant_id, store_code="s-001", name="駅前店"
-            ),
-            timeout=TIMEOUT,
-        )
-        register = Register(
-            cluster.stub("wallet", as_="pos"), merchant.merchant_key, store.store_id
-        )
-        await _wait_ready(url)
+        url = await start_pages(cluster)
+        register = await shop_register(cluster)
         async with chromium() as browser:
             yield WebStack(cluster, url, register, browser)
     finally:

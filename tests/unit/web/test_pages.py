@@ -82,6 +82,7 @@ def test_every_word_the_templates_use_exists_in_both_languages() -> None:
 def test_refusals_are_told_in_the_persons_words_never_the_services() -> None:
     assert error_key("UNAUTHENTICATED") == "err_unauthenticated"
     assert error_key("too_many") == "err_too_many"
+    assert error_key("CHANNEL_SUSPENDED") == "err_channel_suspended"
     assert error_key("RESET_TOKEN_INVALID") == "err_link"
     assert error_key("SOMETHING_NEW") == "err_other"
 
