@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.drill.report import DrillSize
-from tests.e2e.drill.scenario import drill_stack, run_drill
+from tests.e2e.drill.scenario import DrillStack, drill_stack, run_drill
 
 # The per-test timeout only catches a hang; a whole incident on a loaded 2-core
 # machine may take many minutes, and that is not a failure.
@@ -86,10 +88,12 @@ async def test_with_risk_answering_every_sign_in_too_late_no_money_moves_and_the
     late = {"IDENTITY_RISK_TIMEOUT_SECONDS": "0.0001"}
     async with drill_stack(tmp_path / "stack", extra_env=late) as (stack, provider):
         report = await run_drill(stack, provider, SMALL)
+        # Identity's own count of attempts it refused on a verdict of risk's. Risk may
+        # still decide (and record) a request identity stopped waiting for, so its
+        # stored decisions cannot tell whether identity ever acted on one in time.
+        acted_on = await _refused_on_risks_verdict(stack)
     (tmp_path / "report.json").write_text(report.to_json())
 
-    leak = next(phase for phase in report.phases if phase.name == "leak")
-    assert leak.counts["throttled_or_denied_by_risk"] == 0, "risk answered in time after all"
     for name in ("attacker_got_no_wallet_token", "attacker_moved_no_money"):
         assert report.check(name).passed, report.check(name).failure
     broken = [
@@ -98,3 +102,24 @@ async def test_with_risk_answering_every_sign_in_too_late_no_money_moves_and_the
         if not check.passed and check.name not in RISK_VERDICT_CHECKS
     ]
     assert not broken, "\n".join(broken) + "\n\n" + report.timeline()
+    # The variant is about the timeout path, so nearly every attempt must have taken it.
+    # gRPC's deadline timers are coarser than 0.1 ms and fire late on a busy machine, so
+    # an answer can still win the race now and then: a few may, not most.
+    leak = next(phase for phase in report.phases if phase.name == "leak")
+    attempts = leak.counts["attempts"]
+    assert acted_on * 10 <= attempts, (
+        f"risk answered in time for {acted_on:.0f} of {attempts} attempts"
+    )
+
+
+async def _refused_on_risks_verdict(stack: DrillStack) -> float:
+    (identity,) = stack.replicas_of("identity")
+    url = f"http://127.0.0.1:{identity.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        text = await reply.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mamoru_identity_refused_without_hash_total"
+    )
