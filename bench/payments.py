@@ -18,6 +18,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,9 @@ from bench.load import (
 )
 from bench.results import Samples
 from bench.system import Someone, System, fetch_value, transactions_by_database
+from services.devstack.smtp import ReceivedMessage
+from services.notify.domain.kinds import NoticeKind
+from services.notify.domain.templates import subject_lines
 from services.runtime.access import bearer_metadata
 from tests.support.people import client
 
@@ -44,6 +48,9 @@ TOP_UP = 9_000
 # Convenience-store sized purchases, in yen; ten of the largest still fit one top-up.
 AMOUNTS = (120, 198, 240, 356, 420, 498, 550, 680, 780, 880)
 CALL_TIMEOUT = 10.0
+# How long the payers' last notices may take to reach the SMTP server after the run.
+NOTICE_DEADLINE_SECONDS = 120.0
+PAYMENT_SUBJECTS = frozenset(subject_lines(NoticeKind.PAYMENT))
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,8 @@ async def run_payments(
         )
         for p in range(processes)
     ]
+    notice = payment_notice_to({p.email.lower() for p in payers})
+    notices_before = await system.smtp.wait_for_matching(0, notice, 0)
     decisions_before = await _payment_decisions(system)
     transactions_before = await transactions_by_database(system)
     meter = system.cpu_meter()
@@ -219,12 +228,16 @@ async def run_payments(
     profiling = asyncio.create_task(system.profiled("payments", seconds))
     runs = await run_generators(generate, specs, label="payments", seconds=seconds)
     await profiling
-    # The notices and outcomes each payment queued are delivered just after it.
-    await asyncio.sleep(2)
+    captures = Samples.merged(r.captures for r in runs)
+    # A payment's notice is part of its cost: the meter runs until the last payer's
+    # notice has reached the SMTP server (or the deadline says it never will).
+    notices = await system.smtp.wait_for_matching(
+        notices_before + captures.count, notice, NOTICE_DEADLINE_SECONDS
+    )
+    notices -= notices_before
     meter.stop()
     transactions = await transactions_by_database(system)
     elapsed = max(r.elapsed for r in runs)
-    captures = Samples.merged(r.captures for r in runs)
     issues = Samples.merged(r.issues for r in runs)
     payments = Samples.merged(r.payments for r in runs)
     reconciled = await system.wallet_operator.Reconcile(wallet_pb2.ReconcileRequest(), timeout=120)
@@ -242,6 +255,10 @@ async def run_payments(
         "issue_code": issues.summary(elapsed),
         "sale": payments.summary(elapsed),
         "risk_payment_decisions": decisions,
+        "payment_notices_delivered": notices,
+        # Risk may refuse a payment it assessed, so there may be more decisions than payments.
+        "every_payment_assessed": decisions >= captures.count,
+        "every_payment_notified": notices == captures.count,
         "database_transactions_per_payment": {
             name: (count - transactions_before.get(name, 0)) / max(captures.count, 1)
             for name, count in sorted(transactions.items())
@@ -259,6 +276,17 @@ async def run_payments(
         },
         "series": {"capture": captures.over_time()},
     }
+
+
+def payment_notice_to(addresses: set[str]) -> Callable[[ReceivedMessage], bool]:
+    """Whether a message is a payment notice to any of ``addresses``."""
+
+    def matches(message: ReceivedMessage) -> bool:
+        return message.subject in PAYMENT_SUBJECTS and any(
+            r.lower() in addresses for r in message.recipients
+        )
+
+    return matches
 
 
 async def _payment_decisions(system: System) -> int:

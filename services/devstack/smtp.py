@@ -11,6 +11,7 @@ import asyncio
 import email
 import email.policy
 import mailbox
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -112,3 +113,19 @@ class LocalSmtpServer:
         async with asyncio.timeout(within), self._handler.arrived:
             await self._handler.arrived.wait_for(lambda: len(found()) >= count)
         return found()
+
+    async def wait_for_matching(
+        self, count: int, where: Callable[[ReceivedMessage], bool], within: float
+    ) -> int:
+        """Wait until ``count`` messages satisfy ``where`` or ``within`` seconds passed;
+        how many do."""
+
+        def matching() -> int:
+            return sum(1 for m in self.messages if where(m))
+
+        try:
+            async with asyncio.timeout(within), self._handler.arrived:
+                await self._handler.arrived.wait_for(lambda: matching() >= count)
+        except TimeoutError:
+            pass
+        return matching()

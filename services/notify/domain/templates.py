@@ -357,3 +357,8 @@ def _html(message: _Message, language: Language) -> str:
     parts += [f'<p><a href="{e(url)}">{e(title)}</a></p>' for title, url in message.links]
     parts.append("<p>Mamoru</p></body></html>")
     return "".join(parts)
+
+
+def subject_lines(kind: NoticeKind) -> tuple[str, ...]:
+    """Every subject a notice of ``kind`` may carry, one per language."""
+    return _SUBJECTS[kind]

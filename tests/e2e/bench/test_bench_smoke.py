@@ -51,6 +51,8 @@ def test_every_benchmark_runs_at_smoke_size_and_reports_each_figure_beside_its_t
     assert payments["capture"]["ok"] > 0
     # A payment under risk's fallback limit may pass unassessed when risk is slow.
     assert payments["risk_payment_decisions"] > 0
+    assert payments["every_payment_notified"]
+    assert payments["payment_notices_delivered"] == payments["capture"]["ok"]
     assert payments["reconcile"]["balanced"]
     assert payments["reconcile"]["differences"] == 0
     assert set(payments["cpu_ms_per_payment"]) >= {"wallet", "risk", "postgres", "total"}
@@ -67,7 +69,7 @@ def test_every_benchmark_runs_at_smoke_size_and_reports_each_figure_beside_its_t
     assert reset["every_notice_queued"]
 
     names = [figure["name"] for figure in results["figures"]]
-    assert len(names) == 11
+    assert len(names) == 18
     for figure in results["figures"]:
         assert figure["target"] and figure["shown"]
         assert figure["name"] in finished.stdout
