@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from services.gateway import jobs
@@ -93,6 +94,7 @@ async def build(resources: Resources) -> ServiceApp:
         max_backoff_seconds=max(3600.0, settings.webhook_backoff_seconds),
         lease_seconds=max(30.0, settings.webhook_timeout_seconds * 4),
         delivery_timeout_seconds=settings.webhook_timeout_seconds + 1,
+        retention=timedelta(days=settings.outbox_retention_days),
         poll_interval_seconds=1.0,
     )
 

@@ -75,6 +75,7 @@ async def build(resources: Resources) -> ServiceApp:
             reset_request=identity.process_reset_request,
             failed_sign_in=identity.process_failed_sign_in,
         ),
+        retention=timedelta(days=settings.outbox_retention_days),
     )
 
     servicer = IdentityApi(identity, feed, resources.stopping)

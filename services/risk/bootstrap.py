@@ -3,7 +3,7 @@ the gRPC API."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
@@ -52,7 +52,11 @@ async def build(resources: Resources) -> ServiceApp:
         cases=Cases(pool),
     )
     notify = resources.connect("notify")
-    relay = OutboxRelay(pool, notify_operators(notify))
+    relay = OutboxRelay(
+        pool,
+        notify_operators(notify),
+        retention=timedelta(days=settings.outbox_retention_days),
+    )
 
     async def stuffing_signal() -> None:
         now = datetime.now(UTC)

@@ -195,6 +195,12 @@ class ServiceSettings:
         help="share of new traces recorded, 0 to 1; a caller's trace context decides for "
         "its calls (parent-based)",
     )
+    outbox_retention_days: int = env(
+        "OUTBOX_RETENTION_DAYS",
+        default=30,
+        help="delivered outbox rows and processed-message records are deleted after this "
+        "many days (dead rows are kept for an operator)",
+    )
     shutdown_grace_seconds: float = env(
         "{PREFIX}_SHUTDOWN_GRACE_SECONDS",
         default=10.0,
@@ -276,5 +282,7 @@ class ServiceSettings:
             )
         if not 0.0 <= self.trace_sample_ratio <= 1.0:
             raise ConfigError("TRACE_SAMPLE_RATIO must be between 0 and 1")
+        if self.outbox_retention_days < 1:
+            raise ConfigError("OUTBOX_RETENTION_DAYS must be at least 1")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError(f"{self.env_prefix}_SHUTDOWN_GRACE_SECONDS must not be negative")

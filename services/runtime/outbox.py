@@ -7,6 +7,13 @@ after the receiver acted but before it recorded success), so receivers apply
 each message inside their own transaction guarded by ``remember_once``, which
 turns at-least-once into exactly-once in effect.
 
+Delivered rows, and the receivers' ``processed_messages`` records, are kept for
+a retention period (30 days by default) and then deleted in small batches by
+every relay, so a stuffing flood that queues a row per failed sign-in for days
+does not grow the table without end. Dead rows are never deleted: an operator
+inspects and requeues them (within the retention, or a receiver that already
+applied the message and forgot it would apply it again).
+
 A message may carry a secret only its receiver needs (a sign-in code, a reset
 link): ``enqueue(..., scrub=[("code", "secret")])`` blanks those fields once the
 message is delivered or dead, so delivered rows do not keep credentials.
@@ -18,12 +25,13 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 
+from services.runtime import jobs
 from services.runtime.queue import (
     AttemptBatch,
     LeasedQueue,
@@ -38,6 +46,28 @@ NOTIFY_CHANNEL = "mamoru_outbox"
 SCRUB_FIELD = "$scrub_on_delivery"
 
 _log = structlog.get_logger(__name__)
+
+DEFAULT_RETENTION = timedelta(days=30)
+# Rows deleted per statement: short statements that never hold many locks for long.
+PURGE_BATCH = 5_000
+PURGE_INTERVAL_SECONDS = 3_600.0
+
+# The oldest rows sit at the start of the heap, so the scan under LIMIT stops early;
+# SKIP LOCKED lets every replica's relay purge at once without waiting on another.
+_PURGE_DELIVERED = """
+delete from outbox where id in (
+    select id from outbox
+     where state = 'delivered' and delivered_at < now() - $1::interval
+     limit $2 for update skip locked
+)
+"""
+_PURGE_PROCESSED = """
+delete from processed_messages where idempotency_key in (
+    select idempotency_key from processed_messages
+     where processed_at < now() - $1::interval
+     limit $2 for update skip locked
+)
+"""
 
 
 __all__ = [
@@ -212,7 +242,14 @@ class OutboxRelay:
         max_backoff_seconds: float = 600.0,
         poll_interval_seconds: float = 2.0,
         delivery_timeout_seconds: float | None = None,
+        retention: timedelta = DEFAULT_RETENTION,
+        purge_interval_seconds: float = PURGE_INTERVAL_SECONDS,
     ) -> None:
+        if retention <= timedelta(0):
+            raise ValueError("retention must be positive")
+        self._pool = pool
+        self._retention = retention
+        self._purge_interval = purge_interval_seconds
         self._queue = LeasedQueue(
             pool,
             OUTBOX,
@@ -240,7 +277,25 @@ class OutboxRelay:
         transaction pooler, a direct connection instead). Losing the
         database is logged and retried, never fatal.
         """
-        await self._queue.run(stop)
+        purging = jobs.every(
+            self._purge_interval, self.purge, log=_log, event="outbox.purge_failed"
+        )
+        await asyncio.gather(self._queue.run(stop), purging(stop))
+
+    async def purge(self) -> int:
+        """Delete delivered rows and processed-message records older than the retention,
+        a batch per statement; returns how many rows went."""
+        deleted = 0
+        for statement in (_PURGE_DELIVERED, _PURGE_PROCESSED):
+            while True:
+                status = await self._pool.execute(statement, self._retention, PURGE_BATCH)
+                count = int(status.rsplit(" ", 1)[-1])
+                deleted += count
+                if count < PURGE_BATCH:
+                    break
+        if deleted:
+            _log.info("outbox.purged", rows=deleted, retention_days=self._retention.days)
+        return deleted
 
     async def deliver_due(self) -> int:
         """One pass: claim up to a batch of due rows and deliver them.

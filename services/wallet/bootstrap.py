@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from mamoru.notify.v1 import notify_pb2_grpc
@@ -59,6 +60,7 @@ async def build(resources: Resources) -> ServiceApp:
     relay = OutboxRelay(
         resources.pool,
         outbox.delivery(notify_pb2_grpc.NotifyServiceStub(notify), gate.record_outcome, processor),
+        retention=timedelta(days=settings.outbox_retention_days),
     )
     metrics.for_service(resources.name).watch_policy(lambda: policies.policy)
     servicer = WalletServicer(

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -373,6 +374,49 @@ async def test_remember_once_refuses_a_connection_outside_a_transaction(pool):
     async with pool.acquire() as conn:
         with pytest.raises(NotInTransactionError):
             await remember_once(conn, "reset:11")
+
+
+async def test_delivered_rows_and_processed_records_past_the_retention_are_purged_and_nothing_else(
+    pool,
+):
+    for key in ("old-delivered", "new-delivered", "old-pending", "old-dead"):
+        await announce(pool, key)
+    await pool.execute(
+        "update outbox set state = 'delivered', delivered_at = now() - interval '31 days'"
+        " where idempotency_key = 'old-delivered'"
+    )
+    await pool.execute(
+        "update outbox set state = 'delivered', delivered_at = now()"
+        " where idempotency_key = 'new-delivered'"
+    )
+    await pool.execute(
+        "update outbox set state = 'dead', created_at = now() - interval '60 days'"
+        " where idempotency_key = 'old-dead'"
+    )
+    await pool.execute(
+        "update outbox set created_at = now() - interval '60 days'"
+        " where idempotency_key = 'old-pending'"
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await remember_once(conn, "applied-long-ago")
+        await remember_once(conn, "applied-today")
+    await pool.execute(
+        "update processed_messages set processed_at = now() - interval '31 days'"
+        " where idempotency_key = 'applied-long-ago'"
+    )
+
+    deleted = await OutboxRelay(pool, Receiver(), retention=timedelta(days=30)).purge()
+
+    assert deleted == 2
+    kept = {r["idempotency_key"] for r in await pool.fetch("select idempotency_key from outbox")}
+    assert kept == {"new-delivered", "old-pending", "old-dead"}
+    remembered = await pool.fetch("select idempotency_key from processed_messages")
+    assert [r["idempotency_key"] for r in remembered] == ["applied-today"]
+
+
+def test_a_relay_refuses_a_retention_that_is_not_positive(pool):
+    with pytest.raises(ValueError, match="retention"):
+        OutboxRelay(pool, Receiver(), retention=timedelta(0))
 
 
 def test_backoff_doubles_per_attempt_within_jitter_and_stops_at_the_cap():

@@ -76,3 +76,10 @@ def test_an_address_may_name_one_replica_a_list_or_a_headless_service(
     address: str, target: str
 ) -> None:
     assert grpc_target(address) == target
+
+
+def test_outbox_retention_is_thirty_days_unless_set_and_never_below_one_day() -> None:
+    assert settings().outbox_retention_days == 30
+    assert settings(OUTBOX_RETENTION_DAYS="7").outbox_retention_days == 7
+    with pytest.raises(ConfigError, match="OUTBOX_RETENTION_DAYS"):
+        settings(OUTBOX_RETENTION_DAYS="0")
