@@ -146,6 +146,7 @@ async def raise_alert(
     auto_action: PolicyChange | None,
     notice: Callable[[asyncpg.Connection, uuid.UUID, str], Awaitable[None]],
     containment: Containment | None = None,
+    raised_at: datetime | None = None,
 ) -> tuple[uuid.UUID, Policy | None] | None:
     """Store the alert, its notice to operators, its automatic switch and its
     containment in one transaction.
@@ -154,6 +155,8 @@ async def raise_alert(
 
     Nothing is raised while an alert of the same rule raised since ``quiet_since``
     is still open or acknowledged, and only one replica evaluates at a time.
+    ``raised_at`` is the evaluation's clock (the database's when None), the clock
+    ``quiet_since`` was taken from.
     """
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", _ALERT_LOCK):
@@ -174,12 +177,13 @@ async def raise_alert(
                 policy, taken["containment"] = contained
         action = json.dumps(taken, sort_keys=True) if taken else ""
         await conn.execute(
-            "insert into alerts (alert_id, rule_id, evidence, auto_action_taken)"
-            " values ($1, $2, $3, $4)",
+            "insert into alerts (alert_id, rule_id, evidence, auto_action_taken, raised_at)"
+            " values ($1, $2, $3, $4, coalesce($5, now()))",
             alert_id,
             rule_id,
             evidence,
             action,
+            raised_at,
         )
         await notice(conn, alert_id, action)
     return alert_id, policy

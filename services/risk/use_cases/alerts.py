@@ -78,7 +78,7 @@ class Alerts:
                 f"{fired.rule.description}: {fired.observed:g} (threshold {fired.threshold:g})"
             )
             quiet_since = now - timedelta(seconds=windows[fired.rule.rule_id])
-            if await self._raise(fired, headline, quiet_since, None):
+            if await self._raise(now, fired, headline, quiet_since, None):
                 raised += 1
         return raised
 
@@ -102,7 +102,7 @@ class Alerts:
                 ContainmentRule.of(wave.alert.rule), window_start(now, window), now
             )
             quiet_since = now - timedelta(seconds=window)
-            if await self._raise(wave.alert, wave.headline, quiet_since, containment):
+            if await self._raise(now, wave.alert, wave.headline, quiet_since, containment):
                 self._sources_read_at = now
             elif self._containment_due(now, containment.rule):
                 self._sources_read_at = now
@@ -133,6 +133,7 @@ class Alerts:
 
     async def _raise(
         self,
+        now: datetime,
         fired: FiredAlert,
         headline: str,
         quiet_since: datetime,
@@ -152,6 +153,7 @@ class Alerts:
             auto_action=action,
             notice=alert_notice(headline, fired.evidence),
             containment=containment,
+            raised_at=now,
         )
         if result is None:
             return False
