@@ -69,8 +69,9 @@ async def policy_where(operator, holds, what: str) -> risk_pb2.Policy:
         async with asyncio.timeout(30):
             while True:
                 reply = await operator.GetPolicies(risk_pb2.GetPoliciesRequest(), timeout=TIMEOUT)
-                if holds(reply.policy):
-                    return reply.policy
+                policy: risk_pb2.Policy = reply.policy
+                if holds(policy):
+                    return policy
                 await asyncio.sleep(0.1)
     except TimeoutError:
         raise AssertionError(f"the policy never came to {what}") from None

@@ -187,7 +187,7 @@ async def test_while_the_wave_lasts_its_containment_grows_and_the_next_alert_con
     assert later.containment_alert_id == str(alerts[0].alert_id) != first.containment_alert_id
     assert later.contained_networks == frozenset({"203.0.113.0/24", "198.51.100.0/24"})
     assert later.containment_until is not None
-    assert later.containment_until > grown.containment_until  # type: ignore[operator]
+    assert later.containment_until > grown.containment_until
     # A version when the set changes or a new alert takes over, not one per pass.
     assert later.version == grown.version + 1
 
