@@ -181,6 +181,13 @@ def audited(change: PolicyChange, before: Policy) -> dict[str, Any]:
     return described
 
 
+_NO_CONTAINMENT: dict[str, Any] = {
+    "contained_networks": frozenset(),
+    "containment_until": None,
+    "containment_alert_id": "",
+}
+
+
 def apply_change(policy: Policy, change: PolicyChange) -> Policy:
     """The next version of ``policy`` with ``change`` applied."""
     on = bool(change.value)
@@ -246,13 +253,6 @@ def parse_switch(text: str) -> PolicyChange:
     if switch == "country" and len(key) == 2 and key.isalpha():
         return PolicyChange(switch=switch, key=key.upper(), value=True)
     raise ValueError(f"{text!r} is not a switch")
-
-
-_NO_CONTAINMENT: dict[str, Any] = {
-    "contained_networks": frozenset(),
-    "containment_until": None,
-    "containment_alert_id": "",
-}
 
 
 def _toggle(values: frozenset[str], key: str, on: bool) -> frozenset[str]:
