@@ -5,6 +5,8 @@
     mamoru policy set country KP on --reason "foreign IP surge"
     mamoru policy set payments_suspended on --reason "spend spike"
     mamoru policy set payment_fallback_limit 3000 --reason "smaller offline risk"
+    mamoru policy set network 203.0.113.0/24 on --reason "stuffing from a rented block"
+    mamoru policy lift-containment --reason "the wave's networks are a mobile carrier's"
     mamoru policy history
     mamoru alerts [--status open]
     mamoru cases [--status open]
@@ -49,6 +51,11 @@ _ON_OFF = {"on": True, "off": False}
 # undone by the same command with `off` (or the previous amount).
 SWITCHES = {
     "country": ("CC on|off", "block sign-ins, sign-ups and top-ups from a country", "KP on"),
+    "network": (
+        "CIDR on|off",
+        "block sign-ins, sign-ups and top-ups from a network",
+        "203.0.113.0/24 on",
+    ),
     "registration_suspended": ("on|off", "stop new sign-ups", "on"),
     "external_login": ("PROVIDER on|off", "stop sign-in with an external ID", "line on"),
     "top_up_channel": (
@@ -96,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     setter.add_argument("switch", choices=list(SWITCHES), metavar="SWITCH")
     setter.add_argument("values", nargs="+", help="[key] on|off, or an amount in JPY")
     setter.add_argument("--reason", required=True, help="why (recorded)")
+    lifter = policy_commands.add_parser(
+        "lift-containment",
+        help="lift the containment risk raised by itself during a stuffing wave",
+        description="Sign-ins from the contained networks are assessed as usual again. "
+        "Risk does not contain again for the same alert; a new alert may.",
+    )
+    lifter.add_argument("--reason", required=True, help="why (recorded)")
 
     for name in ("alerts", "cases"):
         lister = commands.add_parser(name, help=f"list {name}")
@@ -184,13 +198,17 @@ def set_policy_request(
     switch: str, values: Sequence[str], reason: str
 ) -> risk_pb2.SetPolicyRequest:
     request = risk_pb2.SetPolicyRequest(reason=reason)
-    keyed = switch in ("country", "external_login", "top_up_channel")
+    keyed = switch in ("country", "network", "external_login", "top_up_channel")
     expected = 2 if keyed else 1
     if len(values) != expected:
         raise UsageError(f"{switch} takes {'a key and ' if keyed else ''}one value")
     if switch == "country":
         request.country.CopyFrom(
             risk_pb2.CountryChange(country_code=values[0].upper(), blocked=_on_off(values[1]))
+        )
+    elif switch == "network":
+        request.network.CopyFrom(
+            risk_pb2.NetworkChange(network=values[0], blocked=_on_off(values[1]))
         )
     elif switch == "external_login":
         request.external_login.CopyFrom(
@@ -246,6 +264,9 @@ async def run(
                 call, request = risk.GetPolicies, risk_pb2.GetPoliciesRequest()
             elif args.command == "policy" and args.action == "history":
                 call, request = risk.ListPolicyChanges, risk_pb2.ListPolicyChangesRequest()
+            elif args.command == "policy" and args.action == "lift-containment":
+                call = risk.SetPolicy
+                request = risk_pb2.SetPolicyRequest(lift_containment=True, reason=args.reason)
             elif args.command == "policy":
                 call = risk.SetPolicy
                 request = set_policy_request(args.switch, args.values, args.reason)

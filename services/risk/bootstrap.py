@@ -76,6 +76,7 @@ async def build(resources: Resources) -> ServiceApp:
             jobs.decision_writer(writer, interval_seconds=settings.decision_flush_seconds),
             jobs.counter_purge(pool),
             jobs.alert_evaluation(alerts, interval_seconds=settings.alert_interval_seconds),
+            jobs.stuffing_watch(alerts, interval_seconds=settings.stuffing_watch_seconds),
             relay.run,
         ],
         closers=[writer.flush, notify.close],

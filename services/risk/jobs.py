@@ -1,5 +1,5 @@
 """Risk's background jobs, on the runtime's periodic loop: the decision writer,
-the policy refresh, the alert evaluation and the counter purge."""
+the policy refresh, the alert evaluation, the stuffing watch and the counter purge."""
 
 from __future__ import annotations
 
@@ -78,6 +78,14 @@ def alert_evaluation(alerts: Alerts, *, interval_seconds: float) -> Background:
     return every(
         interval_seconds, alerts.evaluate, log=log, event="alerts.evaluation_failed", first=False
     )
+
+
+def stuffing_watch(alerts: Alerts, *, interval_seconds: float) -> Background:
+    """The stuffing wave's alert and containment, every second or two."""
+    return every(
+        interval_seconds, alerts.watch_stuffing, log=log, event="alerts.stuffing_watch_failed",
+        first=False,
+    )  # fmt: skip
 
 
 def counter_purge(pool: asyncpg.Pool) -> Background:

@@ -42,6 +42,11 @@ class RiskSettings(ServiceSettings):
         default=10.0,
         help="how often the aggregate alert rules are evaluated",
     )
+    stuffing_watch_seconds: float = env(
+        "RISK_STUFFING_WATCH_SECONDS",
+        default=1.0,
+        help="how often the stuffing-wave rule is evaluated and its containment kept",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -54,6 +59,7 @@ class RiskSettings(ServiceSettings):
             ("RISK_POLICY_POLL_SECONDS", self.policy_poll_seconds),
             ("RISK_DECISION_FLUSH_SECONDS", self.decision_flush_seconds),
             ("RISK_ALERT_INTERVAL_SECONDS", self.alert_interval_seconds),
+            ("RISK_STUFFING_WATCH_SECONDS", self.stuffing_watch_seconds),
         ):
             if not 0 < value <= 3600:
                 raise ConfigError(f"{name} must be greater than 0 and at most 3600")

@@ -18,7 +18,7 @@ from mamoru.risk.v1 import risk_pb2
 from services.risk.domain.alerts import Alert
 from services.risk.domain.cases import Case, Indicators
 from services.risk.domain.decisions import StoredDecision
-from services.risk.domain.network import normalised
+from services.risk.domain.network import BROADEST_PREFIX, network_of, normalised
 from services.risk.domain.outcomes import (
     ACCOUNT_OUTCOMES,
     MONEY_OUTCOMES,
@@ -320,6 +320,17 @@ def policy_change(request: risk_pb2.SetPolicyRequest) -> tuple[PolicyChange, str
     elif which == "payment_fallback_limit":
         limit = request.payment_fallback_limit
         change = PolicyChange(switch=which, value=limit.amount_minor, currency=limit.currency)
+    elif which == "network":
+        try:
+            network = network_of(request.network.network)
+        except ValueError:
+            check.add(
+                "network.network",
+                "must be an IPv4 or IPv6 network in CIDR form with its host bits zero, "
+                f"no broader than /{BROADEST_PREFIX[4]} (IPv6 /{BROADEST_PREFIX[6]})",
+            )
+        else:
+            change = PolicyChange(switch=which, key=network, value=request.network.blocked)
     else:
         change = PolicyChange(switch=which, value=bool(getattr(request, which)))
     check.raise_if_any()
@@ -462,6 +473,10 @@ def policy_to_proto(policy: Policy) -> risk_pb2.Policy:
         ),
         updated_at=timestamp(policy.updated_at),
         suspended_partners=sorted(policy.suspended_partners),
+        blocked_networks=sorted(policy.blocked_networks),
+        contained_networks=sorted(policy.contained_networks),
+        containment_until=timestamp(policy.containment_until),
+        containment_alert_id=policy.containment_alert_id,
     )
 
 

@@ -36,6 +36,7 @@ class LoginFacts:
     method: str
     country: str
     now: datetime
+    ip: str = ""
 
 
 def assess_login(
@@ -85,6 +86,15 @@ def assess_login(
             )  # fmt: skip
     if facts.account_known and not facts.known_device:
         result.fire(rules.active("login.new_device"), 1, 1, "device not registered to account")
+    # A contained network's password sign-ins are refused before any hash, unless the
+    # device is one the account knows: its owner still signs in from the same network.
+    if facts.method == "password" and not (facts.account_known and facts.known_device):
+        contained = policy.contained_network(facts.ip, facts.now)
+        if contained is not None:
+            result.fire(
+                rules.active("login.contained_network"), 1, 1,
+                f"network {contained} contained for alert {policy.containment_alert_id}",
+            )  # fmt: skip
     travel = rules.active("login.impossible_travel")
     if (
         travel is not None
@@ -100,6 +110,13 @@ def assess_login(
                 f"seconds since sign-in from {signals.previous_login_country}, now {facts.country}",
             )  # fmt: skip
     return result
+
+
+def refuse_blocked_network(result: Assessment, ip: str, rules: RuleBook, policy: Policy) -> None:
+    """Any assessment with an address: one inside a blocked network is refused."""
+    network = policy.blocked_network(ip)
+    if network is not None:
+        result.fire(rules.active("policy.blocked_network"), 1, 1, f"network {network}")
 
 
 def assess_registration(

@@ -122,9 +122,17 @@ DEFAULT_RULES: tuple[Rule, ...] = (
           V.CHALLENGE, 400, min_amount=5000),
     _rule("payment.after_new_device_top_up", "spend soon after a top-up from a new device",
           V.CHALLENGE, 500, window_seconds=3600),
-    # Alerts, evaluated on aggregates by a background job
+    # Every kind with an address, and risk's own containment of a stuffing wave
+    _rule("policy.blocked_network", "IP in a network the policy blocks", V.DENY, 1000),
+    _rule("login.contained_network",
+          "password sign-in on a new device from a network contained during a stuffing wave",
+          V.THROTTLE, 700),
+    # Alerts, evaluated on aggregates by a background job. The stuffing wave is also
+    # watched every second over a short window, and contains its networks.
     _rule("alert.stuffing_wave", "failed sign-ins across all IPs", V.ALLOW, 0,
-          min_failures=1000, window_seconds=300),
+          min_failures=1000, window_seconds=300, min_failures_per_second=20,
+          fast_window_seconds=10, contain_min_failures=3, contain_seconds=900,
+          contain_max_networks=1024),
     _rule("alert.foreign_ip_surge", "sign-in attempts from outside the home countries",
           V.ALLOW, 0, min_attempts=500, window_seconds=300),
     _rule("alert.top_up_spike", "top-up amount across all wallets", V.ALLOW, 0,

@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from services.risk.domain.alerts import Alert
+from services.risk.domain.alerts import Alert, FailureReading
+from services.risk.domain.containment import (
+    ContainmentRule,
+    NetworkFailures,
+    contain,
+    end_of_containment,
+    summary,
+)
 from services.risk.domain.policy import Policy, PolicyChange
 from services.risk.domain.windows import window_start
 from services.risk.storage import policies
@@ -59,6 +67,76 @@ async def alert_aggregates(
     return {key: float(value) for key, value in dict(row).items()}
 
 
+@dataclass(frozen=True)
+class Containment:
+    """How to contain a wave now: the rule, and the first bucket of the wave window."""
+
+    rule: ContainmentRule
+    since_bucket: int
+    now: datetime
+
+
+async def failure_reading(
+    pool: asyncpg.Pool, *, now: datetime, first_bucket: int
+) -> FailureReading:
+    """Failed sign-ins across all IPs per bucket from ``first_bucket`` on (a few rows)."""
+    rows = await pool.fetch(
+        "select bucket, sum(failures)::bigint as failures from counters"
+        " where dimension = 'global' and key = '' and bucket >= $1 group by bucket",
+        first_bucket,
+    )
+    return FailureReading(now, {int(r["bucket"]): int(r["failures"]) for r in rows})
+
+
+async def wave_sources(
+    conn: asyncpg.Connection | asyncpg.Pool, *, since_bucket: int, min_failures: int, limit: int
+) -> tuple[list[NetworkFailures], int]:
+    """The /24s and /48s with at least ``min_failures`` failed sign-ins since
+    ``since_bucket``, most first, at most ``limit``; and how many qualified in all."""
+    rows = await conn.fetch(
+        """
+        select key, sum(failures)::bigint as failures, count(*) over () as qualifying
+        from counters
+        where dimension = 'subnet' and bucket >= $1
+        group by key having sum(failures) >= $2
+        order by failures desc, key limit $3
+        """,
+        since_bucket,
+        min_failures,
+        max(limit, 1),
+    )
+    qualifying = int(rows[0]["qualifying"]) if rows else 0
+    return [NetworkFailures(r["key"], int(r["failures"])) for r in rows], qualifying
+
+
+async def _contain_in(
+    conn: asyncpg.Connection, alert_id: uuid.UUID, plan: Containment, rule_id: str
+) -> tuple[Policy, dict[str, object]] | None:
+    """Contain the wave's networks for ``alert_id`` inside the caller's transaction."""
+    current = await policies.locked_policy(conn)
+    if plan.rule.max_networks == 0 or current.lifted_containment_alert_id == str(alert_id):
+        return None
+    sources, qualifying = await wave_sources(
+        conn,
+        since_bucket=plan.since_bucket,
+        min_failures=plan.rule.min_failures,
+        limit=plan.rule.max_networks,
+    )
+    change = contain(current, str(alert_id), sources, plan.now, plan.rule)
+    if change is None:
+        return None
+    added = len(set(change.networks) - current.contained_networks)
+    reason = (
+        f"{rule_id} {alert_id}: {added} networks added, "
+        f"{len(change.networks)} contained until {change.until:%H:%M:%S} UTC"
+    )
+    policy = await policies.change_policy_in(conn, change, actor=AUTO_ACTOR, reason=reason)
+    return policy, summary(change, qualifying)
+
+
+AUTO_ACTOR = "risk:auto"
+
+
 async def raise_alert(
     pool: asyncpg.Pool,
     *,
@@ -67,43 +145,97 @@ async def raise_alert(
     quiet_since: datetime,
     auto_action: PolicyChange | None,
     notice: Callable[[asyncpg.Connection, uuid.UUID, str], Awaitable[None]],
+    containment: Containment | None = None,
+    raised_at: datetime | None = None,
 ) -> tuple[uuid.UUID, Policy | None] | None:
-    """Store the alert, its notice to operators and its automatic switch in one transaction.
+    """Store the alert, its notice to operators, its automatic switch and its
+    containment in one transaction.
 
     ``notice(conn, alert_id, auto_action_taken)`` enqueues the notice in that transaction.
 
     Nothing is raised while an alert of the same rule raised since ``quiet_since``
     is still open or acknowledged, and only one replica evaluates at a time.
+    ``raised_at`` is the evaluation's clock (the database's when None), the clock
+    ``quiet_since`` was taken from.
     """
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("select pg_try_advisory_xact_lock($1)", _ALERT_LOCK):
             return None
-        recent = await conn.fetchval(
-            "select exists (select 1 from alerts where rule_id = $1 and raised_at >= $2"
-            " and status in ('open', 'acknowledged'))",
-            rule_id,
-            quiet_since,
-        )
-        if recent:
+        if await open_alert(conn, rule_id, quiet_since) is not None:
             return None
         alert_id = uuid.uuid4()
         policy = None
-        action = ""
+        taken: dict[str, object] = {}
         if auto_action is not None:
             policy = await policies.change_policy_in(
-                conn, auto_action, actor="risk:auto", reason=f"alert {rule_id} {alert_id}"
+                conn, auto_action, actor=AUTO_ACTOR, reason=f"alert {rule_id} {alert_id}"
             )
-            action = json.dumps(auto_action.describe(), sort_keys=True)
+            taken.update(auto_action.describe())
+        if containment is not None:
+            contained = await _contain_in(conn, alert_id, containment, rule_id)
+            if contained is not None:
+                policy, taken["containment"] = contained
+        action = json.dumps(taken, sort_keys=True) if taken else ""
         await conn.execute(
-            "insert into alerts (alert_id, rule_id, evidence, auto_action_taken)"
-            " values ($1, $2, $3, $4)",
+            "insert into alerts (alert_id, rule_id, evidence, auto_action_taken, raised_at)"
+            " values ($1, $2, $3, $4, coalesce($5, now()))",
             alert_id,
             rule_id,
             evidence,
             action,
+            raised_at,
         )
         await notice(conn, alert_id, action)
     return alert_id, policy
+
+
+async def open_alert(
+    conn: asyncpg.Connection | asyncpg.Pool, rule_id: str, quiet_since: datetime
+) -> uuid.UUID | None:
+    """The newest open or acknowledged alert of ``rule_id`` raised since ``quiet_since``."""
+    found: uuid.UUID | None = await conn.fetchval(
+        "select alert_id from alerts where rule_id = $1 and raised_at >= $2"
+        " and status in ('open', 'acknowledged') order by raised_at desc limit 1",
+        rule_id,
+        quiet_since,
+    )
+    return found
+
+
+async def contain_wave(
+    pool: asyncpg.Pool, *, rule_id: str, quiet_since: datetime, containment: Containment
+) -> Policy | None:
+    """Grow or renew the containment of the open alert of ``rule_id`` (the wave goes
+    on); returns the new policy, or None when nothing changed."""
+    async with pool.acquire() as conn, conn.transaction():
+        alert_id = await open_alert(conn, rule_id, quiet_since)
+        if alert_id is None:
+            return None
+        contained = await _contain_in(conn, alert_id, containment, rule_id)
+        if contained is None:
+            return None
+        policy, shown = contained
+        await policies.note_containment(conn, alert_id, shown)
+    return policy
+
+
+async def end_containment(pool: asyncpg.Pool, *, now: datetime) -> Policy | None:
+    """End a containment whose time has passed; None when there is none to end."""
+    async with pool.acquire() as conn, conn.transaction():
+        current = await policies.locked_policy(conn)
+        change = end_of_containment(current, now)
+        if change is None:
+            return None
+        reason = (
+            f"containment for alert {current.containment_alert_id} ended: "
+            f"no renewal since {current.containment_until:%H:%M:%S} UTC"
+        )
+        policy = await policies.change_policy_in(conn, change, actor=AUTO_ACTOR, reason=reason)
+        if current.containment_alert_id:
+            await policies.note_containment(
+                conn, uuid.UUID(current.containment_alert_id), {"ended_at": now.isoformat()}
+            )
+    return policy
 
 
 async def list_alerts(

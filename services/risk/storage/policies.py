@@ -8,7 +8,13 @@ from typing import Any
 
 import asyncpg
 
-from services.risk.domain.policy import Policy, PolicyChange, PolicyChangeRecord, apply_change
+from services.risk.domain.policy import (
+    Policy,
+    PolicyChange,
+    PolicyChangeRecord,
+    apply_change,
+    audited,
+)
 from services.risk.domain.rules import Rule, Verdict
 
 
@@ -31,14 +37,20 @@ async def change_policy(
         return await change_policy_in(conn, change, actor=actor, reason=reason)
 
 
-async def change_policy_in(
-    conn: asyncpg.Connection, change: PolicyChange, *, actor: str, reason: str
-) -> Policy:
-    """Apply ``change`` inside the caller's transaction (the row lock orders writers)."""
+async def locked_policy(conn: asyncpg.Connection) -> Policy:
+    """The stored policy, its row locked until the caller's transaction ends (the
+    lock orders writers)."""
     row = await conn.fetchrow(
         "select version, document, updated_at from policy where id = 1 for update"
     )
-    current = Policy.from_document(row["version"], row["document"], row["updated_at"])
+    return Policy.from_document(row["version"], row["document"], row["updated_at"])
+
+
+async def change_policy_in(
+    conn: asyncpg.Connection, change: PolicyChange, *, actor: str, reason: str
+) -> Policy:
+    """Apply ``change`` inside the caller's transaction."""
+    current = await locked_policy(conn)
     changed = apply_change(current, change)
     updated_at = await conn.fetchval(
         "update policy set version = $1, document = $2, updated_at = now()"
@@ -46,8 +58,31 @@ async def change_policy_in(
         changed.version,
         changed.to_document(),
     )
-    await audit(conn, actor, reason, {"policy": change.describe()}, changed.version)
+    await audit(conn, actor, reason, {"policy": audited(change, current)}, changed.version)
+    if change.switch == "lift_containment" and current.containment_alert_id:
+        await note_containment(
+            conn,
+            uuid.UUID(current.containment_alert_id),
+            {"lifted_by": actor, "lifted_because": reason},
+        )
     return Policy.from_document(changed.version, changed.to_document(), updated_at)
+
+
+async def note_containment(
+    conn: asyncpg.Connection, alert_id: uuid.UUID, fields: dict[str, Any]
+) -> None:
+    """Merge ``fields`` into what the alert says of its containment (its auto action)."""
+    await conn.execute(
+        """
+        update alerts set auto_action_taken = jsonb_set(
+            coalesce(nullif(auto_action_taken, '')::jsonb, '{}'::jsonb), '{containment}',
+            coalesce(nullif(auto_action_taken, '')::jsonb -> 'containment', '{}'::jsonb)
+                || $2::jsonb)::text
+        where alert_id = $1
+        """,
+        alert_id,
+        fields,
+    )
 
 
 async def audit(

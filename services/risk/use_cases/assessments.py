@@ -123,6 +123,7 @@ class Login(Kind[LoginCommand, LoginSignals]):
             method=command.method,
             country=at.country,
             now=at.now,
+            ip=command.ip,
         )
         return assess.assess_login(facts, signals, at.rules, at.policy)
 
@@ -292,6 +293,7 @@ class Assessments:
         )
         signals = await kind.gather(self._signals, command, at)
         result = kind.decide(command, signals, at)
+        assess.refuse_blocked_network(result, command.ip, at.rules, at.policy)
         decision = StoredDecision(
             decision_id=uuid.uuid4(),
             kind=kind.name,

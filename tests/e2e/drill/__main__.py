@@ -35,6 +35,7 @@ LARGER = DrillSize(
     reporters=5,
     attack_concurrency=24,
     stuffing_alert_failures=None,
+    stuffing_alert_rate=None,
     foreign_alert_attempts=None,
 )
 

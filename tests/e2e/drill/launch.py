@@ -116,6 +116,7 @@ class Launch(DrillBase):
     async def _tune_alerts(self) -> None:
         for rule_id, threshold, value in (
             ("alert.stuffing_wave", "min_failures", self.size.stuffing_alert_failures),
+            ("alert.stuffing_wave", "min_failures_per_second", self.size.stuffing_alert_rate),
             ("alert.foreign_ip_surge", "min_attempts", self.size.foreign_alert_attempts),
         ):
             if value is None:

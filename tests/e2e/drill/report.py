@@ -35,6 +35,8 @@ class DrillSize:
     # Alert thresholds tuned for the size of the deployment (an operator setting);
     # None keeps the rule as shipped.
     stuffing_alert_failures: int | None = 120
+    # Failed sign-ins per second over the last 10 s that make a wave (seen in seconds).
+    stuffing_alert_rate: float | None = 1.0
     foreign_alert_attempts: int | None = 100
     switch_deadline_seconds: float = 10.0
     seed: int = 7

@@ -54,3 +54,25 @@ async def test_alerts_cases_and_victim_queries_are_listed(cluster):
     assert victims["accounts"] == []
     assert victims["total"]["amountMinor"] == "0"
     assert (await mamoru(cluster, "victims", "--ip", "203.0.113.7"))[0] == 2
+
+
+async def test_an_operator_blocks_a_network_and_lifts_a_containment_from_the_cli(cluster):
+    await cluster.start("risk")
+    code, reply = await mamoru(
+        cluster, "policy", "set", "network", "203.0.113.0/24", "on", "--reason", "rented block"
+    )
+    assert code == 0
+    assert reply["policy"]["blockedNetworks"] == ["203.0.113.0/24"]
+    code, _ = await mamoru(
+        cluster, "policy", "set", "network", "203.0.113.7/24", "on", "--reason", "typo"
+    )
+    assert code == 1
+    code, lifted = await mamoru(
+        cluster, "policy", "lift-containment", "--reason", "a carrier's NAT"
+    )
+    assert code == 0
+    assert lifted["policy"]["containedNetworks"] == []
+    code, history = await mamoru(cluster, "policy", "history")
+    assert [
+        (c["reason"], json.loads(c["changeJson"])["policy"]["switch"]) for c in history["changes"]
+    ] == [("a carrier's NAT", "lift_containment"), ("rented block", "network")]
