@@ -138,7 +138,8 @@ async def test_every_stream_ends_when_the_listening_connection_is_lost(
     pool: asyncpg.Pool, feed: tuple[ContactChangeFeed, asyncio.Event]
 ) -> None:
     changes, stop = feed
-    first, second = await Stream(changes, stop).subscribed(), await Stream(changes, stop).subscribed()
+    first = await Stream(changes, stop).subscribed()
+    second = await Stream(changes, stop).subscribed()
     try:
         await pool.execute(
             "select pg_terminate_backend(pid) from pg_stat_activity"
