@@ -13,7 +13,10 @@ import contextlib
 import socket
 import time
 from collections.abc import Sequence
-from email.message import EmailMessage
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import make_msgid
 from typing import Protocol
 
@@ -94,14 +97,16 @@ class SmtpProvider:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         return self._local_hostname
 
-    def _email(self, message: OutgoingMessage) -> EmailMessage:
-        email = EmailMessage()
+    def _email(self, message: OutgoingMessage) -> Message:
+        # The legacy (compat32) MIME classes build the same message for a fraction
+        # of the CPU of ``EmailMessage``'s header parsing and folding.
+        email = MIMEMultipart("alternative")
         email["From"] = self._mail_from
         email["To"] = ", ".join(message.recipients)
-        email["Subject"] = message.subject
+        email["Subject"] = Header(message.subject, "utf-8")
         email["Message-ID"] = make_msgid(idstring=message.idempotency_key, domain="mamoru")
-        email.set_content(message.text)
-        email.add_alternative(message.html, subtype="html")
+        email.attach(MIMEText(message.text, "plain", "utf-8"))
+        email.attach(MIMEText(message.html, "html", "utf-8"))
         return email
 
     async def _connection(self) -> tuple[aiosmtplib.SMTP, bool]:
@@ -129,7 +134,7 @@ class SmtpProvider:
             self._client.close()
             self._client = None
 
-    async def _send_one(self, email: EmailMessage) -> None:
+    async def _send_one(self, email: Message) -> None:
         for _ in range(2):
             client, kept = await self._connection()
             try:

@@ -147,7 +147,6 @@ def make_worker(
     pool, directory: InMemoryDirectory, providers: dict[Channel, ProviderChain]
 ) -> LeasedQueue[ClaimedDelivery]:
     attempts = DeliveryAttempts(
-        NoticeStore(pool),
         DeliveryStore(pool),
         directory,
         providers,
