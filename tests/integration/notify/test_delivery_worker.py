@@ -489,9 +489,7 @@ async def test_a_batch_of_emails_goes_over_one_smtp_connection(rig: Rig, pool) -
         await provider.close()
         controller.stop()
 
-    assert sorted(e.rcpt_tos[0] for e in relay.received) == [
-        f"p{n}@example.jp" for n in range(5)
-    ]
+    assert sorted(e.rcpt_tos[0] for e in relay.received) == [f"p{n}@example.jp" for n in range(5)]
     assert relay.connections == 1
 
 

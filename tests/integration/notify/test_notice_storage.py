@@ -7,7 +7,6 @@ import asyncio
 import uuid
 
 from services.notify.domain.kinds import Channel, DeliveryStatus, NoticeKind
-from services.notify.storage.notices import NoticeStore
 from services.notify.storage.preferences import PreferenceStore
 from tests.integration.notify.conftest import LIMIT, accept
 
