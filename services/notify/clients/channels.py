@@ -103,7 +103,8 @@ class SmtpProvider:
         email = MIMEMultipart("alternative")
         email["From"] = self._mail_from
         email["To"] = ", ".join(message.recipients)
-        email["Subject"] = Header(message.subject, "utf-8")
+        # compat32 takes a Header (encoded words, folded) where typeshed says str.
+        email["Subject"] = Header(message.subject, "utf-8")  # type: ignore[assignment]
         email["Message-ID"] = make_msgid(idstring=message.idempotency_key, domain="mamoru")
         email.attach(MIMEText(message.text, "plain", "utf-8"))
         email.attach(MIMEText(message.html, "html", "utf-8"))
