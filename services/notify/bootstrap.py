@@ -112,7 +112,7 @@ async def build(resources: Resources) -> ServiceApp:
             rate_limit=RateLimit(
                 limit=settings.coalesce_limit, window_seconds=settings.coalesce_window_seconds
             ),
-            on_accepted=Lingering(queue, settings.batch_linger_seconds),
+            on_accepted=Lingering(queue.wake, settings.batch_linger_seconds),
         ),
         PersonalView(InboxStore(resources.pool), PreferenceStore(resources.pool)),
         Operations(deliveries, on_requeued=queue.wake),

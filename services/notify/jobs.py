@@ -4,6 +4,7 @@ queue, and following identity's contact changes (``clients/contacts.py``)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 
@@ -37,21 +38,21 @@ def delivery_queue(
 
 
 class Lingering:
-    """Wakes the queue ``seconds`` after the first of a run of accepted notices, so
-    the notices accepted meanwhile are claimed, sent and recorded together."""
+    """Calls ``wake`` (the queue's) ``seconds`` after the first of a run of accepted
+    notices, so the notices accepted meanwhile are claimed, sent and recorded together."""
 
-    def __init__(self, queue: LeasedQueue[ClaimedDelivery], seconds: float) -> None:
-        self._queue = queue
+    def __init__(self, wake: Callable[[], None], seconds: float) -> None:
+        self._wake_queue = wake
         self._seconds = seconds
         self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self) -> None:
         if self._seconds <= 0:
-            self._queue.wake()
+            self._wake_queue()
             return
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._seconds, self._wake)
 
     def _wake(self) -> None:
         self._timer = None
-        self._queue.wake()
+        self._wake_queue()
