@@ -97,6 +97,7 @@ class DeliveryAttempts:
             raise outcome
 
     async def attempt_batch(self, batch: Sequence[ClaimedDelivery]) -> list[BaseException | None]:
+        """Per delivery, None once its outcome is recorded, or the error to retry it for."""
         deadline = None if self._send_seconds is None else time.monotonic() + self._send_seconds
         results: list[BaseException | None] = [None] * len(batch)
         recorded: list[DeliveryOutcome | None] = [None] * len(batch)
