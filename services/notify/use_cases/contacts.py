@@ -40,9 +40,11 @@ class KeptContacts:
         self.misses = 0
 
     def __len__(self) -> int:
+        self._current_opening()
         return len(self._entries)
 
     def holds(self, recipient: Recipient) -> bool:
+        self._current_opening()
         return recipient.key in self._entries
 
     async def registered_contacts(

@@ -4,6 +4,8 @@ identity announces a change (WatchContactChanges), against the real identity."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import uuid
 
 from mamoru.common.v1 import common_pb2
@@ -11,7 +13,7 @@ from mamoru.identity.v1 import identity_pb2
 from mamoru.notify.v1 import notify_pb2
 
 from services.runtime.access import bearer_metadata
-from tests.e2e.notify.test_notify_service import TIMEOUT, people, start
+from tests.e2e.notify.test_notify_service import FAST, TIMEOUT, people, start
 from tests.e2e.runtime.test_metrics import scrape_until, value
 from tests.harness import Cluster
 from tests.support.people import code_in
@@ -84,3 +86,34 @@ async def test_a_changed_address_is_used_for_the_next_payment_notice(cluster: Cl
     second = str(uuid.uuid4())
     await notify.SendNotice(payment(someone.account_id, second), timeout=TIMEOUT)
     await mail_mentioning(cluster, new, second)
+
+
+async def test_nothing_is_kept_while_identity_is_away_and_its_return_starts_afresh(
+    cluster: Cluster,
+) -> None:
+    identity_env = {"IDENTITY_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
+    await cluster.start("identity", env=identity_env)
+    await cluster.start("notify", env=FAST)
+    someone = await people(cluster).register("kept-away@example.jp")
+    notify = cluster.stub("notify", as_="identity")
+    first = str(uuid.uuid4())
+    await notify.SendNotice(payment(someone.account_id, first), timeout=TIMEOUT)
+    await mail_mentioning(cluster, someone.email, first)
+    await scrape_until(
+        cluster.metrics_url("notify"),
+        lambda samples: value(samples, KEPT) == 1,
+        "the payer's contacts kept after the first notice",
+    )
+
+    await cluster.stop("identity")
+    # Changes made meanwhile would go unannounced: nothing kept may be trusted.
+    await scrape_until(
+        cluster.metrics_url("notify"),
+        lambda samples: value(samples, KEPT) == 0,
+        "the kept contacts dropped once identity's stream ended",
+    )
+    await cluster.start("identity", env=identity_env)
+
+    second = str(uuid.uuid4())
+    await notify.SendNotice(payment(someone.account_id, second), timeout=TIMEOUT)
+    await mail_mentioning(cluster, someone.email, second)
