@@ -49,6 +49,7 @@ ACCESS: dict[str, Access] = {
     "GetJwks": allow("wallet", "risk", "notify", "gateway", "operator", "pos"),
     "WatchRevocations": allow("wallet", "risk", "notify", "gateway"),
     "GetRegisteredContacts": allow("notify"),
+    "WatchContactChanges": allow("notify"),
     "ForceCredentialReset": OPERATOR,
     "LockAccount": OPERATOR,
     "UnlockAccount": OPERATOR,

@@ -10,6 +10,7 @@ from mamoru.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import jobs
 from services.identity.access import ACCESS
 from services.identity.api import IdentityApi
+from services.identity.clients.contact_changes import ContactChangeFeed
 from services.identity.clients.external import IdTokenVerifier, parse_providers
 from services.identity.clients.hashing import PasswordHasher
 from services.identity.clients.notices import outbox_router
@@ -78,7 +79,8 @@ async def build(resources: Resources) -> ServiceApp:
         retention=timedelta(days=settings.outbox_retention_days),
     )
 
-    servicer = IdentityApi(identity, feed, resources.stopping)
+    contact_changes = ContactChangeFeed(resources.pool)
+    servicer = IdentityApi(identity, feed, resources.stopping, contact_changes)
     return ServiceApp(
         servicers=[(identity_pb2_grpc.add_IdentityServiceServicer_to_server, servicer)],
         service_names=[SERVICE.full_name],
@@ -87,6 +89,7 @@ async def build(resources: Resources) -> ServiceApp:
         background=[
             jobs.follow_signing_keys(keys),
             feed.listen,
+            contact_changes.listen,
             lambda stop: feed.follow_into(own_revocations, stop),
             relay.run,
             jobs.forget_spent_proofs(resources.pool),

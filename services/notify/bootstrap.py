@@ -10,15 +10,21 @@ from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 from services.notify.access import ACCESS
 from services.notify.api.handlers import NotifyApi
 from services.notify.clients.channels import HttpProvider, Provider, ProviderChain, SmtpProvider
-from services.notify.clients.contacts import IdentityContactDirectory
+from services.notify.clients.contacts import (
+    KEPT_CONTACTS,
+    IdentityContactDirectory,
+    follow_contact_changes,
+    stream_opening,
+)
 from services.notify.domain.kinds import Channel
 from services.notify.domain.notices import RateLimit
-from services.notify.jobs import delivery_queue
+from services.notify.jobs import Lingering, delivery_queue
 from services.notify.settings import NotifySettings
 from services.notify.storage.deliveries import DeliveryStore
 from services.notify.storage.inbox import InboxStore
 from services.notify.storage.notices import NoticeStore
 from services.notify.storage.preferences import PreferenceStore
+from services.notify.use_cases.contacts import KeptContacts
 from services.notify.use_cases.deliveries import DeliveryAttempts
 from services.notify.use_cases.inbox import PersonalView
 from services.notify.use_cases.notices import Sending
@@ -78,32 +84,35 @@ async def build(resources: Resources) -> ServiceApp:
         Channel.SMS: ProviderChain(sms),
         Channel.PUSH: ProviderChain(push),
     }
+    directory = IdentityContactDirectory(identity)
+    contact_changes = follow_contact_changes(identity, lambda ids: kept.forget(ids))
+    kept = KeptContacts(
+        directory, capacity=settings.kept_contacts, stream=stream_opening(contact_changes)
+    )
+    retry = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_backoff_seconds=settings.retry_base_seconds,
+        max_backoff_seconds=settings.retry_max_seconds,
+        lease_seconds=settings.lease_seconds,
+    )
     attempts = DeliveryAttempts(
-        notices,
         deliveries,
-        IdentityContactDirectory(identity),
+        directory,
         providers,
         link_base_url=settings.link_base_url,
         operator_emails=settings.operator_emails,
+        kept_contacts=kept,
+        # Half the batch's time for beginning messages; the rest for finishing them.
+        send_seconds=retry.attempt_timeout / 2,
     )
-    queue = delivery_queue(
-        resources.pool,
-        attempts,
-        RetryPolicy(
-            max_attempts=settings.max_attempts,
-            base_backoff_seconds=settings.retry_base_seconds,
-            max_backoff_seconds=settings.retry_max_seconds,
-            lease_seconds=settings.lease_seconds,
-        ),
-        poll_seconds=settings.poll_seconds,
-    )
+    queue = delivery_queue(resources.pool, attempts, retry, poll_seconds=settings.poll_seconds)
     api = NotifyApi(
         Sending(
             notices,
             rate_limit=RateLimit(
                 limit=settings.coalesce_limit, window_seconds=settings.coalesce_window_seconds
             ),
-            on_accepted=queue.wake,
+            on_accepted=Lingering(queue.wake, settings.batch_linger_seconds),
         ),
         PersonalView(InboxStore(resources.pool), PreferenceStore(resources.pool)),
         Operations(deliveries, on_requeued=queue.wake),
@@ -111,14 +120,15 @@ async def build(resources: Resources) -> ServiceApp:
 
     async def delivery_lag() -> None:
         metrics.NOTIFY_DELIVERY_LAG.set(await deliveries.oldest_due_age_seconds())
+        KEPT_CONTACTS.set(len(kept))
 
     metrics.for_service(resources.name).on_scrape(delivery_lag)
-    closers: list[Closer] = [identity.close, *(provider.close for provider in [*sms, *push])]
+    closers: list[Closer] = [*(chain.close for chain in providers.values()), identity.close]
     return ServiceApp(
         servicers=[(notify_pb2_grpc.add_NotifyServiceServicer_to_server, api)],
         service_names=[SERVICE.full_name],
         access=method_access(SERVICE, ACCESS),
         verifier=verifier,
-        background=[follow_revocations(identity, revocations), queue.run],
+        background=[follow_revocations(identity, revocations), contact_changes, queue.run],
         closers=closers,
     )

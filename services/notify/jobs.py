@@ -1,6 +1,10 @@
-"""notify's background job: delivering what was accepted, on the runtime's leased queue."""
+"""notify's background jobs: delivering what was accepted, on the runtime's leased
+queue, and following identity's contact changes (``clients/contacts.py``)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 import asyncpg
 
@@ -19,15 +23,36 @@ def delivery_queue(
     batch_size: int = 50,
 ) -> LeasedQueue[ClaimedDelivery]:
     """Due deliveries, claimed a batch at a time (several replicas share them) and
-    attempted each once; ``wake`` it when a notice is accepted, ``run`` it as the job."""
+    attempted together; ``wake`` it when a notice is accepted, ``run`` it as the job."""
     return LeasedQueue(
         pool,
         deliveries.QUEUE,
         retry,
-        attempt=attempts.attempt,
+        attempt_batch=attempts.attempt_batch,
         failed=attempts.failed,
         describe=describe,
         batch_size=batch_size,
         poll_seconds=poll_seconds,
         event="notify.worker_error",
     )
+
+
+class Lingering:
+    """Calls ``wake`` (the queue's) ``seconds`` after the first of a run of accepted
+    notices, so the notices accepted meanwhile are claimed, sent and recorded together."""
+
+    def __init__(self, wake: Callable[[], None], seconds: float) -> None:
+        self._wake_queue = wake
+        self._seconds = seconds
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> None:
+        if self._seconds <= 0:
+            self._wake_queue()
+            return
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._seconds, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._wake_queue()

@@ -79,6 +79,16 @@ class NotifySettings(ServiceSettings):
     poll_seconds: float = env(
         "NOTIFY_POLL_SECONDS", default=1.0, help="how often the worker looks for due deliveries"
     )
+    batch_linger_seconds: float = env(
+        "NOTIFY_BATCH_LINGER_SECONDS",
+        default=0.2,
+        help="how long the worker waits after a notice is accepted for more to send together",
+    )
+    kept_contacts: int = env(
+        "NOTIFY_KEPT_CONTACTS",
+        default=50_000,
+        help="accounts whose contacts are kept for money notices until identity announces a change",
+    )
     coalesce_limit: int = env(
         "NOTIFY_COALESCE_LIMIT",
         default=3,
@@ -124,6 +134,10 @@ class NotifySettings(ServiceSettings):
             raise ConfigError("NOTIFY_LEASE_SECONDS must exceed NOTIFY_SMTP_TIMEOUT_SECONDS")
         if self.poll_seconds <= 0:
             raise ConfigError("NOTIFY_POLL_SECONDS must be positive")
+        if not 0 <= self.batch_linger_seconds <= 5:
+            raise ConfigError("NOTIFY_BATCH_LINGER_SECONDS must be between 0 and 5")
+        if self.kept_contacts < 1:
+            raise ConfigError("NOTIFY_KEPT_CONTACTS must be at least 1")
         if self.coalesce_limit < 1:
             raise ConfigError("NOTIFY_COALESCE_LIMIT must be at least 1")
         if self.coalesce_window_seconds <= 0:

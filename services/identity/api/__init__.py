@@ -3,6 +3,7 @@ in protobuf. One mixin per group of RPCs; ``IdentityApi`` is all of them."""
 
 from __future__ import annotations
 
+from services.identity.api.contact_changes import ContactChangeRpcs
 from services.identity.api.contacts import ContactRpcs
 from services.identity.api.external_ids import ExternalIdRpcs
 from services.identity.api.factors import FactorRpcs
@@ -22,6 +23,7 @@ class IdentityApi(
     ContactRpcs,
     ExternalIdRpcs,
     OperatorRpcs,
+    ContactChangeRpcs,
 ):
     """Every RPC of IdentityService."""
 

@@ -149,3 +149,10 @@ def may_send(caller: str, kind: NoticeKind) -> bool:
     if kind is NoticeKind.NEWS:
         return caller == "operator"
     return False
+
+
+def may_use_kept_contacts(kind: NoticeKind) -> bool:
+    """Money notices and news may go to the contacts notify kept from an earlier
+    look-up (dropped as soon as identity announces a change); security notices and
+    codes always ask identity at send time."""
+    return kind in MONEY_KINDS or kind is NoticeKind.NEWS

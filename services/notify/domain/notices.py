@@ -146,3 +146,21 @@ class SentDelivery:
     provider: str
     subject: str = ""
     body: str = ""
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """How an attempt ended that the delivery job records itself: ``sent`` (how it
+    went out) or, without it, no address (``why``). ``forget_secret``: the notice's
+    code or link token has been handed on and is to be dropped."""
+
+    claimed: ClaimedDelivery
+    channel: Channel
+    account_id: str | None
+    sent: SentDelivery | None = None
+    why: str = ""
+    forget_secret: bool = False
+
+    @property
+    def status(self) -> DeliveryStatus:
+        return DeliveryStatus.SENT if self.sent is not None else DeliveryStatus.NO_ADDRESS

@@ -4,6 +4,7 @@ delivery log, dead letters and statistics."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,9 +13,9 @@ import asyncpg
 from services.notify.domain.kinds import Channel, DeliveryStatus, NoticeKind
 from services.notify.domain.notices import (
     ClaimedDelivery,
+    DeliveryOutcome,
     DeliveryRecord,
     DeliveryStatRow,
-    SentDelivery,
 )
 from services.notify.storage.values import as_uuid, recipient
 from services.runtime.queue import LeasedTable
@@ -58,40 +59,40 @@ class DeliveryStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def record_sent(self, claimed: ClaimedDelivery, sent: SentDelivery) -> None:
-        # Any holder may record success: a late success is still a success.
-        await self._pool.execute(
-            """
-            update deliveries
-            set status = 'sent', channel = $2, account_id = coalesce($3, account_id),
-                address = $4, provider = $5, subject = $6, body = $7,
-                sent_at = now(), lease_token = null, last_error = ''
-            where id = $1 and status in ('pending', 'failed')
-            """,
-            claimed.delivery_id,
-            int(sent.channel),
-            as_uuid(sent.account_id),
-            ", ".join(sent.addresses),
-            sent.provider,
-            sent.subject,
-            sent.body,
-        )
+    async def record(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        """Record a batch's outcomes, and drop the secrets handed on, in one statement.
 
-    async def record_no_address(
-        self, claimed: ClaimedDelivery, *, channel: Channel, account_id: str | None, why: str
-    ) -> None:
+        Any holder may record a success (a late success is still a success); "no
+        address" only the holder of the lease it was decided under.
+        """
+        if not outcomes:
+            return
+        rows = [_outcome_row(outcome) for outcome in outcomes]
+        columns = list(zip(*rows, strict=True))
         await self._pool.execute(
             """
-            update deliveries
-            set status = 'no_address', channel = $3, account_id = coalesce($4, account_id),
-                last_error = $5, lease_token = null
-            where id = $1 and lease_token = $2 and status in ('pending', 'failed')
+            with outcome as (
+                select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::smallint[],
+                                     $5::uuid[], $6::text[], $7::text[], $8::text[],
+                                     $9::text[], $10::text[])
+                    as o(id, lease_token, status, channel, account_id, address, provider,
+                         subject, body, why)
+            ), forgotten as (
+                update notices set params = params - 'secret'
+                where id = any($11::uuid[]) and params ? 'secret'
+            )
+            update deliveries d
+            set status = o.status, channel = o.channel,
+                account_id = coalesce(o.account_id, d.account_id),
+                address = o.address, provider = o.provider, subject = o.subject, body = o.body,
+                sent_at = case when o.status = 'sent' then now() else d.sent_at end,
+                last_error = o.why, lease_token = null
+            from outcome o
+            where d.id = o.id and d.status in ('pending', 'failed')
+              and (o.status = 'sent' or d.lease_token = o.lease_token)
             """,
-            claimed.delivery_id,
-            claimed.lease_token,
-            int(channel),
-            as_uuid(account_id),
-            why[:_ERROR_TEXT_LIMIT],
+            *[list(column) for column in columns],
+            [o.claimed.notice_id for o in outcomes if o.forget_secret],
         )
 
     async def oldest_due_age_seconds(self) -> float:
@@ -176,6 +177,22 @@ class DeliveryStore:
             )
             for row in rows
         ]
+
+
+def _outcome_row(outcome: DeliveryOutcome) -> tuple[Any, ...]:
+    sent = outcome.sent
+    return (
+        outcome.claimed.delivery_id,
+        outcome.claimed.lease_token,
+        outcome.status.stored,
+        int(outcome.channel),
+        as_uuid(outcome.account_id),
+        ", ".join(sent.addresses) if sent else "",
+        sent.provider if sent else "",
+        sent.subject if sent else "",
+        sent.body if sent else "",
+        "" if sent else outcome.why[:_ERROR_TEXT_LIMIT],
+    )
 
 
 def _record(row: Any) -> DeliveryRecord:

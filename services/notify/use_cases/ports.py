@@ -9,16 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.notify.domain.kinds import Channel, NoticeKind
+from services.notify.domain.kinds import NoticeKind
 from services.notify.domain.notices import (
     AcceptedNotice,
-    ClaimedDelivery,
+    DeliveryOutcome,
     DeliveryRecord,
     DeliveryStatRow,
     InboxRecord,
     NewNotice,
     RateLimit,
-    SentDelivery,
 )
 from services.notify.domain.routing import Recipient, RegisteredContacts
 
@@ -27,20 +26,11 @@ class Notices(Protocol):
     async def accept(self, notice: NewNotice, rate_limit: RateLimit) -> AcceptedNotice: ...
 
 
-class Secrets(Protocol):
-    async def forget_secret(self, notice_id: uuid.UUID) -> None:
-        """A code or link token is kept only until it has been handed to its channel."""
-        ...
-
-
 class Outcomes(Protocol):
-    """Where an attempt records how a delivery went (failures are the queue's)."""
+    """Where a batch of attempts records how its deliveries went, in one statement
+    (failures are the queue's)."""
 
-    async def record_sent(self, claimed: ClaimedDelivery, sent: SentDelivery) -> None: ...
-
-    async def record_no_address(
-        self, claimed: ClaimedDelivery, *, channel: Channel, account_id: str | None, why: str
-    ) -> None: ...
+    async def record(self, outcomes: Sequence[DeliveryOutcome]) -> None: ...
 
 
 class DeliveryLog(Protocol):
@@ -108,10 +98,13 @@ class OutgoingMessage:
 
 
 class Sender(Protocol):
-    """The providers of one channel; ``send`` answers the name of the one that took
-    the message or raises ``DeliveryFailed``."""
+    """The providers of one channel; ``send_many`` answers, per message, the name of
+    the provider that took it or the ``DeliveryFailed`` saying why none did. Messages
+    not started by ``deadline`` (``time.monotonic``) fail without being tried."""
 
     @property
     def configured(self) -> bool: ...
 
-    async def send(self, message: OutgoingMessage) -> str: ...
+    async def send_many(
+        self, messages: Sequence[OutgoingMessage], *, deadline: float | None = None
+    ) -> list[str | DeliveryFailed]: ...

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from services.notify.domain.kinds import Channel, DeliveryStatus, NoticeKind
-from services.notify.domain.notices import ClaimedDelivery, SentDelivery
+from services.notify.domain.notices import ClaimedDelivery, DeliveryOutcome, SentDelivery
 from services.notify.domain.routing import Recipient
 from services.notify.storage import deliveries
 from services.notify.storage.deliveries import DeliveryStore
@@ -52,11 +52,11 @@ async def test_no_address_is_recorded_only_by_the_lease_holder(pool) -> None:
     store = DeliveryStore(pool)
     stale = ClaimedDelivery(**{**claimed.__dict__, "lease_token": uuid.uuid4()})
 
-    await store.record_no_address(stale, channel=Channel.EMAIL, account_id=None, why="stale")
+    await store.record([DeliveryOutcome(stale, Channel.EMAIL, None, why="stale")])
     (pending,) = await store.of_account(uuid.UUID(account), before_seq=None, limit=5)
     assert pending.status is DeliveryStatus.PENDING
 
-    await store.record_no_address(claimed, channel=Channel.EMAIL, account_id=None, why="none")
+    await store.record([DeliveryOutcome(claimed, Channel.EMAIL, None, why="none")])
     (recorded,) = await store.of_account(uuid.UUID(account), before_seq=None, limit=5)
     assert (recorded.status, recorded.last_error) == (DeliveryStatus.NO_ADDRESS, "none")
 
@@ -68,7 +68,7 @@ async def test_a_sent_delivery_keeps_its_address_and_provider(pool) -> None:
     store = DeliveryStore(pool)
 
     sent = SentDelivery(Channel.EMAIL, account, ("a@example.jp", "b@example.jp"), "smtp-main")
-    await store.record_sent(claimed, sent)
+    await store.record([DeliveryOutcome(claimed, Channel.EMAIL, account, sent=sent)])
 
     (record,) = await store.of_account(uuid.UUID(account), before_seq=None, limit=5)
     assert (record.status, record.address, record.provider) == (
@@ -78,6 +78,58 @@ async def test_a_sent_delivery_keeps_its_address_and_provider(pool) -> None:
     )
     assert record.sent_at is not None
     assert await store.oldest_due_age_seconds() == 0.0
+
+
+async def test_recording_a_handed_on_code_forgets_its_secret_and_keeps_the_other_parameters(
+    pool,
+) -> None:
+    account = str(uuid.uuid4())
+    accepted = await accept(
+        pool, account, NoticeKind.SIGN_IN_CODE, params={"secret": "123456", "x": 1}
+    )
+    (claimed,) = await claim_all(pool)
+
+    sent = SentDelivery(Channel.EMAIL, account, ("a@example.jp",), "smtp-main")
+    await DeliveryStore(pool).record(
+        [DeliveryOutcome(claimed, Channel.EMAIL, account, sent=sent, forget_secret=True)]
+    )
+
+    params = await pool.fetchval("select params from notices where id = $1", accepted.notice_id)
+    assert params == {"x": 1}
+
+
+async def test_a_batch_records_each_outcome_but_a_no_address_decided_under_a_lost_lease(
+    pool,
+) -> None:
+    accounts = [str(uuid.uuid4()) for _ in range(3)]
+    for account in accounts:
+        await accept(pool, account, NoticeKind.SIGN_IN_CODE, params={"secret": "42"})
+    first, second, third = sorted(
+        await claim_all(pool),
+        key=lambda c: accounts.index(str(c.recipient and c.recipient.account_id)),
+    )
+    stale = ClaimedDelivery(**{**third.__dict__, "lease_token": uuid.uuid4()})
+    sent = SentDelivery(Channel.EMAIL, accounts[0], ("a@example.jp",), "smtp-main")
+    store = DeliveryStore(pool)
+
+    await store.record(
+        [
+            DeliveryOutcome(first, Channel.EMAIL, accounts[0], sent=sent),
+            DeliveryOutcome(second, Channel.SMS, accounts[1], why="no phone"),
+            DeliveryOutcome(stale, Channel.EMAIL, None, why="decided under a lost lease"),
+        ]
+    )
+
+    statuses = [
+        (record.status, record.channel, record.address, record.last_error)
+        for account in accounts
+        for record in await store.of_account(uuid.UUID(account), before_seq=None, limit=5)
+    ]
+    assert statuses == [
+        (DeliveryStatus.SENT, Channel.EMAIL, "a@example.jp", ""),
+        (DeliveryStatus.NO_ADDRESS, Channel.SMS, "", "no phone"),
+        (DeliveryStatus.PENDING, Channel.EMAIL, "", ""),
+    ]
 
 
 async def test_only_a_dead_delivery_can_be_retried_and_it_starts_afresh(pool) -> None:

@@ -147,7 +147,6 @@ def make_worker(
     pool, directory: InMemoryDirectory, providers: dict[Channel, ProviderChain]
 ) -> LeasedQueue[ClaimedDelivery]:
     attempts = DeliveryAttempts(
-        NoticeStore(pool),
         DeliveryStore(pool),
         directory,
         providers,
@@ -447,3 +446,72 @@ async def test_smtp_authentication_uses_the_configured_credentials(rig: Rig, poo
 
     assert logins == [(b"mamoru", b"relay-secret")]
     assert [e.rcpt_tos for e in received] == [["p@example.jp"]]
+
+
+class CountingRelay:
+    """An SMTP relay counting its connections (one EHLO each); with ``drop_after_first``
+    it hangs up once the first message is taken, as a relay that drops clients does."""
+
+    def __init__(self, *, drop_after_first: bool = False) -> None:
+        self.connections = 0
+        self.received: list[Envelope] = []
+        self._drop = drop_after_first
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append(envelope)
+        if self._drop:
+            self._drop = False
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return "250 OK"
+
+
+def relay_provider(port: int) -> SmtpProvider:
+    return SmtpProvider("smtp-counted", host="127.0.0.1", port=port, mail_from="n@mamoru.test")
+
+
+async def test_a_batch_of_emails_goes_over_one_smtp_connection(rig: Rig, pool) -> None:
+    relay, port = CountingRelay(), free_port()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    controller.start()
+    provider = relay_provider(port)
+    try:
+        rig.worker = make_worker(pool, rig.directory, {Channel.EMAIL: ProviderChain([provider])})
+        for number in range(5):
+            account = rig.account(email(f"p{number}@example.jp", primary=True))
+            await rig.send(account, NoticeKind.PASSWORD_CHANGED, {"occurred_at": None})
+        await rig.drain()
+    finally:
+        await provider.close()
+        controller.stop()
+
+    assert sorted(e.rcpt_tos[0] for e in relay.received) == [f"p{n}@example.jp" for n in range(5)]
+    assert relay.connections == 1
+
+
+async def test_a_kept_connection_the_relay_dropped_is_replaced_without_losing_a_message(
+    rig: Rig, pool
+) -> None:
+    relay, port = CountingRelay(drop_after_first=True), free_port()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    controller.start()
+    provider = relay_provider(port)
+    try:
+        rig.worker = make_worker(pool, rig.directory, {Channel.EMAIL: ProviderChain([provider])})
+        accounts = [rig.account(email(f"p{n}@example.jp", primary=True)) for n in range(2)]
+        for account in accounts:
+            await rig.send(account, NoticeKind.PASSWORD_CHANGED, {"occurred_at": None})
+        await rig.drain()
+        records = [d for account in accounts for d in await rig.deliveries(account)]
+    finally:
+        await provider.close()
+        controller.stop()
+
+    assert len(relay.received) == 2
+    assert relay.connections == 2
+    email_records = [d for d in records if d.channel is Channel.EMAIL]
+    assert [(d.status, d.attempts) for d in email_records] == [(DeliveryStatus.SENT, 1)] * 2

@@ -7,7 +7,6 @@ import asyncio
 import uuid
 
 from services.notify.domain.kinds import Channel, DeliveryStatus, NoticeKind
-from services.notify.storage.notices import NoticeStore
 from services.notify.storage.preferences import PreferenceStore
 from tests.integration.notify.conftest import LIMIT, accept
 
@@ -62,14 +61,3 @@ async def test_news_a_person_muted_is_stored_muted(pool) -> None:
 
     assert set((await statuses(pool, muted.notice_id)).values()) == {"muted"}
     assert set((await statuses(pool, heard.notice_id)).values()) == {"pending"}
-
-
-async def test_forgetting_a_secret_keeps_the_other_parameters(pool) -> None:
-    accepted = await accept(
-        pool, str(uuid.uuid4()), NoticeKind.SIGN_IN_CODE, params={"secret": "123456", "x": 1}
-    )
-
-    await NoticeStore(pool).forget_secret(accepted.notice_id)
-
-    params = await pool.fetchval("select params from notices where id = $1", accepted.notice_id)
-    assert params == {"x": 1}

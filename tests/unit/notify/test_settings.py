@@ -42,6 +42,8 @@ def test_lists_are_read_from_comma_separated_values() -> None:
         ({"NOTIFY_LINK_BASE_URL": "mamoru.test"}, "NOTIFY_LINK_BASE_URL"),
         ({"NOTIFY_MAX_ATTEMPTS": "0"}, "NOTIFY_MAX_ATTEMPTS"),
         ({"NOTIFY_COALESCE_LIMIT": "0"}, "NOTIFY_COALESCE_LIMIT"),
+        ({"NOTIFY_BATCH_LINGER_SECONDS": "-0.1"}, "NOTIFY_BATCH_LINGER_SECONDS"),
+        ({"NOTIFY_KEPT_CONTACTS": "0"}, "NOTIFY_KEPT_CONTACTS"),
         ({"SMTP_PORT": "70000"}, "SMTP_PORT"),
     ],
 )
