@@ -309,6 +309,7 @@ class Tallies:
             over -= tally.cells()
         for key_ in forget:
             self._cells -= self._keys.pop(key_).cells()
+            self._dirty.discard(key_)
 
     def _touch(self, key_: Key, bucket: int) -> _Tally:
         tally = self._keys.pop(key_, None)
