@@ -111,7 +111,9 @@ class Tallies:
         # Least recently used first.
         self._keys: dict[Key, _Tally] = {}
         self._cells = 0
+        # Keys to read again at the next refresh, and keys with deltas to flush.
         self._dirty: set[Key] = {GLOBAL}
+        self._unflushed: set[Key] = set()
 
     # ---------------------------------------------------------------- counting
 
@@ -126,6 +128,7 @@ class Tallies:
         unknown: int = 0,
     ) -> None:
         tally = self._touch((dimension, key), bucket)
+        self._unflushed.add((dimension, key))
         cell = tally.pending.get(bucket)
         if cell is None:
             cell = tally.pending[bucket] = [0, 0, 0]
@@ -148,6 +151,7 @@ class Tallies:
         ids[identifier] = max(bucket, last or bucket)
         if last != bucket:
             tally.new_ids.add((bucket, identifier))
+            self._unflushed.add((dimension, key))
 
     # ----------------------------------------------------------------- reading
 
@@ -190,7 +194,11 @@ class Tallies:
         the database, and the refresh after it reads them back with the others'."""
         cells: list[CellDelta] = []
         identifiers: list[IdentifierSeen] = []
-        for (dimension, key), tally in self._keys.items():
+        unflushed, self._unflushed = self._unflushed, set()
+        for dimension, key in unflushed:
+            tally = self._keys.get((dimension, key))
+            if tally is None:
+                continue
             if tally.pending:
                 before = tally.cells()
                 for bucket, (a, f, u) in tally.pending.items():
@@ -222,10 +230,12 @@ class Tallies:
             if cell.bucket not in tally.pending:
                 self._cells += 1
             self._add(tally.pending, cell.bucket, cell.attempts, cell.failures, cell.unknown)
+            self._unflushed.add((cell.dimension, cell.key))
         for seen in batch.identifiers:
             tally = self._keys.get((seen.dimension, seen.key))
             if tally is not None:
                 tally.new_ids.add((seen.bucket, seen.identifier))
+                self._unflushed.add((seen.dimension, seen.key))
 
     def wanted(self, now_bucket: int) -> list[Wanted]:
         """The keys to read again: those counted since the last refresh, and the global
