@@ -13,10 +13,12 @@ the identifiers tried from them (the bucket each was last tried in), so distinct
 identifiers are a set, never a sum, and reading another replica's identifiers
 twice counts nothing twice.
 
-Buckets a settle time older than the last refresh are final: later refreshes of
-the key read only the buckets after them. A key this replica has not held yet
-starts from its own counts and receives the other replicas' earlier counts at
-the next refresh.
+Only hot keys are read back from the database: those counted more than once
+while held here (so a flood of addresses each seen once costs one write each
+and no read). A key this replica has not held yet, or has counted once, has its
+own counts; the other replicas' counts on it arrive at the first refresh after
+it is counted a second time. Buckets a settle time older than a key's last
+refresh are final: later refreshes read only the buckets after them.
 
 Memory stays bounded under a flood from many addresses: buckets and identifiers
 older than the horizon (the longest window in force) are dropped when their key
@@ -79,7 +81,7 @@ class Batch:
 
 
 class _Tally:
-    __slots__ = ("final", "ids", "new_ids", "pending", "shared", "used")
+    __slots__ = ("events", "final", "ids", "new_ids", "pending", "shared", "used")
 
     def __init__(self, distinct: bool, bucket: int) -> None:
         self.shared: dict[int, list[int]] = {}
@@ -89,6 +91,7 @@ class _Tally:
         # Buckets before ``final`` are settled in ``shared``; None: never read.
         self.final: int | None = None
         self.used = bucket
+        self.events = 0
 
     def busy(self) -> bool:
         return bool(self.pending or self.new_ids)
@@ -128,6 +131,7 @@ class Tallies:
         unknown: int = 0,
     ) -> None:
         tally = self._touch((dimension, key), bucket)
+        tally.events += 1
         self._unflushed.add((dimension, key))
         cell = tally.pending.get(bucket)
         if cell is None:
@@ -178,7 +182,11 @@ class Tallies:
         tally = self._keys.get((dimension, key))
         if tally is None or not tally.ids:
             return 0
-        return sum(1 for bucket in tally.ids.values() if bucket >= since)
+        ids = tally.ids
+        # Kept least recently tried first: when the first is inside the window, all are.
+        if next(iter(ids.values())) >= since:
+            return len(ids)
+        return sum(1 for bucket in ids.values() if bucket >= since)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -199,6 +207,8 @@ class Tallies:
             tally = self._keys.get((dimension, key))
             if tally is None:
                 continue
+            if tally.events > 1:
+                self._dirty.add((dimension, key))
             if tally.pending:
                 before = tally.cells()
                 for bucket, (a, f, u) in tally.pending.items():
@@ -206,14 +216,12 @@ class Tallies:
                     self._add(tally.shared, bucket, a, f, u)
                 tally.pending = {}
                 self._cells += tally.cells() - before
-                self._dirty.add((dimension, key))
             if tally.new_ids:
                 identifiers.extend(
                     IdentifierSeen(dimension, key, bucket, identifier)
                     for bucket, identifier in tally.new_ids
                 )
                 tally.new_ids = set()
-                self._dirty.add((dimension, key))
         return Batch(tuple(cells), tuple(identifiers))
 
     def give_back(self, batch: Batch) -> None:
@@ -238,9 +246,9 @@ class Tallies:
                 self._unflushed.add((seen.dimension, seen.key))
 
     def wanted(self, now_bucket: int) -> list[Wanted]:
-        """The keys to read again: those counted since the last refresh, and the global
-        key always. A key is read from its first unsettled bucket, or over the whole
-        horizon if it was never read."""
+        """The keys to read again: the hot ones (counted more than once) among those
+        counted since the last flush, and the global key always. A key is read from its
+        first unsettled bucket, or over the whole horizon if it was never read."""
         oldest = now_bucket - self.horizon_buckets
         wanted = []
         for dimension, key in self._dirty:
@@ -288,6 +296,7 @@ class Tallies:
             self._cells += len(tally.shared) - before
             tally.final = settled if tally.final is None else max(tally.final, settled)
         self._dirty.add(GLOBAL)
+        merged: set[Key] = set()
         for dimension, key, bucket, identifier in identifiers:
             tally = self._keys.get((dimension, key))
             if tally is None or tally.ids is None:
@@ -301,6 +310,14 @@ class Tallies:
                 self._cells += 1
             elif bucket > last:
                 ids[identifier] = bucket
+            else:
+                continue
+            merged.add((dimension, key))
+        for key_ in merged:
+            # Back in least-recently-tried order, which expiry and ``distinct`` rely on.
+            tally = self._keys[key_]
+            assert tally.ids is not None
+            tally.ids = dict(sorted(tally.ids.items(), key=lambda item: item[1]))
 
     # ------------------------------------------------------------------ memory
 
@@ -325,7 +342,6 @@ class Tallies:
         tally = self._keys.pop(key_, None)
         if tally is None:
             tally = _Tally(key_[0] in DISTINCT_DIMENSIONS, bucket)
-            self._dirty.add(key_)
         elif bucket > tally.used:
             tally.used = bucket
             self._expire(tally, bucket - self.horizon_buckets)

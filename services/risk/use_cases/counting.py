@@ -6,15 +6,16 @@ RecordOutcome. A background job (``sync``, about every second) adds this
 replica's deltas to the database in one statement per table (additive upserts,
 so every replica's deltas add up), then reads back the totals of the keys
 counted since the last sync: every replica's counts, this one's included. A
-decision therefore sees every replica's counts up to about one sync interval
-ago plus all of its own.
+decision therefore sees all of this replica's counts, and the others' on its
+hot keys up to about one sync interval ago.
 
 Trade-offs, on purpose:
-- A key this replica has not counted before (a new IP, a wallet it never saw)
-  starts from this replica's own counts; what other replicas counted on it
-  earlier is added at the next sync, at most one interval later. Reading it
-  from the database on the request path would put back the round trip per
-  decision, for the one case a flood of fresh addresses makes common.
+- Only hot keys are read back: a key this replica has not counted before (a
+  new IP, a wallet it never saw) starts from this replica's own counts, and what
+  other replicas counted on it is added at the first sync after this replica
+  counts it a second time. Reading it from the database on the request path
+  would put back the round trip per decision, and reading back every key once
+  would double the database work of a flood from addresses each seen once.
 - A replica that stops cleanly flushes first; one that dies loses at most one
   flush interval of its counts.
 - Only what cannot be counted is read per decision, one primary-key lookup

@@ -159,13 +159,27 @@ async def test_counts_flushed_by_one_replica_are_read_by_another_once():
     database = SharedDatabase()
     one, two = replica(database, clock), replica(database, clock)
     failed(one, clock, "203.0.113.7", "acct-1")
-    await attempt(two, clock, "203.0.113.7", "h-1", account_id="acct-1")
+    for _ in range(2):  # hot here: counted more than once
+        await attempt(two, clock, "203.0.113.7", "h-1", account_id="acct-1")
     for _ in range(3):
         await one.sync()
         await two.sync()
     seen = await attempt(two, clock, "203.0.113.7", "h-2", account_id="acct-1")
     assert (seen.ip_failures, seen.account_failures, seen.global_failures) == (1, 1, 1)
-    assert seen.global_attempts == 1, "its own attempt, flushed and read back, counts once"
+    assert seen.global_attempts == 2, "its own attempts, flushed and read back, count once"
+
+
+async def test_a_key_counted_once_here_is_not_read_back_until_it_is_counted_again():
+    clock = Clock()
+    database = SharedDatabase()
+    one, two = replica(database, clock), replica(database, clock)
+    failed(one, clock, "203.0.113.7")
+    await one.sync()
+    assert (await attempt(two, clock, "203.0.113.7", "h-1")).ip_failures == 0
+    await two.sync()
+    assert (await attempt(two, clock, "203.0.113.7", "h-1")).ip_failures == 0
+    await two.sync()
+    assert (await attempt(two, clock, "203.0.113.7", "h-1")).ip_failures == 1
 
 
 async def test_a_failed_flush_neither_loses_nor_doubles_counts():
@@ -222,3 +236,15 @@ def test_a_key_with_counts_still_to_flush_is_never_forgotten():
     assert tallies.total("ip", "203.0.113.7", bucket, bucket) == (0, 1, 0)
     batch = tallies.take()
     assert len(batch.cells) == 2
+
+
+def test_identifiers_read_from_other_replicas_leave_the_window_in_their_turn():
+    tallies = Tallies(horizon_buckets=360)
+    bucket = bucket_of(NOW)
+    tallies.identify("ip", "203.0.113.7", bucket, "mine")
+    wanted = tallies.wanted(bucket)
+    tallies.refreshed(
+        wanted, [], [("ip", "203.0.113.7", bucket - 100, "theirs")], settled=bucket - 1
+    )
+    assert tallies.distinct("ip", "203.0.113.7", bucket - 100) == 2
+    assert tallies.distinct("ip", "203.0.113.7", bucket - 99) == 1
