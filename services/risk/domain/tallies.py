@@ -27,7 +27,8 @@ each key keeps at most ``max_identifiers_per_key`` identifiers (the count
 saturates there, far above any sensible threshold), and past ``max_cells``
 buckets and identifiers in all, the least recently used keys with nothing left
 to flush are forgotten: their counts are in the database and are read again
-when the key comes back.
+when the key comes back. Only when the database has been away long enough for
+unflushed counts alone to pass the cap are the oldest of those dropped.
 """
 
 from __future__ import annotations
@@ -230,14 +231,16 @@ class Tallies:
             tally = self._keys.get((cell.dimension, cell.key))
             if tally is None:
                 continue
+            before = tally.cells()
             shared = tally.shared.get(cell.bucket)
             if shared is not None:
                 shared[0] -= cell.attempts
                 shared[1] -= cell.failures
                 shared[2] -= cell.unknown
-            if cell.bucket not in tally.pending:
-                self._cells += 1
+                if not any(shared):
+                    del tally.shared[cell.bucket]
             self._add(tally.pending, cell.bucket, cell.attempts, cell.failures, cell.unknown)
+            self._cells += tally.cells() - before
             self._unflushed.add((cell.dimension, cell.key))
         for seen in batch.identifiers:
             tally = self._keys.get((seen.dimension, seen.key))
@@ -323,7 +326,9 @@ class Tallies:
 
     def prune(self, now_bucket: int) -> None:
         """Forget keys idle past the horizon, then the least recently used ones while
-        over ``max_cells``; a key with deltas still to flush is kept."""
+        over ``max_cells``. A key with deltas still to flush is kept, unless the
+        database has been away so long that only those are left to forget: then the
+        least recently used lose their unflushed counts rather than memory running out."""
         oldest = now_bucket - self.horizon_buckets
         over = self._cells - self.max_cells
         forget = []
@@ -334,9 +339,17 @@ class Tallies:
                 continue
             forget.append(key_)
             over -= tally.cells()
+        if over > 0:
+            for key_, tally in self._keys.items():
+                if over <= 0:
+                    break
+                if tally.busy() and key_ != GLOBAL:
+                    forget.append(key_)
+                    over -= tally.cells()
         for key_ in forget:
             self._cells -= self._keys.pop(key_).cells()
             self._dirty.discard(key_)
+            self._unflushed.discard(key_)
 
     def _touch(self, key_: Key, bucket: int) -> _Tally:
         tally = self._keys.pop(key_, None)

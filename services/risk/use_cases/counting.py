@@ -64,7 +64,7 @@ class Counting:
         self._in_force = in_force
         self._clock = clock
         self._settle = max(MIN_SETTLE_SECONDS, SETTLE_INTERVALS * sync_seconds)
-        self.tallies = tallies or Tallies(horizon_buckets=self._horizon())
+        self.tallies = Tallies(horizon_buckets=self._horizon()) if tallies is None else tallies
 
     # ------------------------------------------------------------- assessments
 
@@ -165,19 +165,21 @@ class Counting:
     async def sync(self) -> None:
         """Flush this replica's deltas, then read every replica's totals of the keys
         counted since the last sync (and of the global key, always)."""
-        await self.flush()
-        now = self._clock()
         tallies = self.tallies
         tallies.horizon_buckets = self._horizon()
-        wanted = tallies.wanted(bucket_of(now))
-        cells, identifiers = await self._store.read(wanted)
-        tallies.refreshed(
-            wanted,
-            cells,
-            identifiers,
-            settled=bucket_of(now - timedelta(seconds=self._settle)),
-        )
-        tallies.prune(bucket_of(now))
+        try:
+            await self.flush()
+            now = self._clock()
+            wanted = tallies.wanted(bucket_of(now))
+            cells, identifiers = await self._store.read(wanted)
+            tallies.refreshed(
+                wanted,
+                cells,
+                identifiers,
+                settled=bucket_of(now - timedelta(seconds=self._settle)),
+            )
+        finally:
+            tallies.prune(bucket_of(self._clock()))
 
     async def flush(self) -> None:
         """Add this replica's deltas to the database; kept for the next try if it fails."""

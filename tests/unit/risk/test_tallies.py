@@ -228,7 +228,7 @@ def test_keys_idle_for_longer_than_every_window_are_forgotten():
 
 
 def test_a_key_with_counts_still_to_flush_is_never_forgotten():
-    tallies = Tallies(horizon_buckets=30, max_cells=1)
+    tallies = Tallies(horizon_buckets=30, max_cells=10)
     bucket = bucket_of(NOW)
     tallies.count("ip", "203.0.113.7", bucket, failures=1)
     tallies.count("ip", "203.0.113.8", bucket, failures=1)
@@ -248,3 +248,18 @@ def test_identifiers_read_from_other_replicas_leave_the_window_in_their_turn():
     )
     assert tallies.distinct("ip", "203.0.113.7", bucket - 100) == 2
     assert tallies.distinct("ip", "203.0.113.7", bucket - 99) == 1
+
+
+async def test_memory_stays_bounded_while_the_database_is_away():
+    clock = Clock()
+    counting = Counting(SharedDatabase(failing=True), NoHistory(), InForce(), clock=clock,
+                        tallies=Tallies(horizon_buckets=360, max_cells=2_000))  # fmt: skip
+    for n in range(3_000):
+        failed(counting, clock, f"10.{n // 250}.{n % 250}.1")
+        if n % 500 == 0:
+            with pytest.raises(ConnectionError):
+                await counting.sync()
+    with pytest.raises(ConnectionError):
+        await counting.sync()
+    assert counting.tallies.cells <= 2_000
+    assert counting.global_failures(300) == 3_000, "the global count is kept"
