@@ -3,7 +3,7 @@ the gRPC API."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
@@ -14,12 +14,12 @@ from services.risk.api.convert import policy_to_proto
 from services.risk.api.service import RiskApi
 from services.risk.clients.countries import country_lookup
 from services.risk.clients.notify import notify_operators
-from services.risk.domain.windows import window_start
 from services.risk.settings import RiskSettings
 from services.risk.storage import counters
 from services.risk.use_cases.alerts import Alerts
-from services.risk.use_cases.assessments import Assessments
+from services.risk.use_cases.assessments import Assessments, utc_now
 from services.risk.use_cases.cases import Cases
+from services.risk.use_cases.counting import Counting
 from services.risk.use_cases.decisions import Decisions
 from services.risk.use_cases.policies import Policies, RiskState
 from services.runtime import metrics
@@ -36,17 +36,21 @@ async def build(resources: Resources) -> ServiceApp:
     pool = resources.pool
     state = RiskState(pool)
     await state.load()
-    writer = jobs.DecisionWriter(pool)
+    decision_log = jobs.decision_log(pool, max_wait=settings.decision_flush_seconds)
     countries = country_lookup(settings.geoip_database)
     alerts = Alerts(pool, state, home_countries=settings.home_countries)
+    store = counters.CounterStore(pool)
+    counting = Counting(
+        store, store, state, clock=utc_now, sync_seconds=settings.counter_sync_seconds
+    )
     api = RiskApi(
         assessments=Assessments(
             in_force=state,
-            signals=counters.Counters(pool),
-            decisions=writer,
+            signals=counting,
+            decisions=decision_log,
             countries=countries,
         ),
-        decisions=Decisions(pool, writer, countries),
+        decisions=Decisions(pool, counting, countries),
         policies=Policies(pool, state, resources.stopping),
         alerts=alerts,
         cases=Cases(pool),
@@ -59,9 +63,8 @@ async def build(resources: Resources) -> ServiceApp:
     )
 
     async def stuffing_signal() -> None:
-        now = datetime.now(UTC)
-        first = window_start(now, state.rules.window("login.global_failures"))
-        metrics.RISK_STUFFING_SIGNAL.set(await counters.global_failures_since(pool, first))
+        seconds = state.rules.window("login.global_failures")
+        metrics.RISK_STUFFING_SIGNAL.set(counting.global_failures(seconds))
 
     service_metrics = metrics.for_service(resources.name)
     service_metrics.on_scrape(stuffing_signal)
@@ -73,11 +76,11 @@ async def build(resources: Resources) -> ServiceApp:
         access=method_access(SERVICE, ACCESS),
         background=[
             jobs.policy_refresh(state, interval_seconds=settings.policy_poll_seconds),
-            jobs.decision_writer(writer, interval_seconds=settings.decision_flush_seconds),
+            jobs.counter_sync(counting, interval_seconds=settings.counter_sync_seconds),
             jobs.counter_purge(pool),
             jobs.alert_evaluation(alerts, interval_seconds=settings.alert_interval_seconds),
             jobs.stuffing_watch(alerts, interval_seconds=settings.stuffing_watch_seconds),
             relay.run,
         ],
-        closers=[writer.flush, notify.close],
+        closers=[decision_log.drain, notify.close],
     )

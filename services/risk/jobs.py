@@ -1,10 +1,11 @@
-"""Risk's background jobs, on the runtime's periodic loop: the decision writer,
-the policy refresh, the alert evaluation, the stuffing watch and the counter purge."""
+"""Risk's background jobs, on the runtime's periodic loop: the counter sync, the
+policy refresh, the alert evaluation, the stuffing watch and the counter purge;
+and the group commit that stores decisions."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,56 +15,39 @@ from services.risk.domain.decisions import StoredDecision
 from services.risk.storage import counters
 from services.risk.storage import decisions as decision_store
 from services.risk.use_cases.alerts import Alerts
+from services.risk.use_cases.counting import Counting
 from services.risk.use_cases.policies import RiskState
+from services.runtime.batching import GroupCommit
 from services.runtime.jobs import Background, every
 
 log = structlog.get_logger(__name__)
 
 PURGE_INTERVAL_SECONDS = 300.0
-_BATCH = 1000
 
 
-class DecisionWriter:
-    """Stores decisions in batches off the request path (the DecisionLog port).
+def decision_log(pool: asyncpg.Pool, *, max_wait: float) -> GroupCommit[StoredDecision]:
+    """The DecisionLog port: concurrent decisions stored with one statement, each
+    assessment answered once its batch is committed."""
 
-    An assessment returns as soon as its verdict is known; the writer job inserts
-    the queued decisions every few milliseconds in one statement. Shutdown flushes
-    what is queued. If the queue grows past ``max_queued`` (the database is
-    stuck), callers wait for the writer instead of growing memory without bound.
-    """
+    async def write(batch: Sequence[StoredDecision]) -> None:
+        await decision_store.insert_decisions(pool, batch)
 
-    def __init__(self, pool: asyncpg.Pool, *, max_queued: int = 20_000) -> None:
-        self._pool = pool
-        self._max_queued = max_queued
-        self._queue: list[StoredDecision] = []
-        self._lock = asyncio.Lock()
-
-    async def add(self, decision: StoredDecision) -> None:
-        self._queue.append(decision)
-        if len(self._queue) >= self._max_queued:
-            await self.flush()
-
-    async def flush(self) -> None:
-        async with self._lock:
-            while self._queue:
-                batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
-                try:
-                    await decision_store.insert_decisions(self._pool, batch)
-                except Exception:
-                    self._queue[:0] = batch
-                    raise
+    return GroupCommit(write, max_wait=max_wait)
 
 
-def decision_writer(writer: DecisionWriter, *, interval_seconds: float) -> Background:
-    flushing = every(
-        interval_seconds, writer.flush, log=log, event="decisions.flush_failed", first=False
+def counter_sync(counting: Counting, *, interval_seconds: float) -> Background:
+    """Share this replica's counts and read the others'; a clean stop flushes once more,
+    so only a replica that dies loses counts (at most one interval)."""
+    syncing = every(
+        interval_seconds, counting.sync, log=log, event="counters.sync_failed", first=False
     )
 
     async def run(stop: asyncio.Event) -> None:
-        await flushing(stop)
-        # The closers flush again; this one covers a stop with the database back.
-        with contextlib.suppress(Exception):
-            await writer.flush()
+        await syncing(stop)
+        try:
+            await counting.flush()
+        except Exception as error:  # the database is away: nothing more to do
+            log.warning("counters.final_flush_failed", error=str(error))
 
     return run
 

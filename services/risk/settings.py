@@ -34,8 +34,15 @@ class RiskSettings(ServiceSettings):
     )
     decision_flush_seconds: float = env(
         "RISK_DECISION_FLUSH_SECONDS",
-        default=0.005,
-        help="how long decisions may wait before being stored in one batch",
+        default=0.002,
+        help="how long the first decision of a batch waits for others before the batch is "
+        "stored (each assessment answers once its decision is stored)",
+    )
+    counter_sync_seconds: float = env(
+        "RISK_COUNTER_SYNC_SECONDS",
+        default=1.0,
+        help="how often each replica adds its counts to the shared counters and reads the "
+        "other replicas' (a replica that dies loses at most this much of its counts)",
     )
     alert_interval_seconds: float = env(
         "RISK_ALERT_INTERVAL_SECONDS",
@@ -58,6 +65,7 @@ class RiskSettings(ServiceSettings):
         for name, value in (
             ("RISK_POLICY_POLL_SECONDS", self.policy_poll_seconds),
             ("RISK_DECISION_FLUSH_SECONDS", self.decision_flush_seconds),
+            ("RISK_COUNTER_SYNC_SECONDS", self.counter_sync_seconds),
             ("RISK_ALERT_INTERVAL_SECONDS", self.alert_interval_seconds),
             ("RISK_STUFFING_WATCH_SECONDS", self.stuffing_watch_seconds),
         ):

@@ -1,6 +1,6 @@
 """The assessments: what each signal must reach for its rule to fire.
 
-Storage gathers the signals (one round trip); these functions only decide.
+The counting gathers the signals; these functions only decide.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class LoginSignals:
     ip_distinct_identifiers: int
     previous_login_country: str | None
     previous_login_at: datetime | None
+    device_distinct_identifiers: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ def assess_login(
     result.at_least(
         rules.active("login.ip_distinct_accounts"), signals.ip_distinct_identifiers,
         "max_accounts", "distinct identifiers tried from this IP in the window",
+    )  # fmt: skip
+    result.at_least(
+        rules.active("login.device_distinct_accounts"), signals.device_distinct_identifiers,
+        "max_accounts", "distinct identifiers tried from this device in the window",
     )  # fmt: skip
     if facts.account_known:
         result.at_least(

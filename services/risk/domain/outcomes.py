@@ -7,10 +7,11 @@ from datetime import datetime
 
 FAILURES = frozenset({"password_wrong", "second_factor_failed"})
 
-# Outcomes that update a signal besides being stored; any other outcome is a single
+# Outcomes that update stored state besides being stored; any other outcome is a single
 # INSERT, atomic on its own, so it needs no BEGIN and COMMIT round trips (every
-# captured payment and every right password is one of those).
-SIGNAL_OUTCOMES = FAILURES | {"login_succeeded", "credential_changed", "top_up_completed"}
+# captured payment, every right password and every failure is one of those: failures
+# are counted in memory and reach the counters with the next flush).
+SIGNAL_OUTCOMES = frozenset({"login_succeeded", "credential_changed", "top_up_completed"})
 
 MONEY_OUTCOMES = frozenset({"top_up_completed", "payment_captured", "payment_refunded"})
 SIGN_IN_OUTCOMES = frozenset({"password_wrong", "second_factor_failed", "login_succeeded"})

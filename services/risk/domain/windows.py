@@ -28,6 +28,7 @@ class LoginWindows:
     subnet: int
     account: int
     distinct: int
+    device_distinct: int
     global_failures: int
     unknown_share: int
     bucket: int
@@ -39,6 +40,7 @@ class LoginWindows:
             subnet=window_start(now, rules.window("login.subnet_failures")),
             account=window_start(now, rules.window("login.account_failures")),
             distinct=window_start(now, rules.window("login.ip_distinct_accounts")),
+            device_distinct=window_start(now, rules.window("login.device_distinct_accounts")),
             global_failures=window_start(now, rules.window("login.global_failures")),
             unknown_share=window_start(now, rules.window("login.unknown_identifier_share")),
             bucket=bucket_of(now),

@@ -10,10 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from services.risk.domain.outcomes import FAILURES, SIGNAL_OUTCOMES, OutcomeEvent
+from services.risk.domain.outcomes import SIGNAL_OUTCOMES, OutcomeEvent
 from services.risk.domain.victims import Movement
-from services.risk.domain.windows import bucket_of
-from services.risk.storage.counters import global_shard
 
 # A device first seen this recently is still "new" for the spend-after-top-up signal.
 NEW_DEVICE_DAYS = 7
@@ -48,31 +46,15 @@ def _outcome_row(event: OutcomeEvent) -> tuple[Any, ...]:
     )
 
 
-async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> None:
-    """Store the event and update the signals it feeds, in one transaction."""
+async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> bool:
+    """Store the event and update the state it feeds, in one transaction; False when
+    the event was stored before (a retried report of the same money movement)."""
     if event.outcome not in SIGNAL_OUTCOMES:
-        await pool.execute(_INSERT_OUTCOME, *_outcome_row(event))
-        return
-    bucket = bucket_of(event.occurred_at)
+        status = await pool.execute(_INSERT_OUTCOME, *_outcome_row(event))
+        return bool(status.endswith(" 1"))
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(_INSERT_OUTCOME, *_outcome_row(event))
-        if event.outcome in FAILURES:
-            rows: list[tuple[str, str, int]] = [("global", "", global_shard())]
-            if event.ip:
-                rows += [("ip", event.ip, 0), ("subnet", event.subnet, 0)]
-            if event.account_id:
-                rows.append(("account", event.account_id, 0))
-            await conn.executemany(
-                """
-                insert into counters (dimension, key, bucket, shard, failures)
-                values ($1, $2, $3, $4, 1)
-                on conflict (dimension, key, bucket, shard) do update
-                    set failures = counters.failures + 1
-                """,
-                # One order for every writer, so concurrent transactions cannot deadlock.
-                sorted((dim, key, bucket, shard) for dim, key, shard in rows),
-            )
-        elif event.outcome == "login_succeeded" and event.account_id:
+        status = await conn.execute(_INSERT_OUTCOME, *_outcome_row(event))
+        if event.outcome == "login_succeeded" and event.account_id:
             await conn.execute(
                 """
                 insert into account_state (account_id, last_login_at, last_login_ip,
@@ -146,6 +128,7 @@ async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> None:
                 event.device_id,
                 NEW_DEVICE_DAYS,
             )
+        return bool(status.endswith(" 1"))
 
 
 async def find_affected(

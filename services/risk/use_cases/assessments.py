@@ -1,6 +1,6 @@
 """The four assessments (sign-in, sign-up, top-up, payment) on one skeleton:
-gather the signals (one round trip that also counts this event), decide with the
-rules and policy in force, record the decision, answer.
+gather the signals (counted in memory, see counting.py), decide with the rules
+and policy in force, record the decision, answer once it is stored.
 
 Each kind says only what differs: which signals it reads, which domain rules
 decide, and which inputs it keeps for the record.
@@ -110,6 +110,8 @@ class Login(Kind[LoginCommand, LoginSignals]):
         return await signals.login(
             ip=command.ip,
             subnet=subnet_of(command.ip),
+            device_id=command.device_id,
+            known_device=command.known_device,
             account_id=command.account_id,
             identifier=command.identifier_hash or command.account_id,
             unknown=not command.account_id,
@@ -143,6 +145,7 @@ class Login(Kind[LoginCommand, LoginSignals]):
                 "global_attempts": signals.global_attempts,
                 "global_unknown_attempts": signals.global_unknown_attempts,
                 "ip_distinct_identifiers": signals.ip_distinct_identifiers,
+                "device_distinct_identifiers": signals.device_distinct_identifiers,
             },
         }
 
@@ -307,5 +310,7 @@ class Assessments:
             decided_at=at.now,
         )
         metrics.RISK_DECISIONS.labels(kind.name, result.verdict.name.lower()).inc()
+        # The answer waits for its decision to be stored, so the audit trail holds every
+        # decision a caller acted on.
         await self._decisions.add(decision)
         return decision

@@ -14,15 +14,14 @@ from services.risk.domain.network import subnet_of
 from services.risk.domain.outcomes import OutcomeEvent
 from services.risk.storage import decisions as decision_store
 from services.risk.storage import outcomes as outcome_store
-from services.risk.use_cases.ports import CountryLookup, DecisionLog
+from services.risk.use_cases.counting import Counting
+from services.risk.use_cases.ports import CountryLookup
 
 
 class Decisions:
-    def __init__(
-        self, pool: asyncpg.Pool, decisions: DecisionLog, countries: CountryLookup
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, counting: Counting, countries: CountryLookup) -> None:
         self._pool = pool
-        self._decisions = decisions
+        self._counting = counting
         self._countries = countries
 
     async def record_outcome(self, event: OutcomeEvent) -> None:
@@ -31,7 +30,8 @@ class Decisions:
             event = dataclasses.replace(
                 event, subnet=subnet_of(event.ip), country=self._countries(event.ip)
             )
-        await outcome_store.record_outcome(self._pool, event)
+        if await outcome_store.record_outcome(self._pool, event):
+            self._counting.outcome(event)
 
     async def page(
         self,
@@ -42,9 +42,6 @@ class Decisions:
         limit: int,
         after: tuple[datetime, uuid.UUID] | None,
     ) -> list[StoredDecision]:
-        # This replica's queued decisions are stored first, so a decision just
-        # returned to a caller is always listed.
-        await self._decisions.flush()
         return await decision_store.list_decisions(
             self._pool, account_id=account_id, ip=ip, since=since, limit=limit, after=after
         )

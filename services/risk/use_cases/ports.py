@@ -3,6 +3,7 @@ clients/ and jobs.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -10,6 +11,7 @@ from services.risk.domain.assess import LoginSignals
 from services.risk.domain.decisions import StoredDecision
 from services.risk.domain.policy import Policy
 from services.risk.domain.rules import RuleBook
+from services.risk.domain.tallies import Batch, Wanted
 from services.risk.domain.windows import LoginWindows
 
 
@@ -26,13 +28,16 @@ class CountryLookup(Protocol):
 
 
 class Signals(Protocol):
-    """Each call counts the event being assessed and reads its windows in one round trip."""
+    """Each call counts the event being assessed and reads its windows (in memory; at
+    most one round trip for what cannot be counted)."""
 
     async def login(
         self,
         *,
         ip: str,
         subnet: str,
+        device_id: str,
+        known_device: bool,
         account_id: str,
         identifier: str,
         unknown: bool,
@@ -60,11 +65,39 @@ class Signals(Protocol):
 
 class DecisionLog(Protocol):
     async def add(self, decision: StoredDecision) -> None:
-        """Keep ``decision``; it may be stored a moment later, in a batch."""
+        """Store ``decision`` (with others, in one batch); returns once it is stored."""
         ...
 
-    async def flush(self) -> None:
-        """Store every decision added so far."""
+
+class SharedCounts(Protocol):
+    """Every replica's counts, in the database."""
+
+    async def add(self, batch: Batch) -> None:
+        """Add this replica's deltas to the totals, all or nothing."""
+        ...
+
+    async def read(
+        self, wanted: Sequence[Wanted]
+    ) -> tuple[Sequence[tuple[str, str, int, int, int, int]], Sequence[tuple[str, str, int, str]]]:
+        """The totals per bucket (dimension, key, bucket, attempts, failures, unknown) of
+        the ``wanted`` keys, and the identifiers (dimension, key, bucket, identifier)
+        tried from those that keep them."""
+        ...
+
+
+class History(Protocol):
+    """What an assessment cannot count, read by primary key."""
+
+    async def previous_login(self, account_id: str) -> tuple[str | None, datetime | None]:
+        """The country and time of the account's last successful sign-in."""
+        ...
+
+    async def last_credential_change(self, session_id: str) -> datetime | None:
+        """The last credential change of the account of ``session_id``."""
+        ...
+
+    async def last_top_up(self, wallet_id: str) -> tuple[datetime | None, bool]:
+        """The wallet's last top-up time and whether it came from a device new to the account."""
         ...
 
 

@@ -75,7 +75,9 @@ async def test_list_replay_over_500_ips_under_the_per_ip_limit_is_answered_with_
     ips = [f"100.{64 + n // 200}.{n % 200}.9" for n in range(500)]
 
     async def replay(n: int) -> risk_pb2.Decision:
-        return await attempt_and_fail(risk, login(ip=ips[n], ident=identifier(f"leak-{n}")))
+        # A fresh device per attempt too, or one device would cross its own limit.
+        request = login(ip=ips[n], ident=identifier(f"leak-{n}"), device=f"bot-{n}")
+        return await attempt_and_fail(risk, request)
 
     verdicts = []
     for start in range(0, 500, 50):

@@ -13,7 +13,9 @@ from services.risk.domain.decisions import StoredDecision
 from services.risk.domain.outcomes import OutcomeEvent
 from services.risk.domain.policy import PolicyChange
 from services.risk.domain.rules import RuleBook, Verdict
-from services.risk.storage import alerts, decisions, outcomes
+from services.risk.domain.tallies import Batch, CellDelta
+from services.risk.domain.windows import bucket_of
+from services.risk.storage import alerts, counters, decisions, outcomes
 
 
 async def raise_stuffing_alert(pool, *, quiet_since: datetime, action: PolicyChange | None = None):
@@ -26,14 +28,8 @@ async def raise_stuffing_alert(pool, *, quiet_since: datetime, action: PolicyCha
 
 async def test_aggregates_read_failures_foreign_sign_ins_top_ups_and_risky_baskets(pool):
     now = datetime.now(UTC)
-    await outcomes.record_outcome(
-        pool,
-        OutcomeEvent(
-            outcome="password_wrong", decision_id="", account_id="", wallet_id="", payer_id="",
-            session_id="", ip="203.0.113.7", device_id="", amount_minor=0, currency="",
-            movement_id="", identifier_hash="", occurred_at=now, subnet="203.0.113.0/24",
-        ),
-    )  # fmt: skip
+    failed = CellDelta("global", "", bucket_of(now), attempts=1, failures=1, unknown=0)
+    await counters.add_counts(pool, Batch(cells=(failed,), identifiers=()))
     await outcomes.record_outcome(
         pool,
         OutcomeEvent(

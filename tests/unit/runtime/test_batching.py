@@ -1,0 +1,91 @@
+"""Group commit: items added together are written in one call, each caller is
+answered once its batch is written, and a failed write fails its own callers only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from services.runtime.batching import GroupCommit
+
+
+class Store:
+    def __init__(self) -> None:
+        self.writes: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail_next = False
+        self.writing = 0
+        self.most_at_once = 0
+        self.started = asyncio.Event()
+
+    async def write(self, items: Sequence[int]) -> None:
+        self.writing += 1
+        self.started.set()
+        self.most_at_once = max(self.most_at_once, self.writing)
+        try:
+            await self.release.wait()
+            if self.fail_next:
+                self.fail_next = False
+                raise ConnectionError("database away")
+            self.writes.append(list(items))
+        finally:
+            self.writing -= 1
+
+
+async def test_items_added_together_are_written_in_one_call_before_anyone_is_answered():
+    store = Store()
+    commit = GroupCommit(store.write, max_wait=0.05)
+
+    async def add(item: int) -> list[list[int]]:
+        await commit.add(item)
+        return [list(w) for w in store.writes]
+
+    seen = await asyncio.gather(*(add(n) for n in range(5)))
+    assert store.writes == [[0, 1, 2, 3, 4]]
+    assert all(any(n in write for write in writes) for n, writes in enumerate(seen))
+
+
+async def test_a_full_batch_is_written_without_waiting_out_the_window():
+    store = Store()
+    commit = GroupCommit(store.write, max_wait=3600, max_items=3)
+    await asyncio.wait_for(asyncio.gather(*(commit.add(n) for n in range(3))), timeout=30)
+    assert store.writes == [[0, 1, 2]]
+
+
+async def test_items_arriving_during_a_write_form_the_next_batch_and_one_write_runs_at_a_time():
+    store = Store()
+    store.release.clear()
+    commit = GroupCommit(store.write, max_wait=0.001)
+    first = asyncio.ensure_future(commit.add(1))
+    await store.started.wait()
+    later = [asyncio.ensure_future(commit.add(n)) for n in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    assert not first.done(), "answered only once written"
+    store.release.set()
+    await asyncio.gather(first, *later)
+    assert store.writes == [[1], [2, 3, 4]]
+    assert store.most_at_once == 1
+
+
+async def test_a_failed_write_fails_its_callers_and_the_next_batch_is_written():
+    store = Store()
+    store.fail_next = True
+    commit = GroupCommit(store.write, max_wait=0.001)
+    results = await asyncio.gather(commit.add(1), commit.add(2), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    await commit.add(3)
+    assert store.writes == [[3]]
+
+
+async def test_a_caller_that_stops_waiting_still_has_its_item_written():
+    store = Store()
+    store.release.clear()
+    commit = GroupCommit(store.write, max_wait=0.001)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(commit.add(7), timeout=0.01)
+    store.release.set()
+    await commit.drain()
+    assert store.writes == [[7]]
