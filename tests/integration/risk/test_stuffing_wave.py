@@ -15,10 +15,11 @@ import pytest_asyncio
 from services.risk.domain.alerts import STUFFING_WAVE, Alert
 from services.risk.domain.outcomes import OutcomeEvent
 from services.risk.domain.policy import Policy, PolicyChange
-from services.risk.jobs import DecisionWriter
 from services.risk.storage import alerts as alert_store
+from services.risk.storage import counters
 from services.risk.storage import policies as policy_store
 from services.risk.use_cases.alerts import Alerts
+from services.risk.use_cases.counting import Counting
 from services.risk.use_cases.decisions import Decisions
 from services.risk.use_cases.policies import Policies, RiskState, RuleUpdate
 
@@ -42,6 +43,7 @@ class Wave:
     clock: Clock
     state: RiskState
     alerts: Alerts
+    counting: Counting
     outcomes: Decisions
     policies: Policies
     thin: int = 0
@@ -72,6 +74,8 @@ class Wave:
         for n, ip in enumerate(ips):
             await self.failed(ip, start + timedelta(seconds=n / 4))
         self.clock.now = start + timedelta(seconds=1)
+        # As the counter sync does every second: this replica's counts reach the table.
+        await self.counting.flush()
         await self.alerts.watch_stuffing()
 
     def _thin(self) -> str:
@@ -101,12 +105,15 @@ async def wave(pool: asyncpg.Pool) -> Wave:
         ),
         actor=OPERATOR, reason="sized for the drill",
     )  # fmt: skip
+    store = counters.CounterStore(pool)
+    counting = Counting(store, store, state, clock=clock)
     return Wave(
         pool=pool,
         clock=clock,
         state=state,
         alerts=Alerts(pool, state, home_countries=("JP",), clock=clock),
-        outcomes=Decisions(pool, DecisionWriter(pool), lambda ip: ""),
+        counting=counting,
+        outcomes=Decisions(pool, counting, lambda ip: ""),
         policies=policies,
     )
 
@@ -180,6 +187,7 @@ async def test_while_the_wave_lasts_its_containment_grows_and_the_next_alert_con
         for n in range(40):
             await wave.failed(NOISY[n % 2], wave.clock.now)
         wave.clock.now += timedelta(seconds=30)
+        await wave.counting.flush()
         await wave.alerts.watch_stuffing()
     later = wave.policy
     alerts = await wave.stuffing_alerts()
