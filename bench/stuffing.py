@@ -42,7 +42,7 @@ from bench.load import (
 )
 from bench.results import Samples
 from bench.system import Someone, System, fetch_rows, password_hash, seed_accounts, seeded_email
-from services.risk.clients.countries import bundled_lookup
+from services.runtime.countries import bundled_lookup
 from services.runtime.device_proof import DeviceKey
 from tests.support.people import client
 

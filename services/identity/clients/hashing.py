@@ -1,14 +1,20 @@
-"""Password hashing (argon2id) behind the Hasher port, and the offline list of
-common and breached passwords."""
+"""Password hashing (argon2id) behind the Hasher port, within a budget sized to the
+cores, and the offline list of common and breached passwords."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from services.identity.domain.admission import HashBudgetExhausted, HashSlots, Lane
 from services.identity.domain.credentials import identifier_key
 from services.runtime import metrics
 
@@ -17,17 +23,113 @@ OWASP_MEMORY_KIB = 19 * 1024
 OWASP_TIME_COST = 2
 OWASP_PARALLELISM = 1
 
+T = TypeVar("T")
+
+
+class HashBudget:
+    """At most ``slots.total`` hashes at once, in two lanes.
+
+    A known device's hash waits only for slots already running (it has slots of its
+    own and goes first for the shared ones), up to ``known_wait`` seconds. A stranger's
+    waits in a queue of at most ``queue`` for at most ``new_wait`` seconds; beyond
+    either bound it is refused at once. More threads than cores would only make every
+    hash slower, the owner's among them.
+    """
+
+    def __init__(self, slots: HashSlots, *, queue: int, new_wait: float, known_wait: float) -> None:
+        self.slots = slots
+        self._queue = queue
+        self._wait = {Lane.NEW_DEVICE: new_wait, Lane.KNOWN_DEVICE: known_wait}
+        self._running = {Lane.KNOWN_DEVICE: 0, Lane.NEW_DEVICE: 0}
+        self._waiting: dict[Lane, collections.deque[asyncio.Future[None]]] = {
+            Lane.KNOWN_DEVICE: collections.deque(),
+            Lane.NEW_DEVICE: collections.deque(),
+        }
+
+    def _may_start(self, lane: Lane) -> bool:
+        return self.slots.may_start(
+            lane,
+            running_known=self._running[Lane.KNOWN_DEVICE],
+            running_new=self._running[Lane.NEW_DEVICE],
+            known_waiting=len(self._waiting[Lane.KNOWN_DEVICE]),
+        )
+
+    def has_room(self, lane: Lane) -> bool:
+        """Whether a hash of ``lane`` would start or queue now (not refused at once)."""
+        if lane is Lane.KNOWN_DEVICE:
+            return True
+        waiting = self._waiting[Lane.NEW_DEVICE]
+        return (not waiting and self._may_start(lane)) or len(waiting) < self._queue
+
+    @contextlib.asynccontextmanager
+    async def slot(self, lane: Lane) -> AsyncIterator[None]:
+        await self._enter(lane)
+        try:
+            yield
+        finally:
+            self._running[lane] -= 1
+            self._wake()
+
+    async def _enter(self, lane: Lane) -> None:
+        waiting = self._waiting[lane]
+        if not waiting and self._may_start(lane):
+            self._running[lane] += 1
+            return
+        if lane is Lane.NEW_DEVICE and len(waiting) >= self._queue:
+            raise HashBudgetExhausted
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        try:
+            async with asyncio.timeout(self._wait[lane]):
+                await turn
+        except BaseException as error:
+            if turn.done() and not turn.cancelled():
+                # Given a slot just as the caller gave up: pass it on.
+                self._running[lane] -= 1
+                self._wake()
+            if isinstance(error, TimeoutError):
+                raise HashBudgetExhausted from None
+            raise
+        finally:
+            if turn in waiting:
+                waiting.remove(turn)
+
+    def _wake(self) -> None:
+        """Hand free slots to waiters, known devices first (the slot is counted as theirs
+        before they run, so nobody arriving meanwhile takes it)."""
+        for lane in (Lane.KNOWN_DEVICE, Lane.NEW_DEVICE):
+            waiting = self._waiting[lane]
+            while waiting and self._may_start_waiter(lane):
+                turn = waiting.popleft()
+                if turn.done():
+                    continue
+                self._running[lane] += 1
+                turn.set_result(None)
+
+    def _may_start_waiter(self, lane: Lane) -> bool:
+        # The waiter asking is itself in the queue; only others of the known lane count.
+        known_waiting = len(self._waiting[Lane.KNOWN_DEVICE]) - (lane is Lane.KNOWN_DEVICE)
+        return self.slots.may_start(
+            lane,
+            running_known=self._running[Lane.KNOWN_DEVICE],
+            running_new=self._running[Lane.NEW_DEVICE],
+            known_waiting=max(known_waiting, 0),
+        )
+
 
 class PasswordHasher:
-    """argon2id in a worker thread, counting every hash so tests can prove when none ran."""
+    """argon2id in a worker thread within the budget, counting every hash so tests can
+    prove when none ran."""
 
     def __init__(
         self,
+        budget: HashBudget,
         *,
         memory_kib: int = OWASP_MEMORY_KIB,
         time_cost: int = OWASP_TIME_COST,
         parallelism: int = OWASP_PARALLELISM,
     ) -> None:
+        self._budget = budget
         self._argon = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -36,21 +138,50 @@ class PasswordHasher:
         )
         self.computed = 0
         # Unknown identifiers are checked against this, so they cost what a real account costs.
+        started = time.perf_counter()
         self._dummy = self._argon.hash("mamoru dummy password for unknown identifiers")
+        self._typical_seconds = time.perf_counter() - started
 
-    async def hash(self, password: str) -> str:
-        self.computed += 1
-        metrics.IDENTITY_PASSWORD_HASHES.inc()
-        with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
-            return await asyncio.to_thread(self._argon.hash, password)
+    def has_room(self, lane: Lane) -> bool:
+        return self._budget.has_room(lane)
 
-    async def verify(self, stored: str | None, password: str) -> bool:
-        """True when ``password`` matches; an absent hash still costs one verification."""
-        self.computed += 1
-        metrics.IDENTITY_PASSWORD_HASHES.inc()
-        with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
-            matches = await asyncio.to_thread(self._verify, stored or self._dummy, password)
+    def typical_seconds(self) -> float:
+        """About how long a hash takes here lately (to answer a refusal no sooner)."""
+        return self._typical_seconds
+
+    async def hash(self, password: str, *, lane: Lane = Lane.NEW_DEVICE) -> str:
+        async with self._budget.slot(lane):
+            self._count()
+            with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
+                return await asyncio.to_thread(
+                    self._timed, functools.partial(self._argon.hash, password)
+                )
+
+    async def verify(
+        self, stored: str | None, password: str, *, lane: Lane = Lane.NEW_DEVICE
+    ) -> bool:
+        """True when ``password`` matches; an absent hash still costs one verification.
+        Raises ``HashBudgetExhausted`` when the lane has no slot within its bounds."""
+        async with self._budget.slot(lane):
+            self._count()
+            with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
+                matches = await asyncio.to_thread(
+                    self._timed, functools.partial(self._verify, stored or self._dummy, password)
+                )
         return matches and stored is not None
+
+    def _count(self) -> None:
+        self.computed += 1
+        metrics.IDENTITY_PASSWORD_HASHES.inc()
+
+    def _timed(self, work: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            # A moving average, so a slow machine's refusals keep pace with its hashes.
+            elapsed = time.perf_counter() - started
+            self._typical_seconds += (elapsed - self._typical_seconds) / 8
 
     def needs_rehash(self, stored: str) -> bool:
         try:

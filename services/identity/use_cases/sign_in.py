@@ -6,8 +6,11 @@ so that no answer tells an attacker whether an account exists.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import datetime
+from typing import NoReturn
 
 import asyncpg
 import webauthn
@@ -19,6 +22,16 @@ from services.identity.clients.notices import (
 )
 from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
+from services.identity.domain.admission import (
+    AdmissionPolicy,
+    HashBudgetExhausted,
+    IpAddress,
+    Lane,
+    Refusal,
+    new_device_refusal,
+    parse_ip,
+    past_failure_cap,
+)
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
     FailedSignIn,
@@ -51,7 +64,17 @@ class SignIn(FactorChecks):
     ) -> IssuedSession | PendingChallenge:
         key = cred.identifier_key(identifier)
         identifier_hash = self.pseudonyms.identifier_hash(key)
+        # Admission before anything costly. Whatever is refused here is refused alike for
+        # a known identifier and an unknown one: nothing about the account is read yet.
+        policy = self.admission.current()
+        address = parse_ip(client.ip_address)
+        blocked = policy.blocked(address, self.admission.country_of)
+        if blocked is not None:
+            self._refuse_unasked(blocked, as_seen(client, None), identifier_hash)
         proven = self._checked_proof(device_proof, "Login", identifier)
+        if proven is None:
+            # No proof, no known device: refusable with no database work at all.
+            self._admit_new_device(policy, address, as_seen(client, None), identifier_hash)
         # One statement whether or not the account exists: the work before the answer
         # must not tell a known identifier from an unknown one. It spends the proof.
         account = await self.sign_in_store.login_candidate(key, proven)
@@ -60,6 +83,8 @@ class SignIn(FactorChecks):
             proven = None
         known_device = proven is not None and account is not None and account["known_device"]
         client = as_seen(client, proven)
+        if not known_device:
+            self._admit_new_device(policy, address, client, identifier_hash)
         assessment = await self.risk.assess_login(
             account_id=account_id,
             identifier_hash=identifier_hash,
@@ -68,12 +93,34 @@ class SignIn(FactorChecks):
             method="password",
         )
         if refuse_before_hashing(assessment.verdict):
-            metrics.IDENTITY_REFUSED_WITHOUT_HASH.inc()
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.RISK_VERDICT).inc()
             raise invalid_credentials()
+        if (
+            not known_device
+            and account is not None
+            and past_failure_cap(account["recent_failures"])
+        ):
+            # Guessing at this account from strangers' devices is over until its owner
+            # signs in. Answered no sooner than a hash would be, so the refusal does not
+            # tell an account at the cap from an identifier that names none.
+            await asyncio.sleep(self.hasher.typical_seconds())
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.FAILURE_CAP).inc()
+            raise invalid_credentials()
+        lane = Lane.KNOWN_DEVICE if known_device else Lane.NEW_DEVICE
         usable = account is not None and account["status"] == "active"
-        matches = await self.hasher.verify(
-            account["password_hash"] if usable and account is not None else None, password
-        )
+        try:
+            matches = await self.hasher.verify(
+                account["password_hash"] if usable and account is not None else None,
+                password,
+                lane=lane,
+            )
+        except HashBudgetExhausted:
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.HASH_BUDGET).inc()
+            if known_device:
+                # Only the holder of a key registered to the account gets here, so "busy,
+                # try again" tells nobody else anything about the account.
+                raise
+            raise invalid_credentials() from None
         if not (matches and usable and account is not None):
             await self._count_after_answer(account_id, client, expired_password=False)
             self.risk.record_outcome(
@@ -95,9 +142,11 @@ class SignIn(FactorChecks):
             )
             raise invalid_credentials()
         if self.hasher.needs_rehash(account["password_hash"]):
-            new_hash = await self.hasher.hash(password)
-            async with self.pool.acquire() as conn:
-                await account_store.set_password(conn, account_id, new_hash)
+            with contextlib.suppress(HashBudgetExhausted):
+                # The stronger hash can wait for a sign-in with room for it.
+                new_hash = await self.hasher.hash(password, lane=lane)
+                async with self.pool.acquire() as conn:
+                    await account_store.set_password(conn, account_id, new_hash)
         need = second_factor_need(
             verdict=assessment.verdict,
             known_device=known_device,
@@ -155,6 +204,35 @@ class SignIn(FactorChecks):
             client=client,
         )
         return PendingChallenge(challenge["id"], tuple(methods))
+
+    def _admit_new_device(
+        self,
+        policy: AdmissionPolicy,
+        address: IpAddress | None,
+        client: common_pb2.ClientContext,
+        identifier_hash: str,
+    ) -> None:
+        """Refuse a device the account does not know, before risk is asked, when its
+        network is contained or the strangers' hashing lane is full."""
+        refusal = new_device_refusal(
+            contained=policy.contained(address, self.now()),
+            hash_room=self.hasher.has_room(Lane.NEW_DEVICE),
+        )
+        if refusal is not None:
+            self._refuse_unasked(refusal, client, identifier_hash)
+
+    def _refuse_unasked(
+        self, refusal: Refusal, client: common_pb2.ClientContext, identifier_hash: str
+    ) -> NoReturn:
+        """Answer as a wrong password, with no hash, no write and no call waited for.
+
+        Risk was not asked, so it hears of the attempt as the failure it is (sampled
+        past a rate), and a wave it contains stays in its counts. Nothing is counted
+        against an account: its password was never tried. Attempts risk refused on its
+        own verdict are not reported: its decision already counts them."""
+        metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(refusal).inc()
+        self.risk.report_refusal(client=client, identifier_hash=identifier_hash)
+        raise invalid_credentials()
 
     async def _count_after_answer(
         self,
@@ -306,6 +384,8 @@ class SignIn(FactorChecks):
             await self._remember_and_tell(
                 conn, account_id, proven, client, country=assessment.country_code
             )
+            # A sign-in ends a run of failed passwords, the cap's count among them.
+            await account_store.clear_failures(conn, account_id)
             issued = await self._open_session(
                 conn, account_id=account_id, client=client, methods=[cred.PASSKEY], proven=proven
             )
