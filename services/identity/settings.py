@@ -135,7 +135,7 @@ class IdentitySettings(ServiceSettings):
     )
     refusal_reports_per_second: float = env(
         "IDENTITY_REFUSAL_REPORTS_PER_SECOND",
-        default=200.0,
+        default=50.0,
         help="refused attempts risk was never asked about, reported to it as failures at "
         "most this often (a wave stays visible without one call per refusal)",
     )

@@ -43,7 +43,7 @@ class RiskClient:
         channel: grpc.aio.Channel,
         *,
         timeout_seconds: float,
-        refusal_reports_per_second: float = 200.0,
+        refusal_reports_per_second: float = 50.0,
     ) -> None:
         self._stub = risk_pb2_grpc.RiskServiceStub(channel)
         self._timeout = timeout_seconds
