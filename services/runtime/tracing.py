@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import grpc
@@ -147,10 +147,10 @@ class _SampledAttributesInterceptor(OpenTelemetryAioServerInterceptor):
         ) as span:
             if span.is_recording():
                 span.set_attributes(_server_span_attributes(handler_call_details, context))
-            yield _AnswerAwareSpan(span)
+            yield cast(trace.Span, _AnswerAwareSpan(span))
 
 
-class _AnswerAwareSpan(ObjectProxy):  # type: ignore[misc]
+class _AnswerAwareSpan(ObjectProxy[trace.Span]):
     """The server span, to which a refusal is an answer, not an exception.
 
     The error mapping answers a ``DomainError`` with ``abort_with_status``, which
@@ -164,7 +164,9 @@ class _AnswerAwareSpan(ObjectProxy):  # type: ignore[misc]
         answered = exception.__context__ if isinstance(exception, grpc.aio.AbortError) else None
         if isinstance(answered, DomainError):
             self.__wrapped__.set_attribute(RPC_GRPC_STATUS_CODE, answered.code.value[0])
-            self.__wrapped__.set_status(_server_status(answered.code, answered.message))
+            self.__wrapped__.set_status(
+                _server_status(answered.code, answered.message)  # type: ignore[no-untyped-call]
+            )
             return
         self.__wrapped__.record_exception(exception, *args, **kwargs)
 

@@ -80,9 +80,9 @@ async def refusal(call: Any) -> grpc.aio.AioRpcError:
 
 
 def is_wrong_password(error: grpc.aio.AioRpcError) -> bool:
-    return (
-        error.code() == grpc.StatusCode.UNAUTHENTICATED and error.details() == "invalid credentials"
-    )
+    code: grpc.StatusCode = error.code()
+    details: str | None = error.details()
+    return code == grpc.StatusCode.UNAUTHENTICATED and details == "invalid credentials"
 
 
 def identity_policies(cluster: Cluster) -> PolicyView:
