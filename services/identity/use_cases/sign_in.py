@@ -221,6 +221,12 @@ class SignIn(FactorChecks):
         if refusal is not None:
             self._refuse_unasked(refusal, client, identifier_hash)
 
+    def _refuse_blocked(self, client: common_pb2.ClientContext) -> None:
+        """A passkey sign-in from a blocked network or country ends before any work,
+        as a password's does (no password is tried, so none is counted)."""
+        if self.admission.current().blocked(parse_ip(client.ip_address), self.admission.country_of):
+            raise invalid_credentials()
+
     def _refuse_unasked(
         self, refusal: Refusal, client: common_pb2.ClientContext, identifier_hash: str
     ) -> NoReturn:
@@ -314,6 +320,7 @@ class SignIn(FactorChecks):
         client: common_pb2.ClientContext,
         device_proof: str = "",
     ) -> tuple[uuid.UUID, str]:
+        self._refuse_blocked(client)
         proven = await self._proven(
             device_proof, "BeginPasskeyLogin", str(challenge_id) if challenge_id else ""
         )
@@ -352,6 +359,7 @@ class SignIn(FactorChecks):
         client: common_pb2.ClientContext,
         device_proof: str = "",
     ) -> IssuedSession:
+        self._refuse_blocked(client)
         proven = await self._proven(device_proof, "FinishPasskeyLogin", str(ceremony_id))
         client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():

@@ -387,3 +387,17 @@ async def test_one_failure_short_of_the_cap_a_new_device_is_still_hashed(sign_in
 
     await sign_in.refused("hanako@example.jp", "a typo")
     assert sign_in.hasher.computed == 1
+
+
+async def test_a_passkey_sign_in_from_a_blocked_network_ends_before_any_database_work(
+    sign_in: SignIn,
+):
+    sign_in.admission.policy = AdmissionPolicy(blocked_networks=Networks(["198.51.100.0/24"]))
+    client = common_pb2.ClientContext(ip_address="198.51.100.3", device_id="pc", user_agent="ua")
+
+    with pytest.raises(Unauthenticated):
+        await sign_in.identity.begin_passkey_login(identifier="", challenge_id=None, client=client)
+    with pytest.raises(Unauthenticated):
+        await sign_in.identity.finish_passkey_login(
+            ceremony_id=uuid.uuid4(), assertion_json="{}", client=client
+        )
