@@ -14,7 +14,7 @@ from typing import TypeVar
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from services.identity.domain.admission import HashBudgetExhausted, HashSlots, Lane
+from services.identity.domain.admission import AdmittedPlace, HashBudgetExhausted, HashSlots, Lane
 from services.identity.domain.credentials import identifier_key
 from services.runtime import metrics
 
@@ -26,21 +26,39 @@ OWASP_PARALLELISM = 1
 T = TypeVar("T")
 
 
+class Place:
+    """An attempt's place in a lane of the budget, from its admission to its hash."""
+
+    def __init__(self, budget: HashBudget, lane: Lane) -> None:
+        self._budget = budget
+        self.lane = lane
+        self._held = True
+
+    def give_up(self) -> None:
+        if self._held:
+            self._held = False
+            self._budget._release(self.lane)
+
+
 class HashBudget:
     """At most ``slots.total`` hashes at once, in two lanes.
 
     A known device's hash waits only for slots already running (it has slots of its
-    own and goes first for the shared ones), up to ``known_wait`` seconds. A stranger's
-    waits in a queue of at most ``queue`` for at most ``new_wait`` seconds; beyond
-    either bound it is refused at once. More threads than cores would only make every
-    hash slower, the owner's among them.
+    own and goes first for the shared ones), up to ``known_wait`` seconds. Strangers
+    are admitted to their lane up to its slots and ``queue`` more (admitted early, an
+    attempt keeps its place while risk is asked, so the lane is full before risk is
+    asked about attempts it could not hash); beyond, they are refused at once, and
+    one that waits longer than ``new_wait`` for a slot is refused then. More threads
+    than cores would only make every hash slower, the owner's among them.
     """
 
     def __init__(self, slots: HashSlots, *, queue: int, new_wait: float, known_wait: float) -> None:
         self.slots = slots
-        self._queue = queue
+        self._strangers = slots.total - slots.for_known_devices + queue
         self._wait = {Lane.NEW_DEVICE: new_wait, Lane.KNOWN_DEVICE: known_wait}
         self._running = {Lane.KNOWN_DEVICE: 0, Lane.NEW_DEVICE: 0}
+        # Admitted and not yet hashing: being assessed, or waiting for a slot.
+        self._admitted = {Lane.KNOWN_DEVICE: 0, Lane.NEW_DEVICE: 0}
         self._waiting: dict[Lane, collections.deque[asyncio.Future[None]]] = {
             Lane.KNOWN_DEVICE: collections.deque(),
             Lane.NEW_DEVICE: collections.deque(),
@@ -55,15 +73,31 @@ class HashBudget:
         )
 
     def has_room(self, lane: Lane) -> bool:
-        """Whether a hash of ``lane`` would start or queue now (not refused at once)."""
-        if lane is Lane.KNOWN_DEVICE:
-            return True
-        waiting = self._waiting[Lane.NEW_DEVICE]
-        return (not waiting and self._may_start(lane)) or len(waiting) < self._queue
+        """Whether an attempt of ``lane`` would be admitted now."""
+        return lane is Lane.KNOWN_DEVICE or (
+            self._running[Lane.NEW_DEVICE] + self._admitted[Lane.NEW_DEVICE] < self._strangers
+        )
+
+    def admit(self, lane: Lane) -> Place | None:
+        """A place in ``lane`` for a hash to come (``slot(lane, place)``), or None when
+        the strangers' lane is full. A place that will not be used is given up."""
+        if not self.has_room(lane):
+            return None
+        self._admitted[lane] += 1
+        return Place(self, lane)
+
+    def _release(self, lane: Lane) -> None:
+        self._admitted[lane] -= 1
 
     @contextlib.asynccontextmanager
-    async def slot(self, lane: Lane) -> AsyncIterator[None]:
-        await self._enter(lane)
+    async def slot(self, lane: Lane, place: AdmittedPlace | None = None) -> AsyncIterator[None]:
+        place = place or self.admit(lane)
+        if place is None:
+            raise HashBudgetExhausted
+        try:
+            await self._enter(lane)
+        finally:
+            place.give_up()
         try:
             yield
         finally:
@@ -75,8 +109,6 @@ class HashBudget:
         if not waiting and self._may_start(lane):
             self._running[lane] += 1
             return
-        if lane is Lane.NEW_DEVICE and len(waiting) >= self._queue:
-            raise HashBudgetExhausted
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting.append(turn)
         try:
@@ -145,6 +177,9 @@ class PasswordHasher:
     def has_room(self, lane: Lane) -> bool:
         return self._budget.has_room(lane)
 
+    def admit(self, lane: Lane) -> Place | None:
+        return self._budget.admit(lane)
+
     def typical_seconds(self) -> float:
         """About how long a hash takes here lately (to answer a refusal no sooner)."""
         return self._typical_seconds
@@ -158,11 +193,17 @@ class PasswordHasher:
                 )
 
     async def verify(
-        self, stored: str | None, password: str, *, lane: Lane = Lane.NEW_DEVICE
+        self,
+        stored: str | None,
+        password: str,
+        *,
+        lane: Lane = Lane.NEW_DEVICE,
+        place: AdmittedPlace | None = None,
     ) -> bool:
         """True when ``password`` matches; an absent hash still costs one verification.
-        Raises ``HashBudgetExhausted`` when the lane has no slot within its bounds."""
-        async with self._budget.slot(lane):
+        Raises ``HashBudgetExhausted`` when the lane has no slot within its bounds.
+        ``place``: one the caller was admitted to, which this uses up."""
+        async with self._budget.slot(lane, place):
             self._count()
             with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
                 matches = await asyncio.to_thread(

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from services.runtime.errors import Unavailable
 
@@ -38,6 +39,15 @@ class Lane(enum.Enum):
 
     KNOWN_DEVICE = "known_device"
     NEW_DEVICE = "new_device"
+
+
+class AdmittedPlace(Protocol):
+    """An attempt's place in a lane of the hashing budget, held from its admission
+    (before risk is asked) until its hash starts."""
+
+    def give_up(self) -> None:
+        """Leave the place unused (idempotent)."""
+        ...
 
 
 class HashBudgetExhausted(Unavailable):

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 
-from services.identity.domain.admission import AdmissionPolicy, Lane
+from services.identity.domain.admission import AdmissionPolicy, AdmittedPlace, Lane
 from services.identity.domain.login import FailedSignIn, RiskVerdict
 from services.runtime.device_proof import ProvenDevice
 
@@ -85,15 +85,25 @@ class Hasher(Protocol):
     async def hash(self, password: str, *, lane: Lane = Lane.NEW_DEVICE) -> str: ...
 
     async def verify(
-        self, stored: str | None, password: str, *, lane: Lane = Lane.NEW_DEVICE
+        self,
+        stored: str | None,
+        password: str,
+        *,
+        lane: Lane = Lane.NEW_DEVICE,
+        place: AdmittedPlace | None = None,
     ) -> bool:
-        """True when ``password`` matches; an absent hash still costs one verification."""
+        """True when ``password`` matches; an absent hash still costs one verification.
+        ``place``: one the caller was admitted to (``admit``), which this uses up."""
         ...
 
     def needs_rehash(self, stored: str) -> bool: ...
 
     def has_room(self, lane: Lane) -> bool:
-        """Whether a hash of ``lane`` would start or queue now rather than be refused."""
+        """Whether an attempt of ``lane`` would be admitted now rather than refused."""
+        ...
+
+    def admit(self, lane: Lane) -> AdmittedPlace | None:
+        """A place in ``lane`` for a hash to come; None when the lane is full."""
         ...
 
     def typical_seconds(self) -> float:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import asyncpg
 import webauthn
@@ -24,6 +24,7 @@ from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
 from services.identity.domain.admission import (
     AdmissionPolicy,
+    AdmittedPlace,
     HashBudgetExhausted,
     IpAddress,
     Lane,
@@ -49,6 +50,7 @@ from services.identity.storage import devices as device_store
 from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import as_seen
 from services.identity.use_cases.checks import FactorChecks
+from services.identity.use_cases.ports import Assessment
 from services.runtime import metrics
 from services.runtime.outbox import OutboxMessage, remember_once
 
@@ -74,7 +76,9 @@ class SignIn(FactorChecks):
         proven = self._checked_proof(device_proof, "Login", identifier)
         if proven is None:
             # No proof, no known device: refusable with no database work at all.
-            self._admit_new_device(policy, address, as_seen(client, None), identifier_hash)
+            self._admit_new_device(
+                policy, address, as_seen(client, None), identifier_hash, take_place=False
+            )
         # One statement whether or not the account exists: the work before the answer
         # must not tell a known identifier from an unknown one. It spends the proof.
         account = await self.sign_in_store.login_candidate(key, proven)
@@ -83,44 +87,26 @@ class SignIn(FactorChecks):
             proven = None
         known_device = proven is not None and account is not None and account["known_device"]
         client = as_seen(client, proven)
-        if not known_device:
-            self._admit_new_device(policy, address, client, identifier_hash)
-        assessment = await self.risk.assess_login(
-            account_id=account_id,
-            identifier_hash=identifier_hash,
-            client=client,
-            known_device=known_device,
-            method="password",
+        # A stranger takes its place in the hashing lane before risk is asked, so that
+        # risk is not asked about attempts the lane could not hash.
+        place = (
+            None
+            if known_device
+            else self._admit_new_device(policy, address, client, identifier_hash, take_place=True)
         )
-        if refuse_before_hashing(assessment.verdict):
-            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.RISK_VERDICT).inc()
-            raise invalid_credentials()
-        if (
-            not known_device
-            and account is not None
-            and past_failure_cap(account["recent_failures"])
-        ):
-            # Guessing at this account from strangers' devices is over until its owner
-            # signs in. Answered no sooner than a hash would be, so the refusal does not
-            # tell an account at the cap from an identifier that names none.
-            await asyncio.sleep(self.hasher.typical_seconds())
-            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.FAILURE_CAP).inc()
-            raise invalid_credentials()
-        lane = Lane.KNOWN_DEVICE if known_device else Lane.NEW_DEVICE
-        usable = account is not None and account["status"] == "active"
         try:
-            matches = await self.hasher.verify(
-                account["password_hash"] if usable and account is not None else None,
+            assessment, matches = await self._assess_and_verify(
+                account,
                 password,
-                lane=lane,
+                identifier_hash=identifier_hash,
+                client=client,
+                known_device=known_device,
+                place=place,
             )
-        except HashBudgetExhausted:
-            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.HASH_BUDGET).inc()
-            if known_device:
-                # Only the holder of a key registered to the account gets here, so "busy,
-                # try again" tells nobody else anything about the account.
-                raise
-            raise invalid_credentials() from None
+        finally:
+            if place is not None:
+                place.give_up()
+        usable = account is not None and account["status"] == "active"
         if not (matches and usable and account is not None):
             await self._count_after_answer(account_id, client, expired_password=False)
             self.risk.record_outcome(
@@ -144,6 +130,7 @@ class SignIn(FactorChecks):
         if self.hasher.needs_rehash(account["password_hash"]):
             with contextlib.suppress(HashBudgetExhausted):
                 # The stronger hash can wait for a sign-in with room for it.
+                lane = Lane.KNOWN_DEVICE if known_device else Lane.NEW_DEVICE
                 new_hash = await self.hasher.hash(password, lane=lane)
                 async with self.pool.acquire() as conn:
                     await account_store.set_password(conn, account_id, new_hash)
@@ -205,21 +192,81 @@ class SignIn(FactorChecks):
         )
         return PendingChallenge(challenge["id"], tuple(methods))
 
+    async def _assess_and_verify(
+        self,
+        account: Any,
+        password: str,
+        *,
+        identifier_hash: str,
+        client: common_pb2.ClientContext,
+        known_device: bool,
+        place: AdmittedPlace | None,
+    ) -> tuple[Assessment, bool]:
+        """Risk's verdict, then the password checked within the hashing budget, unless
+        the verdict or the failure cap refuses the attempt first."""
+        assessment = await self.risk.assess_login(
+            account_id=account["id"] if account is not None else None,
+            identifier_hash=identifier_hash,
+            client=client,
+            known_device=known_device,
+            method="password",
+        )
+        if refuse_before_hashing(assessment.verdict):
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.RISK_VERDICT).inc()
+            raise invalid_credentials()
+        if (
+            not known_device
+            and account is not None
+            and past_failure_cap(account["recent_failures"])
+        ):
+            # Guessing at this account from strangers' devices is over until its owner
+            # signs in. Answered no sooner than a hash would be, so the refusal does not
+            # tell an account at the cap from an identifier that names none.
+            await asyncio.sleep(self.hasher.typical_seconds())
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.FAILURE_CAP).inc()
+            raise invalid_credentials()
+        usable = account is not None and account["status"] == "active"
+        try:
+            matches = await self.hasher.verify(
+                account["password_hash"] if usable else None,
+                password,
+                lane=Lane.KNOWN_DEVICE if known_device else Lane.NEW_DEVICE,
+                place=place,
+            )
+        except HashBudgetExhausted:
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.HASH_BUDGET).inc()
+            if known_device:
+                # Only the holder of a key registered to the account gets here, so "busy,
+                # try again" tells nobody else anything about the account.
+                raise
+            raise invalid_credentials() from None
+        return assessment, matches
+
     def _admit_new_device(
         self,
         policy: AdmissionPolicy,
         address: IpAddress | None,
         client: common_pb2.ClientContext,
         identifier_hash: str,
-    ) -> None:
+        *,
+        take_place: bool,
+    ) -> AdmittedPlace | None:
         """Refuse a device the account does not know, before risk is asked, when its
-        network is contained or the strangers' hashing lane is full."""
-        refusal = new_device_refusal(
-            contained=policy.contained(address, self.now()),
-            hash_room=self.hasher.has_room(Lane.NEW_DEVICE),
-        )
+        network is contained or the strangers' hashing lane is full; with
+        ``take_place``, the place in the lane it is admitted to."""
+        contained = policy.contained(address, self.now())
+        place = None
+        if contained:
+            room = False
+        elif take_place:
+            place = self.hasher.admit(Lane.NEW_DEVICE)
+            room = place is not None
+        else:
+            room = self.hasher.has_room(Lane.NEW_DEVICE)
+        refusal = new_device_refusal(contained=contained, hash_room=room)
         if refusal is not None:
             self._refuse_unasked(refusal, client, identifier_hash)
+        return place
 
     def _refuse_blocked(self, client: common_pb2.ClientContext) -> None:
         """A passkey sign-in from a blocked network or country ends before any work,

@@ -229,3 +229,22 @@ async def test_a_freed_slot_goes_to_a_waiting_known_device_before_a_waiting_stra
     release.set()
     await asyncio.gather(running, stranger, owner)
     assert order == [Lane.KNOWN_DEVICE, Lane.NEW_DEVICE]
+
+
+async def test_an_admitted_stranger_holds_its_place_until_it_hashes_or_gives_it_up():
+    hashes = budget(total=2, reserved=1, queue=1)
+    first = hashes.admit(Lane.NEW_DEVICE)
+    second = hashes.admit(Lane.NEW_DEVICE)
+    assert first is not None and second is not None
+    # One slot for strangers and one place in the queue: both taken, by attempts
+    # that have not yet started hashing.
+    assert hashes.admit(Lane.NEW_DEVICE) is None
+    assert not hashes.has_room(Lane.NEW_DEVICE)
+    second.give_up()
+    second.give_up()
+    assert hashes.has_room(Lane.NEW_DEVICE)
+
+    async with hashes.slot(Lane.NEW_DEVICE, first):
+        # Hashing now: it counts as running, no longer as admitted.
+        assert hashes.has_room(Lane.NEW_DEVICE)
+    assert hashes.admit(Lane.NEW_DEVICE) is not None

@@ -18,6 +18,7 @@ from services.identity.domain.admission import (
     MAX_CONSECUTIVE_FAILURES,
     OPEN_POLICY,
     AdmissionPolicy,
+    AdmittedPlace,
     HashBudgetExhausted,
     Lane,
     Networks,
@@ -65,8 +66,17 @@ class FakeRisk:
 
 
 @dataclass
+class FakePlace:
+    given_up: bool = False
+
+    def give_up(self) -> None:
+        self.given_up = True
+
+
+@dataclass
 class FakeHasher:
     computed: int = 0
+    places: list[FakePlace] = field(default_factory=list)
     lanes: list[Lane] = field(default_factory=list)
     # Lanes whose budget is spent: no room now, and a hash asked of them is refused.
     full: set[Lane] = field(default_factory=set)
@@ -76,9 +86,16 @@ class FakeHasher:
         return f"hashed:{password}"
 
     async def verify(
-        self, stored: str | None, password: str, *, lane: Lane = Lane.NEW_DEVICE
+        self,
+        stored: str | None,
+        password: str,
+        *,
+        lane: Lane = Lane.NEW_DEVICE,
+        place: AdmittedPlace | None = None,
     ) -> bool:
         self._slot(lane)
+        if place is not None:
+            place.give_up()
         return stored == f"hashed:{password}"
 
     def _slot(self, lane: Lane) -> None:
@@ -92,6 +109,13 @@ class FakeHasher:
 
     def has_room(self, lane: Lane) -> bool:
         return lane not in self.full
+
+    def admit(self, lane: Lane) -> FakePlace | None:
+        if lane in self.full:
+            return None
+        place = FakePlace()
+        self.places.append(place)
+        return place
 
     def typical_seconds(self) -> float:
         return 0.0
@@ -401,3 +425,14 @@ async def test_a_passkey_sign_in_from_a_blocked_network_ends_before_any_database
         await sign_in.identity.finish_passkey_login(
             ceremony_id=uuid.uuid4(), assertion_json="{}", client=client
         )
+
+
+async def test_a_stranger_keeps_its_place_in_the_lane_while_risk_is_asked_and_gives_it_up_after(
+    sign_in: SignIn,
+):
+    sign_in.an_account("hanako@example.jp")
+    sign_in.risk.verdict = RiskVerdict.THROTTLE
+
+    await sign_in.refused("hanako@example.jp", PASSWORD)
+    assert sign_in.risk.assessed == 1 and sign_in.hasher.computed == 0
+    assert [place.given_up for place in sign_in.hasher.places] == [True]
