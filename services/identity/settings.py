@@ -119,14 +119,15 @@ class IdentitySettings(ServiceSettings):
     )
     hash_queue: int = env(
         "IDENTITY_HASH_QUEUE",
-        default=8,
-        help="new-device hashes that may wait for a slot; beyond, an attempt is refused "
-        "at once, without a hash, as a wrong password is",
+        default=64,
+        help="new-device attempts that may wait for a hashing slot (from before risk is "
+        "asked); beyond, or when the wait would pass IDENTITY_HASH_WAIT_SECONDS, an "
+        "attempt is refused at once, without a hash, as a wrong password is",
     )
     hash_wait_seconds: float = env(
         "IDENTITY_HASH_WAIT_SECONDS",
         default=2.0,
-        help="how long a new-device hash may wait for a slot before it is refused",
+        help="how long a new-device attempt may wait for a hashing slot",
     )
     known_device_hash_wait_seconds: float = env(
         "IDENTITY_KNOWN_DEVICE_HASH_WAIT_SECONDS",

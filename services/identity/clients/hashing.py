@@ -45,16 +45,27 @@ class HashBudget:
 
     A known device's hash waits only for slots already running (it has slots of its
     own and goes first for the shared ones), up to ``known_wait`` seconds. Strangers
-    are admitted to their lane up to its slots and ``queue`` more (admitted early, an
+    are admitted to their lane up to its slots and ``queue`` more, while the wait this
+    implies at the current hashing time stays within ``new_wait`` (admitted early, an
     attempt keeps its place while risk is asked, so the lane is full before risk is
     asked about attempts it could not hash); beyond, they are refused at once, and
-    one that waits longer than ``new_wait`` for a slot is refused then. More threads
-    than cores would only make every hash slower, the owner's among them.
+    one that still waits longer than ``new_wait`` for a slot is refused then. More
+    threads than cores would only make every hash slower, the owner's among them.
     """
 
-    def __init__(self, slots: HashSlots, *, queue: int, new_wait: float, known_wait: float) -> None:
+    def __init__(
+        self,
+        slots: HashSlots,
+        *,
+        queue: int,
+        new_wait: float,
+        known_wait: float,
+        hash_seconds: float = 0.05,
+    ) -> None:
         self.slots = slots
-        self._strangers = slots.total - slots.for_known_devices + queue
+        self._strangers = slots.for_strangers + queue
+        # How long a hash takes here lately (a moving average of what ``observe`` is told).
+        self.hash_seconds = hash_seconds
         self._wait = {Lane.NEW_DEVICE: new_wait, Lane.KNOWN_DEVICE: known_wait}
         self._running = {Lane.KNOWN_DEVICE: 0, Lane.NEW_DEVICE: 0}
         # Admitted and not yet hashing: being assessed, or waiting for a slot.
@@ -73,10 +84,19 @@ class HashBudget:
         )
 
     def has_room(self, lane: Lane) -> bool:
-        """Whether an attempt of ``lane`` would be admitted now."""
-        return lane is Lane.KNOWN_DEVICE or (
-            self._running[Lane.NEW_DEVICE] + self._admitted[Lane.NEW_DEVICE] < self._strangers
+        """Whether an attempt of ``lane`` would be admitted now: the strangers' lane has
+        a place, and a stranger taking it would not wait longer than ``new_wait``."""
+        if lane is Lane.KNOWN_DEVICE:
+            return True
+        ahead = self._running[Lane.NEW_DEVICE] + self._admitted[Lane.NEW_DEVICE]
+        return (
+            ahead < self._strangers
+            and self.slots.stranger_wait(ahead, self.hash_seconds) <= self._wait[Lane.NEW_DEVICE]
         )
+
+    def observe(self, seconds: float) -> None:
+        """One hash took ``seconds`` (a busy machine's refusals keep pace with its hashes)."""
+        self.hash_seconds += (seconds - self.hash_seconds) / 8
 
     def admit(self, lane: Lane) -> Place | None:
         """A place in ``lane`` for a hash to come (``slot(lane, place)``), or None when
@@ -172,7 +192,7 @@ class PasswordHasher:
         # Unknown identifiers are checked against this, so they cost what a real account costs.
         started = time.perf_counter()
         self._dummy = self._argon.hash("mamoru dummy password for unknown identifiers")
-        self._typical_seconds = time.perf_counter() - started
+        budget.hash_seconds = time.perf_counter() - started
 
     def has_room(self, lane: Lane) -> bool:
         return self._budget.has_room(lane)
@@ -182,7 +202,7 @@ class PasswordHasher:
 
     def typical_seconds(self) -> float:
         """About how long a hash takes here lately (to answer a refusal no sooner)."""
-        return self._typical_seconds
+        return self._budget.hash_seconds
 
     async def hash(self, password: str, *, lane: Lane = Lane.NEW_DEVICE) -> str:
         async with self._budget.slot(lane):
@@ -220,9 +240,7 @@ class PasswordHasher:
         try:
             return work()
         finally:
-            # A moving average, so a slow machine's refusals keep pace with its hashes.
-            elapsed = time.perf_counter() - started
-            self._typical_seconds += (elapsed - self._typical_seconds) / 8
+            self._budget.observe(time.perf_counter() - started)
 
     def needs_rehash(self, stored: str) -> bool:
         try:

@@ -82,7 +82,17 @@ class HashSlots:
         if lane is Lane.KNOWN_DEVICE:
             return True
         # A known device waiting for a slot gets the next one, whoever freed it.
-        return known_waiting == 0 and running_new < self.total - self.for_known_devices
+        return known_waiting == 0 and running_new < self.for_strangers
+
+    @property
+    def for_strangers(self) -> int:
+        return self.total - self.for_known_devices
+
+    def stranger_wait(self, strangers_ahead: int, hash_seconds: float) -> float:
+        """About how long a stranger arriving now would wait for a slot, with
+        ``strangers_ahead`` hashing or waiting before it."""
+        queued_before = max(0, strangers_ahead - self.for_strangers + 1)
+        return queued_before / self.for_strangers * hash_seconds
 
 
 def past_failure_cap(consecutive_failures: int) -> bool:

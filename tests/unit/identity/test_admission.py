@@ -137,13 +137,19 @@ def test_the_hash_slots_default_to_the_cores_with_one_kept_for_known_devices():
 
 
 def budget(
-    *, total: int = 2, reserved: int = 1, queue: int = 1, new_wait: float = 30
+    *,
+    total: int = 2,
+    reserved: int = 1,
+    queue: int = 1,
+    new_wait: float = 30,
+    hash_seconds: float = 0.001,
 ) -> HashBudget:
     return HashBudget(
         HashSlots(total=total, for_known_devices=reserved),
         queue=queue,
         new_wait=new_wait,
         known_wait=30,
+        hash_seconds=hash_seconds,
     )
 
 
@@ -248,3 +254,25 @@ async def test_an_admitted_stranger_holds_its_place_until_it_hashes_or_gives_it_
         # Hashing now: it counts as running, no longer as admitted.
         assert hashes.has_room(Lane.NEW_DEVICE)
     assert hashes.admit(Lane.NEW_DEVICE) is not None
+
+
+def test_a_stranger_who_would_wait_longer_than_the_bound_is_refused_at_once():
+    # Hashes take 0.5 s lately; a stranger may wait 2 s for the one strangers' slot.
+    hashes = budget(queue=64, new_wait=2.0, hash_seconds=0.5)
+    places = []
+    while (place := hashes.admit(Lane.NEW_DEVICE)) is not None:
+        places.append(place)
+    # One hashing and four waiting (2 s of hashes) before the next would wait too long.
+    assert len(places) == 5
+    for _ in range(8):
+        hashes.observe(0.1)
+    assert hashes.has_room(Lane.NEW_DEVICE), "hashes got faster, so the lane has room again"
+    assert hashes.has_room(Lane.KNOWN_DEVICE)
+
+
+def test_the_wait_a_stranger_faces_counts_only_the_strangers_ahead_of_it_per_slot():
+    slots = HashSlots(total=3, for_known_devices=1)
+    assert slots.stranger_wait(0, 1.0) == 0
+    assert slots.stranger_wait(1, 1.0) == 0
+    assert slots.stranger_wait(2, 1.0) == 0.5
+    assert slots.stranger_wait(5, 1.0) == 2.0
