@@ -276,3 +276,24 @@ def test_the_wait_a_stranger_faces_counts_only_the_strangers_ahead_of_it_per_slo
     assert slots.stranger_wait(1, 1.0) == 0
     assert slots.stranger_wait(2, 1.0) == 0.5
     assert slots.stranger_wait(5, 1.0) == 2.0
+
+
+async def test_the_policy_is_parsed_once_per_version_not_per_attempt():
+    from mamoru.risk.v1 import risk_pb2
+
+    from services.identity.clients.admission import PolicyAdmission
+    from services.runtime.peers import PolicyView
+
+    view = PolicyView()
+    admission = PolicyAdmission(view, lambda ip: "")
+    assert admission.current().version == 0
+    policy = risk_pb2.Policy(version=3, contained_networks=["203.0.113.0/24"])
+    policy.containment_until.FromDatetime(NOW + timedelta(minutes=5))
+    await view.apply(policy)
+
+    parsed = admission.current()
+    assert parsed is admission.current()
+    assert parsed.version == 3 and parsed.contained(ip("203.0.113.5"), NOW)
+    await view.apply(risk_pb2.Policy(version=4, blocked_countries=["us"]))
+    assert admission.current().blocked(ip("192.0.2.1"), lambda _: "US") is Refusal.BLOCKED_COUNTRY
+    assert not admission.current().contained(ip("203.0.113.5"), NOW)
