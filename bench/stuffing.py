@@ -12,8 +12,9 @@ home address, and answer a second factor (their authenticator app) when identity
 asks for one.
 
 A takeover is an attacker attempt that got a session. Which attempts reached a
-password hash is read from risk's outcome log: identity reports an outcome for
-every attempt whose password it checked, and nothing for one refused before.
+password hash is read from risk's outcome log: identity reports an outcome with
+risk's decision for every attempt whose password it checked, and one without a
+decision (a sample of them) for attempts it refused before asking risk.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from bench.load import (
 )
 from bench.results import Samples
 from bench.system import Someone, System, fetch_rows, password_hash, seed_accounts, seeded_email
-from services.risk.clients.countries import bundled_lookup
+from services.runtime.countries import bundled_lookup
 from services.runtime.device_proof import DeviceKey
 from tests.support.people import client
 
@@ -410,7 +411,9 @@ async def _hashed_attempts(system: System, since: float) -> dict[str, int]:
     some: risk's decisions that let an attempt through (identity hashes every one
     not denied or throttled, and also every one risk did not answer in time), and
     the outcomes identity reported after hashing (dropped when risk is overloaded).
-    The larger of the two is the estimate."""
+    An outcome without a decision is an attempt identity refused before asking risk
+    (reported so that risk still counts the wave), never a hash. The larger of the
+    two is the estimate."""
     let_through = await fetch_rows(
         system.database_url("risk"),
         f"""
@@ -427,6 +430,7 @@ async def _hashed_attempts(system: System, since: float) -> dict[str, int]:
         f"""
         select ({_LEGIT}) as legitimate, count(*) as n from outcomes
         where outcome in ('password_wrong', 'password_ok', 'login_succeeded')
+          and decision_id <> ''
           and occurred_at >= to_timestamp($1)
         group by 1
         """,  # noqa: S608 - a constant condition

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import os
+from pathlib import Path
 from typing import ClassVar
 
+from services.identity.domain.admission import HashSlots
 from services.runtime.config import ConfigError, Secret, ServiceSettings, env
 
 # The longest an access token may live: a stolen one is useless within minutes.
@@ -103,6 +106,61 @@ class IdentitySettings(ServiceSettings):
         "unset = offline list only",
     )
 
+    hash_slots: int | None = env(
+        "IDENTITY_HASH_SLOTS",
+        default=None,
+        help="password hashes (argon2) running at once; unset = the cores this process may use",
+    )
+    hash_slots_for_known_devices: int | None = env(
+        "IDENTITY_HASH_SLOTS_FOR_KNOWN_DEVICES",
+        default=None,
+        help="of those, slots only sign-ins from a device the account knows may use (they "
+        "also go first for the others); unset = 1, or 0 with a single slot",
+    )
+    hash_queue: int = env(
+        "IDENTITY_HASH_QUEUE",
+        default=64,
+        help="new-device attempts that may wait for a hashing slot (from before risk is "
+        "asked); beyond, or when the wait would pass IDENTITY_HASH_WAIT_SECONDS, an "
+        "attempt is refused at once, without a hash, as a wrong password is",
+    )
+    hash_wait_seconds: float = env(
+        "IDENTITY_HASH_WAIT_SECONDS",
+        default=2.0,
+        help="how long a new-device attempt may wait for a hashing slot",
+    )
+    known_device_hash_wait_seconds: float = env(
+        "IDENTITY_KNOWN_DEVICE_HASH_WAIT_SECONDS",
+        default=5.0,
+        help="how long a known device's hash may wait for a slot (then UNAVAILABLE)",
+    )
+    refusal_reports_per_second: float = env(
+        "IDENTITY_REFUSAL_REPORTS_PER_SECOND",
+        default=50.0,
+        help="refused attempts risk was never asked about, reported to it as failures at "
+        "most this often (a wave stays visible without one call per refusal)",
+    )
+    geoip_database: Path | None = env(
+        "IDENTITY_GEOIP_DATABASE",
+        default=None,
+        help="MaxMind-format country database (.mmdb) for blocked countries; unset = the "
+        "bundled iptocc data",
+    )
+
+    def hash_slot_plan(self) -> HashSlots:
+        total = self.hash_slots if self.hash_slots is not None else _usable_cores()
+        reserved = self.hash_slots_for_known_devices
+        if reserved is None:
+            reserved = 1 if total >= 2 else 0
+        try:
+            return HashSlots(total=total, for_known_devices=reserved)
+        except ValueError:
+            raise ConfigError(
+                "IDENTITY_HASH_SLOTS must be at least 1 and "
+                "IDENTITY_HASH_SLOTS_FOR_KNOWN_DEVICES between 0 and IDENTITY_HASH_SLOTS - 1 "
+                f"(got {total} and {reserved})"
+            ) from None
+
     def sealing_key(self) -> bytes:
         if self.secrets_key is None:
             raise ConfigError("IDENTITY_SECRETS_KEY is required")
@@ -144,5 +202,23 @@ class IdentitySettings(ServiceSettings):
             raise ConfigError("IDENTITY_RISK_TIMEOUT_SECONDS must be positive")
         if not self.webauthn_rp_id or not self.webauthn_origins:
             raise ConfigError("IDENTITY_WEBAUTHN_RP_ID and IDENTITY_WEBAUTHN_ORIGINS are required")
+        self.hash_slot_plan()
+        if self.hash_queue < 0:
+            raise ConfigError("IDENTITY_HASH_QUEUE must not be negative")
+        if self.hash_wait_seconds <= 0 or self.known_device_hash_wait_seconds <= 0:
+            raise ConfigError(
+                "IDENTITY_HASH_WAIT_SECONDS and IDENTITY_KNOWN_DEVICE_HASH_WAIT_SECONDS "
+                "must be positive"
+            )
+        if self.refusal_reports_per_second < 0:
+            raise ConfigError("IDENTITY_REFUSAL_REPORTS_PER_SECOND must not be negative")
         if self.pwned_range_url and not self.pwned_range_url.startswith(("http://", "https://")):
             raise ConfigError("IDENTITY_PWNED_RANGE_URL must be an http(s) URL")
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1

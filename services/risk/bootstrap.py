@@ -12,7 +12,6 @@ from services.risk import jobs
 from services.risk.access import ACCESS
 from services.risk.api.convert import policy_to_proto
 from services.risk.api.service import RiskApi
-from services.risk.clients.countries import country_lookup
 from services.risk.clients.notify import notify_operators
 from services.risk.settings import RiskSettings
 from services.risk.storage import counters
@@ -23,6 +22,7 @@ from services.risk.use_cases.counting import Counting
 from services.risk.use_cases.decisions import Decisions
 from services.risk.use_cases.policies import Policies, RiskState
 from services.runtime import metrics
+from services.runtime.countries import country_lookup
 from services.runtime.outbox import OutboxRelay
 from services.runtime.server import Resources, ServiceApp, method_access
 

@@ -19,7 +19,8 @@ Series (the manifests' alerts use these names):
   ``mamoru_notify_dead_letters_total``
 - risk: ``mamoru_risk_decisions_total{assessment,outcome}``, ``mamoru_risk_stuffing_signal``
 - identity: ``mamoru_identity_password_hashes_total``,
-  ``mamoru_identity_password_hashes_in_flight``, ``mamoru_identity_refused_without_hash_total``
+  ``mamoru_identity_password_hashes_in_flight``,
+  ``mamoru_identity_refused_without_hash_total{reason}``
 - every service that enforces risk's policy, and risk: ``mamoru_kill_switch{switch}``
 - gateway and console (their HTTP APIs, ``services/runtime/http_metrics.py``):
   ``mamoru_http_requests_total{service,method,route,code}``,
@@ -122,7 +123,9 @@ IDENTITY_HASHES_IN_FLIGHT = Gauge(
 )
 IDENTITY_REFUSED_WITHOUT_HASH = Counter(
     "mamoru_identity_refused_without_hash",
-    "Password attempts refused on risk's verdict before any hash was computed",
+    "Password attempts refused before any hash was computed, by reason (risk_verdict, "
+    "blocked_network, blocked_country, contained_network, failure_cap, hash_budget)",
+    ["reason"],
     registry=registry("identity"),
 )
 

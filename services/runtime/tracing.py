@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import grpc
@@ -20,12 +20,17 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
+from opentelemetry.instrumentation.grpc._utilities import _server_status
 from opentelemetry.instrumentation.grpc.filters import health_check, negate
 from opentelemetry.instrumentation.grpc.version import __version__ as _grpc_instrumentation_version
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_GRPC_STATUS_CODE
+from wrapt import ObjectProxy
+
+from services.runtime.errors import DomainError
 
 # The provider the interceptor factories hand to OpenTelemetry, and every provider
 # made in this process so shutdown_tracing flushes them all.
@@ -136,10 +141,34 @@ class _SampledAttributesInterceptor(OpenTelemetryAioServerInterceptor):
             name=handler_call_details.method,
             kind=trace.SpanKind.SERVER,
             set_status_on_exception=set_status_on_exception,
+            # The interceptor records what escapes the handler itself (see below);
+            # recording it here too would format every traceback twice.
+            record_exception=False,
         ) as span:
             if span.is_recording():
                 span.set_attributes(_server_span_attributes(handler_call_details, context))
-            yield span
+            yield cast(trace.Span, _AnswerAwareSpan(span))
+
+
+class _AnswerAwareSpan(ObjectProxy[trace.Span]):
+    """The server span, to which a refusal is an answer, not an exception.
+
+    The error mapping answers a ``DomainError`` with ``abort_with_status``, which
+    grpc.aio raises as ``AbortError``; the library would record it as an exception
+    with its formatted traceback, which is most of what a refused call costs (a
+    stuffing flood is thousands of refusals a second). The span keeps the status
+    code and message instead; any other exception is recorded as before.
+    """
+
+    def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        answered = exception.__context__ if isinstance(exception, grpc.aio.AbortError) else None
+        if isinstance(answered, DomainError):
+            self.__wrapped__.set_attribute(RPC_GRPC_STATUS_CODE, answered.code.value[0])
+            self.__wrapped__.set_status(
+                _server_status(answered.code, answered.message)  # type: ignore[no-untyped-call]
+            )
+            return
+        self.__wrapped__.record_exception(exception, *args, **kwargs)
 
 
 def _server_span_attributes(details: grpc.HandlerCallDetails, context: Any) -> dict[str, Any]:

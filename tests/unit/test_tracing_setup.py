@@ -98,3 +98,39 @@ def test_at_ratio_zero_a_new_trace_records_no_span_but_keeps_a_trace_id_for_logs
 def test_a_sample_ratio_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="sample_ratio"):
         configure_tracing("wallet", sample_ratio=1.5)
+
+
+def test_a_refusal_leaves_its_status_on_the_server_span_and_no_formatted_traceback():
+    import grpc
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import StatusCode
+
+    from services.runtime.errors import Unauthenticated
+    from services.runtime.tracing import _AnswerAwareSpan
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("Login") as recording:
+        span = _AnswerAwareSpan(recording)
+        # What the error mapping does with a refusal: abort while handling it.
+        try:
+            try:
+                raise Unauthenticated("INVALID_CREDENTIALS", "invalid credentials")
+            except Unauthenticated:
+                raise grpc.aio.AbortError from None
+        except grpc.aio.AbortError as abort:
+            span.record_exception(abort)
+    (refused,) = exporter.get_finished_spans()
+    assert [event.name for event in refused.events] == []
+    assert refused.attributes is not None
+    assert refused.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    # OpenTelemetry's server convention: a refusal is not a server error.
+    assert refused.status.status_code is StatusCode.UNSET
+
+    exporter.clear()
+    with provider.get_tracer("test").start_as_current_span("Crash") as recording:
+        _AnswerAwareSpan(recording).record_exception(RuntimeError("a bug"))
+    (crashed,) = exporter.get_finished_spans()
+    assert [event.name for event in crashed.events] == ["exception"]

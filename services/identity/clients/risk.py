@@ -7,6 +7,7 @@ which makes every sign-in require a second factor.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -37,9 +38,19 @@ class Assessment:
 
 
 class RiskClient:
-    def __init__(self, channel: grpc.aio.Channel, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout_seconds: float,
+        refusal_reports_per_second: float = 50.0,
+    ) -> None:
         self._stub = risk_pb2_grpc.RiskServiceStub(channel)
         self._timeout = timeout_seconds
+        self._refusal_rate = refusal_reports_per_second
+        # A token bucket of one second's worth: a burst is reported, a flood is sampled.
+        self._refusal_tokens = refusal_reports_per_second
+        self._refusal_filled_at = time.monotonic()
         # Outcome reports run in the background; keep references so none is collected mid-flight.
         self._reports: set[asyncio.Task[None]] = set()
 
@@ -101,6 +112,26 @@ class RiskClient:
         task = asyncio.create_task(self._report(request))
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
+
+    def report_refusal(self, *, client: common_pb2.ClientContext, identifier_hash: str) -> bool:
+        """Tell risk of a password attempt refused before it was asked (a blocked or
+        contained network, a full hashing lane), as the failure it is, so a wave
+        stays visible to it. At most ``refusal_reports_per_second``: beyond that a
+        flood is sampled, and each refusal past the rate costs no call at all.
+        True when this one was reported."""
+        now = time.monotonic()
+        self._refusal_tokens = min(
+            self._refusal_rate,
+            self._refusal_tokens + (now - self._refusal_filled_at) * self._refusal_rate,
+        )
+        self._refusal_filled_at = now
+        if self._refusal_tokens < 1:
+            return False
+        self._refusal_tokens -= 1
+        self.record_outcome(
+            risk_pb2.OUTCOME_PASSWORD_WRONG, client=client, identifier_hash=identifier_hash
+        )
+        return True
 
     async def _report(self, request: risk_pb2.RecordOutcomeRequest) -> None:
         try:

@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 from mamoru.common.v1 import common_pb2
 
+from services.identity.clients.admission import PolicyAdmission
 from services.identity.clients.external import IdTokenVerifier
 from services.identity.clients.hashing import common_passwords
 from services.identity.clients.notices import (
@@ -46,12 +47,14 @@ from services.identity.storage import sessions as session_store
 from services.identity.use_cases.keys import KeyRing
 from services.identity.use_cases.ports import (
     SYSTEM_CLOCK,
+    Admission,
     BreachedPasswords,
     Clock,
     Hasher,
     Risk,
     SignInStore,
 )
+from services.runtime.countries import bundled_lookup
 from services.runtime.device_proof import ProvenDevice, verify_proof
 from services.runtime.errors import (
     FailedPrecondition,
@@ -102,6 +105,7 @@ class IdentityBase:
         pwned: BreachedPasswords | None = None,
         providers: Mapping[str, IdTokenVerifier] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        admission: Admission | None = None,
     ) -> None:
         self.clock = clock
         self.sign_in_store = sign_in_store
@@ -113,6 +117,9 @@ class IdentityBase:
         self.box = box
         self.pseudonyms = pseudonyms
         self.policies = policies
+        self.admission = (
+            admission if admission is not None else PolicyAdmission(policies, bundled_lookup)
+        )
         self.pwned = pwned
         self.token_lifetime = timedelta(seconds=settings.access_token_seconds)
         self.cooloff = timedelta(hours=settings.cooloff_hours)

@@ -14,6 +14,7 @@ from services.identity.clients.notices import (
     struct,
 )
 from services.identity.domain import credentials as cred
+from services.identity.domain.admission import Lane
 from services.identity.domain.sealing import (
     new_link_token,
     token_hash,
@@ -56,7 +57,7 @@ class Passwords(IdentityBase):
             primary = await contact_store.primary_email(conn, account_id)
             has_factor = bool(await factor_store.factors(conn, account_id))
         if account is None or not await self.hasher.verify(
-            account["password_hash"], current_password
+            account["password_hash"], current_password, lane=Lane.KNOWN_DEVICE
         ):
             raise InvalidArgument([("current_password", "is not the current password")])
         await self._check_new_password(
@@ -65,7 +66,7 @@ class Passwords(IdentityBase):
             email=primary["address"] if primary is not None else "",
             has_second_factor=has_factor,
         )
-        new_hash = await self.hasher.hash(new_password)
+        new_hash = await self.hasher.hash(new_password, lane=Lane.KNOWN_DEVICE)
         refresh = new_link_token()
         async with self.pool.acquire() as conn, conn.transaction():
             await account_store.set_password(conn, account_id, new_hash)
@@ -179,7 +180,7 @@ class Passwords(IdentityBase):
             email=primary["address"] if primary is not None else "",
             has_second_factor=has_factor,
         )
-        new_hash = await self.hasher.hash(new_password)
+        new_hash = await self.hasher.hash(new_password, lane=Lane.KNOWN_DEVICE)
         async with self.pool.acquire() as conn, conn.transaction():
             if await reset_store.use_reset(conn, token_hash(reset_token)) != account_id:
                 raise FailedPrecondition(

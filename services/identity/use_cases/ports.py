@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2
 
+from services.identity.domain.admission import AdmissionPolicy, AdmittedPlace, Lane
 from services.identity.domain.login import FailedSignIn, RiskVerdict
 from services.runtime.device_proof import ProvenDevice
 
@@ -71,15 +72,51 @@ class Risk(Protocol):
         """Fire and forget: never delays the answer."""
         ...
 
+    def report_refusal(self, *, client: common_pb2.ClientContext, identifier_hash: str) -> bool:
+        """Tell risk of an attempt refused before it was asked, as a failure (fire and
+        forget, at a bounded rate); True when this one was reported."""
+        ...
+
 
 class Hasher(Protocol):
-    async def hash(self, password: str) -> str: ...
+    """argon2 within a budget of concurrent hashes, in two lanes; a hash refused by the
+    budget raises ``HashBudgetExhausted``."""
 
-    async def verify(self, stored: str | None, password: str) -> bool:
-        """True when ``password`` matches; an absent hash still costs one verification."""
+    async def hash(self, password: str, *, lane: Lane = Lane.NEW_DEVICE) -> str: ...
+
+    async def verify(
+        self,
+        stored: str | None,
+        password: str,
+        *,
+        lane: Lane = Lane.NEW_DEVICE,
+        place: AdmittedPlace | None = None,
+    ) -> bool:
+        """True when ``password`` matches; an absent hash still costs one verification.
+        ``place``: one the caller was admitted to (``admit``), which this uses up."""
         ...
 
     def needs_rehash(self, stored: str) -> bool: ...
+
+    def has_room(self, lane: Lane) -> bool:
+        """Whether an attempt of ``lane`` would be admitted now rather than refused."""
+        ...
+
+    def admit(self, lane: Lane) -> AdmittedPlace | None:
+        """A place in ``lane`` for a hash to come; None when the lane is full."""
+        ...
+
+    def typical_seconds(self) -> float:
+        """About how long one hash takes here lately."""
+        ...
+
+
+class Admission(Protocol):
+    """Risk's policy as identity enforces it before asking risk."""
+
+    def current(self) -> AdmissionPolicy: ...
+
+    def country_of(self, ip: str) -> str: ...
 
 
 class BreachedPasswords(Protocol):

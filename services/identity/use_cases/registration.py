@@ -14,6 +14,7 @@ from services.identity.clients.notices import (
 )
 from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
+from services.identity.domain.admission import HashBudgetExhausted, Lane, Refusal, parse_ip
 from services.identity.domain.errors import invalid_code
 from services.identity.domain.login import (
     refuse_before_hashing,
@@ -38,6 +39,12 @@ from services.runtime.errors import (
 )
 
 
+def registration_refused() -> FailedPrecondition:
+    return FailedPrecondition(
+        "REGISTRATION_REFUSED", "registration is not possible right now; try again later"
+    )
+
+
 class Registration(IdentityBase):
     async def register(
         self,
@@ -54,6 +61,12 @@ class Registration(IdentityBase):
             raise FailedPrecondition(
                 "REGISTRATION_SUSPENDED", "registration is suspended; try again later"
             )
+        blocked = self.admission.current().blocked(
+            parse_ip(client.ip_address), self.admission.country_of
+        )
+        if blocked is not None:
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(blocked).inc()
+            raise registration_refused()
         key = cred.identifier_key(email)
         await self._check_new_password("password", password, email=email, has_second_factor=False)
         # The registration answers only to the device that made it: its proven key, or a
@@ -65,11 +78,13 @@ class Registration(IdentityBase):
             email_domain=key.rpartition("@")[2], client=client
         )
         if refuse_before_hashing(assessment.verdict):
-            metrics.IDENTITY_REFUSED_WITHOUT_HASH.inc()
-            raise FailedPrecondition(
-                "REGISTRATION_REFUSED", "registration is not possible right now; try again later"
-            )
-        password_hash = await self.hasher.hash(password)
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.RISK_VERDICT).inc()
+            raise registration_refused()
+        try:
+            password_hash = await self.hasher.hash(password, lane=Lane.NEW_DEVICE)
+        except HashBudgetExhausted:
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.HASH_BUDGET).inc()
+            raise registration_refused() from None
         code = new_code()
         expires_at = self.now() + CODE_LIFETIME
         code_hash = self.box.code_hash(code, purpose="contact")

@@ -9,6 +9,7 @@ import webauthn
 from mamoru.common.v1 import common_pb2
 
 from services.identity.domain import credentials as cred
+from services.identity.domain.admission import Lane
 from services.identity.domain.errors import invalid_credentials, session_ended
 from services.identity.domain.listings import Device, SessionSummary
 from services.identity.domain.login import (
@@ -209,7 +210,9 @@ class Sessions(FactorChecks):
                 raise invalid_credentials()
             if answer == cred.PASSWORD and cred.PASSWORD in challenge["methods"]:
                 account = await account_store.account(conn, account_id)
-                ok = await self.hasher.verify(account["password_hash"] if account else None, value)
+                ok = await self.hasher.verify(
+                    account["password_hash"] if account else None, value, lane=Lane.KNOWN_DEVICE
+                )
                 method: str | None = cred.PASSWORD if ok else None
             else:
                 method = await self._check_factor(conn, challenge, answer, value)

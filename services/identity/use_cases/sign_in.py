@@ -6,8 +6,11 @@ so that no answer tells an attacker whether an account exists.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import datetime
+from typing import Any, NoReturn
 
 import asyncpg
 import webauthn
@@ -19,6 +22,17 @@ from services.identity.clients.notices import (
 )
 from services.identity.clients.risk import Outcome
 from services.identity.domain import credentials as cred
+from services.identity.domain.admission import (
+    AdmissionPolicy,
+    AdmittedPlace,
+    HashBudgetExhausted,
+    IpAddress,
+    Lane,
+    Refusal,
+    new_device_refusal,
+    parse_ip,
+    past_failure_cap,
+)
 from services.identity.domain.errors import invalid_credentials
 from services.identity.domain.login import (
     FailedSignIn,
@@ -36,6 +50,7 @@ from services.identity.storage import devices as device_store
 from services.identity.storage import security_log as log_store
 from services.identity.use_cases.base import as_seen
 from services.identity.use_cases.checks import FactorChecks
+from services.identity.use_cases.ports import Assessment
 from services.runtime import metrics
 from services.runtime.outbox import OutboxMessage, remember_once
 
@@ -51,7 +66,19 @@ class SignIn(FactorChecks):
     ) -> IssuedSession | PendingChallenge:
         key = cred.identifier_key(identifier)
         identifier_hash = self.pseudonyms.identifier_hash(key)
+        # Admission before anything costly. Whatever is refused here is refused alike for
+        # a known identifier and an unknown one: nothing about the account is read yet.
+        policy = self.admission.current()
+        address = parse_ip(client.ip_address)
+        blocked = policy.blocked(address, self.admission.country_of)
+        if blocked is not None:
+            self._refuse_unasked(blocked, as_seen(client, None), identifier_hash)
         proven = self._checked_proof(device_proof, "Login", identifier)
+        if proven is None:
+            # No proof, no known device: refusable with no database work at all.
+            self._admit_new_device(
+                policy, address, as_seen(client, None), identifier_hash, take_place=False
+            )
         # One statement whether or not the account exists: the work before the answer
         # must not tell a known identifier from an unknown one. It spends the proof.
         account = await self.sign_in_store.login_candidate(key, proven)
@@ -60,20 +87,26 @@ class SignIn(FactorChecks):
             proven = None
         known_device = proven is not None and account is not None and account["known_device"]
         client = as_seen(client, proven)
-        assessment = await self.risk.assess_login(
-            account_id=account_id,
-            identifier_hash=identifier_hash,
-            client=client,
-            known_device=known_device,
-            method="password",
+        # A stranger takes its place in the hashing lane before risk is asked, so that
+        # risk is not asked about attempts the lane could not hash.
+        place = (
+            None
+            if known_device
+            else self._admit_new_device(policy, address, client, identifier_hash, take_place=True)
         )
-        if refuse_before_hashing(assessment.verdict):
-            metrics.IDENTITY_REFUSED_WITHOUT_HASH.inc()
-            raise invalid_credentials()
+        try:
+            assessment, matches = await self._assess_and_verify(
+                account,
+                password,
+                identifier_hash=identifier_hash,
+                client=client,
+                known_device=known_device,
+                place=place,
+            )
+        finally:
+            if place is not None:
+                place.give_up()
         usable = account is not None and account["status"] == "active"
-        matches = await self.hasher.verify(
-            account["password_hash"] if usable and account is not None else None, password
-        )
         if not (matches and usable and account is not None):
             await self._count_after_answer(account_id, client, expired_password=False)
             self.risk.record_outcome(
@@ -95,9 +128,12 @@ class SignIn(FactorChecks):
             )
             raise invalid_credentials()
         if self.hasher.needs_rehash(account["password_hash"]):
-            new_hash = await self.hasher.hash(password)
-            async with self.pool.acquire() as conn:
-                await account_store.set_password(conn, account_id, new_hash)
+            with contextlib.suppress(HashBudgetExhausted):
+                # The stronger hash can wait for a sign-in with room for it.
+                lane = Lane.KNOWN_DEVICE if known_device else Lane.NEW_DEVICE
+                new_hash = await self.hasher.hash(password, lane=lane)
+                async with self.pool.acquire() as conn:
+                    await account_store.set_password(conn, account_id, new_hash)
         need = second_factor_need(
             verdict=assessment.verdict,
             known_device=known_device,
@@ -155,6 +191,101 @@ class SignIn(FactorChecks):
             client=client,
         )
         return PendingChallenge(challenge["id"], tuple(methods))
+
+    async def _assess_and_verify(
+        self,
+        account: Any,
+        password: str,
+        *,
+        identifier_hash: str,
+        client: common_pb2.ClientContext,
+        known_device: bool,
+        place: AdmittedPlace | None,
+    ) -> tuple[Assessment, bool]:
+        """Risk's verdict, then the password checked within the hashing budget, unless
+        the verdict or the failure cap refuses the attempt first."""
+        assessment = await self.risk.assess_login(
+            account_id=account["id"] if account is not None else None,
+            identifier_hash=identifier_hash,
+            client=client,
+            known_device=known_device,
+            method="password",
+        )
+        if refuse_before_hashing(assessment.verdict):
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.RISK_VERDICT).inc()
+            raise invalid_credentials()
+        if (
+            not known_device
+            and account is not None
+            and past_failure_cap(account["recent_failures"])
+        ):
+            # Guessing at this account from strangers' devices is over until its owner
+            # signs in. Answered no sooner than a hash would be, so the refusal does not
+            # tell an account at the cap from an identifier that names none.
+            await asyncio.sleep(self.hasher.typical_seconds())
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.FAILURE_CAP).inc()
+            raise invalid_credentials()
+        usable = account is not None and account["status"] == "active"
+        try:
+            matches = await self.hasher.verify(
+                account["password_hash"] if usable else None,
+                password,
+                lane=Lane.KNOWN_DEVICE if known_device else Lane.NEW_DEVICE,
+                place=place,
+            )
+        except HashBudgetExhausted:
+            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.HASH_BUDGET).inc()
+            if known_device:
+                # Only the holder of a key registered to the account gets here, so "busy,
+                # try again" tells nobody else anything about the account.
+                raise
+            raise invalid_credentials() from None
+        return assessment, matches
+
+    def _admit_new_device(
+        self,
+        policy: AdmissionPolicy,
+        address: IpAddress | None,
+        client: common_pb2.ClientContext,
+        identifier_hash: str,
+        *,
+        take_place: bool,
+    ) -> AdmittedPlace | None:
+        """Refuse a device the account does not know, before risk is asked, when its
+        network is contained or the strangers' hashing lane is full; with
+        ``take_place``, the place in the lane it is admitted to."""
+        contained = policy.contained(address, self.now())
+        place = None
+        if contained:
+            room = False
+        elif take_place:
+            place = self.hasher.admit(Lane.NEW_DEVICE)
+            room = place is not None
+        else:
+            room = self.hasher.has_room(Lane.NEW_DEVICE)
+        refusal = new_device_refusal(contained=contained, hash_room=room)
+        if refusal is not None:
+            self._refuse_unasked(refusal, client, identifier_hash)
+        return place
+
+    def _refuse_blocked(self, client: common_pb2.ClientContext) -> None:
+        """A passkey sign-in from a blocked network or country ends before any work,
+        as a password's does (no password is tried, so none is counted)."""
+        if self.admission.current().blocked(parse_ip(client.ip_address), self.admission.country_of):
+            raise invalid_credentials()
+
+    def _refuse_unasked(
+        self, refusal: Refusal, client: common_pb2.ClientContext, identifier_hash: str
+    ) -> NoReturn:
+        """Answer as a wrong password, with no hash, no write and no call waited for.
+
+        Risk was not asked, so it hears of the attempt as the failure it is (sampled
+        past a rate), and a wave it contains stays in its counts. Nothing is counted
+        against an account: its password was never tried. Attempts risk refused on its
+        own verdict are not reported: its decision already counts them."""
+        metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(refusal).inc()
+        self.risk.report_refusal(client=client, identifier_hash=identifier_hash)
+        raise invalid_credentials()
 
     async def _count_after_answer(
         self,
@@ -236,6 +367,7 @@ class SignIn(FactorChecks):
         client: common_pb2.ClientContext,
         device_proof: str = "",
     ) -> tuple[uuid.UUID, str]:
+        self._refuse_blocked(client)
         proven = await self._proven(
             device_proof, "BeginPasskeyLogin", str(challenge_id) if challenge_id else ""
         )
@@ -274,6 +406,7 @@ class SignIn(FactorChecks):
         client: common_pb2.ClientContext,
         device_proof: str = "",
     ) -> IssuedSession:
+        self._refuse_blocked(client)
         proven = await self._proven(device_proof, "FinishPasskeyLogin", str(ceremony_id))
         client = as_seen(client, proven)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -306,6 +439,8 @@ class SignIn(FactorChecks):
             await self._remember_and_tell(
                 conn, account_id, proven, client, country=assessment.country_code
             )
+            # A sign-in ends a run of failed passwords, the cap's count among them.
+            await account_store.clear_failures(conn, account_id)
             issued = await self._open_session(
                 conn, account_id=account_id, client=client, methods=[cred.PASSKEY], proven=proven
             )

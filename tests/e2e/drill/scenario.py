@@ -100,6 +100,10 @@ def drill_environment(provider: LocalOidcProvider, log_level: str = "warning") -
         # is about the controls, not the risk-unavailable fallbacks (tested apart).
         "IDENTITY_RISK_TIMEOUT_SECONDS": "3",
         "WALLET_RISK_TIMEOUT_SECONDS": "3",
+        # Likewise the hashing budget: every replayed pair waits for its hash however
+        # slowly the machine hashes, so the drill sees what the list would find (the
+        # budget's refusals under a flood are tested apart).
+        "IDENTITY_HASH_WAIT_SECONDS": "60",
         "LOG_LEVEL": log_level,
     }
 

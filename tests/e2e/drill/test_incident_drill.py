@@ -122,4 +122,5 @@ async def _refused_on_risks_verdict(stack: DrillStack) -> float:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == "mamoru_identity_refused_without_hash_total"
+        and sample.labels.get("reason") == "risk_verdict"
     )

@@ -24,7 +24,7 @@ from mamoru.common.v1 import common_pb2
 
 from services.devstack.stack import free_port
 from services.identity.bootstrap import MIGRATIONS
-from services.identity.clients.hashing import PasswordHasher
+from services.identity.clients.hashing import HashBudget, PasswordHasher
 from services.identity.clients.notices import outbox_router
 from services.identity.clients.risk import RiskClient
 from services.identity.domain.sealing import Pseudonyms, SecretBox
@@ -97,7 +97,9 @@ async def bench(new_database) -> AsyncIterator[Bench]:
             settings=settings,
             keys=keys,
             risk=risk,
-            hasher=PasswordHasher(),
+            hasher=PasswordHasher(
+                HashBudget(settings.hash_slot_plan(), queue=8, new_wait=30, known_wait=30)
+            ),
             box=box,
             pseudonyms=Pseudonyms(bytes(32)),
             sign_in_store=PgSignInStore(pool),

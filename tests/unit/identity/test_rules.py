@@ -175,10 +175,14 @@ def test_access_tokens_may_not_live_longer_than_ten_minutes():
 
 
 async def test_hashes_made_with_weaker_parameters_are_marked_for_rehash():
-    from services.identity.clients.hashing import PasswordHasher
+    from services.identity.clients.hashing import HashBudget, PasswordHasher
+    from services.identity.domain.admission import HashSlots
 
-    weak = PasswordHasher(memory_kib=8 * 1024, time_cost=1)
-    current = PasswordHasher()
+    budget = HashBudget(
+        HashSlots(total=1, for_known_devices=0), queue=1, new_wait=30, known_wait=30
+    )
+    weak = PasswordHasher(budget, memory_kib=8 * 1024, time_cost=1)
+    current = PasswordHasher(budget)
     stored = await weak.hash("a long enough passphrase")
     assert current.needs_rehash(stored)
     assert await current.verify(stored, "a long enough passphrase")

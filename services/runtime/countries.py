@@ -1,4 +1,5 @@
-"""Country of an IP address, from an offline database.
+"""Country of an IP address, from an offline database (risk's decisions, and identity
+refusing a blocked country before it asks risk anything).
 
 By default the database bundled with the ``iptocc`` package (regional registry
 delegations); a MaxMind-format database (GeoLite2/GeoIP2 Country) when a path is
