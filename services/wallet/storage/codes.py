@@ -19,7 +19,8 @@ from services.wallet.storage import wallets
 # and inserts the new one. The insert reads how many codes were voided, so it runs
 # after the void. A code another issue committed while this one waited for the
 # lock is outside this statement's snapshot: the unique index on live codes per
-# wallet and purpose refuses the insert then, and the statement runs again.
+# wallet and purpose refuses the insert then, and the issue runs again with the
+# lock taken first, so the statement's snapshot sees every code.
 _ISSUE = """
     with wallet as (
         select id, status from wallets where {owner} = $1 for update
@@ -39,10 +40,11 @@ _ISSUE = """
     )
     select wallet.status, (select expires_at from issued) as expires_at from wallet
 """
-_ISSUE_FOR_WALLET = _ISSUE.format(owner="id")
-_ISSUE_FOR_PAYER = _ISSUE.format(owner="payer_id")
-# A live code of the same purpose committed by a concurrent issue, or (once in
-# about 10^20) a live code with the same digits: either way a fresh attempt wins.
+_OWNERS = ("id", "payer_id")
+_ISSUE_BY = {owner: _ISSUE.format(owner=owner) for owner in _OWNERS}
+_LOCK_BY = {owner: f"select 1 from wallets where {owner} = $1 for update" for owner in _OWNERS}  # noqa: S608
+# Besides a concurrent issue, a live code with the same digits (once in about
+# 10^20) refuses the insert: a fresh code wins.
 _ISSUE_ATTEMPTS = 3
 
 # A code that may still be spent: active, unexpired, and not made in a session
@@ -111,7 +113,7 @@ class Codes:
     ) -> tuple[str, datetime]:
         """A fresh code; the wallet's previous live code of the same purpose dies with it."""
         return await self._issue(
-            _ISSUE_FOR_WALLET,
+            "id",
             wallet_id,
             wallets.wallet_not_found,
             purpose,
@@ -133,7 +135,7 @@ class Codes:
     ) -> tuple[str, datetime]:
         """As ``issue_code``, for the payer's wallet (WALLET_NOT_FOUND until Enroll)."""
         return await self._issue(
-            _ISSUE_FOR_PAYER,
+            "payer_id",
             payer_id,
             wallets.not_enrolled,
             purpose,
@@ -145,7 +147,7 @@ class Codes:
 
     async def _issue(
         self,
-        sql: str,
+        owner_column: str,
         owner: uuid.UUID | str,
         missing: Callable[[], NotFound],
         purpose: str,
@@ -156,18 +158,15 @@ class Codes:
     ) -> tuple[str, datetime]:
         for attempt in range(1, _ISSUE_ATTEMPTS + 1):
             code = new_numeric_code()
+            values = (owner, purpose, uuid.uuid4(), code_hash(code))
+            values += (device_id, session_id, channel, lifetime)
             try:
-                row = await self._pool.fetchrow(
-                    sql,
-                    owner,
-                    purpose,
-                    uuid.uuid4(),
-                    code_hash(code),
-                    device_id,
-                    session_id,
-                    channel,
-                    lifetime,
-                )
+                if attempt == 1:
+                    row = await self._pool.fetchrow(_ISSUE_BY[owner_column], *values)
+                else:
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        await conn.execute(_LOCK_BY[owner_column], owner)
+                        row = await conn.fetchrow(_ISSUE_BY[owner_column], *values)
             except asyncpg.UniqueViolationError:
                 if attempt == _ISSUE_ATTEMPTS:
                     raise
