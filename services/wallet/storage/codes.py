@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -158,7 +159,7 @@ class Codes:
     ) -> tuple[str, datetime]:
         for attempt in range(1, _ISSUE_ATTEMPTS + 1):
             code = new_numeric_code()
-            values = (owner, purpose, uuid.uuid4(), code_hash(code))
+            values: tuple[Any, ...] = (owner, purpose, uuid.uuid4(), code_hash(code))
             values += (device_id, session_id, channel, lifetime)
             try:
                 if attempt == 1:

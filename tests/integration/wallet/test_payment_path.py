@@ -27,6 +27,7 @@ from services.wallet.storage import Storage
 from services.wallet.use_cases.payments import Sale, StorePayments
 from tests.integration.wallet.conftest import GENEROUS
 from tests.integration.wallet.helpers import a_store, capture, funded_wallet, payment_code
+from tests.unit.wallet.fakes import FakeRisk
 
 RISK = "<risk asked>"
 
@@ -62,20 +63,16 @@ class Sent:
         return grouped
 
 
-@dataclass
-class CountingRisk:
-    """Risk that allows every payment and marks when it was asked."""
+class CountingRisk(FakeRisk):
+    """Risk that allows every payment and marks, among the statements, when it was asked."""
 
-    sent: Sent
-    payments: list[PaymentCheck] = field(default_factory=list)
-
-    def require_payments_open(self) -> None:
-        return None
+    def __init__(self, sent: Sent) -> None:
+        super().__init__()
+        self.sent = sent
 
     async def assess_payment(self, check: PaymentCheck) -> str:
         self.sent.events.append(RISK)
-        self.payments.append(check)
-        return "decision-1"
+        return await super().assess_payment(check)
 
 
 @dataclass
@@ -146,7 +143,7 @@ async def test_a_capture_by_code_is_one_read_before_risk_and_one_transaction_aft
     assert shape == [1, RISK, 2]
     assert len(wallet.sent.events) == 1 + 1 + 4  # the read, risk, BEGIN, two, COMMIT
     assert (await wallet.store.wallets.wallet_by_id(funded.id)).balance == 3_800
-    assert wallet.risk.payments[0].payer_id == funded.payer_id
+    assert [check.payer_id for check in wallet.risk.payments] == [funded.payer_id]
     queued = await wallet.store.pool.fetch(
         "select topic from outbox where idempotency_key = any($1::text[]) order by id",
         [f"notice:{paid['movement_id']}", f"outcome:{paid['movement_id']}"],
