@@ -84,7 +84,6 @@ async def build(resources: Resources) -> ServiceApp:
             cash_code_seconds=settings.cash_code_seconds,
         ),
         payments=StorePayments(
-            storage.wallets,
             storage.codes,
             storage.payments,
             gate,

@@ -9,12 +9,16 @@ movement.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 from mamoru.risk.v1 import risk_pb2
@@ -42,8 +46,16 @@ NOTICE_COMPENSATION, NOTICE_PAYOUT, NOTICE_WALLET_STATUS, NOTICE_WIND_DOWN = 23,
 OUTCOME_TOP_UP_COMPLETED, OUTCOME_PAYMENT_CAPTURED, OUTCOME_PAYMENT_REFUNDED = 6, 7, 8
 
 
-async def announce(
-    conn: asyncpg.Connection,
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for the outbox: its topic, the request it carries, its key."""
+
+    topic: Topic[Any]
+    message: Message
+    idempotency_key: str
+
+
+def announcement(
     *,
     notice_kind: int,
     outcome: int | None,
@@ -56,7 +68,7 @@ async def announce(
     occurred_at: datetime,
     session_id: str = "",
     decision_id: str = "",
-) -> None:
+) -> list[Outgoing]:
     """The movement's notice to the payer and its outcome for risk's victim queries."""
     common = {
         "payer_id": payer_id,
@@ -75,12 +87,34 @@ async def announce(
         },
         idempotency_key=key,
     )
-    await NOTICE.enqueue(conn, notice, idempotency_key=key)
+    messages = [Outgoing(NOTICE, notice, key)]
     if outcome is not None:
         request = outcome_request(
             {**common, "outcome": outcome, "session_id": session_id, "decision_id": decision_id}
         )
-        await OUTCOME.enqueue(conn, request, idempotency_key=f"outcome:{entry_id}")
+        messages.append(Outgoing(OUTCOME, request, f"outcome:{entry_id}"))
+    return messages
+
+
+async def enqueue_all(conn: asyncpg.Connection, messages: Sequence[Outgoing]) -> None:
+    """Store ``messages`` in the caller's transaction, one statement each."""
+    for outgoing in messages:
+        await outgoing.topic.enqueue(
+            conn, outgoing.message, idempotency_key=outgoing.idempotency_key
+        )
+
+
+def outbox_rows(messages: Sequence[Outgoing]) -> tuple[list[str], list[str], list[str]]:
+    """Topics, keys and JSON payloads, stored as ``Topic.enqueue`` stores them, for a
+    movement that writes its messages in the same statement as its postings."""
+    return (
+        [m.topic.name for m in messages],
+        [m.idempotency_key for m in messages],
+        [
+            json.dumps(json_format.MessageToDict(m.message, preserving_proto_field_name=True))
+            for m in messages
+        ],
+    )
 
 
 async def tell_payer(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from services.runtime.errors import FailedPrecondition, invalid
 
@@ -29,13 +30,27 @@ def authorization_invalid() -> FailedPrecondition:
 
 @dataclass(frozen=True)
 class CodeHolder:
-    """Who a live one-time code belongs to, read before it is spent (for risk)."""
+    """Who a live one-time code belongs to, read before it is spent (for risk).
+
+    ``code_id`` names the code row itself, so the capture spends exactly the code
+    risk assessed; None for a hold, which has no code.
+    """
 
     wallet_id: uuid.UUID
     payer_id: str
     device_id: str
     session_id: str
     channel: str | None
+    code_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class Presented:
+    """What a register's request with a code finds before risk is asked: the first
+    answer under its key (a retry), else who the code belongs to (None: dead or unknown)."""
+
+    replayed: dict[str, Any] | None
+    holder: CodeHolder | None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from services.wallet.clients.outbox import NOTICE_COMPENSATION, announce
+from services.wallet.clients.outbox import NOTICE_COMPENSATION, announcement, enqueue_all
 from services.wallet.domain.compensation import (
     CARD_REFUND,
     WALLET_CREDIT,
@@ -131,16 +131,18 @@ class Compensation:
                 movement_id,
                 posted.entry_id,
             )
-            await announce(
+            await enqueue_all(
                 conn,
-                notice_kind=NOTICE_COMPENSATION,
-                outcome=None,
-                payer_id=wallet.payer_id,
-                wallet_id=wallet_id,
-                entry_id=posted.entry_id,
-                amount=amount,
-                balance_after=posted.balance_after,
-                counterparty="compensation" if line["method"] == WALLET_CREDIT else CARD_REFUND,
-                occurred_at=posted.occurred_at,
+                announcement(
+                    notice_kind=NOTICE_COMPENSATION,
+                    outcome=None,
+                    payer_id=wallet.payer_id,
+                    wallet_id=wallet_id,
+                    entry_id=posted.entry_id,
+                    amount=amount,
+                    balance_after=posted.balance_after,
+                    counterparty="compensation" if line["method"] == WALLET_CREDIT else CARD_REFUND,
+                    occurred_at=posted.occurred_at,
+                ),
             )
             return True

@@ -19,7 +19,7 @@ import asyncpg
 from services.runtime.errors import AlreadyExists
 
 
-def _key_reused() -> AlreadyExists:
+def key_reused() -> AlreadyExists:
     return AlreadyExists(
         "IDEMPOTENCY_KEY_REUSED", "this idempotency key was used for a different request"
     )
@@ -61,7 +61,7 @@ async def claim(conn: asyncpg.Connection, scope: str, key: str, request_hash: st
         key,
     )
     if row["request_hash"] != request_hash:
-        raise _key_reused()
+        raise key_reused()
     if row["result"] is None:
         return Claim(conn, scope, key, in_progress=True)
     return Claim(conn, scope, key, replayed=row["result"])
@@ -92,7 +92,7 @@ async def replay(
     if row is None or row["result"] is None:
         return None
     if row["request_hash"] != request_hash:
-        raise _key_reused()
+        raise key_reused()
     result: dict[str, Any] = row["result"]
     return result
 

@@ -64,3 +64,13 @@ class Merchants:
         if row is None:
             raise NotFound("STORE_NOT_FOUND", "no such store for this merchant")
         return StoreRow(row["id"], row["merchant_id"], row["name"])
+
+    async def stores_of(self, merchant_id: uuid.UUID, *, limit: int) -> list[StoreRow]:
+        """Up to ``limit`` of the merchant's stores (which ones, when it has more, is
+        left to the database)."""
+        rows = await self._pool.fetch(
+            "select id, merchant_id, name from stores where merchant_id = $1 limit $2",
+            merchant_id,
+            limit,
+        )
+        return [StoreRow(row["id"], row["merchant_id"], row["name"]) for row in rows]

@@ -13,7 +13,8 @@ from services.wallet.clients.outbox import (
     NOTICE_PAYOUT,
     NOTICE_WALLET_STATUS,
     NOTICE_WIND_DOWN,
-    announce,
+    announcement,
+    enqueue_all,
     order_payout,
     tell_payer,
 )
@@ -151,17 +152,19 @@ class Payouts:
                 account["holder_name"],
             )
             await order_payout(conn, posted.entry_id, amount, dict(account))
-            await announce(
+            await enqueue_all(
                 conn,
-                notice_kind=NOTICE_PAYOUT,
-                outcome=None,
-                payer_id=wallet.payer_id,
-                wallet_id=wallet_id,
-                entry_id=posted.entry_id,
-                amount=amount,
-                balance_after=posted.balance_after,
-                counterparty="bank transfer",
-                occurred_at=posted.occurred_at,
+                announcement(
+                    notice_kind=NOTICE_PAYOUT,
+                    outcome=None,
+                    payer_id=wallet.payer_id,
+                    wallet_id=wallet_id,
+                    entry_id=posted.entry_id,
+                    amount=amount,
+                    balance_after=posted.balance_after,
+                    counterparty="bank transfer",
+                    occurred_at=posted.occurred_at,
+                ),
             )
             return await claim.finish({"movement_id": str(posted.entry_id), "amount": amount})
 

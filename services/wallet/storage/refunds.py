@@ -8,7 +8,12 @@ from typing import Any
 import asyncpg
 
 from services.runtime.errors import NotFound
-from services.wallet.clients.outbox import NOTICE_REFUND, OUTCOME_PAYMENT_REFUNDED, announce
+from services.wallet.clients.outbox import (
+    NOTICE_REFUND,
+    OUTCOME_PAYMENT_REFUNDED,
+    announcement,
+    enqueue_all,
+)
 from services.wallet.domain.payments import require_refundable
 from services.wallet.storage import idempotent, ledger
 
@@ -63,17 +68,19 @@ class Refunds:
                 payment_id,
                 amount,
             )
-            await announce(
+            await enqueue_all(
                 conn,
-                notice_kind=NOTICE_REFUND,
-                outcome=OUTCOME_PAYMENT_REFUNDED,
-                payer_id=payment["payer_id"],
-                wallet_id=wallet_id,
-                entry_id=posted.entry_id,
-                amount=amount,
-                balance_after=posted.balance_after,
-                counterparty=payment["merchant_name"],
-                occurred_at=posted.occurred_at,
+                announcement(
+                    notice_kind=NOTICE_REFUND,
+                    outcome=OUTCOME_PAYMENT_REFUNDED,
+                    payer_id=payment["payer_id"],
+                    wallet_id=wallet_id,
+                    entry_id=posted.entry_id,
+                    amount=amount,
+                    balance_after=posted.balance_after,
+                    counterparty=payment["merchant_name"],
+                    occurred_at=posted.occurred_at,
+                ),
             )
             return await claim.finish(
                 {

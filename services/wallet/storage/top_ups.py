@@ -14,7 +14,12 @@ from typing import Any
 import asyncpg
 
 from services.runtime.errors import FailedPrecondition
-from services.wallet.clients.outbox import NOTICE_TOP_UP, OUTCOME_TOP_UP_COMPLETED, announce
+from services.wallet.clients.outbox import (
+    NOTICE_TOP_UP,
+    OUTCOME_TOP_UP_COMPLETED,
+    announcement,
+    enqueue_all,
+)
 from services.wallet.domain.ledger import CLEARING_BY_CHANNEL
 from services.wallet.domain.limits import Limits, Room, TopUpUsage, broken_limit, room
 from services.wallet.domain.merchants import StoreRow
@@ -328,19 +333,21 @@ async def _post_top_up(
         counterparty=counterparty,
     )
     await conn.execute("update top_ups set entry_id = $2 where id = $1", top_up_id, posted.entry_id)
-    await announce(
+    await enqueue_all(
         conn,
-        notice_kind=NOTICE_TOP_UP,
-        outcome=OUTCOME_TOP_UP_COMPLETED,
-        payer_id=await wallets.payer_of(conn, wallet_id),
-        wallet_id=wallet_id,
-        entry_id=posted.entry_id,
-        amount=amount,
-        balance_after=posted.balance_after,
-        counterparty=counterparty,
-        occurred_at=posted.occurred_at,
-        session_id=session_id,
-        decision_id=decision_id,
+        announcement(
+            notice_kind=NOTICE_TOP_UP,
+            outcome=OUTCOME_TOP_UP_COMPLETED,
+            payer_id=await wallets.payer_of(conn, wallet_id),
+            wallet_id=wallet_id,
+            entry_id=posted.entry_id,
+            amount=amount,
+            balance_after=posted.balance_after,
+            counterparty=counterparty,
+            occurred_at=posted.occurred_at,
+            session_id=session_id,
+            decision_id=decision_id,
+        ),
     )
     return {
         "movement_id": str(posted.entry_id),

@@ -42,6 +42,10 @@ def wallet_not_found() -> NotFound:
     return NotFound("WALLET_NOT_FOUND", "no such wallet")
 
 
+def not_enrolled() -> NotFound:
+    return NotFound("WALLET_NOT_FOUND", "enroll first")
+
+
 async def lock(conn: asyncpg.Connection, wallet_id: uuid.UUID) -> LockedWallet:
     row = await conn.fetchrow(_LOCK, wallet_id)
     if row is None:
@@ -102,7 +106,7 @@ class Wallets:
         """The payer's wallet; NOT_FOUND until Enroll."""
         row = await by_payer(self._pool, payer_id)
         if row is None:
-            raise NotFound("WALLET_NOT_FOUND", "enroll first")
+            raise not_enrolled()
         return row
 
     async def wallet_by_id(self, wallet_id: uuid.UUID) -> WalletRow:

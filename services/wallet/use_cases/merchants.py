@@ -15,9 +15,13 @@ MERCHANT_KEY_HEADER = "x-merchant-key"
 # Merchants and stores are never re-keyed, renamed or removed, and every store RPC
 # looks both up: remembering them takes two database round trips off each capture
 # (the hot merchant's path). A chain's stores each see a sale only every few minutes,
-# so they are kept for an hour. Unknown keys and stores are never remembered.
+# so they are kept for an hour, and the first miss of a merchant reads all its
+# stores at once rather than one store per first sale. Unknown keys and stores are
+# never remembered; a store opened since is looked up on its own.
 LOOKUP_SECONDS = 3600.0
 LOOKUP_ENTRIES = 100_000
+# A chain larger than this is remembered store by store, as it sells.
+STORES_READ_AT_ONCE = LOOKUP_ENTRIES // 4
 
 _Key = TypeVar("_Key")
 _Value = TypeVar("_Value")
@@ -48,6 +52,7 @@ class MerchantDirectory:
         self._book = book
         self._merchants: RecentLookups[bytes, Merchant] = RecentLookups()
         self._stores: RecentLookups[tuple[uuid.UUID, uuid.UUID], StoreRow] = RecentLookups()
+        self._chains_read: RecentLookups[uuid.UUID, bool] = RecentLookups()
 
     async def register_merchant(self, name: str, category: str) -> tuple[Merchant, str]:
         """The new merchant and the key its registers send (shown once)."""
@@ -73,6 +78,11 @@ class MerchantDirectory:
 
     async def store_of(self, merchant: Merchant, store_id: uuid.UUID) -> StoreRow:
         shop = self._stores.get((merchant.id, store_id))
+        if shop is None and self._chains_read.get(merchant.id) is None:
+            self._chains_read.put(merchant.id, True)
+            for found in await self._book.stores_of(merchant.id, limit=STORES_READ_AT_ONCE):
+                self._stores.put((merchant.id, found.id), found)
+            shop = self._stores.get((merchant.id, store_id))
         if shop is None:
             shop = await self._book.store_of(merchant.id, store_id)
             self._stores.put((merchant.id, store_id), shop)

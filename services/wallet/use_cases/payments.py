@@ -1,10 +1,10 @@
 """Paying in a store: the payment code, holds, and one flow for every capture.
 
-A payment by code runs: replay a finished request with the same key (a retry
-gets the first answer even when its code is spent or a switch flipped since),
-find who the code belongs to, ask risk, then spend the code and post in one
-transaction under the key. A hold was assessed when it was made, so capturing it
-skips risk.
+A payment by code runs: one read finds a finished request with the same key (a
+retry gets the first answer even when its code is spent or a switch flipped
+since) and who the code belongs to; risk is asked with no transaction open; then
+one transaction spends that very code and posts under the key. A hold was
+assessed when it was made, so capturing it skips risk.
 """
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ from datetime import datetime, timedelta
 from services.runtime.tokens import TokenClaims
 from services.wallet.domain.codes import fingerprint
 from services.wallet.domain.merchants import Merchant, StoreRow
-from services.wallet.domain.payments import authorize_scope, capture_scope, code_invalid
+from services.wallet.domain.payments import (
+    CodeHolder,
+    authorize_scope,
+    capture_scope,
+    code_invalid,
+)
 from services.wallet.domain.risk import PaymentCheck
-from services.wallet.use_cases.ports import CodeBook, PaymentLedger, Result, Risk, WalletBook
+from services.wallet.use_cases.ports import CodeBook, PaymentLedger, Result, Risk
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,6 @@ class Sale:
 class StorePayments:
     def __init__(
         self,
-        wallets: WalletBook,
         codes: CodeBook,
         ledger: PaymentLedger,
         risk: Risk,
@@ -47,7 +51,6 @@ class StorePayments:
         payment_code_seconds: int,
         hold_seconds: int,
     ) -> None:
-        self._wallets = wallets
         self._codes = codes
         self._ledger = ledger
         self._risk = risk
@@ -55,11 +58,10 @@ class StorePayments:
         self._hold = timedelta(seconds=hold_seconds)
 
     async def issue_code(self, payer: TokenClaims) -> tuple[str, datetime]:
-        wallet = await self._wallets.wallet_of(payer.subject)
         self._risk.require_payments_open()
         # Bound to the token's device key: a device id the client sends proves nothing.
-        return await self._codes.issue_code(
-            wallet_id=wallet.id,
+        return await self._codes.issue_payer_code(
+            payer_id=payer.subject,
             purpose="payment",
             device_id=payer.device_key or "",
             session_id=payer.session_id,
@@ -70,12 +72,12 @@ class StorePayments:
         request_hash = fingerprint(
             {"code": sale.code, "amount": sale.amount, "store": str(sale.store.id)}
         )
-        replayed = await self._ledger.replay(
-            authorize_scope(sale.merchant.id), sale.idempotency_key, request_hash
+        presented = await self._ledger.presented(
+            authorize_scope(sale.merchant.id), sale.idempotency_key, request_hash, sale.code
         )
-        if replayed is not None:
-            return replayed
-        await self._assess(sale)
+        if presented.replayed is not None:
+            return presented.replayed
+        await self._assess(sale, _live(presented.holder))
         return await self._ledger.authorize(
             code=sale.code,
             amount=sale.amount,
@@ -94,12 +96,11 @@ class StorePayments:
                 "store": str(sale.store.id),
             }
         )
-        replayed = await self._ledger.replay(
-            capture_scope(sale.merchant.id), sale.idempotency_key, request_hash
-        )
-        if replayed is not None:
-            return replayed
+        scope = capture_scope(sale.merchant.id)
         if sale.authorization_id is not None:
+            replayed = await self._ledger.replay(scope, sale.idempotency_key, request_hash)
+            if replayed is not None:
+                return replayed
             # Risk assessed the payment when the money was authorized.
             return await self._ledger.capture_authorization(
                 authorization_id=sale.authorization_id,
@@ -109,9 +110,15 @@ class StorePayments:
                 idempotency_key=sale.idempotency_key,
                 request_hash=request_hash,
             )
-        decision_id = await self._assess(sale)
+        presented = await self._ledger.presented(
+            scope, sale.idempotency_key, request_hash, sale.code
+        )
+        if presented.replayed is not None:
+            return presented.replayed
+        holder = _live(presented.holder)
+        decision_id = await self._assess(sale, holder)
         return await self._ledger.capture_by_code(
-            code=sale.code,
+            holder=holder,
             amount=sale.amount,
             store=sale.store,
             merchant_name=sale.merchant.name,
@@ -123,10 +130,7 @@ class StorePayments:
     async def void(self, merchant: Merchant, authorization_id: uuid.UUID) -> None:
         await self._ledger.void_authorization(authorization_id, merchant.id)
 
-    async def _assess(self, sale: Sale) -> str:
-        holder = await self._codes.code_holder(sale.code, "payment")
-        if holder is None:
-            raise code_invalid()
+    async def _assess(self, sale: Sale, holder: CodeHolder) -> str:
         self._risk.require_payments_open()
         return await self._risk.assess_payment(
             PaymentCheck(
@@ -141,3 +145,10 @@ class StorePayments:
                 session_id=holder.session_id,
             )
         )
+
+
+def _live(holder: CodeHolder | None) -> CodeHolder:
+    """The code's holder; CODE_INVALID, before risk is asked, for a dead or unknown code."""
+    if holder is None:
+        raise code_invalid()
+    return holder

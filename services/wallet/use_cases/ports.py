@@ -11,7 +11,7 @@ from services.wallet.domain.compensation import CompensationLineRow, Unauthorize
 from services.wallet.domain.ledger import Reconciliation, StatementLine
 from services.wallet.domain.limits import Room
 from services.wallet.domain.merchants import Merchant, StoreRow
-from services.wallet.domain.payments import CodeHolder
+from services.wallet.domain.payments import CodeHolder, Presented
 from services.wallet.domain.payouts import UnclaimedRow
 from services.wallet.domain.risk import PaymentCheck, TopUpCheck
 from services.wallet.domain.top_ups import PendingTopUp, VerifiedCard
@@ -91,6 +91,17 @@ class CodeBook(Protocol):
         channel: str | None = None,
     ) -> tuple[str, datetime]: ...
 
+    async def issue_payer_code(
+        self,
+        *,
+        payer_id: str,
+        purpose: str,
+        device_id: str,
+        session_id: str,
+        lifetime: timedelta,
+        channel: str | None = None,
+    ) -> tuple[str, datetime]: ...
+
     async def code_holder(self, code: str, purpose: str) -> CodeHolder | None: ...
 
 
@@ -105,9 +116,13 @@ class MerchantBook(Protocol):
 
     async def store_of(self, merchant_id: uuid.UUID, store_id: uuid.UUID) -> StoreRow: ...
 
+    async def stores_of(self, merchant_id: uuid.UUID, *, limit: int) -> list[StoreRow]: ...
+
 
 class PaymentLedger(Protocol):
     async def replay(self, scope: str, key: str, request_hash: str) -> Result | None: ...
+
+    async def presented(self, scope: str, key: str, request_hash: str, code: str) -> Presented: ...
 
     async def authorize(
         self,
@@ -123,7 +138,7 @@ class PaymentLedger(Protocol):
     async def capture_by_code(
         self,
         *,
-        code: str,
+        holder: CodeHolder,
         amount: int,
         store: StoreRow,
         merchant_name: str,

@@ -8,6 +8,7 @@ from typing import Any
 
 from services.wallet.domain.codes import fingerprint
 from services.wallet.domain.merchants import StoreRow
+from services.wallet.domain.payments import capture_scope, code_invalid
 from services.wallet.domain.wallets import WalletRow
 from services.wallet.storage import Storage
 
@@ -59,11 +60,22 @@ async def payment_code(store: Storage, wallet_id: uuid.UUID) -> str:
 async def capture(
     store: Storage, shop: StoreRow, code: str, amount: int, key: str | None = None
 ) -> dict[str, Any]:
+    """A capture by code as the use case runs it: the key and the code's holder read
+    first (risk would be asked then), the code spent and the payment posted after."""
+    key = key or str(uuid.uuid4())
+    request_hash = fingerprint({"code": code, "amount": amount, "store": str(shop.id)})
+    presented = await store.payments.presented(
+        capture_scope(shop.merchant_id), key, request_hash, code
+    )
+    if presented.replayed is not None:
+        return presented.replayed
+    if presented.holder is None:
+        raise code_invalid()
     return await store.payments.capture_by_code(
-        code=code,
+        holder=presented.holder,
         amount=amount,
         store=shop,
         merchant_name="Lawson",
-        idempotency_key=key or str(uuid.uuid4()),
-        request_hash=fingerprint({"code": code, "amount": amount, "store": str(shop.id)}),
+        idempotency_key=key,
+        request_hash=request_hash,
     )

@@ -35,6 +35,20 @@ async def test_a_store_code_is_unique_per_merchant_and_a_store_belongs_to_one(
     assert (await merchants.store_of(lawson.id, store_id)).name == "Shibuya"
 
 
+async def test_a_chains_stores_are_read_at_once_and_only_its_own(wallet_store: Storage) -> None:
+    merchants = wallet_store.merchants
+    lawson, _ = await merchants.register_merchant("Lawson", "5411")
+    other, _ = await merchants.register_merchant("FamilyMart", "5411")
+    mine = {await merchants.register_store(lawson.id, f"s{n}", f"Store {n}") for n in range(3)}
+    await merchants.register_store(other.id, "s0", "Elsewhere")
+
+    chain = await merchants.stores_of(lawson.id, limit=10)
+
+    assert {shop.id for shop in chain} == mine
+    assert {shop.merchant_id for shop in chain} == {lawson.id}
+    assert len(await merchants.stores_of(lawson.id, limit=2)) == 2
+
+
 async def test_a_card_registered_twice_is_one_source_until_it_is_removed(
     wallet_store: Storage,
 ) -> None:

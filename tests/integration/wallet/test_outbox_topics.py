@@ -3,6 +3,7 @@ under the older topics, as the movement's facts, still deliver the same requests
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -79,11 +80,11 @@ async def test_rows_of_the_older_topics_deliver_what_the_new_ones_do(wallet_stor
 
     await pool.execute("truncate outbox")
     async with pool.acquire() as conn, conn.transaction():
-        await outbox.announce(
-            conn, notice_kind=outbox.NOTICE_PAYOUT, outcome=outbox.OUTCOME_PAYMENT_CAPTURED,
+        await outbox.enqueue_all(conn, outbox.announcement(
+            notice_kind=outbox.NOTICE_PAYOUT, outcome=outbox.OUTCOME_PAYMENT_CAPTURED,
             payer_id="payer-1", wallet_id=WALLET, entry_id=ENTRY, amount=HUGE, balance_after=0,
             counterparty="bank 0001-123", occurred_at=AT, session_id="s-1", decision_id="d-1",
-        )  # fmt: skip
+        ))  # fmt: skip
         await outbox.order_payout(conn, ENTRY, HUGE, dict(ACCOUNT))
         await outbox.tell_payer(
             conn, key="wind_down:1", payer_id="payer-1", kind=outbox.NOTICE_WIND_DOWN,
@@ -102,3 +103,24 @@ async def test_rows_of_the_older_topics_deliver_what_the_new_ones_do(wallet_stor
     assert {n.money.amount.amount_minor for n in legacy.notices} == {HUGE}
     assert typed.outcomes == legacy.outcomes
     assert legacy.outcomes[0].amount.amount_minor == HUGE
+
+
+async def test_messages_written_beside_a_posting_are_stored_as_the_topics_store_them(
+    wallet_store,
+):
+    pool = wallet_store.pool
+    messages = outbox.announcement(
+        notice_kind=outbox.NOTICE_PAYMENT, outcome=outbox.OUTCOME_PAYMENT_CAPTURED,
+        payer_id="payer-1", wallet_id=WALLET, entry_id=ENTRY, amount=HUGE, balance_after=HUGE,
+        counterparty="Lawson 渋谷", occurred_at=AT, session_id="s-1", decision_id="d-1",
+    )  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        await outbox.enqueue_all(conn, messages)
+    stored = await pool.fetch("select topic, idempotency_key, payload from outbox order by id")
+
+    topics, keys, payloads = outbox.outbox_rows(messages)
+
+    assert [(r["topic"], r["idempotency_key"]) for r in stored] == list(
+        zip(topics, keys, strict=True)
+    )
+    assert [r["payload"] for r in stored] == [json.loads(p) for p in payloads]

@@ -9,7 +9,7 @@ from typing import Any
 
 from services.runtime.errors import AlreadyExists, FailedPrecondition
 from services.wallet.domain.merchants import Merchant, StoreRow
-from services.wallet.domain.payments import CodeHolder
+from services.wallet.domain.payments import CodeHolder, Presented
 from services.wallet.domain.risk import PaymentCheck, TopUpCheck
 from services.wallet.domain.top_ups import FundingRefused, FundingUnavailable, PendingTopUp
 
@@ -94,6 +94,20 @@ class FakeCodes:
         self.live[code] = CodeHolder(wallet_id, "payer", device_id, session_id, channel)
         return code, datetime.now(UTC) + lifetime
 
+    async def issue_payer_code(
+        self,
+        *,
+        payer_id: str,
+        purpose: str,
+        device_id: str,
+        session_id: str,
+        lifetime: timedelta,
+        channel: str | None = None,
+    ) -> tuple[str, datetime]:
+        code = f"{len(self.live):020d}"
+        self.live[code] = CodeHolder(uuid.uuid4(), payer_id, device_id, session_id, channel)
+        return code, datetime.now(UTC) + lifetime
+
     async def code_holder(self, code: str, purpose: str) -> CodeHolder | None:
         return self.live.get(code)
 
@@ -109,6 +123,10 @@ class FakePaymentLedger:
 
     async def replay(self, scope: str, key: str, request_hash: str) -> Result | None:
         return self.answers.replay(scope, key, request_hash)
+
+    async def presented(self, scope: str, key: str, request_hash: str, code: str) -> Presented:
+        replayed = self.answers.replay(scope, key, request_hash)
+        return Presented(replayed, None if replayed else self._codes.live.get(code))
 
     def _payment(self, store: StoreRow, amount: int, **fields: Any) -> Result:
         return {
@@ -147,7 +165,7 @@ class FakePaymentLedger:
     async def capture_by_code(
         self,
         *,
-        code: str,
+        holder: CodeHolder,
         amount: int,
         store: StoreRow,
         merchant_name: str,
@@ -155,8 +173,10 @@ class FakePaymentLedger:
         request_hash: str,
         decision_id: str = "",
     ) -> Result:
-        if self._codes.live.pop(code, None) is None:
+        spent = [code for code, live in self._codes.live.items() if live == holder]
+        if not spent:
             raise FailedPrecondition("CODE_INVALID", "dead")
+        del self._codes.live[spent[0]]
         result = self._payment(store, amount, decision_id=decision_id)
         self.captured.append(result)
         return self.answers.store(

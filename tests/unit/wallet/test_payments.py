@@ -15,17 +15,11 @@ CODE = "12345678901234567890"
 HOLDER = CodeHolder(uuid.uuid4(), "payer-1", "device-1", "session-1", None)
 
 
-class NoWallets:
-    async def wallet_of(self, payer_id: str) -> object:
-        raise AssertionError("a store payment never looks a payer up")
-
-
 def a_flow() -> tuple[StorePayments, FakeCodes, FakePaymentLedger, FakeRisk]:
     codes, risk = FakeCodes(), FakeRisk()
     ledger = FakePaymentLedger(codes)
     codes.give(CODE, HOLDER)
     payments = StorePayments(
-        NoWallets(),  # type: ignore[arg-type]
         codes,
         ledger,
         risk,
