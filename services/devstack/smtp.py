@@ -118,10 +118,16 @@ class LocalSmtpServer:
         self, count: int, where: Callable[[ReceivedMessage], bool], within: float
     ) -> int:
         """Wait until ``count`` messages satisfy ``where`` or ``within`` seconds passed;
-        how many do."""
+        how many do. Each message is looked at once, however many arrive meanwhile."""
+        seen = 0
+        matched = 0
 
         def matching() -> int:
-            return sum(1 for m in self.messages if where(m))
+            nonlocal seen, matched
+            fresh = self.messages[seen:]
+            seen += len(fresh)
+            matched += sum(1 for m in fresh if where(m))
+            return matched
 
         try:
             async with asyncio.timeout(within), self._handler.arrived:

@@ -24,6 +24,7 @@ def admission_policy(policy: risk_pb2.Policy) -> AdmissionPolicy:
         blocked_countries=frozenset(code.upper() for code in policy.blocked_countries),
         contained_networks=Networks(policy.contained_networks),
         containment_until=until,
+        containment_alert_id=policy.containment_alert_id,
     )
 
 

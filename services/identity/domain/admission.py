@@ -29,6 +29,7 @@ class Refusal(enum.StrEnum):
     BLOCKED_NETWORK = "blocked_network"
     BLOCKED_COUNTRY = "blocked_country"
     CONTAINED_NETWORK = "contained_network"
+    STUFFING_WAVE = "stuffing_wave"
     FAILURE_CAP = "failure_cap"
     HASH_BUDGET = "hash_budget"
 
@@ -100,11 +101,14 @@ def past_failure_cap(consecutive_failures: int) -> bool:
     return consecutive_failures >= MAX_CONSECUTIVE_FAILURES
 
 
-def new_device_refusal(*, contained: bool, hash_room: bool) -> Refusal | None:
+def new_device_refusal(*, contained: bool, wave: bool, hash_room: bool) -> Refusal | None:
     """Why a password attempt from a device the account does not know is refused before
-    risk is asked, if it is: its network is contained, or the strangers' lane is full."""
+    risk is asked, if it is: its network is contained, risk reports a stuffing wave, or
+    the strangers' lane is full. The account's own devices are never refused here."""
     if contained:
         return Refusal.CONTAINED_NETWORK
+    if wave:
+        return Refusal.STUFFING_WAVE
     if not hash_room:
         return Refusal.HASH_BUDGET
     return None
@@ -166,6 +170,7 @@ class AdmissionPolicy:
     blocked_countries: frozenset[str] = frozenset()
     contained_networks: Networks = NO_NETWORKS
     containment_until: datetime | None = None
+    containment_alert_id: str = ""
 
     def blocked(
         self, address: IpAddress | None, country_of: Callable[[str], str]
@@ -187,6 +192,17 @@ class AdmissionPolicy:
             and self.containment_until is not None
             and now < self.containment_until
             and address in self.contained_networks
+        )
+
+    def wave(self, now: datetime) -> bool:
+        """Whether risk reports a stuffing wave now: an alert's containment is in force.
+        While it is, no device an account does not know gets a password hash, from any
+        network; the account's own devices and passkeys sign in as ever, and an
+        operator who lifts the containment ends it."""
+        return (
+            bool(self.containment_alert_id)
+            and self.containment_until is not None
+            and now < self.containment_until
         )
 
 

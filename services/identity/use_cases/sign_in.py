@@ -252,18 +252,20 @@ class SignIn(FactorChecks):
         take_place: bool,
     ) -> AdmittedPlace | None:
         """Refuse a device the account does not know, before risk is asked, when its
-        network is contained or the strangers' hashing lane is full; with
-        ``take_place``, the place in the lane it is admitted to."""
-        contained = policy.contained(address, self.now())
+        network is contained, a stuffing wave is on, or the strangers' hashing lane is
+        full; with ``take_place``, the place in the lane it is admitted to."""
+        now = self.now()
+        contained = policy.contained(address, now)
+        wave = policy.wave(now)
         place = None
-        if contained:
+        if contained or wave:
             room = False
         elif take_place:
             place = self.hasher.admit(Lane.NEW_DEVICE)
             room = place is not None
         else:
             room = self.hasher.has_room(Lane.NEW_DEVICE)
-        refusal = new_device_refusal(contained=contained, hash_room=room)
+        refusal = new_device_refusal(contained=contained, wave=wave, hash_room=room)
         if refusal is not None:
             self._refuse_unasked(refusal, client, identifier_hash)
         return place

@@ -221,6 +221,35 @@ async def test_a_new_device_in_a_contained_network_is_refused_without_asking_ris
     assert refused(after) == refused(before)
 
 
+async def test_while_risk_reports_a_wave_no_new_device_gets_a_hash_anywhere_and_known_devices_sign_in(  # noqa: E501
+    identity: IdentityOnCluster,
+):
+    cluster = identity.cluster
+    metrics = Metrics(cluster)
+    person = await identity.register("hanako@example.jp")
+
+    def wave(policy: risk_pb2.Policy) -> None:
+        policy.contained_networks.append("203.0.113.0/24")
+        policy.containment_until.GetCurrentTime()
+        policy.containment_until.seconds += 600
+        policy.containment_alert_id = "6f1c2d9e-0000-4000-8000-000000000001"
+
+    await risk_sends(cluster, wave)
+    before = await metrics.read()
+    # The right password on a phone the account does not know, far from the wave's networks.
+    stranger = await refusal(identity.login(person, device="new-phone", ip=home_address()))
+    assert is_wrong_password(stranger)
+    after = await metrics.read()
+    assert refused(after, "stuffing_wave") - refused(before, "stuffing_wave") == 1
+    assert hashes(after) == hashes(before)
+
+    # The owner's own phone signs in all the same.
+    before = await metrics.read()
+    await identity.sign_in(person, ip=home_address())
+    after = await metrics.read()
+    assert refused(after) == refused(before)
+
+
 async def test_a_blocked_network_is_refused_inside_identity_even_for_a_known_device(
     identity: IdentityOnCluster,
 ):
@@ -318,6 +347,7 @@ async def test_every_refusal_reason_shows_from_the_start(identity: IdentityOnClu
         "blocked_network",
         "blocked_country",
         "contained_network",
+        "stuffing_wave",
         "failure_cap",
         "hash_budget",
     }

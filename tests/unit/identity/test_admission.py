@@ -87,9 +87,23 @@ def test_a_blocked_network_or_country_is_named_as_the_reason_and_other_addresses
 
 
 def test_a_contained_network_is_refused_before_a_full_lane_and_an_open_one_admits():
-    assert new_device_refusal(contained=True, hash_room=False) is Refusal.CONTAINED_NETWORK
-    assert new_device_refusal(contained=False, hash_room=False) is Refusal.HASH_BUDGET
-    assert new_device_refusal(contained=False, hash_room=True) is None
+    assert (
+        new_device_refusal(contained=True, wave=True, hash_room=False) is Refusal.CONTAINED_NETWORK
+    )
+    assert new_device_refusal(contained=False, wave=True, hash_room=True) is Refusal.STUFFING_WAVE
+    assert new_device_refusal(contained=False, wave=False, hash_room=False) is Refusal.HASH_BUDGET
+    assert new_device_refusal(contained=False, wave=False, hash_room=True) is None
+
+
+def test_a_wave_lasts_while_an_alerts_containment_is_in_force_and_not_after():
+    wave = AdmissionPolicy(
+        containment_until=NOW + timedelta(minutes=5), containment_alert_id="alert-1"
+    )
+    assert wave.wave(NOW)
+    assert not wave.wave(NOW + timedelta(minutes=5))
+    # Lifted: risk sends the policy without its alert or end.
+    assert not AdmissionPolicy().wave(NOW)
+    assert not AdmissionPolicy(containment_until=NOW + timedelta(minutes=5)).wave(NOW)
 
 
 def test_the_failure_cap_is_one_hundred_consecutive_failures():
