@@ -79,10 +79,19 @@ class Attack(Exploit):
                 ip = attacker.ips[number % len(attacker.ips)]
             plan.append((pair, ip))
         self.rng.shuffle(plan)
+        # The pairs another breach already confirmed are checked first, one at a time,
+        # before the flood: too few and too slow to be a wave, as a careful attacker
+        # does. The rest of the list is the wave, which identity stops hashing for new
+        # devices once risk reports it; the drill's later phases need what the quiet
+        # check found.
+        confirmed = [
+            item
+            for item in plan
+            if item[0].member is not None and item[0].password == item[0].member.person.password
+        ]
+        flood = [item for item in plan if item not in confirmed]
         async with self.timeline.phase("leak", "2. The leak: the list is replayed") as phase:
             self.attack_started_wall = time.time() - 5
-            wave_started = self.timeline.now()
-            watcher = asyncio.create_task(self._watch_alerts(wave_started))
             legit = asyncio.create_task(self._legitimate_use_during_attack())
 
             async def attempt(item: tuple[Pair, str]) -> None:
@@ -114,7 +123,10 @@ class Attack(Exploit):
                           tuple(reply.challenge.methods))
                 )  # fmt: skip
 
-            await each(plan, attempt, size.attack_concurrency)
+            await each(confirmed, attempt, 1)
+            wave_started = self.timeline.now()
+            watcher = asyncio.create_task(self._watch_alerts(wave_started))
+            await each(flood, attempt, size.attack_concurrency)
             replay_ips = len(attacker.ips) + len(attacker.noisy)
             replay_seconds = self.timeline.now() - wave_started
             legit_result = await legit

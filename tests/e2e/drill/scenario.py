@@ -10,7 +10,8 @@ principals, and through the mailbox of the local SMTP server:
    authenticator app, open wallets, register cards and top up; some only ever
    use a password (a few of them also sign in with an external ID). A chain
    merchant registers its stores.
-2. The leak: an attacker replays a list of email/password pairs from many
+2. The leak: an attacker first checks, one at a time, the pairs another breach
+   confirmed, then floods the rest of a list of email/password pairs from many
    foreign and domestic IPs and fresh devices, then tries everything on each
    account where the password worked. Some victims also reused the password at
    their mail provider, so for them the attacker reads the registered inbox too.
