@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any
 
 import argon2
 import asyncpg
+import grpc
 import psutil
 from mamoru.identity.v1 import identity_pb2_grpc
 from mamoru.risk.v1 import risk_pb2_grpc
@@ -205,6 +207,7 @@ async def make_people(
     also an enrolled wallet topped up by that amount from a card, and a wallet token."""
     made: list[Someone] = []
     failures = 0
+    reasons: Counter[str] = Counter()
     gate = asyncio.Semaphore(concurrency)
     started = time.monotonic()
     next_print = started + 5
@@ -216,9 +219,10 @@ async def make_people(
                 try:
                     made.append(await _one_person(system, funded_with))
                     break
-                except Exception:
+                except Exception as error:
                     # A TOTP step boundary or a busy moment; another person stands in.
                     failures += 1
+                    reasons[_reason(error)] += 1
             now = time.monotonic()
             if now >= next_print:
                 next_print = now + 5
@@ -226,7 +230,10 @@ async def make_people(
 
     await asyncio.gather(*(one() for _ in range(count)))
     if len(made) < count:
-        raise RuntimeError(f"made only {len(made)} of {count} {label} ({failures} failures)")
+        raise RuntimeError(
+            f"made only {len(made)} of {count} {label} ({failures} failures:"
+            f" {dict(reasons.most_common(3))})"
+        )
     print(
         f"    {label}: {count:,} in {time.monotonic() - started:.0f}s ({failures} retried)",
         flush=True,
@@ -376,3 +383,9 @@ async def fetch_rows(database_url: str, query: str, *args: Any) -> list[Any]:
         return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
