@@ -231,6 +231,14 @@ class PasswordHasher:
                 )
         return matches and stored is not None
 
+    async def stand_in(
+        self, *, lane: Lane = Lane.NEW_DEVICE, place: AdmittedPlace | None = None
+    ) -> None:
+        """Hold a slot of ``lane`` for about one hash's time without computing one: a
+        refusal that must take as long, and wait as a hash waits, as a wrong password."""
+        async with self._budget.slot(lane, place):
+            await asyncio.sleep(self._budget.hash_seconds)
+
     def _count(self) -> None:
         self.computed += 1
         metrics.IDENTITY_PASSWORD_HASHES.inc()

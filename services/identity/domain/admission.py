@@ -118,10 +118,15 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_ip(text: str) -> IpAddress | None:
+    """The address, an IPv4-mapped IPv6 one as the IPv4 address it carries (so that it
+    matches IPv4 networks, as risk matches it)."""
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class Networks:

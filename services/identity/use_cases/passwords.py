@@ -56,8 +56,10 @@ class Passwords(IdentityBase):
             account = await account_store.account(conn, account_id)
             primary = await contact_store.primary_email(conn, account_id)
             has_factor = bool(await factor_store.factors(conn, account_id))
+        # A session is not a proven device, and anyone may hold one of an account of
+        # their own: the slots kept for known devices' sign-ins are not for this.
         if account is None or not await self.hasher.verify(
-            account["password_hash"], current_password, lane=Lane.KNOWN_DEVICE
+            account["password_hash"], current_password, lane=Lane.NEW_DEVICE
         ):
             raise InvalidArgument([("current_password", "is not the current password")])
         await self._check_new_password(
@@ -66,7 +68,7 @@ class Passwords(IdentityBase):
             email=primary["address"] if primary is not None else "",
             has_second_factor=has_factor,
         )
-        new_hash = await self.hasher.hash(new_password, lane=Lane.KNOWN_DEVICE)
+        new_hash = await self.hasher.hash(new_password, lane=Lane.NEW_DEVICE)
         refresh = new_link_token()
         async with self.pool.acquire() as conn, conn.transaction():
             await account_store.set_password(conn, account_id, new_hash)
@@ -180,7 +182,7 @@ class Passwords(IdentityBase):
             email=primary["address"] if primary is not None else "",
             has_second_factor=has_factor,
         )
-        new_hash = await self.hasher.hash(new_password, lane=Lane.KNOWN_DEVICE)
+        new_hash = await self.hasher.hash(new_password, lane=Lane.NEW_DEVICE)
         async with self.pool.acquire() as conn, conn.transaction():
             if await reset_store.use_reset(conn, token_hash(reset_token)) != account_id:
                 raise FailedPrecondition(

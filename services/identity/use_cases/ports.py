@@ -110,6 +110,12 @@ class Hasher(Protocol):
         """About how long one hash takes here lately."""
         ...
 
+    async def stand_in(
+        self, *, lane: Lane = Lane.NEW_DEVICE, place: AdmittedPlace | None = None
+    ) -> None:
+        """Wait in ``lane`` as a hash would, for a hash's time, without computing one."""
+        ...
+
 
 class Admission(Protocol):
     """Risk's policy as identity enforces it before asking risk."""

@@ -211,7 +211,7 @@ class Sessions(FactorChecks):
             if answer == cred.PASSWORD and cred.PASSWORD in challenge["methods"]:
                 account = await account_store.account(conn, account_id)
                 ok = await self.hasher.verify(
-                    account["password_hash"] if account else None, value, lane=Lane.KNOWN_DEVICE
+                    account["password_hash"] if account else None, value, lane=Lane.NEW_DEVICE
                 )
                 method: str | None = cred.PASSWORD if ok else None
             else:

@@ -6,7 +6,6 @@ so that no answer tells an attacker whether an account exists.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from datetime import datetime
@@ -214,19 +213,24 @@ class SignIn(FactorChecks):
         if refuse_before_hashing(assessment.verdict):
             metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.RISK_VERDICT).inc()
             raise invalid_credentials()
-        if (
-            not known_device
-            and account is not None
-            and past_failure_cap(account["recent_failures"])
-        ):
-            # Guessing at this account from strangers' devices is over until its owner
-            # signs in. Answered no sooner than a hash would be, so the refusal does not
-            # tell an account at the cap from an identifier that names none.
-            await asyncio.sleep(self.hasher.typical_seconds())
-            metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.FAILURE_CAP).inc()
-            raise invalid_credentials()
+        if not known_device:
+            # The policy may have changed while risk was asked: a wave that began since
+            # admission ends the attempt before its hash too.
+            self._refuse_if_contained_now(client)
         usable = account is not None and account["status"] == "active"
         try:
+            if (
+                not known_device
+                and account is not None
+                and past_failure_cap(account["recent_failures"])
+            ):
+                # Guessing at this account from strangers' devices is over until its
+                # owner signs in. No hash is computed, but the attempt waits in the lane
+                # for a hash's time and is then counted as a wrong password is: nothing
+                # tells an account at the cap from an identifier that names none.
+                await self.hasher.stand_in(lane=Lane.NEW_DEVICE, place=place)
+                metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(Refusal.FAILURE_CAP).inc()
+                return assessment, False
             matches = await self.hasher.verify(
                 account["password_hash"] if usable else None,
                 password,
@@ -269,6 +273,21 @@ class SignIn(FactorChecks):
         if refusal is not None:
             self._refuse_unasked(refusal, client, identifier_hash)
         return place
+
+    def _refuse_if_contained_now(self, client: common_pb2.ClientContext) -> None:
+        """Refuse a device the account does not know if its network is contained or a
+        stuffing wave is on now (risk was asked about it, so nothing is reported)."""
+        policy = self.admission.current()
+        now = self.now()
+        address = parse_ip(client.ip_address)
+        if policy.contained(address, now):
+            refusal = Refusal.CONTAINED_NETWORK
+        elif policy.wave(now):
+            refusal = Refusal.STUFFING_WAVE
+        else:
+            return
+        metrics.IDENTITY_REFUSED_WITHOUT_HASH.labels(refusal).inc()
+        raise invalid_credentials()
 
     def _refuse_blocked(self, client: common_pb2.ClientContext) -> None:
         """A passkey sign-in from a blocked network or country ends before any work,

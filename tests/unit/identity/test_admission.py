@@ -106,6 +106,15 @@ def test_a_wave_lasts_while_an_alerts_containment_is_in_force_and_not_after():
     assert not AdmissionPolicy(containment_until=NOW + timedelta(minutes=5)).wave(NOW)
 
 
+def test_an_ipv4_mapped_address_matches_ipv4_networks_as_risk_matches_it():
+    policy = AdmissionPolicy(
+        contained_networks=Networks(["203.0.113.0/24"]),
+        containment_until=NOW + timedelta(minutes=5),
+    )
+    assert parse_ip("::ffff:203.0.113.5") == ip("203.0.113.5")
+    assert policy.contained(parse_ip("::ffff:203.0.113.5"), NOW)
+
+
 def test_the_failure_cap_is_one_hundred_consecutive_failures():
     assert not past_failure_cap(99)
     assert past_failure_cap(100)

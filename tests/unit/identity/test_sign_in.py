@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -49,9 +50,13 @@ class FakeRisk:
     outcomes: list[int] = field(default_factory=list)
     assessed: int = 0
     refusals: list[str] = field(default_factory=list)
+    # What changes elsewhere while risk is being asked.
+    meanwhile: Callable[[], None] | None = None
 
     async def assess_login(self, **_: Any) -> Verdict:
         self.assessed += 1
+        if self.meanwhile is not None:
+            self.meanwhile()
         return Verdict(self.verdict)
 
     def report_refusal(self, *, client: common_pb2.ClientContext, identifier_hash: str) -> bool:
@@ -80,6 +85,7 @@ class FakeHasher:
     lanes: list[Lane] = field(default_factory=list)
     # Lanes whose budget is spent: no room now, and a hash asked of them is refused.
     full: set[Lane] = field(default_factory=set)
+    stood_in: list[Lane] = field(default_factory=list)
 
     async def hash(self, password: str, *, lane: Lane = Lane.NEW_DEVICE) -> str:
         self._slot(lane)
@@ -119,6 +125,15 @@ class FakeHasher:
 
     def typical_seconds(self) -> float:
         return 0.0
+
+    async def stand_in(
+        self, *, lane: Lane = Lane.NEW_DEVICE, place: AdmittedPlace | None = None
+    ) -> None:
+        if lane in self.full:
+            raise HashBudgetExhausted
+        self.stood_in.append(lane)
+        if place is not None:
+            place.give_up()
 
 
 @dataclass
@@ -380,16 +395,36 @@ async def test_a_known_device_is_hashed_in_its_own_lane_while_the_strangers_lane
     assert sign_in.hasher.lanes == [Lane.KNOWN_DEVICE]
 
 
-async def test_past_the_failure_cap_a_new_device_gets_no_hash_and_nothing_is_queued(
+async def test_past_the_failure_cap_a_new_device_gets_no_hash_yet_is_answered_and_counted_as_a_wrong_password(  # noqa: E501
     sign_in: SignIn,
 ):
-    sign_in.an_account("hanako@example.jp", recent_failures=MAX_CONSECUTIVE_FAILURES)
+    account_id = sign_in.an_account("hanako@example.jp", recent_failures=MAX_CONSECUTIVE_FAILURES)
 
     assert await sign_in.refused("hanako@example.jp", PASSWORD) == "INVALID_CREDENTIALS"
     assert sign_in.hasher.computed == 0
-    assert sign_in.store.queued == []
-    # Risk was asked (as for any identifier), so nothing more is reported to it.
-    assert sign_in.risk.assessed == 1 and sign_in.risk.refusals == []
+    # It waited in the strangers' lane for a hash's time, then was counted and reported
+    # as any wrong password is, as an identifier that names no account would be.
+    assert sign_in.hasher.stood_in == [Lane.NEW_DEVICE]
+    assert all(place.given_up for place in sign_in.hasher.places)
+    assert [failure.account_id for failure in sign_in.store.queued] == [account_id]
+    assert sign_in.risk.outcomes == [risk_pb2.OUTCOME_PASSWORD_WRONG]
+    assert sign_in.risk.refusals == []
+
+
+async def test_a_wave_that_begins_while_risk_is_asked_ends_a_strangers_attempt_before_its_hash(
+    sign_in: SignIn,
+):
+    sign_in.an_account("hanako@example.jp")
+    wave = AdmissionPolicy(
+        containment_until=datetime.now(UTC) + timedelta(minutes=5),
+        containment_alert_id="alert-1",
+    )
+    sign_in.risk.meanwhile = lambda: setattr(sign_in.admission, "policy", wave)
+
+    assert await sign_in.refused("hanako@example.jp", PASSWORD) == "INVALID_CREDENTIALS"
+    assert sign_in.risk.assessed == 1
+    assert sign_in.hasher.computed == 0
+    assert sign_in.hasher.places and all(place.given_up for place in sign_in.hasher.places)
 
 
 async def test_past_the_failure_cap_the_accounts_known_device_still_has_its_password_checked(
