@@ -145,6 +145,11 @@ class SmtpProvider:
                 if kept:
                     continue
                 raise
+            except BaseException:
+                # Cut off mid-conversation (a deadline, a refusal, a bug): its replies
+                # may still be on the wire, so the next message starts a new connection.
+                self._drop()
+                raise
             self._used_at = time.monotonic()
             return
 
