@@ -131,12 +131,14 @@ async def test_revocations_stream_to_other_services_and_resume_from_the_cursor(
     second = await identity.sign_in_with_email_code(person, device="tablet")
     watcher = identity.cluster.stub("identity", as_="wallet")
     stream = watcher.WatchRevocations(pb.WatchRevocationsRequest(after_sequence=0))
-    await identity.stub.Logout(pb.LogoutRequest(), metadata=identity.bearer(first), timeout=5)
-    async with asyncio.timeout(5):
+    await identity.stub.Logout(pb.LogoutRequest(), metadata=identity.bearer(first), timeout=TIMEOUT)
+    async with asyncio.timeout(TIMEOUT):
         seen = await stream.read()
     assert seen.session_id == first.session_id
-    await identity.stub.Logout(pb.LogoutRequest(), metadata=identity.bearer(second), timeout=5)
-    async with asyncio.timeout(5):
+    await identity.stub.Logout(
+        pb.LogoutRequest(), metadata=identity.bearer(second), timeout=TIMEOUT
+    )
+    async with asyncio.timeout(TIMEOUT):
         nxt = await stream.read()
     stream.cancel()
     assert (nxt.session_id, nxt.sequence > seen.sequence) == (second.session_id, True)
@@ -145,7 +147,7 @@ async def test_revocations_stream_to_other_services_and_resume_from_the_cursor(
     # committed late there), so it may repeat what was seen; revoking twice is harmless.
     resumed = watcher.WatchRevocations(pb.WatchRevocationsRequest(after_sequence=seen.sequence))
     again: list[str] = []
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(TIMEOUT):
         while second.session_id not in again:
             again.append((await resumed.read()).session_id)
     resumed.cancel()

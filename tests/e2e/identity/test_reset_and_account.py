@@ -94,7 +94,7 @@ async def test_after_a_reset_old_tokens_are_refused_by_another_service_within_se
         timeout=TIMEOUT,
     )
 
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(TIMEOUT):
         while True:
             try:
                 await notify.ListInbox(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,11 @@ class LifecycleSettings(ServiceSettings):
 
 async def _sleep(request: bytes, context: Any) -> bytes:
     seconds = float(request.decode() or "0")
+    # The file tells the test the call is in hand, so it can signal the process
+    # mid-call however long the call took to arrive.
+    mark = os.environ.get("LIFECYCLE_SLEEP_MARK")
+    if mark:
+        await asyncio.to_thread(Path(mark).touch)
     await asyncio.sleep(seconds)
     return b"slept"
 

@@ -56,7 +56,7 @@ async def test_calls_answer_unavailable_while_the_database_is_away_and_succeed_a
     risk = cluster.stub("risk", as_="operator")
     read = risk_pb2.ListPolicyChangesRequest()
     write = risk_pb2.SetPolicyRequest(registration_suspended=True, reason="drill")
-    await risk.ListPolicyChanges(read, timeout=5)
+    await risk.ListPolicyChanges(read, timeout=30)
 
     await proxied_risk.cut()
     for call, request in ((risk.ListPolicyChanges, read), (risk.SetPolicy, write)):
@@ -68,7 +68,7 @@ async def test_calls_answer_unavailable_while_the_database_is_away_and_succeed_a
     await proxied_risk.restore()
     await _eventually_ok(risk.ListPolicyChanges, read)
     await _eventually_ok(risk.SetPolicy, write)
-    changes = await risk.ListPolicyChanges(read, timeout=5)
+    changes = await risk.ListPolicyChanges(read, timeout=30)
     assert changes.changes, "the write after the outage was stored"
 
 

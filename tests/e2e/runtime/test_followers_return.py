@@ -63,7 +63,7 @@ async def _atm_top_ups_suspended(payer: Payer) -> bool:
                 channel=risk_pb2.TOP_UP_CHANNEL_ATM, client=payer.client
             ),
             metadata=payer.metadata,
-            timeout=5,
+            timeout=30,
         )
     except grpc.aio.AioRpcError as error:
         return _reason(error) == "CHANNEL_SUSPENDED"

@@ -124,11 +124,16 @@ async def test_health_says_not_serving_until_migrations_have_run(app: LifecycleP
 async def test_sigterm_during_a_slow_rpc_lets_it_finish_then_exits_zero(
     app: LifecycleProcess,
 ) -> None:
-    process = await app.spawn()
+    mark = app.migrations.parent / "sleeping"
+    process = await app.spawn(LIFECYCLE_SLEEP_MARK=str(mark))
     await app.wait_serving()
     async with app.channel() as channel:
         slow = asyncio.ensure_future(_unary(channel, "Sleep")(b"1.5", timeout=30))
-        await asyncio.sleep(0.5)
+        async with asyncio.timeout(60):
+            while True:
+                if mark.exists():
+                    break
+                await asyncio.sleep(0.02)
         process.send_signal(signal.SIGTERM)
         assert await slow == b"slept"
         with pytest.raises(grpc.aio.AioRpcError):
@@ -176,7 +181,7 @@ async def test_a_malformed_request_gets_invalid_argument_naming_each_field(
     body = json.dumps({"name": "x" * 11, "account_id": "not-a-uuid"}).encode()
     async with app.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await _unary(channel, "EchoName")(body, timeout=5)
+            await _unary(channel, "EchoName")(body, timeout=30)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(refused.value)
     assert status is not None

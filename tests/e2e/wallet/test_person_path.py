@@ -156,7 +156,7 @@ async def test_a_group_id_session_token_cannot_enroll_top_up_or_issue_a_code(
     assert (await payer.enroll()).status == wallet_pb2.WALLET_STATUS_ACTIVE
 
 
-async def test_suspending_card_top_ups_through_risk_refuses_the_next_card_top_up_within_two_seconds(
+async def test_card_top_ups_suspended_through_risk_are_refused_once_the_wallet_applies_it(
     running: Cluster, identity: IdentityDriver, wallet: Any
 ) -> None:
     payer, first = await funded_payer(running, identity, wallet, 3_000)
@@ -178,8 +178,9 @@ async def test_suspending_card_top_ups_through_risk_refuses_the_next_card_top_up
     )
 
     # Probe with a top-up over the per-top-up cap: refused either way, so no money
-    # moves while the wallet has not yet applied the switch.
-    async with asyncio.timeout(2.0):
+    # moves while the wallet has not yet applied the switch. How soon it applies is
+    # the drill's to measure; here the test waits for it however busy the machine.
+    async with asyncio.timeout(TIMEOUT):
         while True:
             probe = await refused(payer.top_up_from_card(card.funding_source_id, 10_000_000))
             assert probe.code() == grpc.StatusCode.FAILED_PRECONDITION

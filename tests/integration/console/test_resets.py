@@ -63,7 +63,7 @@ async def pool(new_database: Callable[..., Awaitable[str]]) -> AsyncIterator[asy
 
 
 async def job_when(pool: asyncpg.Pool, holds: Callable[[Any], bool]) -> Any:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         while True:
             (job,) = await action_store.resets(pool)
             if holds(job):
