@@ -102,8 +102,9 @@ async def build(resources: Resources) -> ServiceApp:
         link_base_url=settings.link_base_url,
         operator_emails=settings.operator_emails,
         kept_contacts=kept,
-        # Half the batch's time for beginning messages; the rest for finishing them.
-        send_seconds=retry.attempt_timeout / 2,
+        # Half the batch's time for beginning messages, until 80% for finishing them,
+        # the rest for recording what became of them.
+        send_window=(retry.attempt_timeout / 2, retry.attempt_timeout * 0.8),
     )
     queue = delivery_queue(resources.pool, attempts, retry, poll_seconds=settings.poll_seconds)
     api = NotifyApi(

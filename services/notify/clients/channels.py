@@ -23,7 +23,7 @@ from typing import Protocol
 import aiohttp
 import aiosmtplib
 
-from services.notify.use_cases.ports import DeliveryFailed, OutgoingMessage
+from services.notify.use_cases.ports import DeliveryFailed, OutgoingMessage, SendWindow, Taken
 from services.runtime.config import Secret
 
 __all__ = [
@@ -40,13 +40,18 @@ class Provider(Protocol):
     name: str
 
     async def send_many(
-        self, messages: Sequence[OutgoingMessage], *, deadline: float | None = None
-    ) -> list[DeliveryFailed | None]:
-        """Hand each message on; per message None (taken) or why it was not."""
+        self, messages: Sequence[OutgoingMessage], *, window: SendWindow | None = None
+    ) -> list[Refused | DeliveryFailed]:
+        """Hand each message on within ``window``; per message the recipients the
+        provider refused (none: every one took it) or why it was not taken."""
         ...
 
     async def close(self) -> None: ...
 
+
+# The recipients a provider refused of a message it took for the others.
+Refused = tuple[str, ...]
+NOT_BEGUN = "not tried, the batch was out of time"
 
 # Errors after which an SMTP connection is no longer usable (the server went away,
 # or a reply never came); a refusal of one message leaves it usable.
@@ -135,11 +140,11 @@ class SmtpProvider:
             self._client.close()
             self._client = None
 
-    async def _send_one(self, email: Message) -> None:
+    async def _send_one(self, email: Message) -> Refused:
         for _ in range(2):
             client, kept = await self._connection()
             try:
-                await client.send_message(email)
+                refused, _ = await client.send_message(email)
             except _CONNECTION_LOST:
                 self._drop()
                 if kept:
@@ -151,29 +156,30 @@ class SmtpProvider:
                 self._drop()
                 raise
             self._used_at = time.monotonic()
-            return
+            return tuple(refused)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def send_many(
-        self, messages: Sequence[OutgoingMessage], *, deadline: float | None = None
-    ) -> list[DeliveryFailed | None]:
-        outcomes: list[DeliveryFailed | None] = []
+        self, messages: Sequence[OutgoingMessage], *, window: SendWindow | None = None
+    ) -> list[Refused | DeliveryFailed]:
+        outcomes: list[Refused | DeliveryFailed] = []
         async with self._lock:
             for message in messages:
-                if deadline is not None and time.monotonic() >= deadline:
-                    outcomes.append(DeliveryFailed(f"{self.name}: not tried, out of time"))
+                if window is not None and window.closed_to_new_messages():
+                    outcomes.append(DeliveryFailed(f"{self.name}: {NOT_BEGUN}"))
                     continue
+                cut = asyncio.timeout(None if window is None else window.seconds_left())
                 try:
-                    await self._send_one(self._email(message))
+                    async with cut:
+                        outcomes.append(await self._send_one(self._email(message)))
                 except (aiosmtplib.SMTPException, OSError) as error:
-                    outcomes.append(DeliveryFailed(f"{self.name}: {type(error).__name__}: {error}"))
-                else:
-                    outcomes.append(None)
+                    why = (
+                        "cut off at the end of the batch's time"
+                        if cut.expired()
+                        else f"{type(error).__name__}: {error}"
+                    )
+                    outcomes.append(DeliveryFailed(f"{self.name}: {why}"))
         return outcomes
-
-    async def send(self, message: OutgoingMessage) -> None:
-        (failed,) = await self.send_many([message])
-        if failed is not None:
-            raise failed
 
     async def close(self) -> None:
         async with self._lock:
@@ -220,16 +226,19 @@ class HttpProvider:
                 raise DeliveryFailed(f"{self.name}: {type(error).__name__}: {error}") from error
 
     async def send_many(
-        self, messages: Sequence[OutgoingMessage], *, deadline: float | None = None
-    ) -> list[DeliveryFailed | None]:
-        async def one(message: OutgoingMessage) -> DeliveryFailed | None:
-            if deadline is not None and time.monotonic() >= deadline:
-                return DeliveryFailed(f"{self.name}: not tried, out of time")
+        self, messages: Sequence[OutgoingMessage], *, window: SendWindow | None = None
+    ) -> list[Refused | DeliveryFailed]:
+        async def one(message: OutgoingMessage) -> Refused | DeliveryFailed:
+            if window is not None and window.closed_to_new_messages():
+                return DeliveryFailed(f"{self.name}: {NOT_BEGUN}")
             try:
-                await self.send(message)
+                async with asyncio.timeout(None if window is None else window.seconds_left()):
+                    await self.send(message)
             except DeliveryFailed as failed:
                 return failed
-            return None
+            except TimeoutError:
+                return DeliveryFailed(f"{self.name}: cut off at the end of the batch's time")
+            return ()
 
         return list(await asyncio.gather(*(one(message) for message in messages)))
 
@@ -250,24 +259,24 @@ class ProviderChain:
         return bool(self.providers)
 
     async def send_many(
-        self, messages: Sequence[OutgoingMessage], *, deadline: float | None = None
-    ) -> list[str | DeliveryFailed]:
-        """Per message, the name of the provider that took it or why none did: each
-        provider gets, together, the messages those before it failed to hand on."""
+        self, messages: Sequence[OutgoingMessage], *, window: SendWindow | None = None
+    ) -> list[Taken | DeliveryFailed]:
+        """Per message, the provider that took it or why none did: each provider
+        gets, together, the messages those before it failed to hand on."""
         if not self.providers:
             failed = DeliveryFailed("no provider is configured for this channel")
             return [failed for _ in messages]
-        outcomes: list[str | DeliveryFailed] = [DeliveryFailed("") for _ in messages]
+        outcomes: list[Taken | DeliveryFailed] = [DeliveryFailed("") for _ in messages]
         errors: list[list[str]] = [[] for _ in messages]
         waiting = list(range(len(messages)))
         for provider in self.providers:
             if not waiting:
                 break
-            answers = await provider.send_many([messages[i] for i in waiting], deadline=deadline)
+            answers = await provider.send_many([messages[i] for i in waiting], window=window)
             still: list[int] = []
             for index, answer in zip(waiting, answers, strict=True):
-                if answer is None:
-                    outcomes[index] = provider.name
+                if not isinstance(answer, DeliveryFailed):
+                    outcomes[index] = Taken(provider.name, refused=answer)
                 else:
                     errors[index].append(str(answer) or type(answer).__name__)
                     still.append(index)
@@ -276,8 +285,8 @@ class ProviderChain:
             outcomes[index] = DeliveryFailed("; ".join(errors[index]))
         return outcomes
 
-    async def send(self, message: OutgoingMessage) -> str:
-        """Send through the first provider that accepts; returns its name."""
+    async def send(self, message: OutgoingMessage) -> Taken:
+        """Send through the first provider that accepts; says which took it."""
         (outcome,) = await self.send_many([message])
         if isinstance(outcome, DeliveryFailed):
             raise outcome

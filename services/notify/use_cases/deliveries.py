@@ -13,7 +13,6 @@ each). The batch's outcomes are recorded in one statement.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +30,8 @@ from services.notify.use_cases.ports import (
     Outcomes,
     OutgoingMessage,
     Sender,
+    SendWindow,
+    Taken,
 )
 from services.runtime import metrics
 
@@ -78,7 +79,7 @@ class DeliveryAttempts:
         link_base_url: str,
         operator_emails: Sequence[str],
         kept_contacts: ContactDirectory | None = None,
-        send_seconds: float | None = None,
+        send_window: tuple[float, float] | None = None,
     ) -> None:
         self._outcomes = outcomes
         self._directory = directory
@@ -86,9 +87,10 @@ class DeliveryAttempts:
         self._senders = senders
         self._link_base_url = link_base_url
         self._operator_emails = tuple(operator_emails)
-        # Messages not begun this long after a batch started wait for a later attempt,
-        # so a slow relay cannot hold a batch past its timeout.
-        self._send_seconds = send_seconds
+        # Seconds after a batch starts: no message is begun after the first, and one
+        # still being handed on at the second is cut off, so a slow relay cannot hold
+        # the batch past the queue's timeout (which would send its messages again).
+        self._send_window = send_window
 
     async def attempt(self, claimed: ClaimedDelivery) -> None:
         """One delivery on its own; raises when it is to be retried."""
@@ -98,7 +100,7 @@ class DeliveryAttempts:
 
     async def attempt_batch(self, batch: Sequence[ClaimedDelivery]) -> list[BaseException | None]:
         """Per delivery, None once its outcome is recorded, or the error to retry it for."""
-        deadline = None if self._send_seconds is None else time.monotonic() + self._send_seconds
+        window = None if self._send_window is None else SendWindow.from_now(*self._send_window)
         results: list[BaseException | None] = [None] * len(batch)
         recorded: list[DeliveryOutcome | None] = [None] * len(batch)
         contacts = await self._look_up(batch)
@@ -113,11 +115,20 @@ class DeliveryAttempts:
                 handovers.append(planned)
             else:
                 recorded[index] = planned
-        for handover, outcome in await self._hand_over(batch, handovers, deadline):
+        for handover, outcome in await self._hand_over(batch, handovers, window):
             claimed = batch[handover.index]
             if isinstance(outcome, BaseException):
                 results[handover.index] = self._failure(claimed, outcome)
                 continue
+            if outcome.refused:
+                # The others have it; sending again would repeat it to them.
+                log.warning(
+                    "notify.recipients_refused",
+                    delivery_id=str(claimed.delivery_id),
+                    provider=outcome.provider,
+                    refused=len(outcome.refused),
+                    reached=len(handover.addresses) - len(outcome.refused),
+                )
             recorded[handover.index] = DeliveryOutcome(
                 claimed,
                 handover.channel,
@@ -125,8 +136,8 @@ class DeliveryAttempts:
                 sent=SentDelivery(
                     channel=handover.channel,
                     account_id=handover.account_id,
-                    addresses=handover.addresses,
-                    provider=outcome,
+                    addresses=tuple(a for a in handover.addresses if a not in outcome.refused),
+                    provider=outcome.provider,
                 ),
                 forget_secret=claimed.kind in CODE_KINDS,
             )
@@ -231,8 +242,8 @@ class DeliveryAttempts:
         self,
         batch: Sequence[ClaimedDelivery],
         handovers: Sequence[_Handover],
-        deadline: float | None,
-    ) -> list[tuple[_Handover, str | BaseException]]:
+        window: SendWindow | None,
+    ) -> list[tuple[_Handover, Taken | BaseException]]:
         """Each channel's messages to its providers together, the channels at once."""
         by_channel: dict[Channel, list[_Handover]] = {}
         for handover in handovers:
@@ -240,7 +251,7 @@ class DeliveryAttempts:
 
         async def channel_batch(
             channel: Channel, items: list[_Handover]
-        ) -> list[tuple[_Handover, str | BaseException]]:
+        ) -> list[tuple[_Handover, Taken | BaseException]]:
             sender = self._senders.get(channel)
             if sender is None or not sender.configured:
                 missing = DeliveryFailed(f"no provider is configured for channel {channel.name}")
@@ -255,7 +266,7 @@ class DeliveryAttempts:
                 )
                 for item in items
             ]
-            outcomes = await sender.send_many(messages, deadline=deadline)
+            outcomes = await sender.send_many(messages, window=window)
             return list(zip(items, outcomes, strict=True))
 
         done = await asyncio.gather(

@@ -3,6 +3,7 @@ contact directory and the channel providers (the adapters live in storage/ and c
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,14 +98,47 @@ class OutgoingMessage:
     idempotency_key: str
 
 
+@dataclass(frozen=True)
+class SendWindow:
+    """When the messages of one batch may be handed on (``time.monotonic`` seconds).
+
+    None is begun after ``begin_by``; one still being handed on at ``end_by`` is
+    cut off and fails (it may have arrived, so its retry may repeat it). The queue
+    retries every delivery of a batch that overruns its timeout, those already sent
+    too, so ``end_by`` sits inside that timeout.
+    """
+
+    begin_by: float
+    end_by: float
+
+    @classmethod
+    def from_now(cls, begin_within: float, end_within: float) -> SendWindow:
+        now = time.monotonic()
+        return cls(begin_by=now + begin_within, end_by=now + end_within)
+
+    def closed_to_new_messages(self) -> bool:
+        return time.monotonic() >= self.begin_by
+
+    def seconds_left(self) -> float:
+        return max(0.0, self.end_by - time.monotonic())
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A provider took a message: its name, and the recipients it refused (the
+    message reached the others, so it is not sent again)."""
+
+    provider: str
+    refused: tuple[str, ...] = ()
+
+
 class Sender(Protocol):
-    """The providers of one channel; ``send_many`` answers, per message, the name of
-    the provider that took it or the ``DeliveryFailed`` saying why none did. Messages
-    not started by ``deadline`` (``time.monotonic``) fail without being tried."""
+    """The providers of one channel; ``send_many`` answers, per message, ``Taken``
+    or the ``DeliveryFailed`` saying why no provider took it, within ``window``."""
 
     @property
     def configured(self) -> bool: ...
 
     async def send_many(
-        self, messages: Sequence[OutgoingMessage], *, deadline: float | None = None
-    ) -> list[str | DeliveryFailed]: ...
+        self, messages: Sequence[OutgoingMessage], *, window: SendWindow | None = None
+    ) -> list[Taken | DeliveryFailed]: ...

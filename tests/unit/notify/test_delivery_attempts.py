@@ -22,6 +22,8 @@ from services.notify.use_cases.ports import (
     DeliveryFailed,
     DirectoryUnavailable,
     OutgoingMessage,
+    SendWindow,
+    Taken,
 )
 
 
@@ -64,22 +66,27 @@ class FakeDirectory:
 
 @dataclass
 class FakeSender:
+    """A channel's providers: ``refuse`` fails whole messages for those recipients,
+    ``refuse_recipients`` drops only those recipients of a message others take."""
+
     messages: list[OutgoingMessage] = field(default_factory=list)
     configured: bool = True
     refuse: set[str] = field(default_factory=set)
+    refuse_recipients: set[str] = field(default_factory=set)
     calls: int = 0
 
     async def send_many(
-        self, messages: Sequence[OutgoingMessage], *, deadline: float | None = None
-    ) -> list[str | DeliveryFailed]:
+        self, messages: Sequence[OutgoingMessage], *, window: SendWindow | None = None
+    ) -> list[Taken | DeliveryFailed]:
         self.calls += 1
-        answers: list[str | DeliveryFailed] = []
+        answers: list[Taken | DeliveryFailed] = []
         for message in messages:
             if set(message.recipients) & self.refuse:
                 answers.append(DeliveryFailed("451 try again later"))
                 continue
             self.messages.append(message)
-            answers.append("fake-mail")
+            refused = tuple(r for r in message.recipients if r in self.refuse_recipients)
+            answers.append(Taken("fake-mail", refused=refused))
         return answers
 
 
@@ -106,13 +113,18 @@ def claimed(
     )
 
 
-def attempts(store: FakeStore, directory: FakeDirectory, mail: FakeSender) -> DeliveryAttempts:
+def attempts(
+    store: FakeStore,
+    directory: FakeDirectory,
+    mail: FakeSender,
+    operators: Sequence[str] = ("ops@mamoru.test",),
+) -> DeliveryAttempts:
     return DeliveryAttempts(
         store,
         directory,
         {Channel.EMAIL: mail},
         link_base_url="https://mamoru.test",
-        operator_emails=["ops@mamoru.test"],
+        operator_emails=operators,
     )
 
 
@@ -229,3 +241,20 @@ async def test_an_identity_outage_fails_only_the_deliveries_that_needed_it() -> 
 
     assert isinstance(waiting, DirectoryUnavailable) and alerted is None
     assert [m.recipients for m in mail.messages] == [("ops@mamoru.test",)]
+
+
+async def test_a_message_some_recipients_refused_is_recorded_sent_to_the_others_only() -> None:
+    store = FakeStore()
+    mail = FakeSender(refuse_recipients={"gone@mamoru.test"})
+    alert = claimed(
+        NoticeKind.OPERATOR_ALERT, None, alert_id="a-1", severity="CRITICAL", summary="s"
+    )
+    operators = ("ops@mamoru.test", "gone@mamoru.test")
+
+    outcomes = await attempts(store, FakeDirectory(), mail, operators).attempt_batch([alert])
+
+    # Not retried: a retry would repeat the message to the operator who has it.
+    assert outcomes == [None]
+    assert [(s.provider, s.addresses) for _, s in store.sent] == [
+        ("fake-mail", ("ops@mamoru.test",))
+    ]
