@@ -89,3 +89,16 @@ async def test_a_caller_that_stops_waiting_still_has_its_item_written():
     store.release.set()
     await commit.drain()
     assert store.writes == [[7]]
+
+
+async def test_items_queued_behind_a_slow_write_form_batches_no_larger_than_max_items():
+    store = Store()
+    store.release.clear()
+    commit = GroupCommit(store.write, max_wait=0.001, max_items=3)
+    first = asyncio.ensure_future(commit.add(0))
+    await store.started.wait()
+    queued = [asyncio.ensure_future(commit.add(n)) for n in range(1, 8)]
+    store.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *queued), timeout=30)
+    assert store.writes == [[0], [1, 2, 3], [4, 5, 6], [7]]
+    assert store.most_at_once == 1
