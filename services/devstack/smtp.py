@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.parser
 import email.policy
+import functools
 import mailbox
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,15 +24,26 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 @dataclass
 class ReceivedMessage:
-    """One accepted message: who it was addressed to (envelope) and its content."""
+    """One accepted message: who it was addressed to (envelope) and its content.
+
+    The content is parsed when first read, not when it arrives: most messages are
+    only counted, and parsing each one at arrival cost more CPU than sending it.
+    """
 
     mail_from: str
     recipients: list[str]
-    message: EmailMessage
+    raw: bytes
 
-    @property
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    @functools.cached_property
     def subject(self) -> str:
-        return str(self.message["Subject"] or "")
+        headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(self.raw)
+        return str(headers["Subject"] or "")
 
     def text(self) -> str:
         """The plain-text body (or the only body)."""
@@ -56,10 +69,8 @@ class _Handler:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode()
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
         received = ReceivedMessage(
-            mail_from=str(envelope.mail_from), recipients=list(envelope.rcpt_tos), message=parsed
+            mail_from=str(envelope.mail_from), recipients=list(envelope.rcpt_tos), raw=raw
         )
         async with self.arrived:
             self.store.append(received)
