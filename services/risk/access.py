@@ -7,10 +7,12 @@ OPERATOR = allow("operator")
 
 ACCESS: dict[str, Access] = {
     "AssessLogin": allow("identity"),
+    "AssessLogins": allow("identity"),
     "AssessRegistration": allow("identity"),
     "AssessTopUp": allow("wallet"),
     "AssessPayment": allow("wallet"),
     "RecordOutcome": allow("identity", "wallet"),
+    "RecordOutcomes": allow("identity", "wallet"),
     "ListDecisions": OPERATOR,
     "ListRules": OPERATOR,
     "UpdateRule": OPERATOR,

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import contextvars
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
+
+from opentelemetry import trace
 
 T = TypeVar("T")
 
@@ -82,3 +85,152 @@ class GroupCommit(Generic[T]):
                     raise
             else:
                 batch.written.set_result(None)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BatchedLookup(Generic[K, V]):
+    """Look-ups by key asked in the same turn of the event loop, answered by one query.
+
+    ``fetch`` receives the distinct keys asked (at most ``max_keys`` at a time) and
+    returns what it found; a key it did not return is answered ``missing``. A
+    caller alone pays one loop turn more than a direct query; many callers at
+    once (the items of a batch call, assessed together) pay one query between
+    them. Written here because the loaders that do this (DataLoader and its
+    ports) bring a framework with them for a dozen lines.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[Sequence[K]], Awaitable[Mapping[K, V]]],
+        *,
+        missing: V,
+        max_keys: int = 500,
+    ) -> None:
+        self._fetch = fetch
+        self._missing = missing
+        self._max_keys = max_keys
+        self._asked: dict[K, asyncio.Future[V]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: K) -> V:
+        answer = self._asked.get(key)
+        if answer is None:
+            if not self._asked:
+                asyncio.get_running_loop().call_soon(self._dispatch)
+            answer = self._asked[key] = asyncio.get_running_loop().create_future()
+            if len(self._asked) >= self._max_keys:
+                self._dispatch()
+        return await asyncio.shield(answer)
+
+    def _dispatch(self) -> None:
+        asked, self._asked = self._asked, {}
+        if not asked:
+            return
+        task = asyncio.create_task(self._answer(asked))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _answer(self, asked: dict[K, asyncio.Future[V]]) -> None:
+        try:
+            found = await self._fetch(list(asked))
+        except BaseException as error:
+            for answer in asked.values():
+                if not answer.done():
+                    answer.set_exception(error)
+                    # Read, so a caller that stopped waiting leaves no "never retrieved" warning.
+                    answer.add_done_callback(lambda f: f.exception())
+            if not isinstance(error, Exception):
+                raise
+            return
+        for key, answer in asked.items():
+            if not answer.done():
+                answer.set_result(found.get(key, self._missing))
+
+
+R = TypeVar("R")
+
+
+class CallBatcher(Generic[T, R]):
+    """Calls made while earlier ones are being answered leave together, as one batch call.
+
+    With fewer than ``max_in_flight`` batch calls out, a call leaves at once (a
+    batch of one, no added wait). Otherwise it waits for one to come back and
+    leaves with every call that arrived meanwhile, up to ``max_items`` a batch.
+    Under load the batch calls per second stay bounded by the round trip while
+    each carries what arrived during it. ``send`` answers one result per item, in
+    order (an exception for an item raises it to that caller); what ``send``
+    raises is raised to every caller of that batch.
+
+    A batch is sent in a context of its own, under a span linked to the span of
+    each call it carries, so no one caller's trace claims the others' work.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
+        *,
+        name: str,
+        max_in_flight: int = 2,
+        max_items: int = 500,
+    ) -> None:
+        if max_in_flight < 1 or max_items < 1:
+            raise ValueError("max_in_flight and max_items must be at least 1")
+        self._send = send
+        self._name = name
+        self._max_in_flight = max_in_flight
+        self._max_items = max_items
+        self._waiting: list[tuple[T, asyncio.Future[R], trace.SpanContext]] = []
+        self._in_flight = 0
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def call(self, item: T) -> R:
+        answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, answer, trace.get_current_span().get_span_context()))
+        self._dispatch()
+        # A caller that stops waiting (a deadline) leaves its item to be sent.
+        return await asyncio.shield(answer)
+
+    def _dispatch(self) -> None:
+        while self._waiting and self._in_flight < self._max_in_flight:
+            batch = self._waiting[: self._max_items]
+            del self._waiting[: self._max_items]
+            self._in_flight += 1
+            task = asyncio.create_task(self._send_batch(batch), context=contextvars.Context())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _send_batch(
+        self, batch: list[tuple[T, asyncio.Future[R], trace.SpanContext]]
+    ) -> None:
+        links = [trace.Link(context) for _, _, context in batch if context.is_valid]
+        try:
+            with _tracer.start_as_current_span(self._name, links=links) as span:
+                span.set_attribute("mamoru.batch.items", len(batch))
+                results = await self._send([item for item, _, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self._name} answered {len(results)} of {len(batch)} items")
+        except BaseException as error:
+            for _, answer, _ in batch:
+                if not answer.done():
+                    answer.set_exception(error)
+                    answer.add_done_callback(lambda f: f.exception())
+            if not isinstance(error, Exception):
+                raise
+        else:
+            for (_, answer, _), result in zip(batch, results, strict=True):
+                if answer.done():
+                    continue
+                if isinstance(result, BaseException):
+                    answer.set_exception(result)
+                    answer.add_done_callback(lambda f: f.exception())
+                else:
+                    answer.set_result(result)
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+
+
+_tracer = trace.get_tracer(__name__)

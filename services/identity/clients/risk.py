@@ -17,6 +17,7 @@ from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from services.identity.domain.login import RiskVerdict
+from services.runtime.batching import CallBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,11 @@ class RiskClient:
         self._refusal_filled_at = time.monotonic()
         # Outcome reports run in the background; keep references so none is collected mid-flight.
         self._reports: set[asyncio.Task[None]] = set()
+        # Sign-ins that arrive while risk answers earlier ones are assessed in one call,
+        # and outcomes reported meanwhile recorded in one call: under a flood risk
+        # answers a few calls carrying hundreds of attempts, not hundreds of calls.
+        self._logins = CallBatcher(self._assess_logins, name="risk.AssessLogins")
+        self._outcomes = CallBatcher(self._record_outcomes, name="risk.RecordOutcomes")
 
     async def assess_login(
         self,
@@ -71,12 +77,39 @@ class RiskClient:
             method=method,
         )
         try:
-            reply = await self._stub.AssessLogin(request, timeout=self._timeout)
+            async with asyncio.timeout(self._timeout):
+                reply = await self._logins.call(request)
         except grpc.aio.AioRpcError as error:
             log.warning("risk.assess_login_unavailable", code=error.code().name)
             return Assessment(RiskVerdict.UNAVAILABLE)
+        except TimeoutError:
+            log.warning("risk.assess_login_unavailable", code="DEADLINE_EXCEEDED")
+            return Assessment(RiskVerdict.UNAVAILABLE)
         verdict = _VERDICTS.get(reply.decision.verdict, RiskVerdict.UNAVAILABLE)
         return Assessment(verdict, reply.decision.decision_id, reply.decision.country_code)
+
+    async def _assess_logins(
+        self, requests: list[risk_pb2.AssessLoginRequest]
+    ) -> list[risk_pb2.AssessLoginResponse | BaseException]:
+        batch = risk_pb2.AssessLoginsRequest(assessments=requests)
+        try:
+            reply = await self._stub.AssessLogins(batch, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.INVALID_ARGUMENT or len(requests) == 1:
+                raise
+            # One attempt risk refuses to read must not cost the others their answer.
+            return await asyncio.gather(
+                *(self._assess_one(r) for r in requests), return_exceptions=True
+            )
+        return list(reply.answers)
+
+    async def _assess_one(
+        self, request: risk_pb2.AssessLoginRequest
+    ) -> risk_pb2.AssessLoginResponse:
+        reply: risk_pb2.AssessLoginResponse = await self._stub.AssessLogin(
+            request, timeout=self._timeout
+        )
+        return reply
 
     async def assess_registration(
         self, *, email_domain: str, client: common_pb2.ClientContext
@@ -135,9 +168,17 @@ class RiskClient:
 
     async def _report(self, request: risk_pb2.RecordOutcomeRequest) -> None:
         try:
-            await self._stub.RecordOutcome(request, timeout=5)
+            await self._outcomes.call(request)
         except grpc.aio.AioRpcError as error:
             log.warning("risk.record_outcome_failed", code=error.code().name)
+
+    async def _record_outcomes(
+        self, requests: list[risk_pb2.RecordOutcomeRequest]
+    ) -> list[risk_pb2.RecordOutcomesResponse]:
+        reply = await self._stub.RecordOutcomes(
+            risk_pb2.RecordOutcomesRequest(outcomes=requests), timeout=5
+        )
+        return [reply] * len(requests)
 
     async def drain(self) -> None:
         if self._reports:

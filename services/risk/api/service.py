@@ -62,6 +62,19 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
         decision = await self._assessments.login(convert.login_command(request))
         return risk_pb2.AssessLoginResponse(decision=convert.decision_to_proto(decision))
 
+    async def AssessLogins(
+        self, request: risk_pb2.AssessLoginsRequest, context: Context
+    ) -> risk_pb2.AssessLoginsResponse:
+        decisions = await self._assessments.logins(
+            [convert.login_command(item) for item in request.assessments]
+        )
+        return risk_pb2.AssessLoginsResponse(
+            answers=[
+                risk_pb2.AssessLoginResponse(decision=convert.decision_to_proto(d))
+                for d in decisions
+            ]
+        )
+
     async def AssessRegistration(
         self, request: risk_pb2.AssessRegistrationRequest, context: Context
     ) -> risk_pb2.AssessRegistrationResponse:
@@ -85,6 +98,15 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     ) -> risk_pb2.RecordOutcomeResponse:
         await self._decisions.record_outcome(convert.outcome_event(request, datetime.now(UTC)))
         return risk_pb2.RecordOutcomeResponse()
+
+    async def RecordOutcomes(
+        self, request: risk_pb2.RecordOutcomesRequest, context: Context
+    ) -> risk_pb2.RecordOutcomesResponse:
+        now = datetime.now(UTC)
+        await self._decisions.record_outcomes(
+            [convert.outcome_event(item, now) for item in request.outcomes]
+        )
+        return risk_pb2.RecordOutcomesResponse()
 
     async def ListDecisions(
         self, request: risk_pb2.ListDecisionsRequest, context: Context

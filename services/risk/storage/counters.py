@@ -11,6 +11,7 @@ import asyncpg
 
 from services.risk.domain.tallies import Batch, Wanted
 from services.risk.domain.windows import bucket_of
+from services.runtime.batching import BatchedLookup
 
 # Counters older than the longest window any rule may use are deleted.
 COUNTER_RETENTION_SECONDS = 2 * 86400
@@ -113,13 +114,20 @@ async def read_counts(pool: asyncpg.Pool, wanted: Sequence[Wanted]) -> tuple[Cel
     return cells, identifiers
 
 
-async def previous_login(pool: asyncpg.Pool, account_id: str) -> tuple[str | None, datetime | None]:
-    """The country and time of the account's last successful sign-in."""
-    row = await pool.fetchrow(
-        "select last_login_country, last_login_at from account_state where account_id = $1",
-        account_id,
+PreviousLogin = tuple[str | None, datetime | None]
+
+
+async def previous_logins(
+    pool: asyncpg.Pool, account_ids: Sequence[str]
+) -> dict[str, PreviousLogin]:
+    """The country and time of each account's last successful sign-in, for the
+    accounts that have one."""
+    rows = await pool.fetch(
+        "select account_id, last_login_country, last_login_at from account_state"
+        " where account_id = any($1::text[])",
+        list(account_ids),
     )
-    return (None, None) if row is None else (row[0], row[1])
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 async def last_credential_change(pool: asyncpg.Pool, session_id: str) -> datetime | None:
@@ -163,6 +171,10 @@ class CounterStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # The sign-ins of one AssessLogins call read their accounts' history at once.
+        self._previous_logins = BatchedLookup[str, PreviousLogin](
+            lambda ids: previous_logins(pool, ids), missing=(None, None)
+        )
 
     async def add(self, batch: Batch) -> None:
         await add_counts(self._pool, batch)
@@ -170,8 +182,8 @@ class CounterStore:
     async def read(self, wanted: Sequence[Wanted]) -> tuple[Cells, Identifiers]:
         return await read_counts(self._pool, wanted)
 
-    async def previous_login(self, account_id: str) -> tuple[str | None, datetime | None]:
-        return await previous_login(self._pool, account_id)
+    async def previous_login(self, account_id: str) -> PreviousLogin:
+        return await self._previous_logins.get(account_id)
 
     async def last_credential_change(self, session_id: str) -> datetime | None:
         return await last_credential_change(self._pool, session_id)

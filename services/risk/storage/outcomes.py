@@ -131,6 +131,31 @@ async def record_outcome(pool: asyncpg.Pool, event: OutcomeEvent) -> bool:
         return bool(status.endswith(" 1"))
 
 
+_INSERT_OUTCOMES = """
+    insert into outcomes (outcome_id, outcome, decision_id, account_id, wallet_id,
+        payer_id, session_id, ip, device_id, amount_minor, currency, movement_id,
+        identifier_hash, occurred_at)
+    select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[],
+        $12::text[], $13::text[], $14::timestamptz[])
+    on conflict do nothing
+    returning outcome_id
+"""
+
+
+async def record_plain_outcomes(pool: asyncpg.Pool, events: Sequence[OutcomeEvent]) -> list[bool]:
+    """Store outcomes that feed no stored state in one statement; per event, False
+    when it was stored before (a retried report of the same money movement)."""
+    if any(event.outcome in SIGNAL_OUTCOMES for event in events):
+        raise ValueError("an outcome that feeds stored state is recorded on its own")
+    if not events:
+        return []
+    rows = [_outcome_row(event) for event in events]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    stored = {row[0] for row in await pool.fetch(_INSERT_OUTCOMES, *columns)}
+    return [row[0] in stored for row in rows]
+
+
 async def find_affected(
     pool: asyncpg.Pool,
     *,

@@ -9,7 +9,9 @@ decide, and which inputs it keeps for the record.
 from __future__ import annotations
 
 import abc
+import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
@@ -277,6 +279,11 @@ class Assessments:
 
     async def login(self, command: LoginCommand) -> StoredDecision:
         return await self._assess(Login(), command)
+
+    async def logins(self, commands: Sequence[LoginCommand]) -> list[StoredDecision]:
+        """Each attempt assessed as ``login`` would, at once: their reads of stored
+        history and their decisions' writes go to the database together."""
+        return list(await asyncio.gather(*(self._assess(Login(), c) for c in commands)))
 
     async def registration(self, command: RegistrationCommand) -> StoredDecision:
         return await self._assess(Registration(), command)

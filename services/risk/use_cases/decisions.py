@@ -3,15 +3,17 @@ decisions themselves as operators list them."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
 
 from services.risk.domain.decisions import StoredDecision
 from services.risk.domain.network import subnet_of
-from services.risk.domain.outcomes import OutcomeEvent
+from services.risk.domain.outcomes import SIGNAL_OUTCOMES, OutcomeEvent
 from services.risk.storage import decisions as decision_store
 from services.risk.storage import outcomes as outcome_store
 from services.risk.use_cases.counting import Counting
@@ -26,12 +28,28 @@ class Decisions:
 
     async def record_outcome(self, event: OutcomeEvent) -> None:
         """Store the outcome and update the signals it feeds."""
-        if event.ip:
-            event = dataclasses.replace(
-                event, subnet=subnet_of(event.ip), country=self._countries(event.ip)
-            )
+        event = self._located(event)
         if await outcome_store.record_outcome(self._pool, event):
             self._counting.outcome(event)
+
+    async def record_outcomes(self, events: Sequence[OutcomeEvent]) -> None:
+        """Store each outcome as ``record_outcome`` would: those that feed stored
+        state each in its own transaction, the rest together in one statement."""
+        located = [self._located(event) for event in events]
+        plain = [event for event in located if event.outcome not in SIGNAL_OUTCOMES]
+        fed = [event for event in located if event.outcome in SIGNAL_OUTCOMES]
+        stored = await outcome_store.record_plain_outcomes(self._pool, plain)
+        for event, new in zip(plain, stored, strict=True):
+            if new:
+                self._counting.outcome(event)
+        await asyncio.gather(*(self.record_outcome(event) for event in fed))
+
+    def _located(self, event: OutcomeEvent) -> OutcomeEvent:
+        if not event.ip or event.subnet:
+            return event
+        return dataclasses.replace(
+            event, subnet=subnet_of(event.ip), country=self._countries(event.ip)
+        )
 
     async def page(
         self,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.runtime.batching import GroupCommit
+from services.runtime.batching import BatchedLookup, CallBatcher, GroupCommit
 
 
 class Store:
@@ -102,3 +102,83 @@ async def test_items_queued_behind_a_slow_write_form_batches_no_larger_than_max_
     await asyncio.wait_for(asyncio.gather(first, *queued), timeout=30)
     assert store.writes == [[0], [1, 2, 3], [4, 5, 6], [7]]
     assert store.most_at_once == 1
+
+
+async def test_look_ups_asked_together_are_answered_by_one_query_each_with_its_own_answer():
+    queries: list[list[str]] = []
+
+    async def fetch(keys: Sequence[str]) -> dict[str, int]:
+        queries.append(list(keys))
+        return {key: len(key) for key in keys if key != "absent"}
+
+    lookup = BatchedLookup(fetch, missing=-1)
+    answers = await asyncio.gather(*(lookup.get(k) for k in ("a", "bb", "a", "absent")))
+    assert answers == [1, 2, 1, -1]
+    assert queries == [["a", "bb", "absent"]]
+    assert await lookup.get("ccc") == 3
+    assert queries[-1] == ["ccc"]
+
+
+async def test_a_failed_look_up_fails_the_callers_that_shared_it_and_the_next_one_asks_again():
+    failing = True
+
+    async def fetch(keys: Sequence[str]) -> dict[str, int]:
+        if failing:
+            raise ConnectionError("database away")
+        return dict.fromkeys(keys, 1)
+
+    lookup = BatchedLookup(fetch, missing=0)
+    results = await asyncio.gather(lookup.get("a"), lookup.get("b"), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    failing = False
+    assert await lookup.get("a") == 1
+
+
+class Remote:
+    """A batch RPC that is answered when released, recording each batch it got."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail_with: BaseException | None = None
+
+    async def send(self, items: list[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [ValueError(f"odd {n}") if n == 13 else n * 10 for n in items]
+
+
+async def test_a_call_with_nothing_in_flight_leaves_at_once_as_a_batch_of_one():
+    remote = Remote()
+    batcher = CallBatcher(remote.send, name="test.Batch", max_in_flight=1)
+    assert await asyncio.wait_for(batcher.call(4), timeout=30) == 40
+    assert remote.batches == [[4]]
+
+
+async def test_calls_arriving_while_a_batch_is_answered_leave_together_and_get_their_own_answers():
+    remote = Remote()
+    remote.release.clear()
+    batcher = CallBatcher(remote.send, name="test.Batch", max_in_flight=1, max_items=3)
+    first = asyncio.ensure_future(batcher.call(1))
+    await asyncio.sleep(0)
+    later = [asyncio.ensure_future(batcher.call(n)) for n in (2, 3, 4, 5)]
+    await asyncio.sleep(0.01)
+    assert remote.batches == [[1]], "the others wait for the batch in flight"
+    remote.release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *later), timeout=30) == [10, 20, 30, 40, 50]
+    assert remote.batches == [[1], [2, 3, 4], [5]]
+
+
+async def test_a_refused_item_fails_its_caller_only_and_a_failed_batch_fails_every_caller():
+    remote = Remote()
+    batcher = CallBatcher(remote.send, name="test.Batch", max_in_flight=1)
+    results = await asyncio.gather(batcher.call(12), batcher.call(13), return_exceptions=True)
+    assert results[0] == 120 and isinstance(results[1], ValueError)
+    remote.fail_with = ConnectionError("risk away")
+    failed = await asyncio.gather(batcher.call(1), batcher.call(2), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in failed)
+    remote.fail_with = None
+    assert await batcher.call(3) == 30
