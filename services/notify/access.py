@@ -9,6 +9,7 @@ OPERATOR = allow("operator")
 
 ACCESS: dict[str, Access] = {
     "SendNotice": allow("identity", "wallet", "operator"),
+    "SendNotices": allow("identity", "wallet"),
     "SendOperatorAlert": allow("risk"),
     "ListInbox": PERSON,
     "MarkRead": PERSON,

@@ -154,11 +154,13 @@ R = TypeVar("R")
 
 
 class CallBatcher(Generic[T, R]):
-    """Calls made while earlier ones are being answered leave together, as one batch call.
+    """Calls made together, or while earlier ones are being answered, leave as one batch call.
 
-    With fewer than ``max_in_flight`` batch calls out, a call leaves at once (a
-    batch of one, no added wait). Otherwise it waits for one to come back and
-    leaves with every call that arrived meanwhile, up to ``max_items`` a batch.
+    With fewer than ``max_in_flight`` batch calls out, a call leaves on the next
+    turn of the event loop, with the calls made in the same turn (a relay handing
+    on a claimed batch at once makes them all in one). Otherwise it waits for a
+    batch call to come back and leaves with every call that arrived meanwhile, up
+    to ``max_items`` a batch.
     Under load the batch calls per second stay bounded by the round trip while
     each carries what arrived during it. ``send`` answers one result per item, in
     order (an exception for an item raises it to that caller); what ``send``
@@ -184,16 +186,22 @@ class CallBatcher(Generic[T, R]):
         self._max_items = max_items
         self._waiting: list[tuple[T, asyncio.Future[R], trace.SpanContext]] = []
         self._in_flight = 0
+        self._dispatch_due = False
         self._running: set[asyncio.Task[None]] = set()
 
     async def call(self, item: T) -> R:
-        answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, answer, trace.get_current_span().get_span_context()))
-        self._dispatch()
+        if not self._dispatch_due:
+            # Sent on the next turn of the loop, with the calls made in this one.
+            self._dispatch_due = True
+            loop.call_soon(self._dispatch)
         # A caller that stops waiting (a deadline) leaves its item to be sent.
         return await asyncio.shield(answer)
 
     def _dispatch(self) -> None:
+        self._dispatch_due = False
         while self._waiting and self._in_flight < self._max_in_flight:
             batch = self._waiting[: self._max_items]
             del self._waiting[: self._max_items]

@@ -34,6 +34,22 @@ class NotifyApi(notify_pb2_grpc.NotifyServiceServicer):
             notice_id=str(accepted.notice_id), coalesced=accepted.coalesced
         )
 
+    async def SendNotices(
+        self, request: notify_pb2.SendNoticesRequest, context: Context
+    ) -> notify_pb2.SendNoticesResponse:
+        caller = current_caller()
+        notices = [
+            convert.notice_of(item, caller, lambda kind: self._sending.check_caller(caller, kind))
+            for item in request.notices
+        ]
+        accepted = await self._sending.send_many(notices)
+        return notify_pb2.SendNoticesResponse(
+            answers=[
+                notify_pb2.SendNoticeResponse(notice_id=str(a.notice_id), coalesced=a.coalesced)
+                for a in accepted
+            ]
+        )
+
     async def SendOperatorAlert(
         self, request: notify_pb2.SendOperatorAlertRequest, context: Context
     ) -> notify_pb2.SendOperatorAlertResponse:

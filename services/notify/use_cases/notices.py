@@ -1,9 +1,10 @@
-"""SendNotice and SendOperatorAlert: accept a notice once per key and wake the
+"""SendNotice, SendNotices and SendOperatorAlert: accept a notice once per key and wake the
 delivery job."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 
 from services.notify.domain.kinds import NoticeKind, may_send
 from services.notify.domain.notices import AcceptedNotice, NewNotice, RateLimit
@@ -32,3 +33,11 @@ class Sending:
         accepted = await self._notices.accept(notice, self._rate_limit)
         self._on_accepted()
         return accepted
+
+    async def send_many(self, notices: Sequence[NewNotice]) -> list[AcceptedNotice]:
+        """Each notice accepted as ``send`` would, at once; the delivery job woken once."""
+        accepted = await asyncio.gather(
+            *(self._notices.accept(notice, self._rate_limit) for notice in notices)
+        )
+        self._on_accepted()
+        return list(accepted)

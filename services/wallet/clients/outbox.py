@@ -24,6 +24,7 @@ from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import outbox_pb2
 
+from services.runtime.batching import CallBatcher
 from services.runtime.convert import timestamp
 from services.runtime.outbox import OutboxMessage
 from services.runtime.topics import OutboxRouter, Topic
@@ -198,10 +199,25 @@ def delivery(
     record_outcome: Callable[[risk_pb2.RecordOutcomeRequest], Awaitable[None]],
     bank: Bank,
 ) -> OutboxRouter:
-    """Deliver the wallet's outbox: notices to notify, outcomes to risk, payouts to the bank."""
+    """Deliver the wallet's outbox: notices to notify, outcomes to risk, payouts to the bank.
+
+    The relay hands on a claimed batch at once, so the notices in it reach notify
+    in one SendNotices call (and the outcomes risk in one RecordOutcomes call,
+    ``record_outcome`` batching them).
+    """
+
+    async def send_notices(
+        requests: list[notify_pb2.SendNoticeRequest],
+    ) -> list[notify_pb2.SendNoticeResponse]:
+        reply = await notify.SendNotices(
+            notify_pb2.SendNoticesRequest(notices=requests), timeout=10
+        )
+        return list(reply.answers)
+
+    notices = CallBatcher(send_notices, name="notify.SendNotices")
 
     async def send_notice(request: notify_pb2.SendNoticeRequest, _: OutboxMessage) -> None:
-        await notify.SendNotice(request, timeout=10)
+        await notices.call(request)
 
     async def send_outcome(request: risk_pb2.RecordOutcomeRequest, _: OutboxMessage) -> None:
         await record_outcome(request)
@@ -210,9 +226,7 @@ def delivery(
         await bank.payout(payout_body(order))
 
     async def legacy_notice(_: Struct, message: OutboxMessage) -> None:
-        await notify.SendNotice(
-            notice_request(message.payload, idempotency_key=message.idempotency_key), timeout=10
-        )
+        await notices.call(notice_request(message.payload, idempotency_key=message.idempotency_key))
 
     async def legacy_outcome(_: Struct, message: OutboxMessage) -> None:
         await record_outcome(outcome_request(message.payload))

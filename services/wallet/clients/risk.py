@@ -11,6 +11,7 @@ import grpc
 import structlog
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
+from services.runtime.batching import CallBatcher
 from services.runtime.errors import FailedPrecondition, Unavailable
 from services.runtime.peers import PolicyView
 from services.wallet.clients.money import jpy
@@ -42,6 +43,8 @@ class RiskGate:
         self._stub = risk_pb2_grpc.RiskServiceStub(channel)
         self.policies = policies
         self._timeout = timeout
+        # The relay hands on a claimed batch of outcomes at once: one call carries them.
+        self._outcomes = CallBatcher(self._record_outcomes, name="risk.RecordOutcomes")
 
     def require_top_ups_open(self, channel: str) -> None:
         """The channel's kill switch and wind-down, from the last policy risk streamed."""
@@ -123,7 +126,15 @@ class RiskGate:
         return str(reply.decision.decision_id)
 
     async def record_outcome(self, request: risk_pb2.RecordOutcomeRequest) -> None:
-        await self._stub.RecordOutcome(request, timeout=5)
+        await self._outcomes.call(request)
+
+    async def _record_outcomes(
+        self, requests: list[risk_pb2.RecordOutcomeRequest]
+    ) -> list[risk_pb2.RecordOutcomesResponse]:
+        reply = await self._stub.RecordOutcomes(
+            risk_pb2.RecordOutcomesRequest(outcomes=requests), timeout=5
+        )
+        return [reply] * len(requests)
 
     async def open_case(
         self, *, wallet_id: str, movement_id: str, description: str, idempotency_key: str

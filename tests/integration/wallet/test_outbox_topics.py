@@ -31,8 +31,16 @@ class Received:
         self.outcomes: list[risk_pb2.RecordOutcomeRequest] = []
         self.payouts: list[dict[str, Any]] = []
 
-    async def SendNotice(self, request: notify_pb2.SendNoticeRequest, **_: Any) -> None:
-        self.notices.append(request)
+    async def SendNotices(
+        self, request: notify_pb2.SendNoticesRequest, **_: Any
+    ) -> notify_pb2.SendNoticesResponse:
+        self.notices.extend(request.notices)
+        return notify_pb2.SendNoticesResponse(
+            answers=[
+                notify_pb2.SendNoticeResponse(notice_id=f"n-{n}")
+                for n, _ in enumerate(request.notices)
+            ]
+        )
 
     async def record_outcome(self, request: risk_pb2.RecordOutcomeRequest) -> None:
         self.outcomes.append(request)

@@ -182,3 +182,10 @@ async def test_a_refused_item_fails_its_caller_only_and_a_failed_batch_fails_eve
     assert all(isinstance(r, ConnectionError) for r in failed)
     remote.fail_with = None
     assert await batcher.call(3) == 30
+
+
+async def test_calls_made_in_the_same_turn_of_the_loop_leave_as_one_batch():
+    remote = Remote()
+    batcher = CallBatcher(remote.send, name="test.Batch", max_in_flight=2)
+    assert await asyncio.gather(*(batcher.call(n) for n in range(5))) == [0, 10, 20, 30, 40]
+    assert remote.batches == [[0, 1, 2, 3, 4]]
