@@ -11,6 +11,7 @@ ACCESS: dict[str, Access] = {
     "AssessRegistration": allow("identity"),
     "AssessTopUp": allow("wallet"),
     "AssessPayment": allow("wallet"),
+    "AssessPayments": allow("wallet"),
     "RecordOutcome": allow("identity", "wallet"),
     "RecordOutcomes": allow("identity", "wallet"),
     "ListDecisions": OPERATOR,

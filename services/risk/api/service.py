@@ -93,6 +93,19 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
         decision = await self._assessments.payment(convert.payment_command(request))
         return risk_pb2.AssessPaymentResponse(decision=convert.decision_to_proto(decision))
 
+    async def AssessPayments(
+        self, request: risk_pb2.AssessPaymentsRequest, context: Context
+    ) -> risk_pb2.AssessPaymentsResponse:
+        decisions = await self._assessments.payments(
+            [convert.payment_command(item) for item in request.assessments]
+        )
+        return risk_pb2.AssessPaymentsResponse(
+            answers=[
+                risk_pb2.AssessPaymentResponse(decision=convert.decision_to_proto(d))
+                for d in decisions
+            ]
+        )
+
     async def RecordOutcome(
         self, request: risk_pb2.RecordOutcomeRequest, context: Context
     ) -> risk_pb2.RecordOutcomeResponse:

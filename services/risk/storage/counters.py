@@ -140,13 +140,18 @@ async def last_credential_change(pool: asyncpg.Pool, session_id: str) -> datetim
     return value
 
 
-async def last_top_up(pool: asyncpg.Pool, wallet_id: str) -> tuple[datetime | None, bool]:
-    """The wallet's last top-up: when, and whether from a device new to the account."""
-    row = await pool.fetchrow(
-        "select last_top_up_at, last_top_up_from_new_device from wallet_state where wallet_id = $1",
-        wallet_id,
+LastTopUp = tuple[datetime | None, bool]
+
+
+async def last_top_ups(pool: asyncpg.Pool, wallet_ids: Sequence[str]) -> dict[str, LastTopUp]:
+    """Each wallet's last top-up: when, and whether from a device new to the account;
+    for the wallets that have one."""
+    rows = await pool.fetch(
+        "select wallet_id, last_top_up_at, last_top_up_from_new_device from wallet_state"
+        " where wallet_id = any($1::text[])",
+        list(wallet_ids),
     )
-    return (None, False) if row is None else (row[0], bool(row[1]))
+    return {row[0]: (row[1], bool(row[2])) for row in rows}
 
 
 async def global_failures_since(pool: asyncpg.Pool, first_bucket: int) -> int:
@@ -171,9 +176,13 @@ class CounterStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        # The sign-ins of one AssessLogins call read their accounts' history at once.
+        # The sign-ins of one AssessLogins call read their accounts' history at once,
+        # and the payments of one AssessPayments call their wallets' last top-ups.
         self._previous_logins = BatchedLookup[str, PreviousLogin](
             lambda ids: previous_logins(pool, ids), missing=(None, None)
+        )
+        self._last_top_ups = BatchedLookup[str, LastTopUp](
+            lambda ids: last_top_ups(pool, ids), missing=(None, False)
         )
 
     async def add(self, batch: Batch) -> None:
@@ -188,5 +197,5 @@ class CounterStore:
     async def last_credential_change(self, session_id: str) -> datetime | None:
         return await last_credential_change(self._pool, session_id)
 
-    async def last_top_up(self, wallet_id: str) -> tuple[datetime | None, bool]:
-        return await last_top_up(self._pool, wallet_id)
+    async def last_top_up(self, wallet_id: str) -> LastTopUp:
+        return await self._last_top_ups.get(wallet_id)

@@ -294,6 +294,10 @@ class Assessments:
     async def payment(self, command: PaymentCommand) -> StoredDecision:
         return await self._assess(Payment(), command)
 
+    async def payments(self, commands: Sequence[PaymentCommand]) -> list[StoredDecision]:
+        """Each payment assessed as ``payment`` would, at once (see ``logins``)."""
+        return list(await asyncio.gather(*(self._assess(Payment(), c) for c in commands)))
+
     async def _assess(self, kind: Kind[C, S], command: C) -> StoredDecision:
         at = Situation(
             now=self._clock(),

@@ -7,6 +7,8 @@ outage does not stop every register, while a large payment still waits.
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import structlog
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
@@ -45,6 +47,8 @@ class RiskGate:
         self._timeout = timeout
         # The relay hands on a claimed batch of outcomes at once: one call carries them.
         self._outcomes = CallBatcher(self._record_outcomes, name="risk.RecordOutcomes")
+        # Captures at several registers at once are assessed in one call.
+        self._payments = CallBatcher(self._assess_payments, name="risk.AssessPayments")
 
     def require_top_ups_open(self, channel: str) -> None:
         """The channel's kill switch and wind-down, from the last policy risk streamed."""
@@ -106,14 +110,20 @@ class RiskGate:
             session_id=check.session_id,
         )
         try:
-            reply = await self._stub.AssessPayment(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._payments.call(request)
+        except (grpc.aio.AioRpcError, TimeoutError) as error:
             limit = (
                 self.policies.policy.payment_fallback_limit.amount_minor
                 if (self.policies.policy is not None)
                 else 0
             )
-            log.warning("risk.payment_unassessed", code=error.code().name, fallback_limit=limit)
+            code = (
+                error.code().name
+                if isinstance(error, grpc.aio.AioRpcError)
+                else "DEADLINE_EXCEEDED"
+            )
+            log.warning("risk.payment_unassessed", code=code, fallback_limit=limit)
             if check.amount <= limit:
                 return ""
             raise FailedPrecondition(
@@ -124,6 +134,23 @@ class RiskGate:
         if reply.decision.verdict != risk_pb2.VERDICT_ALLOW:
             raise _refusal(reply.decision)
         return str(reply.decision.decision_id)
+
+    async def _assess_payments(
+        self, requests: list[risk_pb2.AssessPaymentRequest]
+    ) -> list[risk_pb2.AssessPaymentResponse | BaseException]:
+        batch = risk_pb2.AssessPaymentsRequest(assessments=requests)
+        try:
+            reply = await self._stub.AssessPayments(batch, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.INVALID_ARGUMENT or len(requests) == 1:
+                raise
+            # One payment risk refuses to read must not cost the others their answer.
+            alone: list[risk_pb2.AssessPaymentResponse | BaseException] = await asyncio.gather(
+                *(self._stub.AssessPayment(r, timeout=self._timeout) for r in requests),
+                return_exceptions=True,
+            )
+            return alone
+        return list(reply.answers)
 
     async def record_outcome(self, request: risk_pb2.RecordOutcomeRequest) -> None:
         await self._outcomes.call(request)

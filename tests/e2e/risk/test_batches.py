@@ -98,3 +98,50 @@ async def test_outcomes_recorded_together_count_as_if_reported_one_by_one(cluste
     finally:
         await database.close()
     assert stored == 1
+
+
+async def test_payments_assessed_together_each_read_their_own_wallets_last_top_up(cluster):
+    await cluster.start("risk")
+    identity = cluster.stub("risk", as_="identity")
+    wallet = cluster.stub("risk", as_="wallet")
+    account, topped_up = str(uuid.uuid4()), str(uuid.uuid4())
+    for session, device in (("s-0", "own-phone"), ("s-1", "new-phone")):
+        await identity.RecordOutcome(
+            risk_pb2.RecordOutcomeRequest(
+                outcome=risk_pb2.OUTCOME_LOGIN_SUCCEEDED, account_id=account, session_id=session,
+                client=common_pb2.ClientContext(ip_address="133.1.2.3", device_id=device),
+            ),
+            timeout=TIMEOUT,
+        )  # fmt: skip
+    await wallet.RecordOutcome(
+        risk_pb2.RecordOutcomeRequest(
+            outcome=risk_pb2.OUTCOME_TOP_UP_COMPLETED, wallet_id=topped_up, session_id="s-1",
+            movement_id=f"m-{uuid.uuid4()}", amount=yen(20_000),
+            client=common_pb2.ClientContext(ip_address="133.1.2.3", device_id="new-phone"),
+        ),
+        timeout=TIMEOUT,
+    )  # fmt: skip
+
+    def payment(wallet_id: str) -> risk_pb2.AssessPaymentRequest:
+        return risk_pb2.AssessPaymentRequest(
+            wallet_id=wallet_id, payer_id="p-1", amount=yen(15_000), merchant_id="shop-1",
+            merchant_category="5411", basket_categories=[risk_pb2.GOODS_CATEGORY_GIFT_CARD],
+            device_id="new-phone", session_id="s-1",
+        )  # fmt: skip
+
+    others = [str(uuid.uuid4()), str(uuid.uuid4())]
+    reply = await wallet.AssessPayments(
+        risk_pb2.AssessPaymentsRequest(
+            assessments=[payment(others[0]), payment(topped_up), payment(others[1])]
+        ),
+        timeout=TIMEOUT,
+    )
+
+    fired = [[r.rule_id for r in answer.decision.reasons] for answer in reply.answers]
+    assert "payment.after_new_device_top_up" in fired[1]
+    assert "payment.after_new_device_top_up" not in fired[0] + fired[2]
+    assert len({answer.decision.decision_id for answer in reply.answers}) == 3
+
+
+def yen(amount: int) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount, currency="JPY")
