@@ -242,7 +242,31 @@ class ErrorMappingInterceptor(HandlerInterceptor):
     def wrap(
         self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        return wrap_handler(handler, _mapped)
+        return wrap_handler(handler, _mapped if handler.response_streaming else _answered)
+
+
+@contextlib.asynccontextmanager
+async def _answered(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """A unary call's refusal (a ``DomainError``) set as its status, not raised.
+
+    The client receives exactly what an abort sends (code, message, details), but
+    no exception travels out through the other layers: in a credential-stuffing
+    flood most calls are refusals, and raising each one through every layer cost
+    more than deciding it. grpc discards the response of a call whose status is
+    not OK, so the handler's missing answer is never sent.
+    """
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except DomainError as error:
+        status = rpc_status.to_status(to_status(error))
+        context.set_code(status.code)
+        context.set_details(status.details)
+        context.set_trailing_metadata(status.trailing_metadata)
+    except Exception as error:
+        await _abort(context, error)
+        raise  # unreachable: abort raises
 
 
 @contextlib.asynccontextmanager

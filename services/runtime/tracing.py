@@ -153,11 +153,13 @@ class _SampledAttributesInterceptor(OpenTelemetryAioServerInterceptor):
 class _AnswerAwareSpan(ObjectProxy[trace.Span]):
     """The server span, to which a refusal is an answer, not an exception.
 
-    The error mapping answers a ``DomainError`` with ``abort_with_status``, which
-    grpc.aio raises as ``AbortError``; the library would record it as an exception
-    with its formatted traceback, which is most of what a refused call costs (a
-    stuffing flood is thousands of refusals a second). The span keeps the status
-    code and message instead; any other exception is recorded as before.
+    A unary call's refusal is set as its status without raising (``errors.py``),
+    and the library's context wrapper gives the span that status. A streaming
+    call's refusal is answered with ``abort_with_status``, which grpc.aio raises
+    as ``AbortError``; the library would record it as an exception with its
+    formatted traceback, which is most of what a refused call costs. The span
+    keeps the status code and message instead; any other exception is recorded
+    as before.
     """
 
     def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
