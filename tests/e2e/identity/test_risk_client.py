@@ -1,0 +1,45 @@
+"""Identity's risk client against a real risk server: the sign-ins that arrive
+together are assessed in one call, and one that risk cannot read costs the
+others nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from mamoru.common.v1 import common_pb2
+
+from services.identity.clients.risk import Assessment, RiskClient
+from services.identity.domain.login import RiskVerdict
+
+
+async def test_sign_ins_arriving_together_each_get_their_own_verdict_even_beside_an_unreadable_one(
+    cluster,
+):
+    await cluster.start("risk")
+    risk = RiskClient(cluster.channel("risk", as_="identity"), timeout_seconds=30)
+
+    def attempt(n: int, method: str = "password") -> asyncio.Task[Assessment]:
+        return asyncio.create_task(
+            risk.assess_login(
+                account_id=uuid.uuid4(),
+                identifier_hash=f"person-{n}",
+                client=common_pb2.ClientContext(ip_address=f"133.0.{n}.1", device_id=f"phone-{n}"),
+                known_device=True,
+                method=method,
+            )
+        )
+
+    answers = await asyncio.gather(
+        attempt(1), attempt(2), attempt(3, method="carrier pigeon"), attempt(4)
+    )
+
+    verdicts = [answer.verdict for answer in answers]
+    assert verdicts == [
+        RiskVerdict.ALLOW,
+        RiskVerdict.ALLOW,
+        RiskVerdict.UNAVAILABLE,
+        RiskVerdict.ALLOW,
+    ]
+    decisions = {answer.decision_id for answer in answers}
+    assert len(decisions - {""}) == 3
