@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -32,6 +32,10 @@ from services.runtime.handlers import HandlerInterceptor, wrap_handler
 log = structlog.get_logger("mamoru.errors")
 
 ERROR_DOMAIN = "mamoru"
+
+
+M = TypeVar("M")
+C = TypeVar("C")
 
 
 class DomainError(Exception):
@@ -93,6 +97,20 @@ class InvalidArgument(DomainError):
 
 def invalid(field: str, description: str) -> InvalidArgument:
     return InvalidArgument([(field, description)])
+
+
+def each_item(field: str, items: Iterable[M], convert: Callable[[M], C]) -> list[C]:
+    """``convert`` each item of the repeated ``field`` of a batch request; a field it
+    refuses is named in full (``assessments[3].client.ip_address``)."""
+    converted = []
+    for index, item in enumerate(items):
+        try:
+            converted.append(convert(item))
+        except InvalidArgument as error:
+            raise InvalidArgument(
+                (f"{field}[{index}].{name}", why) for name, why in error.violations
+            ) from None
+    return converted
 
 
 def to_status(error: DomainError) -> status_pb2.Status:

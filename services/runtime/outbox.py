@@ -52,9 +52,9 @@ DEFAULT_RETENTION = timedelta(days=30)
 PURGE_BATCH = 5_000
 PURGE_INTERVAL_SECONDS = 3_600.0
 
-# Block-range indexes on the times (runtime migration 0002) find the old rows
-# without reading the table; SKIP LOCKED lets every replica's relay purge at once
-# without waiting on another.
+# Indexes on the times (runtime migration 0002) find the old rows without reading
+# the table; SKIP LOCKED lets every replica's relay purge at once without waiting
+# on another.
 _PURGE_DELIVERED = """
 delete from outbox where id in (
     select id from outbox

@@ -85,7 +85,7 @@ async def test_replicas_migrating_at_once_apply_each_file_once(new_database, tmp
         assert sorted(applied) == sorted(set(applied))
         assert set(applied) == {
             "runtime/0001_outbox.sql",
-            "runtime/0002_outbox_purge_ranges.sql",
+            "runtime/0002_outbox_purge_indexes.sql",
             "wallet/0001_create_steps.sql",
             "wallet/0002_second.sql",
             "wallet/0010_tenth.sql",

@@ -426,8 +426,8 @@ async def test_the_purge_finds_rows_past_the_retention_without_reading_the_whole
             )
             for statement in (outbox_module._PURGE_DELIVERED, outbox_module._PURGE_PROCESSED)
         ]
-    assert "outbox_delivered_ranges" in plans[0]
-    assert "processed_messages_ranges" in plans[1]
+    assert "outbox_delivered_at" in plans[0]
+    assert "processed_messages_at" in plans[1]
 
 
 def test_a_relay_refuses_a_retention_that_is_not_positive(pool):

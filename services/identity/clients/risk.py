@@ -17,7 +17,7 @@ from mamoru.common.v1 import common_pb2
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from services.identity.domain.login import RiskVerdict
-from services.runtime.batching import CallBatcher
+from services.runtime.batching import BatcherFull, CallBatcher, grpc_one_by_one
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +57,16 @@ class RiskClient:
         # Sign-ins that arrive while risk answers earlier ones are assessed in one call,
         # and outcomes reported meanwhile recorded in one call: under a flood risk
         # answers a few calls carrying hundreds of attempts, not hundreds of calls.
-        self._logins = CallBatcher(self._assess_logins, name="risk.AssessLogins")
-        self._outcomes = CallBatcher(self._record_outcomes, name="risk.RecordOutcomes")
+        self._logins = CallBatcher(
+            self._assess_logins,
+            name="risk.AssessLogins",
+            one_by_one=grpc_one_by_one(self._assess_one),
+        )
+        self._outcomes = CallBatcher(
+            self._record_outcomes,
+            name="risk.RecordOutcomes",
+            one_by_one=grpc_one_by_one(self._record_one),
+        )
 
     async def assess_login(
         self,
@@ -85,6 +93,9 @@ class RiskClient:
         except TimeoutError:
             log.warning("risk.assess_login_unavailable", code="DEADLINE_EXCEEDED")
             return Assessment(RiskVerdict.UNAVAILABLE)
+        except BatcherFull:
+            log.warning("risk.assess_login_unavailable", code="RESOURCE_EXHAUSTED")
+            return Assessment(RiskVerdict.UNAVAILABLE)
         verdict = _VERDICTS.get(reply.decision.verdict, RiskVerdict.UNAVAILABLE)
         return Assessment(verdict, reply.decision.decision_id, reply.decision.country_code)
 
@@ -92,15 +103,7 @@ class RiskClient:
         self, requests: list[risk_pb2.AssessLoginRequest]
     ) -> list[risk_pb2.AssessLoginResponse | BaseException]:
         batch = risk_pb2.AssessLoginsRequest(assessments=requests)
-        try:
-            reply = await self._stub.AssessLogins(batch, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.INVALID_ARGUMENT or len(requests) == 1:
-                raise
-            # One attempt risk refuses to read must not cost the others their answer.
-            return await asyncio.gather(
-                *(self._assess_one(r) for r in requests), return_exceptions=True
-            )
+        reply = await self._stub.AssessLogins(batch, timeout=self._timeout)
         return list(reply.answers)
 
     async def _assess_one(
@@ -171,6 +174,8 @@ class RiskClient:
             await self._outcomes.call(request)
         except grpc.aio.AioRpcError as error:
             log.warning("risk.record_outcome_failed", code=error.code().name)
+        except BatcherFull:
+            log.warning("risk.record_outcome_failed", code="RESOURCE_EXHAUSTED")
 
     async def _record_outcomes(
         self, requests: list[risk_pb2.RecordOutcomeRequest]
@@ -179,6 +184,12 @@ class RiskClient:
             risk_pb2.RecordOutcomesRequest(outcomes=requests), timeout=5
         )
         return [reply] * len(requests)
+
+    async def _record_one(
+        self, request: risk_pb2.RecordOutcomeRequest
+    ) -> risk_pb2.RecordOutcomesResponse:
+        await self._stub.RecordOutcome(request, timeout=5)
+        return risk_pb2.RecordOutcomesResponse()
 
     async def drain(self) -> None:
         if self._reports:

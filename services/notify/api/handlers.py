@@ -12,6 +12,7 @@ from services.notify.use_cases.inbox import PersonalView
 from services.notify.use_cases.notices import Sending
 from services.notify.use_cases.operations import Operations
 from services.runtime.access import current_caller
+from services.runtime.errors import each_item
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -38,10 +39,13 @@ class NotifyApi(notify_pb2_grpc.NotifyServiceServicer):
         self, request: notify_pb2.SendNoticesRequest, context: Context
     ) -> notify_pb2.SendNoticesResponse:
         caller = current_caller()
-        notices = [
-            convert.notice_of(item, caller, lambda kind: self._sending.check_caller(caller, kind))
-            for item in request.notices
-        ]
+        notices = each_item(
+            "notices",
+            request.notices,
+            lambda item: convert.notice_of(
+                item, caller, lambda kind: self._sending.check_caller(caller, kind)
+            ),
+        )
         accepted = await self._sending.send_many(notices)
         return notify_pb2.SendNoticesResponse(
             answers=[

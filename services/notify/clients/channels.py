@@ -140,7 +140,7 @@ class SmtpProvider:
             self._client.close()
             self._client = None
 
-    async def _send_one(self, email: Message) -> Refused:
+    async def _send_one(self, email: Message) -> dict[str, aiosmtplib.SMTPResponse]:
         for _ in range(2):
             client, kept = await self._connection()
             try:
@@ -156,7 +156,7 @@ class SmtpProvider:
                 self._drop()
                 raise
             self._used_at = time.monotonic()
-            return tuple(refused)
+            return refused
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def send_many(
@@ -171,7 +171,8 @@ class SmtpProvider:
                 cut = asyncio.timeout(None if window is None else window.seconds_left())
                 try:
                     async with cut:
-                        outcomes.append(await self._send_one(self._email(message)))
+                        refused = await self._send_one(self._email(message))
+                    outcomes.append(_taken_by(self.name, refused))
                 except (aiosmtplib.SMTPException, OSError) as error:
                     why = (
                         "cut off at the end of the batch's time"
@@ -189,6 +190,17 @@ class SmtpProvider:
                     await client.quit()
             if client is not None:
                 client.close()
+
+
+def _taken_by(name: str, refused: dict[str, aiosmtplib.SMTPResponse]) -> Refused | DeliveryFailed:
+    """What became of a message the relay took for some recipients: those it refused
+    for good (5xx) are left out; one it refused for now (4xx: greylisting, a full
+    mailbox) makes the message fail, to be sent again to every recipient (a
+    repeat for the others is better than a notice that never arrives)."""
+    later = [address for address, reply in refused.items() if reply.code < 500]
+    if later:
+        return DeliveryFailed(f"{name}: {len(later)} recipients refused for now")
+    return tuple(refused)
 
 
 class HttpProvider:

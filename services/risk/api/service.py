@@ -18,7 +18,7 @@ from services.risk.use_cases.cases import Cases
 from services.risk.use_cases.decisions import Decisions
 from services.risk.use_cases.policies import Policies
 from services.runtime.access import current_caller
-from services.runtime.errors import invalid
+from services.runtime.errors import each_item, invalid
 
 _OPERATOR_NAME = re.compile(r"^[\w.@+-]{1,64}$")
 
@@ -66,7 +66,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
         self, request: risk_pb2.AssessLoginsRequest, context: Context
     ) -> risk_pb2.AssessLoginsResponse:
         decisions = await self._assessments.logins(
-            [convert.login_command(item) for item in request.assessments]
+            each_item("assessments", request.assessments, convert.login_command)
         )
         return risk_pb2.AssessLoginsResponse(
             answers=[
@@ -97,7 +97,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
         self, request: risk_pb2.AssessPaymentsRequest, context: Context
     ) -> risk_pb2.AssessPaymentsResponse:
         decisions = await self._assessments.payments(
-            [convert.payment_command(item) for item in request.assessments]
+            each_item("assessments", request.assessments, convert.payment_command)
         )
         return risk_pb2.AssessPaymentsResponse(
             answers=[
@@ -117,7 +117,7 @@ class RiskApi(risk_pb2_grpc.RiskServiceServicer):
     ) -> risk_pb2.RecordOutcomesResponse:
         now = datetime.now(UTC)
         await self._decisions.record_outcomes(
-            [convert.outcome_event(item, now) for item in request.outcomes]
+            each_item("outcomes", request.outcomes, lambda item: convert.outcome_event(item, now))
         )
         return risk_pb2.RecordOutcomesResponse()
 

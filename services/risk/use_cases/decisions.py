@@ -3,7 +3,6 @@ decisions themselves as operators list them."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections.abc import Sequence
@@ -18,6 +17,11 @@ from services.risk.storage import decisions as decision_store
 from services.risk.storage import outcomes as outcome_store
 from services.risk.use_cases.counting import Counting
 from services.risk.use_cases.ports import CountryLookup
+from services.runtime.batching import each_at_most
+
+# Outcomes of one RecordOutcomes call that each need a transaction of their own run at
+# most this many at once, so a burst leaves connections to the assessments.
+OWN_TRANSACTIONS_AT_ONCE = 4
 
 
 class Decisions:
@@ -42,7 +46,7 @@ class Decisions:
         for event, new in zip(plain, stored, strict=True):
             if new:
                 self._counting.outcome(event)
-        await asyncio.gather(*(self.record_outcome(event) for event in fed))
+        await each_at_most(OWN_TRANSACTIONS_AT_ONCE, fed, self.record_outcome)
 
     def _located(self, event: OutcomeEvent) -> OutcomeEvent:
         if not event.ip or event.subnet:

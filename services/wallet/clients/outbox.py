@@ -24,7 +24,7 @@ from mamoru.notify.v1 import notify_pb2, notify_pb2_grpc
 from mamoru.risk.v1 import risk_pb2
 from mamoru.wallet.v1 import outbox_pb2
 
-from services.runtime.batching import CallBatcher
+from services.runtime.batching import CallBatcher, grpc_one_by_one
 from services.runtime.convert import timestamp
 from services.runtime.outbox import OutboxMessage
 from services.runtime.topics import OutboxRouter, Topic
@@ -214,7 +214,15 @@ def delivery(
         )
         return list(reply.answers)
 
-    notices = CallBatcher(send_notices, name="notify.SendNotices")
+    async def send_one_notice(
+        request: notify_pb2.SendNoticeRequest,
+    ) -> notify_pb2.SendNoticeResponse:
+        reply: notify_pb2.SendNoticeResponse = await notify.SendNotice(request, timeout=10)
+        return reply
+
+    notices = CallBatcher(
+        send_notices, name="notify.SendNotices", one_by_one=grpc_one_by_one(send_one_notice)
+    )
 
     async def send_notice(request: notify_pb2.SendNoticeRequest, _: OutboxMessage) -> None:
         await notices.call(request)

@@ -13,7 +13,7 @@ import grpc
 import structlog
 from mamoru.risk.v1 import risk_pb2, risk_pb2_grpc
 
-from services.runtime.batching import CallBatcher
+from services.runtime.batching import BatcherFull, CallBatcher, grpc_one_by_one
 from services.runtime.errors import FailedPrecondition, Unavailable
 from services.runtime.peers import PolicyView
 from services.wallet.clients.money import jpy
@@ -46,9 +46,17 @@ class RiskGate:
         self.policies = policies
         self._timeout = timeout
         # The relay hands on a claimed batch of outcomes at once: one call carries them.
-        self._outcomes = CallBatcher(self._record_outcomes, name="risk.RecordOutcomes")
+        self._outcomes = CallBatcher(
+            self._record_outcomes,
+            name="risk.RecordOutcomes",
+            one_by_one=grpc_one_by_one(self._record_one),
+        )
         # Captures at several registers at once are assessed in one call.
-        self._payments = CallBatcher(self._assess_payments, name="risk.AssessPayments")
+        self._payments = CallBatcher(
+            self._assess_payments,
+            name="risk.AssessPayments",
+            one_by_one=grpc_one_by_one(self._assess_one_payment),
+        )
 
     def require_top_ups_open(self, channel: str) -> None:
         """The channel's kill switch and wind-down, from the last policy risk streamed."""
@@ -112,7 +120,7 @@ class RiskGate:
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await self._payments.call(request)
-        except (grpc.aio.AioRpcError, TimeoutError) as error:
+        except (grpc.aio.AioRpcError, TimeoutError, BatcherFull) as error:
             limit = (
                 self.policies.policy.payment_fallback_limit.amount_minor
                 if (self.policies.policy is not None)
@@ -139,18 +147,16 @@ class RiskGate:
         self, requests: list[risk_pb2.AssessPaymentRequest]
     ) -> list[risk_pb2.AssessPaymentResponse | BaseException]:
         batch = risk_pb2.AssessPaymentsRequest(assessments=requests)
-        try:
-            reply = await self._stub.AssessPayments(batch, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.INVALID_ARGUMENT or len(requests) == 1:
-                raise
-            # One payment risk refuses to read must not cost the others their answer.
-            alone: list[risk_pb2.AssessPaymentResponse | BaseException] = await asyncio.gather(
-                *(self._stub.AssessPayment(r, timeout=self._timeout) for r in requests),
-                return_exceptions=True,
-            )
-            return alone
+        reply = await self._stub.AssessPayments(batch, timeout=self._timeout)
         return list(reply.answers)
+
+    async def _assess_one_payment(
+        self, request: risk_pb2.AssessPaymentRequest
+    ) -> risk_pb2.AssessPaymentResponse:
+        reply: risk_pb2.AssessPaymentResponse = await self._stub.AssessPayment(
+            request, timeout=self._timeout
+        )
+        return reply
 
     async def record_outcome(self, request: risk_pb2.RecordOutcomeRequest) -> None:
         await self._outcomes.call(request)
@@ -162,6 +168,12 @@ class RiskGate:
             risk_pb2.RecordOutcomesRequest(outcomes=requests), timeout=5
         )
         return [reply] * len(requests)
+
+    async def _record_one(
+        self, request: risk_pb2.RecordOutcomeRequest
+    ) -> risk_pb2.RecordOutcomesResponse:
+        await self._stub.RecordOutcome(request, timeout=5)
+        return risk_pb2.RecordOutcomesResponse()
 
     async def open_case(
         self, *, wallet_id: str, movement_id: str, description: str, idempotency_key: str

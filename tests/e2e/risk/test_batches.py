@@ -60,6 +60,15 @@ async def test_a_batch_with_an_unreadable_sign_in_is_refused_whole_and_naming_it
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "assessments[1].method" in (refused.value.details() or "")
 
+    # A rule only the handler can check names the item too.
+    anonymous = login(ip="198.51.100.3")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await risk.AssessLogins(
+            risk_pb2.AssessLoginsRequest(assessments=[good, anonymous]), timeout=TIMEOUT
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "assessments[1].identifier_hash" in (refused.value.details() or "")
+
 
 async def test_outcomes_recorded_together_count_as_if_reported_one_by_one(cluster):
     await cluster.start("risk")

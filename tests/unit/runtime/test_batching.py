@@ -8,7 +8,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.runtime.batching import BatchedLookup, CallBatcher, GroupCommit
+from services.runtime.batching import (
+    BatchedLookup,
+    BatcherFull,
+    CallBatcher,
+    GroupCommit,
+    OneByOne,
+)
 
 
 class Store:
@@ -189,3 +195,87 @@ async def test_calls_made_in_the_same_turn_of_the_loop_leave_as_one_batch():
     batcher = CallBatcher(remote.send, name="test.Batch", max_in_flight=2)
     assert await asyncio.gather(*(batcher.call(n) for n in range(5))) == [0, 10, 20, 30, 40]
     assert remote.batches == [[0, 1, 2, 3, 4]]
+
+
+class Refusing(Remote):
+    """A batch RPC refused whole when it holds a bad item (or always, when too old
+    for batches); each item alone is answered, the bad one refused."""
+
+    def __init__(self, *, batches_unknown: bool = False) -> None:
+        super().__init__()
+        self.batches_unknown = batches_unknown
+        self.alone: list[int] = []
+
+    async def send(self, items: list[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        if self.batches_unknown:
+            raise Refused("unimplemented")
+        if 13 in items:
+            raise Refused("invalid")
+        return [n * 10 for n in items]
+
+    async def one(self, item: int) -> int:
+        self.alone.append(item)
+        if item == 13:
+            raise Refused("invalid")
+        return item * 10
+
+
+class Refused(Exception):
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def fallback(remote: Refusing) -> OneByOne[int, int]:
+    return OneByOne(
+        send=remote.one,
+        when=lambda error: isinstance(error, Refused),
+        unsupported=lambda error: isinstance(error, Refused) and error.why == "unimplemented",
+    )
+
+
+async def test_a_batch_refused_whole_is_asked_again_item_by_item_so_only_the_bad_item_fails():
+    remote = Refusing()
+    batcher = CallBatcher(remote.send, name="test.Batch", one_by_one=fallback(remote))
+    results = await asyncio.gather(*(batcher.call(n) for n in (12, 13, 14)), return_exceptions=True)
+    assert results[0] == 120 and results[2] == 140
+    assert isinstance(results[1], Refused)
+    assert remote.alone == [12, 13, 14]
+
+
+async def test_a_callee_without_the_batch_call_is_called_one_by_one_without_asking_again():
+    remote = Refusing(batches_unknown=True)
+    batcher = CallBatcher(remote.send, name="test.Batch", one_by_one=fallback(remote))
+    assert list(await asyncio.gather(batcher.call(1), batcher.call(2))) == [10, 20]
+    assert list(await asyncio.gather(batcher.call(3), batcher.call(4))) == [30, 40]
+    assert remote.batches == [[1, 2]], "the batch call is not tried again for a while"
+    assert remote.alone == [1, 2, 3, 4]
+
+
+async def test_a_caller_that_stops_waiting_before_its_batch_leaves_takes_its_item_back():
+    remote = Remote()
+    remote.release.clear()
+    batcher = CallBatcher(remote.send, name="test.Batch", max_in_flight=1)
+    first = asyncio.ensure_future(batcher.call(1))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batcher.call(2), timeout=0.01)
+    third = asyncio.ensure_future(batcher.call(3))
+    remote.release.set()
+    assert list(await asyncio.wait_for(asyncio.gather(first, third), timeout=30)) == [10, 30]
+    assert remote.batches == [[1], [3]]
+
+
+async def test_calls_beyond_what_the_batcher_holds_fail_at_once():
+    remote = Remote()
+    remote.release.clear()
+    batcher = CallBatcher(remote.send, name="test.Batch", max_in_flight=1, max_waiting=2)
+    first = asyncio.ensure_future(batcher.call(1))
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(batcher.call(n)) for n in (2, 3)]
+    await asyncio.sleep(0)
+    with pytest.raises(BatcherFull):
+        await batcher.call(4)
+    remote.release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *waiting), timeout=30) == [10, 20, 30]
