@@ -85,6 +85,10 @@ class Cluster:
             "SMTP_PORT": str(self.smtp.port),
             "WALLET_PROCESSOR_URL": self.card_processor.url,
             "WALLET_POINTS_URL": self.points_program.url,
+            # Tests wait for risk's answer however busy the machine: a sign-in or a
+            # payment falls back only in the tests that make risk late on purpose.
+            "IDENTITY_RISK_TIMEOUT_SECONDS": "30",
+            "WALLET_RISK_TIMEOUT_SECONDS": "30",
         }
         for peer, (grpc_port, health_port) in self.ports.items():
             env[f"{peer.upper()}_ADDRESS"] = f"127.0.0.1:{grpc_port}"

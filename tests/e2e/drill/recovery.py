@@ -120,7 +120,7 @@ class Recovery(DrillBase):
                     return error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
 
                 # The wallet learns of revocations from identity's stream.
-                if await until(refused, 10, every=0.2) is None:
+                if await until(refused, 60, every=0.2) is None:
                     alive.append("wallet token")
 
             await each(old_sessions, dead, 8)
@@ -163,7 +163,7 @@ class Recovery(DrillBase):
                 )
                 return error is None
 
-            wind_down_applied = await until(notified, 10, every=0.2)
+            wind_down_applied = await until(notified, 60, every=0.2)
             self.operator_actions.append(("balance holders notified", reason))
             before = await self.wallet_operator.ListUnclaimedBalances(
                 wallet_pb2.ListUnclaimedBalancesRequest(),

@@ -38,7 +38,8 @@ class DrillSize:
     # Failed sign-ins per second over the last 10 s that make a wave (seen in seconds).
     stuffing_alert_rate: float | None = 1.0
     foreign_alert_attempts: int | None = 100
-    switch_deadline_seconds: float = 10.0
+    # How long the drill waits for a switch to hold; the report gives how long it took.
+    switch_deadline_seconds: float = 60.0
     seed: int = 7
 
 

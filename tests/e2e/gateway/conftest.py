@@ -197,7 +197,7 @@ async def gateway(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 10.0, every: float = 0.05
+    check: Callable[[], Awaitable[bool]], within: float = 60.0, every: float = 0.05
 ) -> None:
     """Poll ``check`` until it holds, failing after ``within`` seconds."""
     async with asyncio.timeout(within):

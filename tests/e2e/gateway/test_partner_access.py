@@ -111,7 +111,7 @@ async def test_revoking_a_partner_refuses_its_live_token_within_two_seconds(
         reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=headers)
         return reply.status_code == 401
 
-    await eventually(refused, within=5)
+    await eventually(refused, within=60)
     assert time.monotonic() - revoked_at <= 2.0
     again = await gateway.http.post(
         f"{gateway.url}/oauth/token",
@@ -143,7 +143,7 @@ async def test_removing_a_secret_refuses_its_tokens_within_two_seconds_but_not_t
         reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=old)
         return reply.status_code == 401
 
-    await eventually(refused, within=5)
+    await eventually(refused, within=60)
     assert time.monotonic() - removed_at <= 2.0
     assert (await gateway.http.get(f"{gateway.url}/v1/merchants", headers=new)).is_success
     again = await gateway.http.post(
@@ -187,7 +187,7 @@ async def test_removing_a_key_refuses_the_tokens_it_signed_for_but_not_the_other
         return status == 200
 
     for name in keys:
-        await eventually(functools.partial(token_signed_by, name), within=5)
+        await eventually(functools.partial(token_signed_by, name), within=60)
 
     await gateway.admin("partner", "remove-credential", client_id, key_ids["old"])
 
@@ -195,7 +195,7 @@ async def test_removing_a_key_refuses_the_tokens_it_signed_for_but_not_the_other
         reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=headers["old"])
         return reply.status_code == 401
 
-    await eventually(refused, within=5)
+    await eventually(refused, within=60)
     reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=headers["new"])
     assert reply.status_code == 200
 
@@ -245,7 +245,7 @@ async def test_risks_partner_kill_switch_refuses_the_partner_within_two_seconds(
             reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=headers)
             return reply.status_code == 403 and reply.json()["reason"] == "PARTNER_SUSPENDED"
 
-        await eventually(refused, within=5)
+        await eventually(refused, within=60)
         assert time.monotonic() - flipped_at <= 2.0
         token_reply = await gateway.http.post(
             f"{gateway.url}/oauth/token",
@@ -261,7 +261,7 @@ async def test_risks_partner_kill_switch_refuses_the_partner_within_two_seconds(
         reply = await gateway.http.get(f"{gateway.url}/v1/merchants", headers=headers)
         return reply.status_code == 200
 
-    await eventually(back, within=5)
+    await eventually(back, within=60)
 
 
 async def test_guessing_a_clients_secret_is_cut_off_with_429_before_it_costs_more_hashes(
