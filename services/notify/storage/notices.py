@@ -3,7 +3,9 @@ decision is the domain's ``decide``; this module gathers its facts and stores it
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -17,11 +19,47 @@ from services.notify.domain.notices import (
     may_be_muted,
 )
 from services.notify.storage.values import as_uuid
+from services.runtime.batching import each_at_most
+
+# Notices of one batch that need facts of their own are stored at most this many at
+# once (each may hold a connection while it waits on its recipient's rate-limit lock).
+ACCEPTED_ALONE_AT_ONCE = 4
 
 
 class NoticeStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    async def accept_many(
+        self, notices: Sequence[NewNotice], rate_limit: RateLimit
+    ) -> list[AcceptedNotice]:
+        """Each notice accepted as ``accept`` would. Those whose decision needs no
+        facts (every money notice) are stored together in one statement; the others
+        each as ``accept`` stores them, four at a time."""
+        answers: list[AcceptedNotice | None] = [None] * len(notices)
+        plain = [i for i, n in enumerate(notices) if not counts_recent(n) and not may_be_muted(n)]
+        stored = await _insert_many(
+            self._pool,
+            [
+                (notices[i], decide(notices[i], recent=0, muted=False, rate_limit=rate_limit))
+                for i in plain
+            ],
+        )
+        for index, accepted in zip(plain, stored, strict=True):
+            # A key stored before, or twice in this batch: the first notice answers.
+            answers[index] = accepted or await _earlier(self._pool, notices[index])
+        alone = set(range(len(notices))) - set(plain)
+        others = sorted(alone)
+        accepted_alone = await each_at_most(
+            ACCEPTED_ALONE_AT_ONCE,
+            [notices[i] for i in others],
+            lambda n: self.accept(n, rate_limit),
+        )
+        for index, accepted in zip(others, accepted_alone, strict=True):
+            answers[index] = accepted
+        missing = [i for i, answer in enumerate(answers) if answer is None]
+        assert not missing, "a conflicting notice is never deleted"
+        return [answer for answer in answers if answer is not None]
 
     async def accept(self, notice: NewNotice, rate_limit: RateLimit) -> AcceptedNotice:
         """Store the notice and one delivery per planned channel, once per idempotency key.
@@ -120,6 +158,64 @@ async def _insert(
     if inserted is None:
         return None
     return AcceptedNotice(notice_id=notice_id, coalesced=decision.coalesced)
+
+
+async def _insert_many(
+    pool: asyncpg.Pool, planned: Sequence[tuple[NewNotice, Acceptance]]
+) -> list[AcceptedNotice | None]:
+    """Notices and their deliveries in one statement; None for each whose key was taken."""
+    if not planned:
+        return []
+    ids = [uuid.uuid4() for _ in planned]
+    deliveries: list[tuple[uuid.UUID, uuid.UUID, int, str]] = [
+        (uuid.uuid4(), notice_id, int(channel), decision.status.stored)
+        for notice_id, (_, decision) in zip(ids, planned, strict=True)
+        for channel in decision.channels
+    ]
+    rows = await pool.fetch(
+        """
+        with notice as (
+            insert into notices
+                (id, kind, caller, idempotency_key, account_id, payer_id, params, coalesced)
+            select n.id, n.kind, n.caller, n.idempotency_key, n.account_id, n.payer_id,
+                   n.params::jsonb, n.coalesced
+            from unnest($1::uuid[], $2::smallint[], $3::text[], $4::text[], $5::uuid[],
+                        $6::uuid[], $7::text[], $8::boolean[])
+                 as n(id, kind, caller, idempotency_key, account_id, payer_id, params, coalesced)
+            on conflict (caller, idempotency_key) do nothing
+            returning id, kind, account_id
+        ), planned as (
+            insert into deliveries (id, notice_id, kind, channel, status, account_id)
+            select d.id, notice.id, notice.kind, d.channel, d.status, notice.account_id
+            from notice
+            join unnest($9::uuid[], $10::uuid[], $11::smallint[], $12::text[])
+                 as d(id, notice_id, channel, status) on d.notice_id = notice.id
+        )
+        select id from notice
+        """,
+        ids,
+        [int(notice.kind) for notice, _ in planned],
+        [notice.caller for notice, _ in planned],
+        [notice.idempotency_key for notice, _ in planned],
+        [
+            as_uuid(notice.recipient.account_id if notice.recipient else None)
+            for notice, _ in planned
+        ],
+        [as_uuid(notice.recipient.payer_id if notice.recipient else None) for notice, _ in planned],
+        [json.dumps(notice.params) for notice, _ in planned],
+        [decision.coalesced for _, decision in planned],
+        [d[0] for d in deliveries],
+        [d[1] for d in deliveries],
+        [d[2] for d in deliveries],
+        [d[3] for d in deliveries],
+    )
+    inserted = {row["id"] for row in rows}
+    return [
+        AcceptedNotice(notice_id=notice_id, coalesced=decision.coalesced)
+        if notice_id in inserted
+        else None
+        for notice_id, (_, decision) in zip(ids, planned, strict=True)
+    ]
 
 
 async def _earlier(

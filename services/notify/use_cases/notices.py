@@ -8,12 +8,7 @@ from collections.abc import Callable, Sequence
 from services.notify.domain.kinds import NoticeKind, may_send
 from services.notify.domain.notices import AcceptedNotice, NewNotice, RateLimit
 from services.notify.use_cases.ports import Notices
-from services.runtime.batching import each_at_most
 from services.runtime.errors import PermissionDenied
-
-# Notices of one SendNotices call stored at most this many at once (each may hold a
-# connection while it waits on its recipient's rate-limit lock).
-ACCEPTED_AT_ONCE = 4
 
 
 class Sending:
@@ -40,8 +35,6 @@ class Sending:
 
     async def send_many(self, notices: Sequence[NewNotice]) -> list[AcceptedNotice]:
         """Each notice accepted as ``send`` would, at once; the delivery job woken once."""
-        accepted = await each_at_most(
-            ACCEPTED_AT_ONCE, notices, lambda notice: self._notices.accept(notice, self._rate_limit)
-        )
+        accepted = await self._notices.accept_many(notices, self._rate_limit)
         self._on_accepted()
         return accepted

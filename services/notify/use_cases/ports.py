@@ -26,6 +26,10 @@ from services.notify.domain.routing import Recipient, RegisteredContacts
 class Notices(Protocol):
     async def accept(self, notice: NewNotice, rate_limit: RateLimit) -> AcceptedNotice: ...
 
+    async def accept_many(
+        self, notices: Sequence[NewNotice], rate_limit: RateLimit
+    ) -> list[AcceptedNotice]: ...
+
 
 class Outcomes(Protocol):
     """Where a batch of attempts records how its deliveries went, in one statement

@@ -7,6 +7,9 @@ import asyncio
 import uuid
 
 from services.notify.domain.kinds import Channel, DeliveryStatus, NoticeKind
+from services.notify.domain.notices import NewNotice
+from services.notify.domain.routing import Recipient
+from services.notify.storage.notices import NoticeStore
 from services.notify.storage.preferences import PreferenceStore
 from tests.integration.notify.conftest import LIMIT, accept
 
@@ -61,3 +64,38 @@ async def test_news_a_person_muted_is_stored_muted(pool) -> None:
 
     assert set((await statuses(pool, muted.notice_id)).values()) == {"muted"}
     assert set((await statuses(pool, heard.notice_id)).values()) == {"pending"}
+
+
+def notice(kind: NoticeKind, key: str, *, payer: str = "", account: str = "") -> NewNotice:
+    return NewNotice(
+        kind=kind,
+        caller="wallet" if payer else "identity",
+        idempotency_key=key,
+        recipient=Recipient(payer_id=payer or None, account_id=account or None),
+        params={"amount": 1_200, "counterparty": "ローソン"} if payer else {"secret": "s"},
+    )
+
+
+async def test_notices_accepted_together_are_stored_as_if_accepted_one_by_one(pool) -> None:
+    payer, account = str(uuid.uuid4()), str(uuid.uuid4())
+    earlier = await NoticeStore(pool).accept(
+        notice(NoticeKind.PAYMENT, "pay-0", payer=payer), LIMIT
+    )
+    batch = [
+        notice(NoticeKind.PAYMENT, "pay-1", payer=payer),
+        notice(NoticeKind.PAYMENT, "pay-0", payer=payer),  # stored before
+        notice(NoticeKind.PAYMENT, "pay-2", payer=payer),
+        notice(NoticeKind.PAYMENT, "pay-1", payer=payer),  # twice in the batch
+        *(notice(NoticeKind.PASSWORD_RESET, f"reset-{n}", account=account) for n in range(5)),
+    ]
+
+    accepted = await NoticeStore(pool).accept_many(batch, LIMIT)
+
+    assert accepted[1] == earlier
+    assert accepted[3] == accepted[0] and accepted[0].notice_id != accepted[2].notice_id
+    assert await pool.fetchval("select count(*) from notices where caller = 'wallet'") == 3
+    for paid in (accepted[0], accepted[2]):
+        assert set((await statuses(pool, paid.notice_id)).values()) == {"pending"}
+    # Resets need their recipient's recent count: the rate limit holds within a batch.
+    resets = accepted[4:]
+    assert sum(not a.coalesced for a in resets) == LIMIT.limit
