@@ -1,12 +1,21 @@
-"""Group commit: items submitted at about the same time are written in one call, and
-each submitter is answered once the write holding its item has finished.
+"""Doing many small things as one: the runtime's batching.
 
-A caller that is answered knows its item is stored, yet the database sees one
-statement per batch instead of one per item. The first item of a batch waits at
-most ``max_wait`` seconds for company (less once ``max_items`` are queued). One
-write runs at a time: items arriving while it runs form the next batch, so
-batches grow with the load rather than the number of writes, up to
-``max_items`` each.
+- ``GroupCommit``: items submitted at about the same time are written in one call,
+  and each submitter is answered once the write holding its item has finished. A
+  caller that is answered knows its item is stored, yet the database sees one
+  statement per batch instead of one per item. The first item of a batch waits at
+  most ``max_wait`` seconds for company (less once ``max_items`` are queued). One
+  write runs at a time: items arriving while it runs form the next batch, so
+  batches grow with the load rather than the number of writes, up to
+  ``max_items`` each.
+- ``BatchedLookup``: reads by key asked together answered by one query.
+- ``CallBatcher``: a client's calls to another service that overlap leave as one
+  batch RPC, falling back to single calls (``OneByOne``) when the batch is refused.
+- ``each_at_most``: a batch's items that each need their own transaction, a few
+  at a time.
+
+None of these is in a library the services use: gRPC has no client-side batching,
+and the loaders that batch look-ups come with frameworks of their own.
 """
 
 from __future__ import annotations
@@ -115,8 +124,7 @@ class BatchedLookup(Generic[K, V]):
     returns what it found; a key it did not return is answered ``missing``. A
     caller alone pays one loop turn more than a direct query; many callers at
     once (the items of a batch call, assessed together) pay one query between
-    them. Written here because the loaders that do this (DataLoader and its
-    ports) bring a framework with them for a dozen lines.
+    them.
     """
 
     def __init__(
