@@ -110,7 +110,13 @@ async def each_at_most(
         async with gate:
             return await handle(item)
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+    # Every item runs to its end before the first failure is raised, so none is
+    # left running with an error nobody reads.
+    outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return list(outcomes)
 
 
 K = TypeVar("K")
@@ -226,6 +232,8 @@ def grpc_one_by_one(send: Callable[[T], Awaitable[R]]) -> OneByOne[T, R]:
 
 
 _Waiting = tuple[T, "asyncio.Future[R]", trace.SpanContext]
+# Single calls a refused batch falls back to, at most this many at once.
+ALONE_AT_ONCE = 8
 
 
 class CallBatcher(Generic[T, R]):
@@ -338,14 +346,19 @@ class CallBatcher(Generic[T, R]):
                 raise
             if fallback.unsupported(error):
                 self._alone_until = time.monotonic() + fallback.for_seconds
-            elif len(items) == 1:
-                raise
+            # Even a batch of one: the refusal may be of the batch call, not the item.
             return await self._each_alone(fallback, items)
 
     @staticmethod
     async def _each_alone(fallback: OneByOne[T, R], items: list[T]) -> list[R | BaseException]:
+        gate = asyncio.Semaphore(ALONE_AT_ONCE)
+
+        async def alone(item: T) -> R:
+            async with gate:
+                return await fallback.send(item)
+
         answers: list[R | BaseException] = await asyncio.gather(
-            *(fallback.send(item) for item in items), return_exceptions=True
+            *(alone(item) for item in items), return_exceptions=True
         )
         return answers
 

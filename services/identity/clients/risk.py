@@ -96,6 +96,10 @@ class RiskClient:
         except BatcherFull:
             log.warning("risk.assess_login_unavailable", code="RESOURCE_EXHAUSTED")
             return Assessment(RiskVerdict.UNAVAILABLE)
+        except Exception as error:
+            # Whatever else kept risk's answer away, the sign-in is unassessed, not broken.
+            log.error("risk.assess_login_unavailable", code="UNKNOWN", exc_info=error)
+            return Assessment(RiskVerdict.UNAVAILABLE)
         verdict = _VERDICTS.get(reply.decision.verdict, RiskVerdict.UNAVAILABLE)
         return Assessment(verdict, reply.decision.decision_id, reply.decision.country_code)
 
@@ -176,6 +180,8 @@ class RiskClient:
             log.warning("risk.record_outcome_failed", code=error.code().name)
         except BatcherFull:
             log.warning("risk.record_outcome_failed", code="RESOURCE_EXHAUSTED")
+        except Exception as error:
+            log.error("risk.record_outcome_failed", code="UNKNOWN", exc_info=error)
 
     async def _record_outcomes(
         self, requests: list[risk_pb2.RecordOutcomeRequest]

@@ -172,7 +172,10 @@ class SmtpProvider:
                 try:
                     async with cut:
                         refused = await self._send_one(self._email(message))
-                    outcomes.append(_taken_by(self.name, refused))
+                    # Taken for the others: sending it again would repeat it to them,
+                    # on every retry while a refusal for now (4xx) lasts. A message
+                    # every recipient refused raises instead, and is tried again.
+                    outcomes.append(tuple(refused))
                 except (aiosmtplib.SMTPException, OSError) as error:
                     why = (
                         "cut off at the end of the batch's time"
@@ -190,17 +193,6 @@ class SmtpProvider:
                     await client.quit()
             if client is not None:
                 client.close()
-
-
-def _taken_by(name: str, refused: dict[str, aiosmtplib.SMTPResponse]) -> Refused | DeliveryFailed:
-    """What became of a message the relay took for some recipients: those it refused
-    for good (5xx) are left out; one it refused for now (4xx: greylisting, a full
-    mailbox) makes the message fail, to be sent again to every recipient (a
-    repeat for the others is better than a notice that never arrives)."""
-    later = [address for address, reply in refused.items() if reply.code < 500]
-    if later:
-        return DeliveryFailed(f"{name}: {len(later)} recipients refused for now")
-    return tuple(refused)
 
 
 class HttpProvider:

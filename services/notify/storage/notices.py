@@ -57,9 +57,10 @@ class NoticeStore:
         )
         for index, accepted in zip(others, accepted_alone, strict=True):
             answers[index] = accepted
-        missing = [i for i, answer in enumerate(answers) if answer is None]
-        assert not missing, "a conflicting notice is never deleted"
-        return [answer for answer in answers if answer is not None]
+        found = [answer for answer in answers if answer is not None]
+        if len(found) != len(answers):
+            raise RuntimeError("a notice whose key was taken has no earlier notice")
+        return found
 
     async def accept(self, notice: NewNotice, rate_limit: RateLimit) -> AcceptedNotice:
         """Store the notice and one delivery per planned channel, once per idempotency key.

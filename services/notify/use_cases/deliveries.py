@@ -121,7 +121,8 @@ class DeliveryAttempts:
                 results[handover.index] = self._failure(claimed, outcome)
                 continue
             if outcome.refused:
-                # The others have it; sending again would repeat it to them.
+                # The others have it; sending again would repeat it to them. The
+                # refused addresses are left out of what is recorded as reached.
                 log.warning(
                     "notify.recipients_refused",
                     delivery_id=str(claimed.delivery_id),

@@ -10,6 +10,9 @@
 --   create index concurrently outbox_delivered_at on outbox (delivered_at)
 --       where state = 'delivered';
 --   create index concurrently processed_messages_at on processed_messages (processed_at);
+-- A concurrent build that fails leaves an invalid index of that name, which this
+-- file would keep: drop it first (select indexrelid::regclass from pg_index where
+-- not indisvalid).
 create index if not exists outbox_delivered_at on outbox (delivered_at)
     where state = 'delivered';
 create index if not exists processed_messages_at on processed_messages (processed_at);

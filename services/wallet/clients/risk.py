@@ -40,6 +40,16 @@ def _refusal(decision: risk_pb2.Decision) -> FailedPrecondition:
     return FailedPrecondition("RISK_DENIED", "refused by risk checks", metadata=metadata)
 
 
+def _code_of(error: Exception) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return str(error.code().name)
+    if isinstance(error, TimeoutError):
+        return "DEADLINE_EXCEEDED"
+    if isinstance(error, BatcherFull):
+        return "RESOURCE_EXHAUSTED"
+    return f"UNKNOWN: {type(error).__name__}"
+
+
 class RiskGate:
     def __init__(self, channel: grpc.aio.Channel, policies: PolicyView, *, timeout: float) -> None:
         self._stub = risk_pb2_grpc.RiskServiceStub(channel)
@@ -120,18 +130,14 @@ class RiskGate:
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await self._payments.call(request)
-        except (grpc.aio.AioRpcError, TimeoutError, BatcherFull) as error:
+        except Exception as error:
+            # Risk unreachable, late, overwhelmed or answering nonsense: the fallback.
             limit = (
                 self.policies.policy.payment_fallback_limit.amount_minor
                 if (self.policies.policy is not None)
                 else 0
             )
-            code = (
-                error.code().name
-                if isinstance(error, grpc.aio.AioRpcError)
-                else "DEADLINE_EXCEEDED"
-            )
-            log.warning("risk.payment_unassessed", code=code, fallback_limit=limit)
+            log.warning("risk.payment_unassessed", code=_code_of(error), fallback_limit=limit)
             if check.amount <= limit:
                 return ""
             raise FailedPrecondition(

@@ -11,6 +11,7 @@ from mamoru.common.v1 import common_pb2
 
 from services.identity.clients.risk import Assessment, RiskClient
 from services.identity.domain.login import RiskVerdict
+from tests.e2e.runtime.test_metrics import scrape
 
 
 async def test_sign_ins_arriving_together_each_get_their_own_verdict_even_beside_an_unreadable_one(
@@ -43,3 +44,16 @@ async def test_sign_ins_arriving_together_each_get_their_own_verdict_even_beside
     ]
     decisions = {answer.decision_id for answer in answers}
     assert len(decisions - {""}) == 3
+    # They left together: one batch call, refused for the unreadable attempt, then
+    # each attempt on its own.
+    samples = await scrape(cluster.metrics_url("risk"))
+    calls = {
+        method: sum(
+            v
+            for (name, labels), v in samples.items()
+            if name == "mamoru_rpc_requests_total"
+            and dict(labels).get("method", "").endswith(method)
+        )
+        for method in ("/AssessLogins", "/AssessLogin")
+    }
+    assert calls == {"/AssessLogins": 1, "/AssessLogin": 4}
