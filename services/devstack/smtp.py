@@ -114,7 +114,7 @@ class LocalSmtpServer:
         return [m for m in self.messages if wanted in (r.lower() for r in m.recipients)]
 
     async def wait_for(
-        self, count: int, within: float = 10.0, **match: Any
+        self, count: int, within: float = 60.0, **match: Any
     ) -> list[ReceivedMessage]:
         """Wait until at least ``count`` messages (to ``match['to']`` when given) arrived."""
 

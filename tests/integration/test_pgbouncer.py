@@ -45,7 +45,7 @@ async def listening(direct: str) -> None:
     """Until the relay's own session (LISTEN, then idle between passes) is open."""
     conn = await asyncpg.connect(direct)
     try:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(60):
             while True:
                 if await conn.fetchval(
                     "select exists (select 1 from pg_stat_activity"

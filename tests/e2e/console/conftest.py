@@ -66,7 +66,7 @@ async def screenshot(page: Page, name: str) -> None:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 10.0, every: float = 0.05
+    check: Callable[[], Awaitable[bool]], within: float = 60.0, every: float = 0.05
 ) -> None:
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110 - polls a service from outside

@@ -60,7 +60,7 @@ async def notify_accepts(identity: IdentityOnCluster, session: pb.SessionTokens)
 
 
 async def notify_refuses_within(
-    identity: IdentityOnCluster, session: pb.SessionTokens, seconds: float = 5.0
+    identity: IdentityOnCluster, session: pb.SessionTokens, seconds: float = 60.0
 ) -> grpc.StatusCode:
     """The status notify answers the session's token with, once it stops accepting it."""
     notify = identity.cluster.stub("notify", as_="gateway")
