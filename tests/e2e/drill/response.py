@@ -486,7 +486,11 @@ class Response(DrillBase):
         phase.counts["payment_codes_captured_after_the_owners_reset"] = int(at_register is None)
         phase.notes.append(
             "owner's reset reached the wallet after "
-            + (f"{learned:.2f} s" if learned is not None else "more than 5 s")
+            + (
+                f"{learned:.2f} s"
+                if learned is not None
+                else f"more than {REVOCATION_DEADLINE_SECONDS:.0f} s"
+            )
             + f"; the thief's capture: {describe(at_register)}"
         )
         self.checked(
@@ -496,7 +500,11 @@ class Response(DrillBase):
             and reason_of(at_register) == "CODE_INVALID"
             and balance == owner.balance,
             "wallet refused the phone's token after "
-            + (f"{learned:.2f} s" if learned is not None else "never (5 s)")
+            + (
+                f"{learned:.2f} s"
+                if learned is not None
+                else f"never ({REVOCATION_DEADLINE_SECONDS:.0f} s)"
+            )
             + f"; capture at the register: {describe(at_register)}; balance {balance} yen, "
             f"{owner.balance} expected",
             control,
