@@ -96,6 +96,7 @@ class AccessInterceptor(HandlerInterceptor):
                 raise ValueError(f"the policy for {method} names no caller")
             if access.audiences and verifier is None:
                 raise ValueError(f"{method} requires a token but no TokenVerifier was given")
+        super().__init__()
         self._policy = dict(policy)
         self._verifier = verifier
 

@@ -272,6 +272,7 @@ class MetricsInterceptor(HandlerInterceptor):
     """Counts every RPC by method and final code, and times it."""
 
     def __init__(self, metrics: ServiceMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
 
     def unknown_method(self, details: grpc.HandlerCallDetails) -> None:

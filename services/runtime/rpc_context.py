@@ -90,6 +90,7 @@ class RpcLogInterceptor(HandlerInterceptor):
     """
 
     def __init__(self, *, quiet_method_prefixes: tuple[str, ...] = QUIET_METHOD_PREFIXES) -> None:
+        super().__init__()
         self._quiet_method_prefixes = quiet_method_prefixes
 
     def unknown_method(self, details: grpc.HandlerCallDetails) -> None:

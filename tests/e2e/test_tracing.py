@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -172,6 +173,10 @@ def alpha_handlers(to_bravo: grpc.aio.Channel) -> grpc.GenericRpcHandler:
             await context.abort(error.code(), error.details() or "")
         raise AssertionError("bravo did not refuse")
 
+    async def relay_health_check(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await health_pb2_grpc.HealthStub(to_bravo).Check(health_pb2.HealthCheckRequest())
+        return request
+
     async def relay_as(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = (("x-request-id", request.decode()),)
         return bytes(await to_bravo.unary_unary(f"/{BRAVO}/Echo")(request, metadata=metadata))
@@ -182,6 +187,7 @@ def alpha_handlers(to_bravo: grpc.aio.Channel) -> grpc.GenericRpcHandler:
             "Relay": grpc.unary_unary_rpc_method_handler(relay),
             "RelayAs": grpc.unary_unary_rpc_method_handler(relay_as),
             "RelayRefusal": grpc.unary_unary_rpc_method_handler(relay_refusal),
+            "RelayHealthCheck": grpc.unary_unary_rpc_method_handler(relay_health_check),
         },
     )
 
@@ -191,6 +197,7 @@ async def start_server(
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(interceptors=[*interceptors, RpcLogInterceptor()])
     server.add_generic_rpc_handlers((handlers,))
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
@@ -451,3 +458,18 @@ async def test_a_call_to_an_unknown_method_is_summarised_as_unimplemented(cluste
     assert summary["event"] == "rpc"
     assert summary["rpc_method"] == f"/{BRAVO}/Missing"
     assert summary["code"] == "UNIMPLEMENTED"
+
+
+async def test_health_checks_are_not_traced_on_either_side_of_a_call(
+    cluster: Cluster, fresh_spans: InMemorySpanExporter
+):
+    # Alpha's handler checks bravo's health over its traced channel: neither the
+    # client side (alpha) nor the server side (bravo) of that check records a span.
+    await cluster.alpha.unary_unary(f"/{ALPHA}/RelayHealthCheck")(b"ping")
+    await health_pb2_grpc.HealthStub(cluster.bravo).Check(health_pb2.HealthCheckRequest())
+    await cluster.bravo.unary_unary(f"/{BRAVO}/Echo")(b"after")
+
+    spans = await cluster.wait_for_spans(count=2)
+    assert sorted(span.name for span in spans) == sorted(
+        [f"/{ALPHA}/RelayHealthCheck", f"/{BRAVO}/Echo"]
+    )
