@@ -16,8 +16,9 @@ Everything else becomes INTERNAL with a generic message (details go to the log).
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
@@ -114,8 +115,8 @@ def each_item(field: str, items: Iterable[M], convert: Callable[[M], C]) -> list
 
 
 def to_status(error: DomainError) -> status_pb2.Status:
-    detail = any_pb2.Any()
     if isinstance(error, InvalidArgument):
+        detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
@@ -124,13 +125,16 @@ def to_status(error: DomainError) -> status_pb2.Status:
                 ]
             )
         )
-    else:
-        detail.Pack(
-            error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-            )
-        )
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+        return status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    return _refusal_status(error.code, error.reason, error.message, error.metadata)
+
+
+def _refusal_status(
+    code: grpc.StatusCode, reason: str, message: str, metadata: Mapping[str, str]
+) -> status_pb2.Status:
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))
+    return status_pb2.Status(code=code.value[0], message=message, details=[detail])
 
 
 def _internal_status() -> status_pb2.Status:
@@ -278,13 +282,30 @@ async def _answered(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterato
     except grpc.aio.AbortError:
         raise
     except DomainError as error:
-        status = rpc_status.to_status(to_status(error))
+        status = _answer(error)
         context.set_code(status.code)
         context.set_details(status.details)
         context.set_trailing_metadata(status.trailing_metadata)
     except Exception as error:
         await _abort(context, error)
         raise  # unreachable: abort raises
+
+
+def _answer(error: DomainError) -> grpc.Status:
+    """The status a refusal is answered with (code, message and details, encoded)."""
+    if isinstance(error, InvalidArgument):
+        return rpc_status.to_status(to_status(error))
+    return _encoded_answer(error.code, error.reason, error.message, tuple(error.metadata.items()))
+
+
+# A flood's refusals are the same few answers over and over (a wrong password's
+# INVALID_CREDENTIALS above all); each is built and encoded once, not per call. An
+# answer is a tuple of immutable values, so every call can be handed the same one.
+@functools.lru_cache(maxsize=256)
+def _encoded_answer(
+    code: grpc.StatusCode, reason: str, message: str, metadata: tuple[tuple[str, str], ...]
+) -> grpc.Status:
+    return rpc_status.to_status(_refusal_status(code, reason, message, dict(metadata)))
 
 
 @contextlib.asynccontextmanager
