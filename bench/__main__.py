@@ -220,6 +220,14 @@ async def bench_stuffing(system: System, sizes: Sizes, results: dict[str, Any]) 
         flush=True,
     )
     print(f"    risk verdicts on the attack: {attack['risk_verdicts']}", flush=True)
+    used = hashing["cpu_seconds_by_part"]
+    print(
+        f"    CPU-s: {', '.join(f'{name} {seconds:.1f}' for name, seconds in used.items())};"
+        f" attack generators {attack['generator_cpu_seconds']:.1f}"
+        f" ({attack['generator_cpu_ms_per_attempt']:.2f} ms per attempt),"
+        f" {attack['skipped_for_in_flight_cap']:,} attempts skipped at their in-flight cap",
+        flush=True,
+    )
     answered = attack["answered_per_second"]
     hashed_share = hashing["attacker_share_of_attempts_hashed"]
     all_hashing = hashing["attacker_cpu_seconds"] + hashing["legitimate_cpu_seconds"]
