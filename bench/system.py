@@ -215,14 +215,17 @@ async def make_people(
     async def one() -> None:
         nonlocal failures, next_print
         async with gate:
-            for _attempt in range(3):
+            for attempt in range(5):
                 try:
                     made.append(await _one_person(system, funded_with))
                     break
                 except Exception as error:
-                    # A TOTP step boundary or a busy moment; another person stands in.
+                    # A TOTP step boundary or a busy moment (identity refuses a
+                    # registration its hashing lane has no room for, "try again
+                    # later"): another person stands in, a moment later.
                     failures += 1
                     reasons[_reason(error)] += 1
+                    await asyncio.sleep(0.25 * (attempt + 1))
             now = time.monotonic()
             if now >= next_print:
                 next_print = now + 5

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 import grpc
 import structlog
+import uvloop
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -376,4 +377,6 @@ def main(name: str, settings_cls: type[SettingsT], migrations: Path, build: Buil
     except ConfigError as error:
         print(f"mamoru-{name}: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    raise SystemExit(asyncio.run(serve_until_signalled(name, settings, migrations, build)))
+    # uvloop's event loop (libuv, what asyncpg is built for): each RPC and statement
+    # costs the loop less CPU than with the standard library's selector loop.
+    raise SystemExit(uvloop.run(serve_until_signalled(name, settings, migrations, build)))
