@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import uvloop
 
 from services.devstack import demo
 from services.devstack.console import ConsoleLogin, start_console
@@ -158,4 +159,5 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    # uvloop, the loop every service runs on, also for the stand-ins served here.
+    uvloop.run(_main())
