@@ -277,11 +277,9 @@ def render(costs: Costs, scale: Scale) -> str:
         "(`IDENTITY_HASH_SLOTS`), devices an account knows (their key proven) have a slot "
         "of their own and go first for the others, and new-device attempts beyond the "
         "budget get the wrong password's answer at once, without a hash "
-        '(`mamoru_identity_refused_without_hash_total{reason="hash_budget"}`). The hashes '
-        "run below the priority of the threads answering calls (`IDENTITY_HASH_NICENESS`), "
-        "so when the cores are short the refusals keep pace. Blocked countries and "
-        "networks, and the networks risk contains during a wave, are refused inside "
-        "identity before any RPC; `MamoruStuffingWave` pages the operator.",
+        '(`mamoru_identity_refused_without_hash_total{reason="hash_budget"}`). Blocked '
+        "countries and networks, and the networks risk contains during a wave, are refused "
+        "inside identity before any RPC; `MamoruStuffingWave` pages the operator.",
         "- The autoscalers add replicas for CPU; they cannot add a primary. Raising a "
         "primary's CPU is a CloudNativePG switchover of a few seconds.",
         "",

@@ -66,7 +66,7 @@ async def build(resources: Resources) -> ServiceApp:
         settings=settings,
         keys=keys,
         risk=risk,
-        hasher=PasswordHasher(budget, niceness=settings.hash_niceness),
+        hasher=PasswordHasher(budget),
         box=box,
         pseudonyms=Pseudonyms(settings.pseudonym_key_bytes() or sealing_key),
         policies=policies,

@@ -134,12 +134,6 @@ class IdentitySettings(ServiceSettings):
         default=5.0,
         help="how long a known device's hash may wait for a slot (then UNAVAILABLE)",
     )
-    hash_niceness: int = env(
-        "IDENTITY_HASH_NICENESS",
-        default=10,
-        help="how much lower than the rest of the process the hashing threads run (Linux "
-        "nice, 0 to 19): when the cores are short, answering calls goes first",
-    )
     refusal_reports_per_second: float = env(
         "IDENTITY_REFUSAL_REPORTS_PER_SECOND",
         default=50.0,
@@ -216,8 +210,6 @@ class IdentitySettings(ServiceSettings):
                 "IDENTITY_HASH_WAIT_SECONDS and IDENTITY_KNOWN_DEVICE_HASH_WAIT_SECONDS "
                 "must be positive"
             )
-        if not 0 <= self.hash_niceness <= 19:
-            raise ConfigError("IDENTITY_HASH_NICENESS must be between 0 and 19")
         if self.refusal_reports_per_second < 0:
             raise ConfigError("IDENTITY_REFUSAL_REPORTS_PER_SECOND must not be negative")
         if self.pwned_range_url and not self.pwned_range_url.startswith(("http://", "https://")):

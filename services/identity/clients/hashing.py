@@ -7,11 +7,8 @@ import asyncio
 import collections
 import contextlib
 import functools
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import argon2
@@ -180,21 +177,11 @@ class PasswordHasher:
         self,
         budget: HashBudget,
         *,
-        niceness: int = 0,
         memory_kib: int = OWASP_MEMORY_KIB,
         time_cost: int = OWASP_TIME_COST,
         parallelism: int = OWASP_PARALLELISM,
     ) -> None:
         self._budget = budget
-        # The hashes' own threads, one per slot, at ``niceness``: answering a call
-        # (the event loop, and refusing before any hash is most of a flood's answers)
-        # then comes before hashing whenever the cores are short.
-        self._threads = ThreadPoolExecutor(
-            max_workers=budget.slots.total,
-            thread_name_prefix="argon2",
-            initializer=_lower_priority,
-            initargs=(niceness,),
-        )
         self._argon = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -221,7 +208,9 @@ class PasswordHasher:
         async with self._budget.slot(lane):
             self._count()
             with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
-                return await self._in_thread(functools.partial(self._argon.hash, password))
+                return await asyncio.to_thread(
+                    self._timed, functools.partial(self._argon.hash, password)
+                )
 
     async def verify(
         self,
@@ -237,8 +226,8 @@ class PasswordHasher:
         async with self._budget.slot(lane, place):
             self._count()
             with metrics.IDENTITY_HASHES_IN_FLIGHT.track_inprogress():
-                matches = await self._in_thread(
-                    functools.partial(self._verify, stored or self._dummy, password)
+                matches = await asyncio.to_thread(
+                    self._timed, functools.partial(self._verify, stored or self._dummy, password)
                 )
         return matches and stored is not None
 
@@ -249,14 +238,6 @@ class PasswordHasher:
         refusal that must take as long, and wait as a hash waits, as a wrong password."""
         async with self._budget.slot(lane, place):
             await asyncio.sleep(self._budget.hash_seconds)
-
-    async def _in_thread(self, work: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._timed, work)
-
-    def close(self) -> None:
-        """Let the hashing threads end once their hashes are done."""
-        self._threads.shutdown(wait=False)
 
     def _count(self) -> None:
         self.computed += 1
@@ -280,13 +261,6 @@ class PasswordHasher:
             return self._argon.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return False
-
-
-def _lower_priority(niceness: int) -> None:
-    # Linux keeps a nice value per thread: PRIO_PROCESS with 0 means the calling
-    # thread only. Elsewhere it would mean the whole process, so it is left alone.
-    if niceness and sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
 
 
 @functools.cache

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.identity.clients.hashing import HashBudget, PasswordHasher
+from services.identity.clients.hashing import HashBudget
 from services.identity.domain.admission import (
     AdmissionPolicy,
     HashBudgetExhausted,
@@ -147,49 +145,6 @@ def test_slots_that_leave_strangers_none_are_a_configuration_error(total: int, r
     }
     with pytest.raises(ConfigError, match="IDENTITY_HASH_SLOTS"):
         load_settings(IdentitySettings, env)
-
-
-@pytest.mark.parametrize("niceness", ["-1", "20"])
-def test_a_hashing_niceness_outside_what_linux_allows_is_a_configuration_error(niceness: str):
-    env = {
-        "DATABASE_URL": "postgresql://unused/identity",
-        "IDENTITY_SECRETS_KEY": base64.b64encode(bytes(32)).decode(),
-        "IDENTITY_HASH_NICENESS": niceness,
-    }
-    with pytest.raises(ConfigError, match="IDENTITY_HASH_NICENESS"):
-        load_settings(IdentitySettings, env)
-
-
-class _PriorityWitness:
-    """argon2's hasher, noting the priority of the thread each hash runs in."""
-
-    def __init__(self, argon: object) -> None:
-        self._argon = argon
-        self.seen: list[int] = []
-
-    def hash(self, password: str) -> str:
-        self.seen.append(os.getpriority(os.PRIO_PROCESS, 0))
-        return self._argon.hash(password)  # type: ignore[attr-defined, no-any-return]
-
-    def verify(self, stored: str, password: str) -> bool:
-        self.seen.append(os.getpriority(os.PRIO_PROCESS, 0))
-        return self._argon.verify(stored, password)  # type: ignore[attr-defined, no-any-return]
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
-async def test_hashes_run_below_the_priority_of_the_thread_answering_calls():
-    budget = HashBudget(HashSlots(total=2, for_known_devices=1), queue=4, new_wait=5, known_wait=5)
-    hasher = PasswordHasher(budget, niceness=7, memory_kib=1024, time_cost=1)
-    witness = _PriorityWitness(hasher._argon)
-    hasher._argon = witness  # type: ignore[assignment]
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        stored = await hasher.hash("correct horse", lane=Lane.KNOWN_DEVICE)
-        assert await hasher.verify(stored, "correct horse", lane=Lane.NEW_DEVICE)
-    finally:
-        hasher.close()
-    assert witness.seen == [min(own + 7, 19)] * 2
-    assert os.getpriority(os.PRIO_PROCESS, 0) == own
 
 
 def test_the_hash_slots_default_to_the_cores_with_one_kept_for_known_devices():
