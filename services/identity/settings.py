@@ -138,7 +138,8 @@ class IdentitySettings(ServiceSettings):
         "IDENTITY_REFUSAL_REPORTS_PER_SECOND",
         default=50.0,
         help="refused attempts risk was never asked about, reported to it as failures at "
-        "most this often (a wave stays visible without one call per refusal)",
+        "most this often, each report carrying the count of those left out since the last "
+        "(risk counts every failure without one call per refusal)",
     )
     geoip_database: Path | None = env(
         "IDENTITY_GEOIP_DATABASE",

@@ -21,6 +21,9 @@ from services.runtime.batching import BatcherFull, CallBatcher, grpc_one_by_one
 
 log = structlog.get_logger(__name__)
 
+# The most failed sign-ins one report may stand for (RecordOutcomeRequest.represents).
+MAX_REPRESENTED = 1_000_000
+
 _VERDICTS = {
     risk_pb2.VERDICT_ALLOW: RiskVerdict.ALLOW,
     risk_pb2.VERDICT_CHALLENGE: RiskVerdict.CHALLENGE,
@@ -52,6 +55,8 @@ class RiskClient:
         # A token bucket of one second's worth: a burst is reported, a flood is sampled.
         self._refusal_tokens = refusal_reports_per_second
         self._refusal_filled_at = time.monotonic()
+        # Refusals since the last report that went unreported (past the rate).
+        self._refusals_unreported = 0
         # Outcome reports run in the background; keep references so none is collected mid-flight.
         self._reports: set[asyncio.Task[None]] = set()
         # Sign-ins that arrive while risk answers earlier ones are assessed in one call,
@@ -139,8 +144,11 @@ class RiskClient:
         session_id: uuid.UUID | None = None,
         client: common_pb2.ClientContext | None = None,
         identifier_hash: str = "",
+        represents: int = 1,
     ) -> None:
-        """Report without making the person wait; a lost report only weakens a signal."""
+        """Report without making the person wait; a lost report only weakens a signal.
+        ``represents``: how many failed sign-ins the report stands for (see
+        ``report_refusal``)."""
         request = risk_pb2.RecordOutcomeRequest(
             decision_id=decision_id,
             outcome=outcome,
@@ -148,6 +156,7 @@ class RiskClient:
             session_id=str(session_id or ""),
             client=client,
             identifier_hash=identifier_hash,
+            represents=represents if represents > 1 else 0,
         )
         task = asyncio.create_task(self._report(request))
         self._reports.add(task)
@@ -157,7 +166,9 @@ class RiskClient:
         """Tell risk of a password attempt refused before it was asked (a blocked or
         contained network, a full hashing lane), as the failure it is, so a wave
         stays visible to it. At most ``refusal_reports_per_second``: beyond that a
-        flood is sampled, and each refusal past the rate costs no call at all.
+        flood is sampled, and each refusal past the rate costs no call at all; the
+        next report stands for the refusals left out before it, so risk still counts
+        every failure across all addresses (and sees a wave as soon as it starts).
         True when this one was reported."""
         now = time.monotonic()
         self._refusal_tokens = min(
@@ -166,10 +177,16 @@ class RiskClient:
         )
         self._refusal_filled_at = now
         if self._refusal_tokens < 1:
+            self._refusals_unreported += 1
             return False
         self._refusal_tokens -= 1
+        represents = min(1 + self._refusals_unreported, MAX_REPRESENTED)
+        self._refusals_unreported = 0
         self.record_outcome(
-            risk_pb2.OUTCOME_PASSWORD_WRONG, client=client, identifier_hash=identifier_hash
+            risk_pb2.OUTCOME_PASSWORD_WRONG,
+            client=client,
+            identifier_hash=identifier_hash,
+            represents=represents,
         )
         return True
 

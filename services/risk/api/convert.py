@@ -244,6 +244,7 @@ def outcome_event(request: risk_pb2.RecordOutcomeRequest, now: datetime) -> Outc
         movement_id=request.movement_id,
         identifier_hash=request.identifier_hash,
         occurred_at=moment_or_none(request, "occurred_at") or now,
+        represents=max(request.represents, 1),
     )
 
 

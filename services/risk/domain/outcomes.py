@@ -35,6 +35,9 @@ class OutcomeEvent:
     movement_id: str
     identifier_hash: str
     occurred_at: datetime
+    # How many failed sign-ins the report stands for: identity samples the attempts
+    # it refuses before asking risk, each report carrying the ones left out.
+    represents: int = 1
     # Derived from the IP by risk, not reported.
     subnet: str = ""
     country: str = ""

@@ -149,11 +149,13 @@ class Counting:
     # ---------------------------------------------------------------- outcomes
 
     def outcome(self, event: OutcomeEvent) -> None:
-        """Count a failed sign-in for its IP, subnet, account and everyone."""
+        """Count a failed sign-in for its IP, subnet, account and everyone; everyone's
+        count takes all the failures the report stands for (a sampled flood's), the
+        others only the one whose address and account it names."""
         if event.outcome not in FAILURES:
             return
         bucket = bucket_of(event.occurred_at)
-        self.tallies.count(*GLOBAL, bucket, failures=1)
+        self.tallies.count(*GLOBAL, bucket, failures=event.represents)
         if event.ip:
             self.tallies.count("ip", event.ip, bucket, failures=1)
             self.tallies.count("subnet", event.subnet, bucket, failures=1)

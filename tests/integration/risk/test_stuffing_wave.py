@@ -53,12 +53,13 @@ class Wave:
     def policy(self) -> Policy:
         return self.state.policy
 
-    async def failed(self, ip: str, at: datetime) -> None:
+    async def failed(self, ip: str, at: datetime, represents: int = 1) -> None:
         await self.outcomes.record_outcome(
             OutcomeEvent(
                 outcome="password_wrong", decision_id="", account_id="", wallet_id="",
                 payer_id="", session_id="", ip=ip, device_id="", amount_minor=0, currency="",
                 movement_id="", identifier_hash=f"h-{ip}", occurred_at=at,
+                represents=represents,
             )
         )  # fmt: skip
 
@@ -248,3 +249,18 @@ async def test_a_containment_ends_by_itself_when_its_time_passes_and_the_end_is_
     }
     [alert] = await wave.stuffing_alerts()
     assert "ended_at" in json.loads(alert.auto_action_taken)["containment"]
+
+
+async def test_a_report_standing_for_a_sampled_flood_raises_the_wave_and_counts_its_address_once(
+    wave,
+):
+    for _ in range(3):
+        await wave.second(drill_rate=False)
+    # Identity's one report past its rate, standing for the 40 refusals it left out:
+    # 40 failures in the 10 s window is 4/s, past the rule's 1/s.
+    await wave.failed("198.51.100.7", wave.clock.now, represents=40)
+    await wave.second(drill_rate=False)
+    [alert] = await wave.stuffing_alerts()
+    assert alert.evidence["failures_per_second"] >= 4
+    # Its address and network counted the one attempt it names, below containment's 3.
+    assert "198.51.100.0/24" not in list(wave.policy.contained_networks)
