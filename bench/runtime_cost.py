@@ -11,7 +11,8 @@ busy machine latency swings, CPU per call does not.
 The last variant adds one pool acquisition and release per call against a real
 PostgreSQL (embedded, as ``make run`` uses), to show what the pool itself costs.
 
-Settings come from the environment as a service reads them (``LOG_LEVEL``,
+The server runs on uvloop, as every service does. Settings come from the
+environment as a service reads them (``LOG_LEVEL``,
 ``TRACE_SAMPLE_RATIO``...), so the figures are those of a service started the
 same way; logs go to /dev/null in JSON, as off a terminal.
 """
@@ -29,6 +30,7 @@ from typing import Any
 
 import grpc
 import psutil
+import uvloop
 
 SERVICE = "mamoru.bench.v1.RuntimeCost"
 METHOD = f"/{SERVICE}/Ping"
@@ -238,7 +240,8 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve >= 0:
-        asyncio.run(_serve(Path(args.tls_dir), args.serve, args.database_url))
+        # On uvloop, the event loop every service runs on.
+        uvloop.run(_serve(Path(args.tls_dir), args.serve, args.database_url))
     else:
         asyncio.run(_main(args))
 
