@@ -157,6 +157,13 @@ class TopUps:
                     idempotency_key,
                 )
                 if row is None:
+                    # The first request finished between the claim's read and this
+                    # one (each statement sees what was committed before it): its answer.
+                    finished = await idempotent.replay(
+                        conn, top_up_scope(wallet_id), idempotency_key, request_hash
+                    )
+                    if finished is not None:
+                        return finished
                     raise FailedPrecondition("TOP_UP_IN_PROGRESS", "retry shortly")
                 return PendingTopUp(row["id"], row["channel"], int(row["amount"]), row["source"])
             wallet = await wallets.lock(conn, wallet_id)
