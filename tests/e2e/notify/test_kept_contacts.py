@@ -93,7 +93,10 @@ async def test_nothing_is_kept_while_identity_is_away_and_its_return_starts_afre
 ) -> None:
     identity_env = {"IDENTITY_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode()}
     await cluster.start("identity", env=identity_env)
-    await cluster.start("notify", env=FAST)
+    # Retries that outlast notify's channel reconnecting to identity once it is back
+    # (about a second): eight fast ones could all fall inside it and dead-letter the
+    # notice this test waits for.
+    await cluster.start("notify", env={**FAST, "NOTIFY_MAX_ATTEMPTS": "100"})
     someone = await people(cluster).register("kept-away@example.jp")
     notify = cluster.stub("notify", as_="identity")
     first = str(uuid.uuid4())
