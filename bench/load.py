@@ -201,7 +201,11 @@ async def open_loop(
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:
     """A short reason for the error tally: the status code and, for refusals, the detail."""
-    code = error.code().name
-    if error.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED):
-        return f"{code}: {str(error.details() or '')[:60]}"
-    return str(code)
+    return status_reason(error.code(), error.details())
+
+
+def status_reason(code: grpc.StatusCode, details: str | None) -> str:
+    """``error_reason`` for a status read off a call instead of raised."""
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED):
+        return f"{code.name}: {str(details or '')[:60]}"
+    return str(code.name)

@@ -40,6 +40,7 @@ from bench.load import (
     error_reason,
     open_loop,
     run_generators,
+    status_reason,
 )
 from bench.results import Samples
 from bench.system import Someone, System, fetch_rows, password_hash, seed_accounts, seeded_email
@@ -136,10 +137,7 @@ async def attack(spec: AttackSpec, progress: Progress) -> AttackRun:
             progress.ok()
             return
         if code != grpc.StatusCode.OK:
-            reason = code.name
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
-                reason += f": {str(await call.details() or '')[:60]}"
-            run.refused.failed(reason)
+            run.refused.failed(status_reason(code, await call.details()))
             tally(kind, code.name)
             progress.failed()
             return
