@@ -238,6 +238,20 @@ class TokenClaims:
     raw: Mapping[str, Any] = field(repr=False)
 
 
+# Tokens a verifier remembers having verified; the oldest is forgotten first. Tokens
+# live ten minutes at most, so this holds every token in use on a busy replica.
+VERIFIED_TOKENS_KEPT = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    kid: str
+    key: jwt.PyJWK
+    claims: TokenClaims
+    # Epoch seconds from which the token is expired (its ``exp`` and the leeway).
+    valid_until: float
+
+
 class TokenVerifier:
     """Checks identity-issued access tokens without calling identity per request."""
 
@@ -253,11 +267,44 @@ class TokenVerifier:
         self._issuer = issuer
         self._revocations = revocations
         self._leeway_seconds = leeway_seconds
+        # Oldest first (a dict keeps insertion order), so the oldest goes when full.
+        self._verified: dict[tuple[str, frozenset[str]], _Verified] = {}
 
     async def verify(self, token: str, audiences: Collection[str]) -> TokenClaims:
-        """The token's claims if it is valid for one of ``audiences``; else TokenRejected."""
+        """The token's claims if it is valid for one of ``audiences``; else TokenRejected.
+
+        A token verified before for the same audiences is not checked again while it
+        has not expired and its signing key is still identity's: a payer's or a
+        register's token comes with every call for minutes, and the signature and
+        claims (about 0.1 ms) were most of what verifying it cost. The session's
+        revocation is checked on every call all the same.
+        """
         if not audiences:
             raise ValueError("at least one accepted audience is required")
+        remembered = (token, frozenset(audiences))
+        kept = self._verified.get(remembered)
+        if kept is not None and await self._still_valid(kept):
+            claims = kept.claims
+        else:
+            self._verified.pop(remembered, None)
+            kid, key, claims = await self._verify_signed(token, audiences)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                del self._verified[next(iter(self._verified))]
+            expiry = claims.expires_at.timestamp() + self._leeway_seconds
+            self._verified[remembered] = _Verified(kid, key, claims, expiry)
+        if self._revocations is not None and self._revocations.is_revoked(claims.session_id):
+            raise TokenRejected("session revoked")
+        return claims
+
+    async def _still_valid(self, kept: _Verified) -> bool:
+        # As PyJWT's own check: expired once the expiry and the leeway have passed.
+        if time.time() >= kept.valid_until:
+            return False
+        return await self._jwks.key_for(kept.kid) is kept.key
+
+    async def _verify_signed(
+        self, token: str, audiences: Collection[str]
+    ) -> tuple[str, jwt.PyJWK, TokenClaims]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -272,10 +319,7 @@ class TokenVerifier:
         if key is None:
             raise TokenRejected("unknown signing key")
         payload = self._decode(token, key, audiences)
-        claims = _claims_from(payload, audiences)
-        if self._revocations is not None and self._revocations.is_revoked(claims.session_id):
-            raise TokenRejected("session revoked")
-        return claims
+        return kid, key, _claims_from(payload, audiences)
 
     def _decode(self, token: str, key: jwt.PyJWK, audiences: Collection[str]) -> dict[str, Any]:
         try:

@@ -235,6 +235,43 @@ async def test_token_expired_within_the_leeway_is_still_accepted(
     assert verified.token_id == "tok-1"
 
 
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    ring: KeyRing, key: SigningKey
+) -> None:
+    strict = TokenVerifier(JwksCache(ring.fetch), issuer=ISSUER, leeway_seconds=0)
+    expires = int(time.time()) + 3
+    token = sign_token(key, valid_claims(exp=expires))
+    await strict.verify(token, {"wallet"})
+
+    # Sleeps past the expiry itself (a clock time), whatever the machine's speed.
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
+
+    assert await rejection_reason(strict, token) == "token expired"
+
+
+async def test_a_token_accepted_before_is_refused_once_identity_stops_publishing_its_key(
+    ring: KeyRing, key: SigningKey
+) -> None:
+    keys = JwksCache(ring.fetch)
+    verifier = TokenVerifier(keys, issuer=ISSUER)
+    token = sign_token(key, valid_claims())
+    await verifier.verify(token, {"wallet"})
+
+    ring.keys = [generate_signing_key()]
+    await keys.refresh()
+
+    assert await rejection_reason(verifier, token) == "unknown signing key"
+
+
+async def test_a_token_accepted_for_one_service_is_still_refused_by_another(
+    verifier: TokenVerifier, key: SigningKey
+) -> None:
+    token = sign_token(key, valid_claims(aud="wallet"))
+    await verifier.verify(token, {"wallet"})
+
+    assert await rejection_reason(verifier, token, ("notify",)) == "wrong audience"
+
+
 async def test_token_issued_in_the_future_is_refused(
     verifier: TokenVerifier, key: SigningKey
 ) -> None:
