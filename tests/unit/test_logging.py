@@ -174,3 +174,27 @@ def test_a_traceback_in_json_carries_no_local_variables():
     assert line["exception"]
     assert "hunter2-secret" not in stream.getvalue()
     assert all("locals" not in frame for frame in line["exception"][0]["frames"])  # type: ignore[index]
+
+
+def test_a_logger_kept_from_before_follows_a_new_output_and_level():
+    first, second = StringIO(), StringIO()
+    configure_logging("wallet", stream=first)
+    kept = get_logger("tests.kept")
+    kept.info("before")
+
+    configure_logging("notify", level="warning", stream=second)
+    kept.info("dropped_at_warning")
+    kept.warning("after")
+
+    assert [line["event"] for line in json_lines(first)] == ["before"]
+    (line,) = json_lines(second)
+    assert (line["event"], line["service"], line["logger"]) == ("after", "notify", "tests.kept")
+
+
+def test_a_line_that_cannot_be_written_never_fails_the_code_that_logged_it():
+    stream = StringIO()
+    configure_logging("identity", stream=stream)
+    stream.close()
+
+    get_logger("tests.unit").warning("outbox_relay_waiting")
+    logging.getLogger("asyncpg.test").warning("connection lost")

@@ -7,6 +7,8 @@ but never its password."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 import urllib.parse
@@ -26,32 +28,35 @@ DEADLINE_SECONDS = 60.0
 OUTAGE_SECONDS = 6.0
 
 
-class Records(logging.Handler):
-    """Every record reaching the root logger, as the event dicts structlog hands it."""
+class Records:
+    """Every line the services in this process wrote, read back from standard output
+    as an operator's log collector reads it (the cluster logs JSON)."""
 
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.events: list[dict[str, Any]] = []
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+        self._events: list[dict[str, Any]] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        event = record.msg if isinstance(record.msg, dict) else {"event": record.getMessage()}
-        self.events.append({**event, "level": record.levelname.lower(), "logger": record.name})
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        for line in self._capsys.readouterr().out.splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    self._events.append(event)
+        return self._events
 
     def matching(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         return [event for event in self.events if predicate(event)]
 
 
 @pytest.fixture
-def records() -> Iterator[Records]:
-    handler = Records()
+def records(capsys: pytest.CaptureFixture[str]) -> Iterator[Records]:
     root = logging.getLogger()
     # A test may start services at a lower level; later ones should not inherit it.
     level = root.level
-    root.addHandler(handler)
     try:
-        yield handler
+        yield Records(capsys)
     finally:
-        root.removeHandler(handler)
         root.setLevel(level)
 
 
