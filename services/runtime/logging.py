@@ -43,9 +43,9 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
-# Shared by structlog loggers and by standard-library records (as the formatter's
-# foreign_pre_chain). It depends on nothing configure_logging receives, so loggers
-# that cached it on first use stay correct when logging is configured again.
+# What a standard-library record goes through before the renderer (the formatter's
+# foreign_pre_chain): the fields structlog's own chain in configure_logging adds to
+# its events, read from the record where structlog reads them from its logger.
 _SHARED_PROCESSORS: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
