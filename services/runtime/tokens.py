@@ -274,9 +274,9 @@ class TokenVerifier:
         """The token's claims if it is valid for one of ``audiences``; else TokenRejected.
 
         A token verified before for the same audiences is not checked again while it
-        has not expired and its signing key is still identity's: a payer's or a
-        register's token comes with every call for minutes, and the signature and
-        claims (about 0.1 ms) were most of what verifying it cost. The session's
+        has not expired and its signing key is still identity's: a payer's token
+        comes with each of their calls for minutes, and the signature and claims
+        (about 0.1 ms) were most of what verifying it cost. The session's
         revocation is checked on every call all the same.
         """
         if not audiences:
