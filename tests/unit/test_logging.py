@@ -195,6 +195,9 @@ def test_a_line_that_cannot_be_written_never_fails_the_code_that_logged_it():
     stream = StringIO()
     configure_logging("identity", stream=stream)
     stream.close()
-
-    get_logger("tests.unit").warning("outbox_relay_waiting")
-    logging.getLogger("asyncpg.test").warning("connection lost")
+    try:
+        get_logger("tests.unit").warning("outbox_relay_waiting")
+        logging.getLogger("asyncpg.test").warning("connection lost")
+    finally:
+        # Later tests, and the libraries' exit hooks, log to an open stream again.
+        configure_logging("identity", stream=StringIO())
